@@ -1,0 +1,4 @@
+"""Quasar: a Kafka-native declarative services runtime."""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

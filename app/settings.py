@@ -1,0 +1,56 @@
+"""The one settings object (pydantic-settings, env prefix `QUASAR_`)."""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QUASAR_", env_nested_delimiter="__", extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers. Unset: `quasar dev` starts the embedded broker."
+    )
+    topic_prefix: str = Field(default="quasar.", description="Prefix of every topic Quasar owns.")
+    fetch_wait_max_ms: int = Field(
+        default=100,
+        description="Consumer fetch.wait.max.ms. Real Kafka answers as soon as data arrives; Tansu only when "
+        "the wait expires, so dev and tests use ~10 ms.",
+    )
+    session_timeout_ms: int = Field(
+        default=10000, description="Consumer group session timeout (Tansu joins take about half of it)."
+    )
+    default_partitions: int = Field(default=4, description="Partitions of channel topics created on activation.")
+    replication_factor: int = Field(default=1, description="Replication factor of topics Quasar creates.")
+
+    # Processes
+    instance_id: str = Field(default_factory=socket.gethostname, description="Name of this instance.")
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    worker_metrics_port: int = 9091
+
+    # Limits (Orion defaults)
+    max_payload_size: int = Field(default=1_048_576, description="Max request body in bytes (413 above).")
+    max_result_size_bytes: int = Field(default=1_048_576, description="Max response size (502 above).")
+    processing_timeout_ms: int = Field(default=60_000, description="Default sync timeout when a channel has none.")
+    max_channel_call_depth: int = 10
+    default_channel_call_timeout_ms: int = 30_000
+
+    # Shared state
+    redis_url: str | None = Field(default=None, description="Redis for shared governance; unset = in-memory.")
+
+    # Logging
+    log_level: str = "info"
+    log_format: str = Field(default="json", description="json or console")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
