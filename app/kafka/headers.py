@@ -1,0 +1,63 @@
+"""Kafka header names on request, reply and DLQ records (one place; see docs/internals.md)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ATTEMPT",
+    "CHANNEL",
+    "CONFIG_OFFSET",
+    "CORRELATION_ID",
+    "DEADLINE",
+    "DLQ_CHANNEL",
+    "DLQ_ERROR_CODE",
+    "DLQ_ERROR_MESSAGE",
+    "DLQ_ATTEMPTS",
+    "DLQ_FIRST_FAILED_AT",
+    "DLQ_ORIGINAL_OFFSET",
+    "DLQ_ORIGINAL_PARTITION",
+    "DLQ_ORIGINAL_TOPIC",
+    "MODE",
+    "REPLY_TO",
+    "REQUEST_ID",
+    "ROLLOUT_KEY",
+    "STATUS",
+    "TRACEPARENT",
+    "TRACE_ID",
+    "header_map",
+]
+
+REQUEST_ID = "x-request-id"
+TRACEPARENT = "traceparent"
+REPLY_TO = "quasar-reply-to"  # "<topic>:<partition>"
+CORRELATION_ID = "quasar-correlation-id"
+DEADLINE = "quasar-deadline"  # epoch milliseconds; the worker skips work whose caller gave up
+ATTEMPT = "quasar-attempt"
+CONFIG_OFFSET = "quasar-config-offset"  # config log position the sender had applied
+MODE = "quasar-mode"  # "sync" | "async"
+TRACE_ID = "quasar-trace-id"
+ROLLOUT_KEY = "quasar-rollout-key"
+CHANNEL = "quasar-channel"
+STATUS = "quasar-status"  # HTTP status of a reply
+
+# Dead letters follow Kafka Connect's errors.deadletterqueue.context.headers convention.
+DLQ_ORIGINAL_TOPIC = "__connect.errors.topic"
+DLQ_ORIGINAL_PARTITION = "__connect.errors.partition"
+DLQ_ORIGINAL_OFFSET = "__connect.errors.offset"
+DLQ_ERROR_CODE = "__connect.errors.exception.class.name"
+DLQ_ERROR_MESSAGE = "__connect.errors.exception.message"
+DLQ_CHANNEL = "quasar-dlq-channel"
+DLQ_ATTEMPTS = "quasar-dlq-attempts"
+DLQ_FIRST_FAILED_AT = "quasar-dlq-first-failed-at"  # epoch ms
+
+
+def header_map(headers: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """Kafka headers as a str->str dict (last value wins; undecodable values are dropped)."""
+    out: dict[str, str] = {}
+    for name, value in headers or ():
+        if value is None:
+            continue
+        try:
+            out[name] = value.decode()
+        except UnicodeDecodeError:
+            continue
+    return out
