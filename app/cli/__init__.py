@@ -16,7 +16,21 @@ cli = typer.Typer(
 
 def _register() -> None:
     # Each group registers itself here; keep alphabetical.
-    pass
+    from app.cli import admin, dev, topics
+
+    cli.info.help = f"{cli.info.help} {admin.EXIT_HELP}"
+    cli.command("backup")(admin.backup)
+    cli.add_typer(admin.channels_app, name="channels")
+    cli.add_typer(admin.connectors_app, name="connectors")
+    cli.add_typer(dev.app, name="dev")
+    cli.add_typer(__import__("app.cli.dlq", fromlist=["app"]).app, name="dlq")
+    cli.add_typer(__import__("app.cli.gateway", fromlist=["app"]).app, name="gateway")
+    cli.command("restore")(admin.restore)
+    cli.command("send")(admin.send)
+    cli.add_typer(topics.app, name="topics")
+    cli.add_typer(admin.traces_app, name="traces")
+    cli.add_typer(admin.workflows_app, name="workflows")
+    cli.add_typer(__import__("app.cli.worker", fromlist=["app"]).app, name="worker")
 
 
 def main() -> None:

@@ -1,0 +1,169 @@
+"""`quasar dev`: the embedded default — broker, topics, worker, gateway, examples, one Ctrl-C to stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import typer
+from rich.console import Console
+
+__all__ = ["app", "load_examples"]
+
+app = typer.Typer(help="Run Quasar locally on the embedded broker.")
+console = Console()
+
+_REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+def _iter_documents(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Workflows, channels and connectors found in the example files (single docs, lists or bundles)."""
+    workflows: list[dict[str, Any]] = []
+    channels: list[dict[str, Any]] = []
+    connectors: list[dict[str, Any]] = []
+
+    def classify(doc: Any) -> None:
+        if isinstance(doc, list):
+            for item in doc:
+                classify(item)
+        elif isinstance(doc, dict):
+            if "tasks" in doc:
+                workflows.append(doc)
+            elif "channel_type" in doc or "channel_id" in doc:
+                channels.append(doc)
+            elif "connector_type" in doc or ("type" in doc and "config" in doc):
+                connectors.append(doc)
+            else:
+                for key in ("workflows", "channels", "connectors"):
+                    if key in doc:
+                        classify(doc[key])
+
+    for path in sorted(root.rglob("*.json")):
+        if "expected" in path.parts or path.name.endswith(".expected.json"):
+            continue
+        try:
+            classify(orjson.loads(path.read_bytes()))
+        except orjson.JSONDecodeError as exc:
+            console.print(f"[yellow]skipping {path}: not JSON ({exc})[/]")
+    return workflows, channels, connectors
+
+
+def load_examples(base_url: str, root: Path = _REPO_EXAMPLES) -> dict[str, int]:
+    """Create and activate every example through the admin API; existing ones are left as they are."""
+    workflows, channels, connectors = _iter_documents(root)
+    counts = {"workflows": 0, "channels": 0, "connectors": 0, "skipped": 0}
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        for kind, docs, id_keys in (
+            ("connectors", connectors, ("id", "name")),
+            ("workflows", workflows, ("workflow_id", "id")),
+            ("channels", channels, ("channel_id", "name")),
+        ):
+            for doc in docs:
+                ident = next((doc[k] for k in id_keys if doc.get(k)), None)
+                created = http.post(f"/api/v1/admin/{kind}", json=doc)
+                if created.status_code == 409:
+                    counts["skipped"] += 1
+                    continue
+                if created.status_code >= 400:
+                    console.print(f"[red]{kind[:-1]} {ident}: {created.status_code} {created.text}[/]")
+                    continue
+                ident = ident or created.json().get("id") or created.json().get(id_keys[0])
+                if kind != "connectors":
+                    activated = http.patch(f"/api/v1/admin/{kind}/{ident}/status", json={"status": "active"})
+                    if activated.status_code >= 400:
+                        console.print(f"[red]activate {kind[:-1]} {ident}: {activated.text}[/]")
+                        continue
+                counts[kind] += 1
+    return counts
+
+
+def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2) as http:
+        while time.monotonic() < deadline:
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} during start-up")
+            try:
+                if http.get(url).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)  # polling a local HTTP probe, not waiting on the broker
+    raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s")
+
+
+@app.callback(invoke_without_command=True)
+def dev(
+    port: int = typer.Option(8080, help="Gateway port."),
+    examples: Path = typer.Option(_REPO_EXAMPLES, help="Folder of example workflows/channels to load."),
+    no_examples: bool = typer.Option(False, "--no-examples", help="Start empty."),
+) -> None:
+    """Start broker (embedded unless QUASAR_KAFKA_BOOTSTRAP is set), topics, worker and gateway."""
+    from app.kafka.broker import EmbeddedBroker
+    from app.kafka.topics import apply_topics_for_settings
+    from app.settings import Settings
+
+    settings = Settings()
+    env = dict(os.environ)
+    with ExitStack() as stack:
+        if settings.kafka_bootstrap:
+            bootstrap = settings.kafka_bootstrap
+            console.print(f"broker: [bold]{bootstrap}[/] (QUASAR_KAFKA_BOOTSTRAP)")
+        else:
+            broker = stack.enter_context(EmbeddedBroker())
+            bootstrap = broker.bootstrap
+            console.print(
+                f"broker: embedded Tansu at [bold]{bootstrap}[/] — [yellow]in-memory: all data is lost when it "
+                "stops[/] (keep the config with `quasar backup` / `quasar restore`)"
+            )
+            # Tansu answers a fetch only when its max wait expires: keep the wait short (see settings).
+            env.setdefault("QUASAR_FETCH_WAIT_MAX_MS", "10")
+            env.setdefault("QUASAR_SESSION_TIMEOUT_MS", "3000")
+        env["QUASAR_KAFKA_BOOTSTRAP"] = bootstrap
+        env["QUASAR_GATEWAY_PORT"] = str(port)
+        settings = Settings(kafka_bootstrap=bootstrap)
+        apply_topics_for_settings(settings)
+
+        procs: list[subprocess.Popen[bytes]] = []
+
+        def spawn(*args: str) -> None:
+            proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env)
+            procs.append(proc)
+            stack.callback(_stop, proc)
+
+        spawn("worker")
+        spawn("gateway", "--port", str(port))
+        base = f"http://{settings.gateway_host}:{port}"
+        _wait_ready(f"{base}/readyz", procs)
+        if not no_examples and examples.is_dir():
+            counts = load_examples(base, examples)
+            console.print(f"examples: {counts}")
+        console.print(f"gateway:  [bold]{base}[/]   docs: {base}/docs   metrics: {base}/metrics")
+        console.print(f"worker metrics: http://127.0.0.1:{settings.worker_metrics_port}/metrics")
+        console.print("Ctrl-C stops everything.")
+        try:
+            while all(p.poll() is None for p in procs):
+                time.sleep(0.5)
+            console.print("[red]a process exited; stopping[/]")
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            console.print("stopping…")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,254 @@
+"""The runtime view of a folded config: what the worker and the gateway actually use.
+
+A `Snapshot` is immutable and built from a `ConfigState` only when the state changed; readers swap it
+in one attribute assignment, so a request always sees one consistent config.
+
+- `channels`: active channels by name, each with its bound workflows (`workflow_id` or `workflow_ids`),
+  every active version of each with its rollout bucket range, newest first: `[0, p_new)`, `[p_new, 100)`;
+- `routes`: REST route table input (Orion order: priority desc, then segment count desc);
+- `connectors`: active connector documents by id;
+- `engine`: the engine built from all of it (or None when no engine factory is available);
+- `problems`: invalid definitions and dangling bindings, for `/health` and the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.config_store.state import ConfigState, ObjectState
+
+__all__ = [
+    "BoundWorkflow",
+    "ChannelView",
+    "EngineFactory",
+    "RouteEntry",
+    "Snapshot",
+    "build_snapshot",
+    "default_engine_factory",
+    "rollout_ranges",
+]
+
+# {channel name: [(compiled workflow, (lo, hi)), ...]} -> engine
+EngineFactory = Callable[[Mapping[str, list[tuple[Any, tuple[int, int]]]]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BoundWorkflow:
+    workflow_id: str
+    version: int
+    rollout: tuple[int, int]  # half-open bucket range [lo, hi) over 0..99
+    compiled: Any  # CompiledWorkflow; None when the version is invalid
+    errors: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelView:
+    id: str
+    name: str
+    version: int
+    doc: Mapping[str, Any]  # the stored version document (definition + lifecycle fields)
+    model: Any  # the compiled/validated ChannelDoc, when valid
+    workflows: tuple[BoundWorkflow, ...]
+
+    @property
+    def channel_type(self) -> str:
+        return str(self.doc.get("channel_type", "sync"))
+
+    @property
+    def protocol(self) -> str:
+        return str(self.doc.get("protocol", "http"))  # ChannelDoc's default
+
+    @property
+    def topic(self) -> str | None:
+        topic = self.doc.get("topic")
+        return topic if isinstance(topic, str) and topic else None
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        cfg = self.doc.get("config")
+        return cfg if isinstance(cfg, Mapping) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    channel: str
+    pattern: str
+    segments: tuple[str, ...]
+    methods: tuple[str, ...]  # empty = any method
+    priority: int
+    channel_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    offset: int  # config log position this view reflects
+    generation: int
+    channels: Mapping[str, ChannelView] = field(default_factory=dict)
+    routes: tuple[RouteEntry, ...] = ()
+    connectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    workflows: Mapping[str, tuple[BoundWorkflow, ...]] = field(default_factory=dict)  # active, by id
+    engine: Any = None
+    problems: tuple[Mapping[str, Any], ...] = ()
+
+
+def rollout_ranges(obj: ObjectState) -> list[tuple[int, tuple[int, int]]]:
+    """Bucket ranges of the active versions, newest first: [(version, (lo, hi)), ...].
+
+    Each version takes its `rollout_percentage` after the newer ones; with Orion's two-version rule
+    that is `[0, p_new)` and `[p_new, 100)`. A lone version at p < 100 owns `[0, p)`: the rest of the
+    traffic runs no version of this workflow (gradual ramp-up, as in Orion).
+    """
+    out: list[tuple[int, tuple[int, int]]] = []
+    lo = 0
+    for n in obj.active:
+        p = obj.versions[n].get("rollout_percentage", 100)
+        p = p if type(p) is int and 0 <= p <= 100 else 100
+        hi = min(100, lo + p)
+        out.append((n, (lo, hi)))
+        lo = hi
+    return out
+
+
+def default_engine_factory(channels: Mapping[str, list[tuple[Any, tuple[int, int]]]]) -> Any:
+    """Build `app.engine.Engine` from compiled workflows and their rollout ranges."""
+    from app.engine import ChannelWorkflow, Engine
+
+    return Engine(
+        {name: [ChannelWorkflow(wf, rollout=rng) for wf, rng in wfs] for name, wfs in channels.items()}
+    )
+
+
+def _workflow_ids(doc: Mapping[str, Any]) -> list[str]:
+    ids: list[str] = []
+    many = doc.get("workflow_ids")
+    if isinstance(many, list):
+        ids.extend(i for i in many if isinstance(i, str))
+    one = doc.get("workflow_id")
+    if isinstance(one, str) and one not in ids:
+        ids.insert(0, one)
+    return ids
+
+
+def _int(value: object, default: int = 0) -> int:
+    return value if type(value) is int else default
+
+
+def build_snapshot(
+    state: ConfigState, *, engine_factory: EngineFactory | None = default_engine_factory
+) -> Snapshot:
+    """The runtime view of `state` (pure apart from what the engine factory does)."""
+    problems: list[Mapping[str, Any]] = []
+
+    workflows: dict[str, tuple[BoundWorkflow, ...]] = {}
+    for obj in state.objects("workflow"):
+        bound = []
+        for n, rng in rollout_ranges(obj):
+            result = obj.compiled.get(n)
+            if result is None or not result.valid:
+                errors = tuple(result.errors) if result is not None else ()
+                problems.append({"kind": "workflow", "id": obj.id, "version": n, "errors": list(errors)})
+                bound.append(BoundWorkflow(obj.id, n, rng, None, errors))
+            else:
+                bound.append(BoundWorkflow(obj.id, n, rng, result.compiled))
+        if bound:
+            workflows[obj.id] = tuple(bound)
+
+    channels: dict[str, ChannelView] = {}
+    # Orion allows several channel rows with one name; their workflows share that engine channel. The
+    # highest-priority row (then lowest id) provides the channel's own settings.
+    active_channels = [o for o in state.objects("channel") if o.active]
+    active_channels.sort(key=lambda o: (-_int(_newest_active(o)[1].get("priority")), o.id))
+    for obj in active_channels:
+        n, doc = _newest_active(obj)
+        result = obj.compiled.get(n)
+        if result is not None and not result.valid:
+            problems.append({"kind": "channel", "id": obj.id, "version": n, "errors": list(result.errors)})
+            continue
+        given = doc.get("name")
+        name = given if isinstance(given, str) and given else obj.id
+        bound_wfs: list[BoundWorkflow] = []
+        for wid in _workflow_ids(doc):
+            if wid not in workflows:
+                problems.append(
+                    {
+                        "kind": "channel",
+                        "id": obj.id,
+                        "version": n,
+                        "errors": [
+                            {"field": "workflow_id", "message": f"workflow '{wid}' has no active version"}
+                        ],
+                    }
+                )
+                continue
+            bound_wfs.extend(workflows[wid])
+        existing = channels.get(name)
+        if existing is not None:
+            channels[name] = ChannelView(
+                existing.id,
+                name,
+                existing.version,
+                existing.doc,
+                existing.model,
+                existing.workflows + tuple(bound_wfs),
+            )
+        else:
+            channels[name] = ChannelView(
+                obj.id, name, n, doc, result.compiled if result else None, tuple(bound_wfs)
+            )
+
+    routes = []
+    for view in channels.values():
+        pattern = view.doc.get("route_pattern")
+        if view.protocol in ("rest", "http") and isinstance(pattern, str) and pattern:
+            methods = view.doc.get("methods")
+            routes.append(
+                RouteEntry(
+                    channel=view.name,
+                    pattern=pattern,
+                    segments=tuple(s for s in pattern.strip("/").split("/") if s),
+                    methods=tuple(m.upper() for m in methods if isinstance(m, str))
+                    if isinstance(methods, list)
+                    else (),
+                    priority=_int(view.doc.get("priority")),
+                    channel_type=view.channel_type,
+                )
+            )
+    routes.sort(key=lambda r: (-r.priority, -len(r.segments), r.channel))
+
+    connectors = {}
+    for obj in state.objects("connector"):
+        if obj.active:
+            n, doc = _newest_active(obj)
+            result = obj.compiled.get(n)
+            if result is not None and not result.valid:
+                problems.append(
+                    {"kind": "connector", "id": obj.id, "version": n, "errors": list(result.errors)}
+                )
+                continue
+            connectors[obj.id] = doc
+
+    engine = None
+    if engine_factory is not None:
+        engine_input = {
+            name: [(b.compiled, b.rollout) for b in view.workflows if b.compiled is not None]
+            for name, view in channels.items()
+        }
+        engine = engine_factory(engine_input)
+
+    return Snapshot(
+        offset=state.offset,
+        generation=state.generation,
+        channels=channels,
+        routes=tuple(routes),
+        connectors=connectors,
+        workflows=workflows,
+        engine=engine,
+        problems=tuple(problems),
+    )
+
+
+def _newest_active(obj: ObjectState) -> tuple[int, Mapping[str, Any]]:
+    n = obj.active[0]
+    return n, obj.versions[n]

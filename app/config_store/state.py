@@ -1,0 +1,375 @@
+"""The config fold: a pure, deterministic state machine over `quasar.config` records.
+
+No Kafka here. Every reader feeds the records of partition 0 in offset order into `ConfigState.apply`
+and ends in the same state (see docs/internals.md "Config topic records"):
+
+- a proposal applies iff `expected_revision >= current revision` of its object; it then becomes the
+  object's whole state (all versions) and `current revision = revision`;
+- otherwise it is rejected as stale, identically on every reader;
+- tombstones (null value) and `__marker__/` records are fold no-ops;
+- anything malformed is ignored with a reason: a reader never crashes on a record.
+
+Definitions are compiled here, at fold time, never per message. A definition that fails to compile is
+recorded as invalid with its errors. Compile results are cached by content, so a proposal that only
+changes a version's status does not recompile it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+__all__ = [
+    "KINDS",
+    "MARKER_PREFIX",
+    "META_FIELDS",
+    "STATUSES",
+    "CompileResult",
+    "Compiler",
+    "ConfigState",
+    "ObjectState",
+    "Outcome",
+    "default_compiler",
+    "definition_of",
+    "id_field",
+    "proposal_key",
+    "valid_object_id",
+]
+
+KINDS: tuple[str, ...] = ("workflow", "channel", "connector")
+STATUSES: tuple[str, ...] = ("draft", "active", "archived")
+MARKER_PREFIX = "__marker__/"
+# Lifecycle fields the store owns; everything else in a version document is the user's definition.
+META_FIELDS: frozenset[str] = frozenset(
+    {"version", "status", "rollout_percentage", "created_at", "updated_at"}
+)
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_KEY = re.compile(r"^(workflow|channel|connector)/([^#]+)#(\d+)\.([A-Za-z0-9_-]+)$")
+
+
+def valid_object_id(object_id: object) -> bool:
+    """Orion's id rule: `^[A-Za-z0-9][A-Za-z0-9._-]*$`, at most 128 characters."""
+    return isinstance(object_id, str) and bool(_ID.match(object_id))
+
+
+def id_field(kind: str) -> str:
+    """The id field name a document of `kind` carries (`workflow_id`, `channel_id`, `connector_id`)."""
+    return f"{kind}_id"
+
+
+def proposal_key(kind: str, object_id: str, revision: int, nonce: str) -> str:
+    """`<kind>/<id>#<revision>.<nonce>`: rival proposals get distinct keys, so compaction keeps both."""
+    return f"{kind}/{object_id}#{revision}.{nonce}"
+
+
+def definition_of(kind: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's definition inside a stored version document (lifecycle fields and own id removed).
+
+    Only the object's *own* id field goes: a channel's `workflow_id` is its binding, part of the definition.
+    """
+    own = id_field(kind)
+    return {k: v for k, v in doc.items() if k not in META_FIELDS and k != own}
+
+
+@dataclass(frozen=True, slots=True)
+class CompileResult:
+    """Outcome of compiling one definition: `compiled` (engine object) or `errors` ([{field, message}])."""
+
+    compiled: Any = None
+    errors: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+
+# (kind, id, definition) -> CompileResult. Must be deterministic and must not raise.
+Compiler = Callable[[str, str, Mapping[str, Any]], CompileResult]
+
+
+def _errors_of(exc: Exception) -> tuple[Mapping[str, Any], ...]:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic.ValidationError
+        try:
+            return tuple(
+                {"field": ".".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg", ""))}
+                for e in errors()
+            )
+        except Exception:
+            pass
+    elif isinstance(errors, list | tuple) and errors:
+        return tuple(e if isinstance(e, Mapping) else {"field": "", "message": str(e)} for e in errors)
+    return ({"field": "", "message": f"{type(exc).__name__}: {exc}"},)
+
+
+def default_compiler(kind: str, object_id: str, definition: Mapping[str, Any]) -> CompileResult:
+    """Compile with the engine: workflows through `compile_workflow`, channels/connectors through their
+    document models. Any exception (including a bug in the engine) becomes an invalid result."""
+    try:
+        if kind == "workflow":
+            from app.engine import compile_workflow
+
+            return CompileResult(compiled=compile_workflow({"id": object_id, **definition}))
+        if kind == "channel":
+            from app.engine import ChannelDoc
+
+            return CompileResult(compiled=ChannelDoc.model_validate({"channel_id": object_id, **definition}))
+        from app.engine import ConnectorDoc
+
+        return CompileResult(compiled=ConnectorDoc.model_validate({"connector_id": object_id, **definition}))
+    except Exception as exc:
+        return CompileResult(errors=_errors_of(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectState:
+    """One object's folded state: its revision, every version document, and each version's compile result.
+
+    `versions` maps version number -> stored document (definition + `version`, `status`,
+    `rollout_percentage`, `created_at`, `updated_at`). A deleted object keeps its revision (so stale
+    proposals made before the delete stay rejected) with `deleted=True` and no versions.
+    """
+
+    kind: str
+    id: str
+    revision: int
+    versions: Mapping[int, Mapping[str, Any]]
+    compiled: Mapping[int, CompileResult]
+    key: str  # key of the accepted proposal that produced this state (GC must keep it)
+    offset: int
+    deleted: bool = False
+
+    def by_status(self, status: str) -> list[int]:
+        """Version numbers with `status`, newest first."""
+        return sorted((n for n, d in self.versions.items() if d.get("status") == status), reverse=True)
+
+    @property
+    def latest(self) -> int | None:
+        return max(self.versions) if self.versions else None
+
+    @property
+    def draft(self) -> int | None:
+        drafts = self.by_status("draft")
+        return drafts[0] if drafts else None
+
+    @property
+    def active(self) -> list[int]:
+        return self.by_status("active")
+
+    def errors_of(self, version: int) -> list[Mapping[str, Any]]:
+        result = self.compiled.get(version)
+        return list(result.errors) if result is not None else []
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON view (what backups and admin reads return)."""
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            "revision": self.revision,
+            "deleted": self.deleted,
+            "versions": {str(n): dict(d) for n, d in sorted(self.versions.items())},
+            "invalid": {str(n): list(r.errors) for n, r in sorted(self.compiled.items()) if not r.valid},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the fold did with one record."""
+
+    status: Literal["applied", "rejected", "ignored"]
+    reason: str
+    offset: int
+    key: str | None = None
+    kind: str | None = None
+    id: str | None = None
+    revision: int | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.status == "applied"
+
+
+@dataclass(slots=True)
+class _Proposal:
+    kind: str
+    id: str
+    op: str
+    expected_revision: int
+    revision: int
+    versions: dict[int, dict[str, Any]] | None
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _parse(key: str, value: bytes) -> _Proposal:
+    m = _KEY.match(key)
+    if m is None:
+        raise _Malformed("key is not <kind>/<id>#<revision>.<nonce>")
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise _Malformed(f"value is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _Malformed("value is not a JSON object")
+    kind, object_id = body.get("kind"), body.get("id")
+    if kind not in KINDS:
+        raise _Malformed(f"unknown kind {kind!r}")
+    if not valid_object_id(object_id) or not isinstance(object_id, str):
+        raise _Malformed(f"invalid id {object_id!r}")
+    if (kind, object_id, str(body.get("revision"))) != (m.group(1), m.group(2), m.group(3)):
+        raise _Malformed("key does not match kind/id/revision of the value")
+    expected, revision = body.get("expected_revision"), body.get("revision")
+    if type(expected) is not int or type(revision) is not int or expected < 0:
+        raise _Malformed("expected_revision and revision must be integers")
+    # revision = expected + 1 is what makes the fold compaction-safe: an older proposal can never
+    # carry a revision above the one a later accepted proposal expected.
+    if revision != expected + 1:
+        raise _Malformed("revision must be expected_revision + 1")
+    op = body.get("op")
+    if not isinstance(op, str):
+        raise _Malformed("op must be a string")
+    obj = body.get("object")
+    if obj is None:
+        return _Proposal(kind, object_id, op, expected, revision, None)
+    if not isinstance(obj, dict) or not isinstance(obj.get("versions"), dict):
+        raise _Malformed('object must be null or {"versions": {...}}')
+    versions: dict[int, dict[str, Any]] = {}
+    for n, doc in obj["versions"].items():
+        if not (isinstance(n, str) and n.isdigit() and int(n) >= 1):
+            raise _Malformed(f"version key {n!r} is not a positive integer")
+        if not isinstance(doc, dict):
+            raise _Malformed(f"version {n} is not an object")
+        if doc.get("status") not in STATUSES:
+            raise _Malformed(f"version {n} has invalid status {doc.get('status')!r}")
+        versions[int(n)] = doc
+    if not versions:
+        raise _Malformed("object has no versions")
+    if sum(1 for d in versions.values() if d["status"] == "draft") > 1:
+        raise _Malformed("more than one draft")
+    if sum(1 for d in versions.values() if d["status"] == "active") > 2:
+        raise _Malformed("more than two active versions")
+    return _Proposal(kind, object_id, op, expected, revision, versions)
+
+
+def _content_hash(kind: str, object_id: str, definition: Mapping[str, Any]) -> str:
+    raw = orjson.dumps([kind, object_id, definition], option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+@dataclass
+class ConfigState:
+    """The folded config: every object by (kind, id). Mutated only through `apply`."""
+
+    compiler: Compiler = default_compiler
+    offset: int = -1  # offset of the last record seen (any record)
+    generation: int = 0  # bumped on every applied proposal: snapshots rebuild only when it moves
+    _objects: dict[tuple[str, str], ObjectState] = field(default_factory=dict)
+    _cache: dict[str, CompileResult] = field(default_factory=dict)
+
+    # -- the fold ---------------------------------------------------------------------------------
+    def apply(
+        self, offset: int, key: bytes | str | None, value: bytes | None, timestamp_ms: int | None = None
+    ) -> Outcome:
+        """Fold one record. Deterministic: depends only on the records seen so far, in offset order."""
+        del timestamp_ms  # deliberately unused: broker time differs between a log and its copy
+        self.offset = max(self.offset, offset)
+        if key is None:
+            return Outcome("ignored", "record has no key", offset)
+        if isinstance(key, bytes):
+            try:
+                key = key.decode()
+            except UnicodeDecodeError:
+                return Outcome("ignored", "key is not UTF-8", offset)
+        if key.startswith(MARKER_PREFIX):
+            return Outcome("ignored", "marker", offset, key)
+        if value is None:
+            return Outcome("ignored", "tombstone", offset, key)
+        try:
+            p = _parse(key, value)
+        except _Malformed as exc:
+            return Outcome("ignored", f"malformed: {exc}", offset, key)
+        current = self._objects.get((p.kind, p.id))
+        current_revision = current.revision if current is not None else 0
+        if p.expected_revision < current_revision:
+            return Outcome(
+                "rejected",
+                f"stale: expected revision {p.expected_revision}, current is {current_revision}",
+                offset,
+                key,
+                p.kind,
+                p.id,
+                p.revision,
+            )
+        if p.versions is None:
+            new = ObjectState(p.kind, p.id, p.revision, {}, {}, key, offset, deleted=True)
+        else:
+            compiled = {n: self._compile(p.kind, p.id, doc) for n, doc in p.versions.items()}
+            new = ObjectState(p.kind, p.id, p.revision, p.versions, compiled, key, offset)
+        self._objects[(p.kind, p.id)] = new
+        self.generation += 1
+        return Outcome("applied", p.op, offset, key, p.kind, p.id, p.revision)
+
+    def _compile(self, kind: str, object_id: str, doc: Mapping[str, Any]) -> CompileResult:
+        definition = definition_of(kind, doc)
+        h = _content_hash(kind, object_id, definition)
+        result = self._cache.get(h)
+        if result is None:
+            try:
+                result = self.compiler(kind, object_id, definition)
+            except Exception as exc:
+                result = CompileResult(errors=_errors_of(exc))
+            self._cache[h] = result
+            self._prune_cache()
+        return result
+
+    def _prune_cache(self) -> None:
+        # Keep only results some live version still uses, once the cache outgrows the live set.
+        live = sum(len(o.versions) for o in self._objects.values())
+        if len(self._cache) <= 2 * live + 64:
+            return
+        keep = {
+            _content_hash(o.kind, o.id, definition_of(o.kind, d))
+            for o in self._objects.values()
+            for d in o.versions.values()
+        }
+        self._cache = {h: r for h, r in self._cache.items() if h in keep}
+
+    def compile(self, kind: str, object_id: str, doc: Mapping[str, Any]) -> CompileResult:
+        """Compile a (stored or candidate) version document through the same cached path as the fold."""
+        return self._compile(kind, object_id, doc)
+
+    # -- reads --------------------------------------------------------------------------------------
+    def get(self, kind: str, object_id: str) -> ObjectState | None:
+        """The live object, or None if it never existed or was deleted."""
+        obj = self._objects.get((kind, object_id))
+        return None if obj is None or obj.deleted else obj
+
+    def get_any(self, kind: str, object_id: str) -> ObjectState | None:
+        """Like `get`, but deleted objects are returned too (their revision matters to writers)."""
+        return self._objects.get((kind, object_id))
+
+    def revision_of(self, kind: str, object_id: str) -> int:
+        obj = self._objects.get((kind, object_id))
+        return obj.revision if obj is not None else 0
+
+    def objects(self, kind: str | None = None) -> list[ObjectState]:
+        """Live objects (of `kind`), sorted by (kind, id)."""
+        return [
+            o for k, o in sorted(self._objects.items()) if not o.deleted and (kind is None or k[0] == kind)
+        ]
+
+    def fingerprint(self) -> str:
+        """Digest of the whole folded state: equal on two readers iff they hold the same config."""
+        view = [o.to_json() for _, o in sorted(self._objects.items())]
+        return hashlib.sha256(orjson.dumps(view, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def apply_all(self, records: Iterable[tuple[int, bytes | str | None, bytes | None]]) -> list[Outcome]:
+        """Fold a batch of (offset, key, value) records."""
+        return [self.apply(o, k, v) for o, k, v in records]

@@ -1,0 +1,358 @@
+"""Workflow selection and execution, exactly as Orion does it (§1b, §1e, §1f).
+
+- All workflows bound to a channel are tried in ascending priority (stable); every one whose
+  condition is exactly `true` runs (not first-match), sharing one message.
+- Tasks run in order, each gated by its own strict-true condition (evaluation error = false).
+- Task errors push `TASK_ERROR`; task `continue_on_error` goes on, else the workflow fails.
+  A failing workflow with `continue_on_error` pushes `WORKFLOW_ERROR` and the next workflow runs;
+  otherwise the whole run fails with `ValidationFailed` (400), `Timeout` (504) or
+  `EngineFailure` (500, "An internal engine error occurred").
+- Quasar fix of quirk 5: a status >= 500 under task `continue_on_error` records a `TASK_ERROR`.
+- Rollout: each channel entry owns a bucket range `[lo, hi)`; the bucket comes from `RunOptions`
+  and is never written into `data` (fix of quirk 15).
+
+When no task on a channel is asynchronous the whole run is plain synchronous code: no `await`
+per task, no per-task allocations beyond the audit entry Orion requires.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from app.engine.compiler import CompiledWorkflow
+from app.engine.message import AuditEntry, Message, rfc3339
+from app.engine.registry import FunctionRegistry, TaskContext
+from app.errors import EngineFailure, NotFound, QuasarError, Timeout, ValidationFailed
+
+__all__ = [
+    "ENGINE_VERSION",
+    "ChannelWorkflow",
+    "Engine",
+    "RunOptions",
+    "map_engine_error",
+    "rollout_bucket",
+]
+
+try:
+    ENGINE_VERSION = version("quasar")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    ENGINE_VERSION = "0.0.0"
+
+FILTER_HALT = 299
+FILTER_SKIP = 298
+_NO_CHANGES: list[tuple[str, Any, Any]] = []
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelWorkflow:
+    """One workflow bound to a channel with its rollout bucket range `[lo, hi)` (0..100)."""
+
+    workflow: CompiledWorkflow
+    rollout: tuple[int, int] = (0, 100)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.rollout
+        if not 0 <= lo <= hi <= 100:
+            raise ValueError(f"rollout range must satisfy 0 <= lo <= hi <= 100, got {self.rollout}")
+
+
+@dataclass(slots=True)
+class RunOptions:
+    """Per-message options. `deadline` is epoch seconds; `services` is handed to connector functions."""
+
+    rollout_bucket: int | None = None
+    deadline: float | None = None
+    services: Any = None
+    # dry-run / tracing: when set, the executor appends one step per workflow/task here
+    steps: list[dict[str, Any]] | None = None
+    calls: list[dict[str, Any]] | None = field(default=None)
+
+
+_DEFAULT_OPTIONS = RunOptions()
+
+
+def rollout_bucket(key: str | bytes) -> int:
+    """A sticky bucket 0..99 for a request key (same key, same bucket, on every instance)."""
+    raw = key.encode() if isinstance(key, str) else key
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big") % 100
+
+
+def map_engine_error(exc: BaseException) -> QuasarError:
+    """Orion's engine-error -> HTTP mapping. Only validation and timeout keep their message."""
+    if isinstance(exc, ValidationFailed | Timeout):
+        return exc
+    if isinstance(exc, QuasarError) and exc.status != 500:
+        return exc  # runtime conditions such as CircuitOpen (503) keep their meaning
+    err = EngineFailure("An internal engine error occurred")
+    err.__cause__ = exc
+    return err
+
+
+class _WorkflowFailed(Exception):
+    def __init__(self, error: BaseException, text: str) -> None:
+        super().__init__(text)
+        self.error = error
+        self.text = text
+
+
+class _Entry:
+    __slots__ = ("hi", "lo", "partial", "workflow")
+
+    def __init__(self, cw: ChannelWorkflow) -> None:
+        self.workflow = cw.workflow
+        self.lo, self.hi = cw.rollout
+        self.partial = (self.lo, self.hi) != (0, 100)
+
+
+class _Channel:
+    __slots__ = ("entries", "is_async", "name", "partial")
+
+    def __init__(self, name: str, entries: Iterable[ChannelWorkflow | CompiledWorkflow]) -> None:
+        items = [e if isinstance(e, ChannelWorkflow) else ChannelWorkflow(e) for e in entries]
+        items.sort(key=lambda e: e.workflow.priority)  # stable: equal priorities keep their order
+        self.name = name
+        self.entries = tuple(_Entry(e) for e in items)
+        self.is_async = any(e.workflow.is_async for e in self.entries)
+        self.partial = any(e.partial for e in self.entries)
+
+
+class Engine:
+    """Channels -> compiled workflows. Immutable; build a new one per config change."""
+
+    def __init__(
+        self,
+        channels: Mapping[str, Sequence[ChannelWorkflow | CompiledWorkflow]],
+        registry: FunctionRegistry | None = None,
+    ) -> None:
+        # Workflows arrive compiled; the registry is kept for callers that compile more (channel_call).
+        self.registry = registry
+        self._channels = {name: _Channel(name, entries) for name, entries in channels.items()}
+
+    @property
+    def channels(self) -> list[str]:
+        return sorted(self._channels)
+
+    def has_channel(self, channel: str) -> bool:
+        return channel in self._channels
+
+    def workflows(self, channel: str) -> list[CompiledWorkflow]:
+        """The channel's workflows in execution order."""
+        return [e.workflow for e in self._get(channel).entries]
+
+    def is_sync(self, channel: str) -> bool:
+        """True when `process_sync` can run this channel (no asynchronous task)."""
+        return not self._get(channel).is_async
+
+    def _get(self, channel: str) -> _Channel:
+        ch = self._channels.get(channel)
+        if ch is None:
+            raise NotFound(f"Channel '{channel}' not found")
+        return ch
+
+    def _start(self, ch: _Channel, message: Message, opts: RunOptions) -> tuple[TaskContext, int | None]:
+        meta = message.context["metadata"]
+        meta["processed_at"] = rfc3339()
+        meta["engine_version"] = ENGINE_VERSION
+        meta["channel"] = ch.name
+        ctx = TaskContext(
+            ch.name, services=opts.services, deadline=opts.deadline, engine=self, calls=opts.calls
+        )
+        bucket = opts.rollout_bucket
+        if bucket is None and ch.partial:
+            bucket = random.randrange(100)  # no sticky key given: Orion's per-request random split
+        return ctx, bucket
+
+    # -- shared per-task bookkeeping (kept out of the loops so both paths behave the same) ------
+
+    @staticmethod
+    def _task_raised(message: Message, wf: CompiledWorkflow, task: Any, exc: BaseException) -> None:
+        text = f"Task {task.id} error: {exc}"
+        message.add_error("TASK_ERROR", text, workflow_id=wf.id, task_id=task.id)
+        _record(message, wf.id, task.id, _NO_CHANGES, 500)
+        if not task.continue_on_error:
+            raise _WorkflowFailed(exc, str(exc))
+
+    @staticmethod
+    def _task_failed_status(
+        message: Message, wf: CompiledWorkflow, task: Any, status: int, reason: str | None
+    ) -> None:
+        text = f"Task {task.id} failed with status {status}" + (f": {reason}" if reason else "")
+        if task.continue_on_error:
+            # Quasar fix of quirk 5: Orion continues silently; we record why.
+            message.add_error("TASK_ERROR", text, workflow_id=wf.id, task_id=task.id)
+            return
+        raise _WorkflowFailed(EngineFailure(text), text)
+
+    @staticmethod
+    def _workflow_failed(message: Message, wf: CompiledWorkflow, failure: _WorkflowFailed) -> None:
+        if wf.continue_on_error:
+            message.add_error("WORKFLOW_ERROR", f"Workflow {wf.id} error: {failure.text}", workflow_id=wf.id)
+            return
+        raise map_engine_error(failure.error) from failure.error
+
+    # -- the synchronous fast path --------------------------------------------------------------
+
+    def process_sync(self, channel: str, message: Message, options: RunOptions | None = None) -> Message:
+        """Run a channel whose tasks are all synchronous; raises `RuntimeError` otherwise."""
+        ch = self._get(channel)
+        if ch.is_async:
+            raise RuntimeError(f"channel '{channel}' has asynchronous tasks; use `await Engine.process`")
+        self._run_sync(ch, message, options or _DEFAULT_OPTIONS)
+        return message
+
+    def _run_sync(self, ch: _Channel, message: Message, opts: RunOptions) -> None:
+        ctx, bucket = self._start(ch, message, opts)
+        context = message.context
+        steps = opts.steps
+        for entry in ch.entries:
+            wf = entry.workflow
+            if entry.partial and not (entry.lo <= bucket < entry.hi):  # type: ignore[operator]
+                continue
+            if not (wf.always or wf.condition.is_true(context)):
+                if steps is not None:
+                    steps.append({"workflow_id": wf.id, "task_id": None, "result": "skipped"})
+                continue
+            ctx.workflow_id = wf.id
+            try:
+                self._tasks_sync(wf, message, ctx, steps)
+            except _WorkflowFailed as failure:
+                self._workflow_failed(message, wf, failure)
+
+    def _tasks_sync(
+        self, wf: CompiledWorkflow, message: Message, ctx: TaskContext, steps: list[dict[str, Any]] | None
+    ) -> None:
+        context = message.context
+        deadline = ctx.deadline
+        tasks = wf.tasks
+        for i, task in enumerate(tasks):
+            if not (task.always or task.condition.is_true(context)):
+                if steps is not None:
+                    steps.append(_step(wf.id, task.id, "skipped"))
+                continue
+            if deadline is not None and time.time() > deadline:
+                raise _WorkflowFailed(
+                    Timeout("Deadline exceeded before task " + task.id), "deadline exceeded"
+                )
+            ctx.task_id = task.id
+            ctx.reason = None
+            ctx.changes = _NO_CHANGES
+            try:
+                status = task.function.run(message, ctx)
+            except Exception as exc:
+                if steps is not None:
+                    steps.append(_step(wf.id, task.id, "executed", 500, str(exc)))
+                self._task_raised(message, wf, task, exc)
+                continue
+            if steps is not None:
+                steps.append(_step(wf.id, task.id, "executed", status, ctx.reason))
+            if status == FILTER_SKIP:
+                continue
+            _record(message, wf.id, task.id, ctx.changes, status)
+            if status == FILTER_HALT:
+                if steps is not None:
+                    steps.extend(
+                        _step(wf.id, t.id, "skipped", None, "halted by filter") for t in tasks[i + 1 :]
+                    )
+                return
+            if status >= 500:
+                self._task_failed_status(message, wf, task, status, ctx.reason)
+
+    # -- the general (async) path ---------------------------------------------------------------
+
+    async def process(self, channel: str, message: Message, options: RunOptions | None = None) -> Message:
+        """Run every matching workflow of `channel` on `message` (mutated in place and returned)."""
+        ch = self._get(channel)
+        opts = options or _DEFAULT_OPTIONS
+        if not ch.is_async:
+            self._run_sync(ch, message, opts)
+            return message
+        ctx, bucket = self._start(ch, message, opts)
+        context = message.context
+        steps = opts.steps
+        for entry in ch.entries:
+            wf = entry.workflow
+            if entry.partial and not (entry.lo <= bucket < entry.hi):  # type: ignore[operator]
+                continue
+            if not (wf.always or wf.condition.is_true(context)):
+                if steps is not None:
+                    steps.append({"workflow_id": wf.id, "task_id": None, "result": "skipped"})
+                continue
+            ctx.workflow_id = wf.id
+            try:
+                if wf.is_async:
+                    await self._tasks_async(wf, message, ctx, steps)
+                else:
+                    self._tasks_sync(wf, message, ctx, steps)
+            except _WorkflowFailed as failure:
+                self._workflow_failed(message, wf, failure)
+        return message
+
+    async def _tasks_async(
+        self, wf: CompiledWorkflow, message: Message, ctx: TaskContext, steps: list[dict[str, Any]] | None
+    ) -> None:
+        context = message.context
+        deadline = ctx.deadline
+        tasks = wf.tasks
+        for i, task in enumerate(tasks):
+            if not (task.always or task.condition.is_true(context)):
+                if steps is not None:
+                    steps.append(_step(wf.id, task.id, "skipped"))
+                continue
+            if deadline is not None and time.time() > deadline:
+                raise _WorkflowFailed(
+                    Timeout("Deadline exceeded before task " + task.id), "deadline exceeded"
+                )
+            ctx.task_id = task.id
+            ctx.reason = None
+            ctx.changes = _NO_CHANGES
+            try:
+                if task.is_async:
+                    status = await task.function.arun(message, ctx)
+                else:
+                    status = task.function.run(message, ctx)
+            except Exception as exc:
+                if steps is not None:
+                    steps.append(_step(wf.id, task.id, "executed", 500, str(exc)))
+                self._task_raised(message, wf, task, exc)
+                continue
+            if steps is not None:
+                steps.append(_step(wf.id, task.id, "executed", status, ctx.reason))
+            if status == FILTER_SKIP:
+                continue
+            _record(message, wf.id, task.id, ctx.changes, status)
+            if status == FILTER_HALT:
+                if steps is not None:
+                    steps.extend(
+                        _step(wf.id, t.id, "skipped", None, "halted by filter") for t in tasks[i + 1 :]
+                    )
+                return
+            if status >= 500:
+                self._task_failed_status(message, wf, task, status, ctx.reason)
+
+
+def _record(
+    message: Message, workflow_id: str, task_id: str, changes: list[tuple[str, Any, Any]], status: int
+) -> None:
+    message.audit_trail.append(AuditEntry(workflow_id, task_id, time.time(), changes, status))
+    message.context["metadata"]["progress"] = {
+        "workflow_id": workflow_id,
+        "task_id": task_id,
+        "status_code": status,
+    }
+
+
+def _step(
+    workflow_id: str, task_id: str, result: str, status: int | None = None, message: str | None = None
+) -> dict[str, Any]:
+    step: dict[str, Any] = {"workflow_id": workflow_id, "task_id": task_id, "result": result}
+    if status is not None:
+        step["status"] = status
+    if message:
+        step["message"] = message
+    return step

@@ -1,0 +1,72 @@
+"""map: ordered JSONLogic mappings written to context paths (Orion §1c)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from app.engine.functions._inputs import as_input, logic_at, req_list
+from app.engine.jsonlogic import Logic, LogicError
+from app.engine.message import Message
+from app.engine.paths import MISSING, PathPart, compile_path, set_path
+from app.engine.registry import FunctionInputError, FunctionSpec, SyncFunction, TaskContext
+
+__all__ = ["MAP"]
+
+_ROOTS = frozenset({"data", "metadata", "temp_data"})
+
+
+class MapFunction(SyncFunction):
+    """Each mapping sees the context as updated by the ones before it (sequential visibility)."""
+
+    __slots__ = ("mappings",)
+
+    def __init__(self, mappings: list[tuple[str, tuple[PathPart, ...], bool, Logic]]) -> None:
+        self.mappings = mappings
+
+    def run(self, message: Message, ctx: TaskContext) -> int:
+        context = message.context
+        changes: list[tuple[str, Any, Any]] = []
+        failed: list[str] = []
+        for path, parts, is_root, logic in self.mappings:
+            try:
+                value = logic.evaluate(context)
+            except LogicError as exc:
+                # Orion skips a failing mapping, applies the rest, and answers status 500.
+                failed.append(f"mapping '{path}' failed: {exc}")
+                continue
+            if value is None:
+                continue  # a null result writes nothing (quirk 6, kept)
+            if is_root and isinstance(value, dict):
+                current = context.get(path)
+                if isinstance(current, dict):
+                    current.update(value)  # shallow merge into data/metadata/temp_data
+                    changes.append((path, None, value))
+                    continue
+            old = set_path(context, parts, value)
+            changes.append((path, None if old is MISSING else old, value))
+        ctx.changes = changes
+        if failed:
+            ctx.reason = "; ".join(failed)
+            return 500
+        return 200
+
+
+def _compile_map(raw: Mapping[str, Any]) -> MapFunction:
+    inp = as_input(raw)
+    compiled: list[tuple[str, tuple[PathPart, ...], bool, Logic]] = []
+    for i, m in enumerate(req_list(inp, "mappings")):
+        field = f"mappings[{i}]"
+        if not isinstance(m, Mapping):
+            raise FunctionInputError(field, "must be an object {path, logic}")
+        path = m.get("path")
+        if not isinstance(path, str) or not path:
+            raise FunctionInputError(field + ".path", "is required and must be a non-empty string")
+        if "logic" not in m:
+            raise FunctionInputError(field + ".logic", "is required")
+        logic = logic_at(m["logic"], field + ".logic")
+        compiled.append((path, compile_path(path), path in _ROOTS, logic))
+    return MapFunction(compiled)
+
+
+MAP = FunctionSpec("map", _compile_map, description="Write JSONLogic results to context paths")

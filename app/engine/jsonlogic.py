@@ -1,0 +1,198 @@
+"""The JSONLogic dialect: the only module that imports datalogic_py.
+
+Orion evaluates JSONLogic with datalogic-rs in templating ("preserve structure") mode; datalogic-py
+is the Python binding of the same engine, so one `Engine(templating=True)` reproduces the dialect
+(`null < 100` is true, `x/0` and `"abc"+1` raise, `cat` skips null, ...).
+
+Rules are compiled once (`compile_logic`) when a workflow is compiled, never per message. Two
+shapes that dominate real workflows skip the native call entirely: scalar literals and plain
+`{"var": "a.b"}` lookups (same semantics as datalogic, checked by a test).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import datalogic_py as _dl
+
+from app.engine.paths import clone
+
+__all__ = [
+    "Logic",
+    "LogicCompileError",
+    "LogicError",
+    "check_logic",
+    "compile_logic",
+    "is_truthy",
+]
+
+_ENGINE: Final = _dl.Engine(templating=True)
+_MISSING: Final = object()
+
+
+class LogicError(Exception):
+    """A JSONLogic rule failed while evaluating (division by zero, NaN, `throw`, ...)."""
+
+
+class LogicCompileError(Exception):
+    """A JSONLogic rule cannot be compiled; `problems` lists `(json_pointer, message)`."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+def _copy_json(value: Any) -> Any:
+    """Copy a JSON value so a result never aliases the context it was read from."""
+    if isinstance(value, dict | list):
+        return clone(value)
+    return value
+
+
+def _split_var_path(path: str) -> tuple[str, ...]:
+    return tuple(path.split(".")) if path else ()
+
+
+def _lookup(root: Any, segments: tuple[str, ...]) -> Any:
+    """datalogic's `var` walk: object keys, numeric segments index arrays, anything else is missing."""
+    cur = root
+    for seg in segments:
+        if isinstance(cur, dict):
+            cur = cur.get(seg, _MISSING)
+            if cur is _MISSING:
+                return _MISSING
+        elif isinstance(cur, list):
+            if not seg.isdigit():
+                return _MISSING
+            idx = int(seg)
+            if idx >= len(cur):
+                return _MISSING
+            cur = cur[idx]
+        else:
+            return _MISSING
+    return cur
+
+
+class Logic:
+    """A compiled JSONLogic rule. `evaluate` returns a fresh value; `is_true` is Orion's strict test."""
+
+    __slots__ = ("_default", "_kind", "_rule", "_segments", "_value", "source")
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self._rule: _dl.Rule | None = None
+        self._segments: tuple[str, ...] = ()
+        self._default: Any = None
+        self._value: Any = None
+        if source is None or isinstance(source, bool | int | float | str):
+            self._kind = "const"
+            self._value = source
+            return
+        if isinstance(source, dict) and len(source) == 1 and "var" in source:
+            arg = source["var"]
+            if isinstance(arg, list) and len(arg) in (1, 2) and isinstance(arg[0], str):
+                default = arg[1] if len(arg) == 2 else None
+                if default is None or isinstance(default, bool | int | float | str):
+                    self._kind = "var"
+                    self._segments = _split_var_path(arg[0])
+                    self._default = default
+                    return
+            elif isinstance(arg, str):
+                self._kind = "var"
+                self._segments = _split_var_path(arg)
+                return
+        self._kind = "native"
+        try:
+            self._rule = _ENGINE.compile_checked(source)
+        except _dl.CompileError as exc:
+            problems = [(d.get("pointer", ""), d.get("message", "")) for d in exc.diagnostics]
+            raise LogicCompileError(_describe(problems, str(exc)), problems) from exc
+        except _dl.DataLogicError as exc:
+            raise LogicCompileError(str(exc)) from exc
+
+    @property
+    def is_constant(self) -> bool:
+        return self._kind == "const"
+
+    def evaluate(self, context: Any) -> Any:
+        """Evaluate against `context`; raises `LogicError` when the rule fails."""
+        kind = self._kind
+        if kind == "const":
+            return self._value
+        if kind == "var":
+            found = _lookup(context, self._segments)
+            return self._default if found is _MISSING else _copy_json(found)
+        rule = self._rule
+        assert rule is not None
+        try:
+            return rule.evaluate(context)
+        except _dl.DataLogicError as exc:
+            raise LogicError(str(exc)) from exc
+
+    def is_true(self, context: Any) -> bool:
+        """Orion's condition test: the result must be exactly boolean `true`; errors count as false."""
+        kind = self._kind
+        if kind == "const":
+            return self._value is True
+        if kind == "var":
+            found = _lookup(context, self._segments)
+            return (self._default if found is _MISSING else found) is True
+        rule = self._rule
+        assert rule is not None
+        try:
+            return rule.evaluate(context) is True
+        except _dl.DataLogicError:
+            return False
+
+    def __repr__(self) -> str:
+        return f"Logic({self.source!r})"
+
+
+def _describe(problems: list[tuple[str, str]], fallback: str) -> str:
+    if not problems:
+        return fallback
+    return "; ".join(f"{msg} (at '{ptr or '/'}')" for ptr, msg in problems)
+
+
+def compile_logic(rule: Any) -> Logic:
+    """Compile a rule once; raises `LogicCompileError` with datalogic's diagnostics."""
+    return Logic(rule)
+
+
+def check_logic(rule: Any) -> tuple[list[str], list[str]]:
+    """Errors and warnings for a rule, for workflow validation.
+
+    Errors are what stops compilation. Warnings point at keys that are not operators: in
+    templating mode they silently become literal objects, which is rarely what was meant.
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    try:
+        Logic(rule)
+    except LogicCompileError as exc:
+        errors.append(str(exc))
+        return errors, warnings
+    if isinstance(rule, dict | list):
+        try:
+            diags = _ENGINE.check(rule, mode="strict")
+        except _dl.DataLogicError:  # pragma: no cover - check() reports, it does not raise
+            diags = []
+        for d in diags:
+            if d.get("code") == "UnknownOperator":
+                warnings.append(
+                    f"{d.get('message')} (at '{d.get('pointer') or '/'}'): it is kept as a literal"
+                )
+    return errors, warnings
+
+
+def is_truthy(value: Any) -> bool:
+    """JavaScript-style truthiness as the dialect defines it (`[]`, `""`, `0`, `null` are falsy)."""
+    if value is None or value is False:
+        return False
+    if value is True:
+        return True
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str | list | dict):
+        return len(value) > 0
+    return True

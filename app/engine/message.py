@@ -1,0 +1,155 @@
+"""Orion's message model: payload, context {data, metadata, temp_data}, errors, audit trail.
+
+A plain slotted class, not a pydantic model: it is created and mutated once per request on the
+hot path. JSONLogic evaluates against `context` directly, so the payload is invisible to rules
+until a `parse_json` task copies it into `data` (Orion semantics).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.errors import BadRequest
+
+__all__ = ["AuditEntry", "Message", "error_info", "rfc3339"]
+
+
+def rfc3339(ts: float | None = None) -> str:
+    """RFC 3339 UTC timestamp (microseconds), as Orion writes in errors and audit entries."""
+    dt = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def error_info(
+    code: str,
+    message: str,
+    *,
+    workflow_id: str | None = None,
+    task_id: str | None = None,
+    path: str | None = None,
+) -> dict[str, Any]:
+    """Orion's `ErrorInfo`: `path` is always present (normally null); absent ids are omitted."""
+    info: dict[str, Any] = {"code": code, "message": message, "path": path}
+    if workflow_id is not None:
+        info["workflow_id"] = workflow_id
+    if task_id is not None:
+        info["task_id"] = task_id
+    info["timestamp"] = rfc3339()
+    return info
+
+
+class AuditEntry:
+    """One executed task: Orion's `{workflow_id, task_id, timestamp, changes, status}`.
+
+    The timestamp is kept as a float and formatted only when the trail is serialised.
+    `changes` hold references to the values written, so they show the final state of a value
+    that a later task mutated in place.
+    """
+
+    __slots__ = ("changes", "status", "task_id", "ts", "workflow_id")
+
+    def __init__(
+        self, workflow_id: str, task_id: str, ts: float, changes: list[tuple[str, Any, Any]], status: int
+    ) -> None:
+        self.workflow_id = workflow_id
+        self.task_id = task_id
+        self.ts = ts
+        self.changes = changes
+        self.status = status
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "workflow_id": self.workflow_id,
+            "task_id": self.task_id,
+            "timestamp": rfc3339(self.ts),
+            "changes": [{"path": p, "old_value": o, "new_value": n} for p, o, n in self.changes],
+            "status": self.status,
+        }
+
+
+class Message:
+    """The unit of work flowing through a channel's workflows."""
+
+    __slots__ = ("audit_trail", "context", "errors", "id", "payload")
+
+    def __init__(
+        self,
+        payload: Any,
+        *,
+        metadata: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        id: str | None = None,
+    ) -> None:
+        self.id = id if id is not None else str(uuid.uuid4())
+        self.payload = payload
+        self.context: dict[str, Any] = {
+            "data": data if data is not None else {},
+            "metadata": metadata if metadata is not None else {},
+            "temp_data": {},
+        }
+        self.errors: list[dict[str, Any]] = []
+        self.audit_trail: list[AuditEntry] = []
+
+    @classmethod
+    def from_request(
+        cls, data: Any, metadata: dict[str, Any] | None = None, *, id: str | None = None
+    ) -> Message:
+        """A request's `data` becomes the payload; `context.data` starts empty (Orion)."""
+        return cls(data, metadata=dict(metadata) if metadata else {}, id=id)
+
+    @classmethod
+    def from_json(cls, body: bytes | str, *, id: str | None = None) -> Message:
+        """Parse a request body `{"data": ..., "metadata": {...}}`; bad JSON is a `BadRequest`."""
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"Request body is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise BadRequest("Request body must be a JSON object with a 'data' field")
+        metadata = doc.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise BadRequest("'metadata' must be a JSON object")
+        return cls(doc.get("data"), metadata=metadata or {}, id=id)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.context["data"]  # type: ignore[no-any-return]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.context["metadata"]  # type: ignore[no-any-return]
+
+    @property
+    def temp_data(self) -> dict[str, Any]:
+        return self.context["temp_data"]  # type: ignore[no-any-return]
+
+    def add_error(
+        self, code: str, message: str, *, workflow_id: str | None = None, task_id: str | None = None
+    ) -> None:
+        self.errors.append(error_info(code, message, workflow_id=workflow_id, task_id=task_id))
+
+    def to_response(self) -> dict[str, Any]:
+        """The sync HTTP 200 body: `{id, status: "ok", data, errors}`."""
+        return {"id": self.id, "status": "ok", "data": self.context["data"], "errors": self.errors}
+
+    def response_json(self) -> bytes:
+        """`to_response()` as compact JSON bytes (insertion order kept)."""
+        return orjson.dumps(self.to_response())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole message, as Orion stores it on a trace."""
+        return {
+            "id": self.id,
+            "payload": self.payload,
+            "context": {
+                "data": self.context["data"],
+                "metadata": self.context["metadata"],
+                "temp_data": self.context["temp_data"],
+            },
+            "audit_trail": [a.to_dict() for a in self.audit_trail],
+            "errors": self.errors,
+        }

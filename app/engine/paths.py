@@ -1,0 +1,111 @@
+"""Orion's dot paths over the message context (dataflow-rs `utils.rs` rules).
+
+- A numeric segment indexes an array, or creates one when missing; gaps are padded with `null`.
+- A `#` prefix forces an object key: `data.codes.#200` gives `{"codes": {"200": ...}}`.
+- Writing through an existing scalar or an intermediate `null` is silently ignored.
+- A numeric segment meeting an existing object mid-path is silently ignored.
+
+Paths are split once (`compile_path`) when a workflow is compiled; the per-message walk only
+does dict/list operations.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = ["MISSING", "PathPart", "clone", "compile_path", "get_path", "set_path"]
+
+MISSING: Final[Any] = object()
+
+# (object key with one leading '#' stripped, array index or -1 when the raw segment is not numeric)
+PathPart = tuple[str, int]
+
+
+def _part(segment: str) -> PathPart:
+    if segment.isascii() and segment.isdigit():
+        return segment, int(segment)
+    return (segment[1:] if segment.startswith("#") else segment), -1
+
+
+def compile_path(path: str) -> tuple[PathPart, ...]:
+    """Split a dot path once. The empty path is the root."""
+    if not path:
+        return ()
+    return tuple(_part(s) for s in path.split("."))
+
+
+def get_path(root: Any, parts: tuple[PathPart, ...]) -> Any:
+    """The value at `parts`, or `MISSING` (missing key, index out of range, non-container)."""
+    cur = root
+    for key, idx in parts:
+        if isinstance(cur, dict):
+            cur = cur.get(key, MISSING)
+            if cur is MISSING:
+                return MISSING
+        elif isinstance(cur, list):
+            if idx < 0 or idx >= len(cur):
+                return MISSING
+            cur = cur[idx]
+        else:
+            return MISSING
+    return cur
+
+
+def set_path(root: Any, parts: tuple[PathPart, ...], value: Any) -> Any:
+    """Write `value` at `parts` following Orion's rules; returns the previous value (or `MISSING`).
+
+    Silently does nothing where Orion does nothing (through scalars/null, numeric segment on an
+    existing object mid-path, non-numeric segment on an array).
+    """
+    if not parts:
+        return MISSING
+    cur = root
+    last = len(parts) - 1
+    for i, (key, idx) in enumerate(parts):
+        if i == last:
+            if isinstance(cur, dict):
+                old = cur.get(key, MISSING)
+                cur[key] = value
+                return old
+            if isinstance(cur, list) and idx >= 0:
+                if idx >= len(cur):
+                    cur.extend([None] * (idx + 1 - len(cur)))
+                    old = MISSING
+                else:
+                    old = cur[idx]
+                cur[idx] = value
+                return old
+            return MISSING
+        next_is_array = parts[i + 1][1] >= 0
+        if isinstance(cur, dict):
+            if idx >= 0:
+                # Orion ignores a numeric segment that meets an existing object mid-path.
+                return MISSING
+            child = cur.get(key, MISSING)
+            if child is MISSING:
+                child = [] if next_is_array else {}
+                cur[key] = child
+            cur = child
+        elif isinstance(cur, list):
+            if idx < 0:
+                return MISSING
+            if idx >= len(cur):
+                cur.extend([None] * (idx + 1 - len(cur)))
+            child = cur[idx]
+            if child is None:
+                # Array padding is replaced by a fresh container, as dataflow-rs does.
+                child = [] if next_is_array else {}
+                cur[idx] = child
+            cur = child
+        else:
+            return MISSING
+    return MISSING  # pragma: no cover - the loop always returns on the last part
+
+
+def clone(value: Any) -> Any:
+    """Deep copy of a JSON tree (dicts, lists, scalars); much faster than `copy.deepcopy`."""
+    if type(value) is dict:
+        return {k: (clone(v) if type(v) is dict or type(v) is list else v) for k, v in value.items()}
+    if type(value) is list:
+        return [(clone(v) if type(v) is dict or type(v) is list else v) for v in value]
+    return value

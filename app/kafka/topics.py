@@ -1,0 +1,364 @@
+"""Declarative topic specs (`topics/*.toml`) and applying them to a cluster.
+
+A spec file names a *role* (config, audit, replies, traces, dlq; or the templates channel, output);
+the topic name always comes from `TopicNames` (the settings' prefix), never from the file:
+
+    role = "replies"
+    partitions = 8                 # omitted in templates: QUASAR_DEFAULT_PARTITIONS
+    description = "..."
+    [configs]
+    "retention.ms" = 3600000
+
+`apply_topics` creates missing topics and checks existing ones; a partition-count mismatch is a
+`TopicMismatch` (startup refuses to run). Config values a broker does not report (Tansu reports only
+what it was given) are not treated as errors.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not re-exported in the stubs
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
+
+from app.errors import QuasarError
+from app.kafka.admin import create_admin, topic_partitions
+from app.kafka.names import TopicNames, channel_topic_is_valid
+from app.settings import Settings
+
+__all__ = [
+    "FIXED_ROLES",
+    "TEMPLATE_ROLES",
+    "TopicError",
+    "TopicMismatch",
+    "TopicPlan",
+    "TopicResult",
+    "TopicSpec",
+    "TopicSpecError",
+    "apply_topics",
+    "apply_topics_for_settings",
+    "channel_topic_plan",
+    "default_topics_dir",
+    "ensure_channel_topic",
+    "fixed_topic_plans",
+    "load_specs",
+    "output_topic_plan",
+]
+
+FIXED_ROLES: tuple[str, ...] = ("config", "audit", "replies", "traces", "dlq")
+TEMPLATE_ROLES: tuple[str, ...] = ("channel", "output")
+_KEYS = {"role", "partitions", "description", "configs"}
+
+Status = Literal["created", "ok", "drift", "mismatch"]
+
+
+class TopicSpecError(QuasarError):
+    """A topic spec file is missing, unreadable or invalid."""
+
+    code = "TOPIC_SPEC_INVALID"
+
+
+class TopicError(QuasarError):
+    """The broker refused to create a topic."""
+
+    code, status = "TOPIC_ERROR", 503
+
+
+class TopicMismatch(QuasarError):
+    """Existing topics disagree with their spec in a way Quasar cannot run with (partition count)."""
+
+    code, status = "TOPIC_MISMATCH", 500
+
+    def __init__(self, results: list[TopicResult]) -> None:
+        self.results = results
+        super().__init__("; ".join(r.detail for r in results), details=[r.name for r in results])
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One parsed `topics/*.toml` file."""
+
+    role: str
+    partitions: int | None
+    configs: Mapping[str, str]
+    description: str = ""
+    source: str = ""
+
+    @property
+    def is_template(self) -> bool:
+        return self.role in TEMPLATE_ROLES
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    """A concrete topic to create or check."""
+
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicResult:
+    """Outcome for one topic: created, ok, drift (configs differ; a warning) or mismatch (an error)."""
+
+    name: str
+    status: Status
+    partitions: int
+    expected_partitions: int
+    detail: str = ""
+
+
+def default_topics_dir() -> Path:
+    """`topics/` of the source tree (next to `app/`), else `./topics`."""
+    beside_app = Path(__file__).resolve().parents[2] / "topics"
+    return beside_app if beside_app.is_dir() else Path.cwd() / "topics"
+
+
+def _config_value(value: Any, where: str) -> str:
+    # Kafka configs are strings on the wire; TOML lets authors write numbers and booleans naturally.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise TopicSpecError(f"{where}: config values must be strings, numbers or booleans, got {value!r}")
+
+
+def _parse_spec(path: Path) -> TopicSpec:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise TopicSpecError(f"{path}: {exc}") from exc
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise TopicSpecError(f"{path}: unknown keys {sorted(unknown)} (allowed: {sorted(_KEYS)})")
+    role = raw.get("role")
+    if role not in FIXED_ROLES + TEMPLATE_ROLES:
+        raise TopicSpecError(
+            f"{path}: role must be one of {list(FIXED_ROLES + TEMPLATE_ROLES)}, got {role!r}"
+        )
+    partitions = raw.get("partitions")
+    if partitions is None:
+        if role in FIXED_ROLES:
+            raise TopicSpecError(f"{path}: topic {role!r} needs `partitions`")
+    elif isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+        raise TopicSpecError(f"{path}: partitions must be an integer >= 1, got {partitions!r}")
+    configs = raw.get("configs", {})
+    if not isinstance(configs, dict):
+        raise TopicSpecError(f"{path}: [configs] must be a table")
+    return TopicSpec(
+        role=role,
+        partitions=partitions,
+        configs={k: _config_value(v, f"{path}: configs.{k}") for k, v in configs.items()},
+        description=str(raw.get("description", "")),
+        source=str(path),
+    )
+
+
+def load_specs(directory: Path | str | None = None) -> dict[str, TopicSpec]:
+    """Parse every `*.toml` in `directory` (default `default_topics_dir()`), keyed by role.
+
+    Every fixed role and template must be declared exactly once.
+    """
+    root = Path(directory) if directory is not None else default_topics_dir()
+    if not root.is_dir():
+        raise TopicSpecError(f"topic spec directory {root} does not exist")
+    specs: dict[str, TopicSpec] = {}
+    for path in sorted(root.glob("*.toml")):
+        spec = _parse_spec(path)
+        if spec.role in specs:
+            raise TopicSpecError(f"{path}: role {spec.role!r} already declared in {specs[spec.role].source}")
+        specs[spec.role] = spec
+    missing = [r for r in FIXED_ROLES + TEMPLATE_ROLES if r not in specs]
+    if missing:
+        raise TopicSpecError(f"{root}: no spec for {missing}")
+    return specs
+
+
+def fixed_topic_plans(specs: Mapping[str, TopicSpec], settings: Settings) -> list[TopicPlan]:
+    """The topics every Quasar cluster needs (config, audit, replies, traces, dlq)."""
+    names = TopicNames(settings.topic_prefix)
+    return [
+        TopicPlan(
+            name=getattr(names, role),
+            partitions=specs[role].partitions or settings.default_partitions,
+            replication_factor=settings.replication_factor,
+            configs=dict(specs[role].configs),
+        )
+        for role in FIXED_ROLES
+    ]
+
+
+def _template_plan(spec: TopicSpec, name: str, settings: Settings, partitions: int | None) -> TopicPlan:
+    if not channel_topic_is_valid(name):
+        raise TopicSpecError(f"invalid topic name {name!r}: use 1-249 of [A-Za-z0-9._-]")
+    return TopicPlan(
+        name=name,
+        partitions=partitions or spec.partitions or settings.default_partitions,
+        replication_factor=settings.replication_factor,
+        configs=dict(spec.configs),
+    )
+
+
+def channel_topic_plan(
+    specs: Mapping[str, TopicSpec],
+    settings: Settings,
+    channel: str,
+    *,
+    declared: str | None = None,
+    partitions: int | None = None,
+) -> TopicPlan:
+    """The request topic of `channel` (its declared topic, else `<prefix>ch.<channel>`)."""
+    name = TopicNames(settings.topic_prefix).channel(channel, declared)
+    return _template_plan(specs["channel"], name, settings, partitions)
+
+
+def output_topic_plan(
+    specs: Mapping[str, TopicSpec], settings: Settings, channel: str, *, partitions: int | None = None
+) -> TopicPlan:
+    """The result topic of async `channel` (`<prefix>out.<channel>`)."""
+    return _template_plan(
+        specs["output"], TopicNames(settings.topic_prefix).output(channel), settings, partitions
+    )
+
+
+def _norm(value: str) -> str:
+    return ",".join(part.strip() for part in value.lower().split(","))
+
+
+def _create(admin: AdminClient, plans: list[TopicPlan], timeout: float) -> dict[str, bool]:
+    """Create `plans`; name -> True if created, False if it already existed (a race). Other errors raise."""
+    if not plans:
+        return {}
+    futures = admin.create_topics(
+        [NewTopic(p.name, p.partitions, p.replication_factor, config=dict(p.configs)) for p in plans],
+        request_timeout=timeout,
+        operation_timeout=timeout,
+    )
+    created: dict[str, bool] = {}
+    for name, fut in futures.items():
+        try:
+            fut.result()
+            created[name] = True
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                created[name] = False
+                continue
+            raise TopicError(f"cannot create topic {name}: {exc}") from exc
+    return created
+
+
+def _reported_configs(admin: AdminClient, names: list[str], timeout: float) -> dict[str, dict[str, str]]:
+    """Configs the broker reports per topic; a topic whose configs cannot be described maps to {}."""
+    if not names:
+        return {}
+    out: dict[str, dict[str, str]] = {name: {} for name in names}
+    try:
+        futures = admin.describe_configs(
+            [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names], request_timeout=timeout
+        )
+    except (KafkaException, ValueError, NotImplementedError):
+        return out  # brokers without DescribeConfigs: configs simply go unchecked
+    for resource, fut in futures.items():
+        try:
+            entries = fut.result()
+        except KafkaException:
+            continue
+        out[resource.name] = {k: e.value for k, e in entries.items() if e.value is not None}
+    return out
+
+
+def _check(plan: TopicPlan, partitions: int, reported: Mapping[str, str]) -> TopicResult:
+    if partitions != plan.partitions:
+        return TopicResult(
+            plan.name,
+            "mismatch",
+            partitions,
+            plan.partitions,
+            f"topic {plan.name} has {partitions} partitions, spec says {plan.partitions}: partitions "
+            "decide key placement and reply routing, so Quasar will not run on it; recreate the topic "
+            "or change the spec (and QUASAR_TOPIC_PREFIX) deliberately",
+        )
+    drift = [
+        f"{k}={reported[k]} (spec {v})"
+        for k, v in sorted(plan.configs.items())
+        if k in reported and _norm(reported[k]) != _norm(v)
+    ]
+    unreported = [k for k in sorted(plan.configs) if k not in reported]
+    if drift:
+        return TopicResult(
+            plan.name, "drift", partitions, plan.partitions, "configs differ: " + ", ".join(drift)
+        )
+    detail = f"broker does not report {', '.join(unreported)}" if unreported else ""
+    return TopicResult(plan.name, "ok", partitions, plan.partitions, detail)
+
+
+def apply_topics(
+    admin: AdminClient, plans: Iterable[TopicPlan], *, strict: bool = True, timeout: float = 15.0
+) -> list[TopicResult]:
+    """Create missing topics, check existing ones; results in `plans` order.
+
+    strict: raise `TopicMismatch` (all mismatches in one message) instead of returning them.
+    Config drift never raises: configs can be altered in place, partitions cannot shrink.
+    """
+    plans = list(plans)
+    existing = topic_partitions(admin, timeout)
+    created = _create(admin, [p for p in plans if p.name not in existing], timeout)
+    if not all(created.values()):
+        existing = topic_partitions(admin, timeout)  # lost a creation race: check what the winner made
+    to_check = [p for p in plans if not created.get(p.name, False)]
+    unseen = [p.name for p in to_check if p.name not in existing]
+    if unseen:
+        raise TopicError(f"topics {unseen} exist (creation was refused) but are not in the broker metadata")
+    reported = _reported_configs(admin, [p.name for p in to_check], timeout)
+    results = [
+        TopicResult(p.name, "created", p.partitions, p.partitions)
+        if created.get(p.name, False)
+        else _check(p, existing[p.name], reported[p.name])
+        for p in plans
+    ]
+    mismatches = [r for r in results if r.status == "mismatch"]
+    if strict and mismatches:
+        raise TopicMismatch(mismatches)
+    return results
+
+
+def ensure_channel_topic(
+    admin: AdminClient,
+    name: str,
+    partitions: int,
+    *,
+    configs: Mapping[str, str] | None = None,
+    replication_factor: int = 1,
+    timeout: float = 15.0,
+) -> TopicResult:
+    """Create a channel (or output) topic if missing; idempotent and safe against concurrent creators.
+
+    An existing topic with another partition count is reported (status "mismatch"), not raised: a
+    channel may declare a topic that someone else owns.
+    """
+    if not channel_topic_is_valid(name):
+        raise TopicSpecError(f"invalid topic name {name!r}: use 1-249 of [A-Za-z0-9._-]")
+    if partitions < 1:
+        raise TopicSpecError(f"topic {name}: partitions must be >= 1, got {partitions}")
+    plan = TopicPlan(name, partitions, replication_factor, dict(configs or {}))
+    (result,) = apply_topics(admin, [plan], strict=False, timeout=timeout)
+    return result
+
+
+def apply_topics_for_settings(
+    settings: Settings, *, specs_dir: Path | str | None = None, timeout: float = 15.0
+) -> list[TopicResult]:
+    """Startup check: create/check the fixed topics of `settings`; raises `TopicMismatch` (refuse to run)."""
+    plans = fixed_topic_plans(load_specs(specs_dir), settings)
+    return apply_topics(create_admin(settings), plans, timeout=timeout)

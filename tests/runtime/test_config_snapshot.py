@@ -1,0 +1,157 @@
+"""The runtime view built from a folded config (`app.config_store.snapshot`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from app.config_store.operations import Activate, Create, NewVersion, Operation, Put, Update
+from app.config_store.snapshot import build_snapshot, rollout_ranges
+from app.config_store.state import CompileResult, ConfigState, proposal_key
+
+NOW = "2025-01-01T00:00:00.000Z"
+WF = {"name": "wf", "condition": True, "tasks": []}
+
+
+def compiler(kind: str, oid: str, definition: Mapping[str, Any]) -> CompileResult:
+    if definition.get("broken"):
+        return CompileResult(errors=({"field": "tasks", "message": "broken on purpose"},))
+    return CompileResult(compiled=f"{kind}:{oid}:{definition.get('name')}")
+
+
+class Store:
+    def __init__(self) -> None:
+        self.state = ConfigState(compiler=compiler)
+
+    def op(self, kind: str, oid: str, *ops: Operation) -> Store:
+        for operation in ops:
+            cur = self.state.get_any(kind, oid)
+            rev = cur.revision if cur else 0
+            change = operation(kind, oid, cur if cur and not cur.deleted else None, NOW)
+            value = {
+                "kind": kind,
+                "id": oid,
+                "op": change.op,
+                "expected_revision": rev,
+                "revision": rev + 1,
+                "object": {"versions": {str(n): d for n, d in change.versions.items()}},
+            }
+            out = self.state.apply(
+                self.state.offset + 1, proposal_key(kind, oid, rev + 1, "n"), orjson.dumps(value)
+            )
+            assert out.applied, out
+        return self
+
+
+def canary_store() -> Store:
+    s = Store()
+    s.op("workflow", "wf", Create(WF), Activate(), NewVersion(), Update({**WF, "name": "wf2"}), Activate(30))
+    return s
+
+
+def test_rollout_ranges_are_newest_first_half_open() -> None:
+    obj = canary_store().state.get("workflow", "wf")
+    assert rollout_ranges(obj) == [(2, (0, 30)), (1, (30, 100))]
+
+
+def test_a_lone_version_at_p_percent_owns_only_the_first_p_buckets() -> None:
+    s = Store().op("workflow", "wf", Create(WF), Activate(10))
+    assert rollout_ranges(s.state.get("workflow", "wf")) == [(1, (0, 10))]
+
+
+def test_channels_bind_workflows_and_the_engine_gets_every_active_version() -> None:
+    s = canary_store()
+    s.op("workflow", "other", Create({**WF, "name": "other"}), Activate())
+    s.op(
+        "channel",
+        "orders",
+        Create(
+            {"name": "orders", "channel_type": "sync", "protocol": "rest", "workflow_ids": ["wf", "other"]}
+        ),
+        Activate(),
+    )
+    s.op("channel", "draft-only", Create({"name": "draft-only", "workflow_id": "wf"}))
+    seen: dict[str, Any] = {}
+
+    def factory(channels: Mapping[str, list[tuple[Any, tuple[int, int]]]]) -> str:
+        seen.update(channels)
+        return "engine"
+
+    snap = build_snapshot(s.state, engine_factory=factory)
+    assert snap.engine == "engine"
+    assert list(snap.channels) == ["orders"]  # drafts are not served
+    view = snap.channels["orders"]
+    assert [(b.workflow_id, b.version, b.rollout) for b in view.workflows] == [
+        ("wf", 2, (0, 30)),
+        ("wf", 1, (30, 100)),
+        ("other", 1, (0, 100)),
+    ]
+    assert seen == {
+        "orders": [
+            ("workflow:wf:wf2", (0, 30)),
+            ("workflow:wf:wf", (30, 100)),
+            ("workflow:other:other", (0, 100)),
+        ]
+    }
+    assert snap.offset == s.state.offset and snap.generation == s.state.generation
+
+
+def test_invalid_versions_are_left_out_of_the_engine_and_reported() -> None:
+    s = Store()
+    s.op("workflow", "wf", Create({**WF, "broken": True}), Activate())
+    s.op("channel", "c", Create({"workflow_id": "wf"}), Activate())
+    s.op("channel", "d", Create({"workflow_id": "missing"}), Activate())
+    snap = build_snapshot(s.state, engine_factory=lambda ch: dict(ch))
+    assert snap.engine == {"c": [], "d": []}
+    assert snap.channels["c"].workflows[0].errors[0]["message"] == "broken on purpose"
+    problems = {(p["kind"], p["id"]): p["errors"][0]["message"] for p in snap.problems}
+    assert problems == {
+        ("workflow", "wf"): "broken on purpose",
+        ("channel", "d"): "workflow 'missing' has no active version",
+    }
+
+
+def test_route_table_is_ordered_like_orion() -> None:
+    s = Store()
+    s.op(
+        "channel",
+        "a",
+        Create({"protocol": "rest", "route_pattern": "/orders/{id}", "methods": ["get"]}),
+        Activate(),
+    )
+    s.op(
+        "channel", "b", Create({"protocol": "rest", "route_pattern": "/orders/{id}/items/{item}"}), Activate()
+    )
+    s.op("channel", "c", Create({"protocol": "rest", "route_pattern": "/x", "priority": 5}), Activate())
+    s.op("channel", "k", Create({"protocol": "kafka", "topic": "t"}), Activate())
+    snap = build_snapshot(s.state, engine_factory=None)
+    assert [(r.channel, r.segments, r.methods) for r in snap.routes] == [
+        ("c", ("x",), ()),
+        ("b", ("orders", "{id}", "items", "{item}"), ()),
+        ("a", ("orders", "{id}"), ("GET",)),
+    ]
+    assert snap.channels["k"].topic == "t" and snap.engine is None
+
+
+def test_channels_sharing_a_name_share_one_engine_channel() -> None:
+    s = Store()
+    s.op("workflow", "w1", Create({**WF, "name": "w1"}), Activate())
+    s.op("workflow", "w2", Create({**WF, "name": "w2"}), Activate())
+    s.op("channel", "r1", Create({"name": "orders", "workflow_id": "w1", "priority": 1}), Activate())
+    s.op("channel", "r2", Create({"name": "orders", "workflow_id": "w2"}), Activate())
+    view = build_snapshot(s.state, engine_factory=None).channels["orders"]
+    assert view.id == "r1"
+    assert [b.workflow_id for b in view.workflows] == ["w1", "w2"]
+
+
+def test_active_connectors_are_listed() -> None:
+    s = Store().op(
+        "connector",
+        "db",
+        Put({"name": "db", "connector_type": "http"}),
+        Put({"name": "db", "connector_type": "http", "config": {"u": 1}}),
+    )
+    snap = build_snapshot(s.state, engine_factory=None)
+    assert snap.connectors["db"]["config"] == {"u": 1} and snap.connectors["db"]["version"] == 2
