@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     worker_metrics_port: int = 9091
+    worker_max_attempts: int = Field(
+        default=3, description="Attempts for a retryable failure (with backoff) before the record goes to the DLQ."
+    )
+    worker_retry_backoff_ms: int = Field(default=200, description="First retry delay; doubles per attempt.")
 
     # Limits (Orion defaults)
     max_payload_size: int = Field(default=1_048_576, description="Max request body in bytes (413 above).")

@@ -287,8 +287,8 @@ def _group(kind: str, plural: str, *, lifecycle: bool) -> typer.Typer:
                     except CliError as exc:
                         failed.append((_doc_id(kind, doc) or "?", exc))
                     bar.advance(task)
-            for ident, exc in failed:
-                err_console.print(f"[red]{ident}[/]: {exc.code}: {exc.message}")
+            for ident, failure in failed:
+                err_console.print(f"[red]{ident}[/]: {failure.code}: {failure.message}")
             console.print(f"imported {len(docs) - len(failed)}, failed {len(failed)}")
             return max((e.exit_code for _, e in failed), default=0)
 

@@ -122,8 +122,8 @@ def dev(
             broker = stack.enter_context(EmbeddedBroker())
             bootstrap = broker.bootstrap
             console.print(
-                f"broker: embedded Tansu at [bold]{bootstrap}[/] — [yellow]in-memory: all data is lost when it "
-                "stops[/] (keep the config with `quasar backup` / `quasar restore`)"
+                f"broker: embedded Tansu at [bold]{bootstrap}[/] — [yellow]in-memory: all data is lost "
+                "when it stops[/] (keep the config with `quasar backup` / `quasar restore`)"
             )
             # Tansu answers a fetch only when its max wait expires: keep the wait short (see settings).
             env.setdefault("QUASAR_FETCH_WAIT_MAX_MS", "10")

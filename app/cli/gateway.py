@@ -33,8 +33,9 @@ def gateway(
         overrides["instance_id"] = instance_id
     settings = Settings(**overrides)  # type: ignore[arg-type]
     if not settings.kafka_bootstrap:
-        typer.echo("error: QUASAR_KAFKA_BOOTSTRAP is not set (or run `quasar dev` for the embedded broker)",
-                   err=True)
+        typer.echo(
+            "error: QUASAR_KAFKA_BOOTSTRAP is not set (or run `quasar dev` for the embedded broker)", err=True
+        )
         raise typer.Exit(1)
     application = create_app(settings, reply_partitions=reply_partition or None)
     uvicorn.run(

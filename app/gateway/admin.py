@@ -1,0 +1,369 @@
+"""Orion's admin API (`/api/v1/admin/...`): workflows, channels, connectors, engine, audit, backup.
+
+Thin HTTP layer over `AdminService`: parse the body, call the use case, wrap the answer in Orion's
+`{"data": ...}` (lists: `{"data", "total", "limit", "offset"}`). Errors are raised as `app.errors`
+exceptions and rendered by `app/gateway/errors.py`. Every write goes through the config topic and
+returns once applied, so a request sent after the answer sees the change.
+
+Dependencies come from `request.app.state`: `config_reader`, `config_writer`, `settings`, optionally
+`admin_service` (built once on first use), `audit_reader` (async callable returning audit entries) and
+`admin_auth` (callable `(request) -> principal | None` raising `Unauthorized`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from app.errors import BadRequest, ServiceUnavailable, UnsupportedMediaType
+from app.gateway.admin_audit import AuditLog
+from app.gateway.admin_service import AdminService, ensure_channel_topic_for
+from app.gateway.errors import json_response
+from app.settings import Settings
+
+__all__ = ["get_admin_service", "router"]
+
+
+async def _authenticate(request: Request) -> None:
+    """Admin auth hook: `app.state.admin_auth(request)` decides (set by the governance part)."""
+    check = getattr(request.app.state, "admin_auth", None)
+    principal = None
+    if check is not None:
+        principal = check(request)
+        if inspect.isawaitable(principal):
+            principal = await principal
+    request.state.admin_principal = principal if isinstance(principal, str) and principal else None
+
+
+router = APIRouter(prefix="/api/v1/admin", tags=["Admin"], dependencies=[Depends(_authenticate)])
+
+
+def get_admin_service(request: Request) -> AdminService:
+    """The app's AdminService, built on first use from `app.state` (reader, writer, settings)."""
+    state = request.app.state
+    svc = getattr(state, "admin_service", None)
+    if svc is not None:
+        return svc  # type: ignore[no-any-return]
+    reader = getattr(state, "config_reader", None)
+    writer = getattr(state, "config_writer", None)
+    if reader is None or writer is None:
+        raise ServiceUnavailable("admin API unavailable: the config store is not running on this instance")
+    settings: Settings = getattr(state, "settings", None) or Settings()
+
+    async def ensure_topic(channel: Any) -> None:
+        await ensure_channel_topic_for(settings, channel)
+
+    audit = getattr(state, "audit_reader", None)
+    if audit is None:
+        audit = AuditLog(settings)  # reads the audit topic per request: nothing to start or stop
+    svc = AdminService(reader, writer, settings, audit_source=audit, ensure_topic=ensure_topic)
+    state.admin_service = svc
+    return svc
+
+
+Svc = Depends(get_admin_service)
+
+
+def _if_match(request: Request) -> int | None:
+    """Optimistic concurrency for HTTP callers: `If-Match: <revision>` (as returned in `revision`)."""
+    raw = request.headers.get("if-match")
+    if raw is None:
+        return None
+    raw = raw.strip().strip('"').removeprefix("W/").strip('"')
+    if not raw.isdigit():
+        raise BadRequest(f"If-Match must be an object revision (an integer), got {raw!r}")
+    return int(raw)
+
+
+def _actor(request: Request) -> str:
+    principal = getattr(request.state, "admin_principal", None)
+    if principal:
+        return str(principal)
+    client = request.client.host if request.client else "unknown"
+    return f"anonymous@{client}"
+
+
+async def _body(request: Request, *, required: bool = True) -> Any:
+    """The JSON body: 415 for a non-JSON content type, 400 for malformed JSON or a missing body."""
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise BadRequest("request body is required (JSON)")
+        return None
+    ctype = request.headers.get("content-type", "")
+    if ctype and "json" not in ctype.lower():
+        raise UnsupportedMediaType(f"expected Content-Type application/json, got {ctype!r}")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"invalid JSON body: {exc}") from None
+
+
+def _data(item: Any, status: int = 200) -> Response:
+    return json_response({"data": item}, status)
+
+
+_JSON_BODY = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+}
+_JSON_LIST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "array", "items": {}}}},
+    }
+}
+_OPTIONAL_BODY = {
+    "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}
+}
+
+Limit = Query(None, ge=1, le=1000, description="Page size (default 50)")
+Offset = Query(None, ge=0, description="Page offset (default 0)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lifecycle routes shared by workflows and channels (and CRUD for connectors)
+# ---------------------------------------------------------------------------------------------------
+def _crud(kind: str, plural: str, tag: str, *, lifecycle: bool) -> None:
+    base = f"/{plural}"
+
+    @router.post(
+        base,
+        status_code=201,
+        tags=[tag],
+        summary=f"Create {kind}",
+        openapi_extra=_JSON_BODY,
+        name=f"create_{kind}",
+    )
+    async def create(request: Request, svc: AdminService = Svc) -> Response:
+        return _data(await svc.create(kind, await _body(request), actor=_actor(request)), 201)
+
+    @router.get(base, tags=[tag], summary=f"List {plural}", name=f"list_{plural}")
+    async def list_(
+        status: str | None = Query(None, description="draft, active or archived"),
+        tag: str | None = Query(None, description="only objects carrying this tag"),
+        channel_type: str | None = Query(None),
+        protocol: str | None = Query(None),
+        connector_type: str | None = Query(None),
+        limit: int | None = Limit,
+        offset: int | None = Offset,
+        svc: AdminService = Svc,
+    ) -> Response:
+        filters = {"channel_type": channel_type, "protocol": protocol, "connector_type": connector_type}
+        page = svc.list_page(kind, status=status, tag=tag, filters=filters, limit=limit, offset=offset)
+        return json_response(page)
+
+    @router.get(f"{base}/export", tags=[tag], summary=f"Export {plural}", name=f"export_{plural}")
+    async def export(
+        status: str | None = Query(None), tag: str | None = Query(None), svc: AdminService = Svc
+    ) -> Response:
+        return json_response(svc.export(kind, status=status, tag=tag))
+
+    @router.post(
+        f"{base}/import",
+        tags=[tag],
+        summary=f"Import {plural} (created as drafts)",
+        openapi_extra=_JSON_LIST_BODY,
+        name=f"import_{plural}",
+    )
+    async def import_(request: Request, svc: AdminService = Svc) -> Response:
+        return json_response(await svc.import_(kind, await _body(request), actor=_actor(request)))
+
+    @router.get(f"{base}/{{object_id}}", tags=[tag], summary=f"Get {kind}", name=f"get_{kind}")
+    async def get(
+        object_id: str, version: int | None = Query(None, ge=1), svc: AdminService = Svc
+    ) -> Response:
+        return _data(svc.get(kind, object_id, version))
+
+    @router.put(
+        f"{base}/{{object_id}}",
+        tags=[tag],
+        summary=f"Update {kind}",
+        openapi_extra=_JSON_BODY,
+        name=f"update_{kind}",
+    )
+    async def update(object_id: str, request: Request, svc: AdminService = Svc) -> Response:
+        return _data(
+            await svc.update(
+                kind, object_id, await _body(request), actor=_actor(request), expected=_if_match(request)
+            )
+        )
+
+    @router.delete(
+        f"{base}/{{object_id}}",
+        status_code=204,
+        tags=[tag],
+        summary=f"Delete {kind} (all versions)",
+        name=f"delete_{kind}",
+    )
+    async def delete(object_id: str, request: Request, svc: AdminService = Svc) -> Response:
+        await svc.delete(kind, object_id, actor=_actor(request), expected=_if_match(request))
+        return Response(status_code=204)
+
+    if not lifecycle:
+        return
+
+    @router.patch(
+        f"{base}/{{object_id}}/status",
+        tags=[tag],
+        summary="Activate or archive",
+        openapi_extra=_JSON_BODY,
+        name=f"status_{kind}",
+    )
+    async def status(object_id: str, request: Request, svc: AdminService = Svc) -> Response:
+        return _data(
+            await svc.set_status(
+                kind, object_id, await _body(request), actor=_actor(request), expected=_if_match(request)
+            )
+        )
+
+    @router.get(
+        f"{base}/{{object_id}}/versions", tags=[tag], summary="Version history", name=f"versions_{kind}"
+    )
+    async def versions(
+        object_id: str, limit: int | None = Limit, offset: int | None = Offset, svc: AdminService = Svc
+    ) -> Response:
+        return json_response(svc.versions(kind, object_id, limit=limit, offset=offset))
+
+    @router.post(
+        f"{base}/{{object_id}}/versions",
+        status_code=201,
+        tags=[tag],
+        summary="New draft version from the latest",
+        name=f"new_version_{kind}",
+    )
+    async def new_version(object_id: str, request: Request, svc: AdminService = Svc) -> Response:
+        return _data(
+            await svc.new_version(kind, object_id, actor=_actor(request), expected=_if_match(request)), 201
+        )
+
+    @router.post(
+        f"{base}/{{object_id}}/rollback",
+        tags=[tag],
+        openapi_extra=_JSON_BODY,
+        summary="Activate a copy of an older version as a new version",
+        name=f"rollback_{kind}",
+    )
+    async def rollback(object_id: str, request: Request, svc: AdminService = Svc) -> Response:
+        return _data(await svc.rollback(kind, object_id, await _body(request), actor=_actor(request)))
+
+
+# Static workflow routes first: `/workflows/validate` must not be taken for a workflow id.
+@router.post(
+    "/workflows/validate",
+    tags=["Workflows"],
+    summary="Validate a workflow definition",
+    openapi_extra=_JSON_BODY,
+)
+async def validate_workflow(request: Request, svc: AdminService = Svc) -> Response:
+    return json_response(svc.validate(await _body(request)))
+
+
+_crud("workflow", "workflows", "Workflows", lifecycle=True)
+
+
+@router.patch(
+    "/workflows/{object_id}/rollout",
+    tags=["Workflows"],
+    summary="Update rollout percentage",
+    openapi_extra=_JSON_BODY,
+)
+async def workflow_rollout(object_id: str, request: Request, svc: AdminService = Svc) -> Response:
+    return _data(
+        await svc.rollout(
+            "workflow", object_id, await _body(request), actor=_actor(request), expected=_if_match(request)
+        )
+    )
+
+
+@router.post(
+    "/workflows/{object_id}/test",
+    tags=["Workflows"],
+    summary="Dry-run on sample data",
+    openapi_extra=_OPTIONAL_BODY,
+)
+async def workflow_test(
+    object_id: str, request: Request, version: int | None = Query(None, ge=1), svc: AdminService = Svc
+) -> Response:
+    return json_response(svc.test(object_id, await _body(request, required=False), version))
+
+
+_crud("channel", "channels", "Channels", lifecycle=True)
+
+
+@router.post("/connectors/reload", tags=["Connectors"], summary="Reload connectors (automatic in Quasar)")
+async def connectors_reload(svc: AdminService = Svc) -> Response:
+    # Connectors are folded from the config topic on every instance; there is nothing to reload.
+    return json_response({"reloaded": True, "connectors_count": len(svc.state.objects("connector"))})
+
+
+# Circuit breakers live in the process that runs connector calls: `app.state.connector_services`
+# (an `app.connectors.ConnectorServices`). Registered before the connector CRUD so the path is not an id.
+@router.get("/connectors/circuit-breakers", tags=["Connectors"], summary="List circuit breaker states")
+async def circuit_breakers_list(request: Request) -> Response:
+    services = getattr(request.app.state, "connector_services", None)
+    return _data(services.list_circuit_breakers() if services is not None else [])
+
+
+@router.post("/connectors/circuit-breakers/{key}", tags=["Connectors"], summary="Reset a circuit breaker")
+async def circuit_breaker_reset(key: str, request: Request) -> Response:
+    from app.errors import NotFound
+
+    services = getattr(request.app.state, "connector_services", None)
+    if services is None or not services.reset_circuit_breaker(key):
+        raise NotFound(f"Circuit breaker '{key}' not found")
+    return _data({"key": key, "state": "closed"})
+
+
+_crud("connector", "connectors", "Connectors", lifecycle=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Engine, audit, backup
+# ---------------------------------------------------------------------------------------------------
+@router.get("/engine/status", tags=["Engine"], summary="Engine status")
+async def engine_status(svc: AdminService = Svc) -> Response:
+    return json_response(svc.engine_status())
+
+
+@router.post("/engine/reload", tags=["Engine"], summary="Hot reload (automatic: returns the current state)")
+async def engine_reload(svc: AdminService = Svc) -> Response:
+    return json_response(svc.reload())
+
+
+@router.get("/audit-logs", tags=["Audit"], summary="Audit log entries, newest first")
+async def audit_logs(
+    action: str | None = Query(None),
+    resource_type: str | None = Query(None),
+    resource_id: str | None = Query(None),
+    principal: str | None = Query(None),
+    limit: int | None = Limit,
+    offset: int | None = Offset,
+    svc: AdminService = Svc,
+) -> Response:
+    filters = {
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "principal": principal,
+    }
+    return json_response(await svc.audit_logs(filters, limit=limit, offset=offset))
+
+
+@router.get("/backup", tags=["Backup"], summary="Backup of the whole config")
+@router.post("/backup", tags=["Backup"], summary="Backup of the whole config (Orion's verb)")
+async def backup(svc: AdminService = Svc) -> Response:
+    return json_response(await svc.backup())
+
+
+@router.post(
+    "/restore", tags=["Backup"], summary="Restore the whole config from a backup", openapi_extra=_JSON_BODY
+)
+async def restore(
+    request: Request,
+    prune: bool = Query(True, description="delete objects not in the backup"),
+    svc: AdminService = Svc,
+) -> Response:
+    return json_response(await svc.restore(await _body(request), actor=_actor(request), prune=prune))

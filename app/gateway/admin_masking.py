@@ -1,0 +1,59 @@
+"""Secret masking for admin responses (connectors, backups): one place, pure.
+
+Orion masks fields named `token`, `password`, `key`, `secret`, `api_key` and `connection_string`;
+we do it at any depth and also for names ending in `_token`, `_password`, `_secret`, `_api_key` and
+`_connection_string` (e.g. `access_token`, `db_password`). `env://VAR` references are not secrets, they
+are kept as written so a read-modify-write round trip keeps them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["MASK", "is_secret_field", "mask_secrets", "unmask_with"]
+
+MASK = "******"
+
+_EXACT = frozenset({"token", "password", "key", "secret", "api_key", "apikey", "connection_string"})
+_SUFFIXES = ("_token", "_password", "_secret", "_api_key", "_connection_string", "-token", "-password")
+
+
+def is_secret_field(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _EXACT or lowered.endswith(_SUFFIXES)
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("env://")
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy of `value` with every secret field's value replaced by `MASK` (any depth)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if is_secret_field(str(k)) and v is not None and not isinstance(v, dict | list):
+                out[k] = v if _is_reference(v) else MASK
+            else:
+                out[k] = mask_secrets(v)
+        return out
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+def unmask_with(new: Any, stored: Any) -> Any:
+    """`new` with every `MASK` placeholder replaced by the value stored at the same path.
+
+    Lets a client GET a connector, edit a field and PUT it back without wiping its secrets
+    (the masked value it read is not the secret). A `MASK` with nothing stored stays as written.
+    """
+    if isinstance(new, dict):
+        base = stored if isinstance(stored, dict) else {}
+        return {k: unmask_with(v, base.get(k)) for k, v in new.items()}
+    if isinstance(new, list):
+        base_list = stored if isinstance(stored, list) else []
+        return [unmask_with(v, base_list[i] if i < len(base_list) else None) for i, v in enumerate(new)]
+    if new == MASK and stored is not None and not isinstance(stored, dict | list):
+        return stored
+    return new

@@ -1,0 +1,515 @@
+"""The admin use cases (Orion's admin API) over the config topic, independent of HTTP.
+
+`AdminService` turns admin requests into lifecycle operations (`app.config_store.operations`) written
+through the `ConfigWriter` (optimistic concurrency, returns once applied), and answers reads from the
+folded config state. The HTTP router (`app/gateway/admin.py`) and the CLI's direct mode both use it.
+
+Results are plain JSON-ready dicts in Orion's shapes; connectors are masked here, so no caller can
+forget it. Errors are `app.errors` exceptions (400 / 404 / 409 ...), mapped to HTTP in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from app.config_store import operations as ops
+from app.config_store.reader import ConfigReader
+from app.config_store.state import KINDS, STATUSES, ConfigState, ObjectState, id_field
+from app.config_store.writer import BACKUP_FORMAT, ConfigWriter
+from app.errors import BadRequest, NotFound, QuasarError, ValidationFailed
+from app.gateway.admin_masking import mask_secrets, unmask_with
+from app.settings import Settings
+
+__all__ = ["BACKUP_FORMAT", "AdminService", "Page", "ensure_channel_topic_for"]
+
+
+_DEFAULT_LIMIT = 50
+# Fields the API adds to a view; a client sending a view back (GET -> edit -> PUT, export -> import)
+# must not store them as part of its definition.
+_VIEW_ONLY = ("revision", "valid", "validation_errors")
+_MAX_LIMIT = 1000
+
+
+Page = dict[str, Any]
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _page(items: list[dict[str, Any]], limit: int | None, offset: int | None) -> Page:
+    lim = _DEFAULT_LIMIT if limit is None else limit
+    off = 0 if offset is None else offset
+    if lim < 1 or lim > _MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {_MAX_LIMIT}, got {lim}")
+    if off < 0:
+        raise BadRequest(f"offset must be >= 0, got {off}")
+    return {"data": items[off : off + lim], "total": len(items), "limit": lim, "offset": off}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise BadRequest(f"unknown kind {kind!r}")
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+
+
+class AdminService:
+    """Orion's admin operations on top of a config reader (the fold) and writer (the topic)."""
+
+    def __init__(
+        self,
+        reader: ConfigReader,
+        writer: ConfigWriter,
+        settings: Settings | None = None,
+        *,
+        audit_source: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+        ensure_topic: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.settings = settings or Settings()
+        self._audit_source = audit_source
+        self._ensure_topic = ensure_topic
+        self.started_at = time.time()
+
+    # -- reads ----------------------------------------------------------------------------------------
+    @property
+    def state(self) -> ConfigState:
+        return self.reader.state
+
+    def _object(self, kind: str, object_id: str) -> ObjectState:
+        obj = self.state.get(kind, object_id)
+        if obj is None and kind == "connector":
+            # Workflows reference connectors by name; let the admin API find them by name too.
+            obj = next((o for o in self.state.objects(kind) if _latest_doc(o).get("name") == object_id), None)
+        if obj is None:
+            raise NotFound(f"{kind.capitalize()} with id '{object_id}' not found")
+        return obj
+
+    def view(self, obj: ObjectState, version: int | None = None) -> dict[str, Any]:
+        """One version of an object as the API returns it (latest by default; connectors masked)."""
+        n = obj.latest if version is None else version
+        if n is None or n not in obj.versions:
+            raise NotFound(f"{obj.kind.capitalize()} '{obj.id}' has no version {version}")
+        doc: dict[str, Any] = {id_field(obj.kind): obj.id, **dict(obj.versions[n])}
+        # The object's revision: send it back as `If-Match` to make a write fail (409) if it moved on.
+        doc["revision"] = obj.revision
+        if obj.kind == "connector":
+            doc.setdefault("id", obj.id)
+            doc = mask_secrets(doc)
+        errors = obj.errors_of(n)
+        if errors:
+            # Stored but not loadable: say so instead of letting activation fail silently (Orion drops it).
+            doc["valid"] = False
+            doc["validation_errors"] = [dict(e) for e in errors]
+        return doc
+
+    def _select(self, obj: ObjectState, status: str | None) -> int | None:
+        if status is None:
+            return obj.latest
+        matching = obj.by_status(status)
+        return matching[0] if matching else None
+
+    def list_page(
+        self,
+        kind: str,
+        *,
+        status: str | None = None,
+        tag: str | None = None,
+        filters: Mapping[str, str | None] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Page:
+        """Latest version of each object (or its newest version with `status`), filtered, paginated."""
+        return _page(self.select(kind, status=status, tag=tag, filters=filters), limit, offset)
+
+    def select(
+        self,
+        kind: str,
+        *,
+        status: str | None = None,
+        tag: str | None = None,
+        filters: Mapping[str, str | None] | None = None,
+    ) -> list[dict[str, Any]]:
+        _check_kind(kind)
+        _check_status(status)
+        out = []
+        for obj in self.state.objects(kind):
+            n = self._select(obj, status)
+            if n is None:
+                continue
+            doc = obj.versions[n]
+            if tag is not None and tag not in (doc.get("tags") or []):
+                continue
+            if filters and any(v is not None and doc.get(k) != v for k, v in filters.items()):
+                continue
+            out.append(self.view(obj, n))
+        return out
+
+    def get(self, kind: str, object_id: str, version: int | None = None) -> dict[str, Any]:
+        _check_kind(kind)
+        return self.view(self._object(kind, object_id), version)
+
+    def versions(
+        self, kind: str, object_id: str, *, limit: int | None = None, offset: int | None = None
+    ) -> Page:
+        """Version history, newest first."""
+        obj = self._object(kind, object_id)
+        return _page([self.view(obj, n) for n in sorted(obj.versions, reverse=True)], limit, offset)
+
+    # -- writes ---------------------------------------------------------------------------------------
+    async def _apply(
+        self, kind: str, object_id: str, op: ops.Operation, actor: str, expected: int | None = None
+    ) -> ObjectState | None:
+        # Returns once the proposal is folded by this process's reader (stale -> Conflict 409).
+        result = await self.writer.apply(kind, object_id, op, actor=actor, expected_revision=expected)
+        obj: ObjectState | None = getattr(result, "object", None)
+        return obj if obj is not None else self.state.get(kind, object_id)
+
+    async def _apply_view(
+        self,
+        kind: str,
+        object_id: str,
+        op: ops.Operation,
+        actor: str,
+        version: Callable[[ObjectState], int | None] | None = None,
+        expected: int | None = None,
+    ) -> dict[str, Any]:
+        obj = await self._apply(kind, object_id, op, actor, expected)
+        if obj is None:
+            raise NotFound(f"{kind.capitalize()} with id '{object_id}' not found")
+        return self.view(obj, version(obj) if version else None)
+
+    def _id_of(self, kind: str, body: Mapping[str, Any]) -> str:
+        for key in (id_field(kind), "id") + (("name",) if kind == "connector" else ()):
+            value = body.get(key)
+            if value is not None and value != "":
+                if not isinstance(value, str):
+                    raise BadRequest(f"{key} must be a string")
+                return value
+        return str(uuid.uuid4())
+
+    def check_definition(self, kind: str, body: Mapping[str, Any]) -> None:
+        """400 for what the store would accept but Orion refuses (a blank name). Whether the definition
+        compiles is checked by the writer, with every error listed (Orion quirk 8: fail at create)."""
+        name = body.get("name")
+        if kind == "connector" and name is None:
+            return
+        if not isinstance(name, str) or not name.strip():
+            raise ValidationFailed("name is required and must not be blank")
+        if len(name) > 255:
+            raise ValidationFailed("name must be at most 255 characters")
+
+    def _prepare(self, kind: str, body: Any, object_id: str | None = None) -> tuple[str, dict[str, Any]]:
+        if not isinstance(body, Mapping):
+            raise BadRequest(f"{kind} definition must be a JSON object")
+        object_id = object_id or self._id_of(kind, body)
+        doc = {k: v for k, v in body.items() if k not in ("id", id_field(kind), *_VIEW_ONLY)}
+        if kind == "connector":
+            stored = self.state.get(kind, object_id)
+            if stored is not None and stored.latest is not None:
+                # A client that read a masked connector and sends it back keeps the real secrets.
+                doc = unmask_with(doc, dict(stored.versions[stored.latest]))
+        self.check_definition(kind, doc)
+        return object_id, doc
+
+    async def create(self, kind: str, body: Any, *, actor: str) -> dict[str, Any]:
+        """Create version 1 (draft; connectors are active at once). 409 if the id exists."""
+        _check_kind(kind)
+        object_id, doc = self._prepare(kind, body)
+        return await self._apply_view(kind, object_id, ops.Create(doc), actor)
+
+    async def update(
+        self, kind: str, object_id: str, body: Any, *, actor: str, expected: int | None = None
+    ) -> dict[str, Any]:
+        """Replace the draft (workflows, channels) or add a new connector version."""
+        _check_kind(kind)
+        self._object(kind, object_id)
+        if isinstance(body, Mapping):
+            given = body.get(id_field(kind)) or body.get("id")
+            if given is not None and given != object_id:
+                raise BadRequest(
+                    f"{id_field(kind)} {given!r} in the body does not match the path id {object_id!r}"
+                )
+        object_id, doc = self._prepare(kind, body, object_id)
+        return await self._apply_view(kind, object_id, ops.Update(doc), actor, expected=expected)
+
+    async def delete(self, kind: str, object_id: str, *, actor: str, expected: int | None = None) -> None:
+        _check_kind(kind)
+        obj = self._object(kind, object_id)
+        await self.writer.apply(kind, obj.id, ops.Delete(), actor=actor, expected_revision=expected)
+
+    async def set_status(
+        self, kind: str, object_id: str, body: Any, *, actor: str, expected: int | None = None
+    ) -> dict[str, Any]:
+        """PATCH /status: `{"status": "active", "rollout_percentage"?}` or `{"status": "archived"}`."""
+        if not isinstance(body, Mapping):
+            raise BadRequest('body must be a JSON object like {"status": "active"}')
+        status = body.get("status")
+        obj = self._object(kind, object_id)
+        if status == "active":
+            p = body.get("rollout_percentage", 100)
+            if kind == "channel" and obj.draft is not None and self._ensure_topic is not None:
+                # Create the request topic before the channel goes live, so the first request has a home.
+                await self._ensure_topic(dict(obj.versions[obj.draft]))
+            op: ops.Operation = ops.Activate(p if p is not None else 100)
+        elif status == "archived":
+            op = ops.Archive()
+        else:
+            raise BadRequest(f"status must be 'active' or 'archived', got {status!r}")
+        return await self._apply_view(kind, obj.id, op, actor, _changed_version(op), expected)
+
+    async def new_version(
+        self, kind: str, object_id: str, *, actor: str, expected: int | None = None
+    ) -> dict[str, Any]:
+        """POST /versions: copy the latest version into a new draft (409 if a draft exists)."""
+        obj = self._object(kind, object_id)
+        return await self._apply_view(kind, obj.id, ops.NewVersion(), actor, lambda o: o.draft, expected)
+
+    async def rollout(
+        self, kind: str, object_id: str, body: Any, *, actor: str, expected: int | None = None
+    ) -> dict[str, Any]:
+        if not isinstance(body, Mapping) or "rollout_percentage" not in body:
+            raise BadRequest('body must be a JSON object like {"rollout_percentage": 50}')
+        obj = self._object(kind, object_id)
+        return await self._apply_view(
+            kind,
+            obj.id,
+            ops.Rollout(body["rollout_percentage"]),
+            actor,
+            lambda o: o.active[0] if o.active else None,
+            expected,
+        )
+
+    async def rollback(
+        self, kind: str, object_id: str, body: Any, *, actor: str, expected: int | None = None
+    ) -> dict[str, Any]:
+        if not isinstance(body, Mapping) or type(body.get("version")) is not int:
+            raise BadRequest('body must be a JSON object like {"version": 1}')
+        obj = self._object(kind, object_id)
+        op = ops.Rollback(body["version"], body.get("rollout_percentage", 100))
+        return await self._apply_view(kind, obj.id, op, actor, lambda o: o.latest, expected)
+
+    # -- workflows: test, validate, import/export -----------------------------------------------------
+    def test(self, object_id: str, body: Any, version: int | None = None) -> dict[str, Any]:
+        """Dry-run a workflow version (the draft if there is one, else the latest) on sample data."""
+        if body is None:
+            body = {}
+        if not isinstance(body, Mapping):
+            raise BadRequest('body must be a JSON object like {"data": {...}, "metadata": {...}}')
+        metadata = body.get("metadata") or {}
+        if not isinstance(metadata, Mapping):
+            raise BadRequest("metadata must be a JSON object")
+        obj = self._object("workflow", object_id)
+        n = version if version is not None else (obj.draft or obj.latest)
+        if n is None or n not in obj.versions:
+            raise NotFound(f"Workflow '{object_id}' has no version {n}")
+        result = obj.compiled.get(n)
+        if result is None or not result.valid:
+            errors = [dict(e) for e in (result.errors if result else ())]
+            raise ValidationFailed(f"workflow '{object_id}' v{n} is invalid and cannot run", details=errors)
+        from app.engine import dry_run
+
+        return dict(dry_run(result.compiled, body.get("data", {}), dict(metadata)))
+
+    def validate(self, body: Any) -> dict[str, Any]:
+        """POST /workflows/validate: `{"valid", "errors", "warnings"}` without storing anything."""
+        if not isinstance(body, Mapping):
+            raise BadRequest("workflow definition must be a JSON object")
+        report = dict(validate_definition(body))
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            report["errors"] = [
+                {"field": "name", "message": "name is required and must not be blank"},
+                *report.get("errors", []),
+            ]
+            report["valid"] = False
+        return report
+
+    def export(self, kind: str, *, status: str | None = None, tag: str | None = None) -> dict[str, Any]:
+        return {"data": self.select(kind, status=status, tag=tag)}
+
+    async def import_(
+        self, kind: str, body: Any, *, actor: str, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]:
+        """Create each document as a new object (drafts). Per-item failures are reported, not raised."""
+        items = _items_of(kind, body)
+        imported, errors = 0, []
+        for i, doc in enumerate(items):
+            try:
+                await self.create(kind, doc, actor=actor)
+                imported += 1
+            except QuasarError as exc:
+                errors.append(
+                    {"index": i, "id": _loose_id(kind, doc), "code": exc.code, "error": exc.message}
+                )
+            if progress is not None:
+                progress(i + 1, len(items))
+        return {"imported": imported, "failed": len(errors), "errors": errors}
+
+    # -- engine, audit, backup ------------------------------------------------------------------------
+    def engine_status(self) -> dict[str, Any]:
+        workflows = self.state.objects("workflow")
+        channels = self.state.objects("channel")
+        active_workflows = [o for o in workflows if o.active]
+        active_channels = sorted(o.id for o in channels if o.active)
+        invalid = sum(1 for o in [*workflows, *channels] for n in o.active if o.errors_of(n))
+        return {
+            "version": _package_version(),
+            "instance": self.settings.instance_id,
+            "uptime_seconds": int(time.time() - self.started_at),
+            "workflows_count": len(workflows),
+            "active_workflows": len(active_workflows),
+            "channels_count": len(channels),
+            "active_channels": len(active_channels),
+            "channels": active_channels,
+            "connectors_count": len(self.state.objects("connector")),
+            "invalid_active_versions": invalid,
+            "config_offset": self.state.offset,
+            "config_generation": self.state.generation,
+            "hot_reload": "automatic (config topic)",
+        }
+
+    def reload(self) -> dict[str, Any]:
+        """Orion's reload: nothing to do (every instance folds the config topic continuously)."""
+        status = self.engine_status()
+        return {"reloaded": True, "workflows_count": status["active_workflows"], **status}
+
+    async def audit_logs(
+        self, params: Mapping[str, str | None], *, limit: int | None = None, offset: int | None = None
+    ) -> Page:
+        entries = await self._audit_source() if self._audit_source is not None else []
+        out = [e for e in entries if all(v is None or str(e.get(k)) == v for k, v in params.items())]
+        out.sort(key=lambda e: e.get("offset", 0), reverse=True)  # newest first
+        return _page(out, limit, offset)
+
+    async def backup(self) -> dict[str, Any]:
+        """The whole config (every live object, all versions), connector secrets masked."""
+        doc = dict(await self.writer.backup())
+        objects = []
+        for entry in doc.get("objects", []):
+            if entry.get("kind") == "connector":
+                entry = {**entry, "versions": mask_secrets(entry.get("versions", {}))}
+            objects.append(entry)
+        doc["objects"] = objects
+        doc["counts"] = {k: sum(1 for o in objects if o.get("kind") == k) for k in KINDS}
+        return doc
+
+    async def restore(self, body: Any, *, actor: str, prune: bool = True) -> dict[str, Any]:
+        """Make the config equal to a backup (objects not in it are deleted unless `prune` is off).
+
+        The whole backup is checked before anything is written. Masked connector secrets keep the value
+        stored now; use `env://` references so a backup restores fully anywhere.
+        """
+        objects = _backup_objects(body)
+        for entry in objects:
+            current = self.state.get(entry["kind"], entry["id"]) if entry["kind"] == "connector" else None
+            if current is not None:
+                stored = {str(n): dict(d) for n, d in current.versions.items()}
+                entry["versions"] = unmask_with(entry["versions"], stored)
+        doc = {**dict(body), "objects": objects}
+        results = await self.writer.restore(doc, actor=actor, replace=prune)
+        restored = sum(1 for r in results if r.op == "restore" and r.changed)
+        unchanged = sum(1 for r in results if r.op == "restore" and not r.changed)
+        deleted = sum(1 for r in results if r.op == "delete")
+        return {
+            "restored": restored,
+            "unchanged": unchanged,
+            "deleted": deleted,
+            "objects": len(objects),
+            "config_offset": self.state.offset,
+        }
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def _changed_version(op: ops.Operation) -> Callable[[ObjectState], int | None]:
+    if isinstance(op, ops.Activate):
+        # The activated draft is now the newest active version.
+        return lambda o: o.active[0] if o.active else o.latest
+    return lambda o: o.latest
+
+
+def _latest_doc(obj: ObjectState) -> Mapping[str, Any]:
+    return obj.versions[obj.latest] if obj.latest is not None else {}
+
+
+def _loose_id(kind: str, doc: Any) -> Any:
+    if isinstance(doc, Mapping):
+        return doc.get(id_field(kind)) or doc.get("id") or doc.get("name")
+    return None
+
+
+def _items_of(kind: str, body: Any) -> list[Any]:
+    """Import bodies: a list, `{"data": [...]}` (what export returns) or `{"<kind>s": [...]}`."""
+    if isinstance(body, Mapping):
+        for key in ("data", f"{kind}s"):
+            if isinstance(body.get(key), list):
+                return list(body[key])
+        raise BadRequest(f'import body must be a JSON array of {kind}s (or {{"data": [...]}} as exported)')
+    if not isinstance(body, list):
+        raise BadRequest(f"import body must be a JSON array of {kind}s")
+    return body
+
+
+def _backup_objects(body: Any) -> list[dict[str, Any]]:
+    if not isinstance(body, Mapping) or not isinstance(body.get("objects"), list):
+        raise BadRequest(
+            'restore body must be a backup: {"format": "' + BACKUP_FORMAT + '", "objects": [...]}'
+        )
+    fmt = body.get("format")
+    if fmt is not None and fmt != BACKUP_FORMAT:
+        raise BadRequest(f"unsupported backup format {fmt!r}; expected {BACKUP_FORMAT!r}")
+    out = []
+    for i, entry in enumerate(body["objects"]):
+        if (
+            not isinstance(entry, Mapping)
+            or entry.get("kind") not in KINDS
+            or not isinstance(entry.get("id"), str)
+            or not isinstance(entry.get("versions"), Mapping)
+        ):
+            raise BadRequest(
+                f"backup object #{i} must be {{kind, id, versions}} with kind in {', '.join(KINDS)}"
+            )
+        out.append({"kind": entry["kind"], "id": entry["id"], "versions": dict(entry["versions"])})
+    return out
+
+
+def validate_definition(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine's structural validation of a workflow definition."""
+    from app.engine import validate_workflow
+
+    return dict(validate_workflow(dict(body)))
+
+
+def _package_version() -> str:
+    from app import __version__
+
+    return str(__version__)
+
+
+async def ensure_channel_topic_for(settings: Settings, channel: Mapping[str, Any]) -> None:
+    """Create a channel's request topic (its declared `topic`, else `<prefix>ch.<id>`) if missing."""
+    from app.kafka.admin import create_admin
+    from app.kafka.topics import channel_topic_plan, ensure_channel_topic, load_specs
+
+    def run() -> None:
+        object_id = str(channel.get("channel_id"))
+        plan = channel_topic_plan(load_specs(), settings, object_id, declared=channel.get("topic") or None)
+        ensure_channel_topic(
+            create_admin(settings),
+            plan.name,
+            plan.partitions,
+            configs=plan.configs,
+            replication_factor=plan.replication_factor,
+        )
+
+    await asyncio.to_thread(run)

@@ -1,0 +1,152 @@
+"""The gateway's FastAPI app: data API, admin API (when present), health, OpenAPI at `/api/v1/openapi.json`.
+
+`create_app(settings)` builds the app without I/O; its lifespan starts (in this order) the config
+reader (caught up to a marker), the Kafka bridge (reply partitions positioned behind a marker) and the
+trace index, so uvicorn accepts no request before the gateway is ready. Parts passed in by the caller
+(tests, `quasar dev`) are used as they are and not stopped by the app.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import __version__
+from app.gateway import data, health
+from app.gateway.data import ChannelGuards, DataService
+from app.gateway.errors import install_error_handlers
+from app.gateway.reply_router import KafkaBridge
+from app.gateway.traces import TraceIndex
+from app.kafka.headers import REQUEST_ID
+from app.settings import Settings, get_settings
+
+__all__ = ["RequestIdMiddleware", "create_app"]
+
+log = logging.getLogger("quasar.gateway")
+
+_REQUEST_ID = REQUEST_ID.encode()
+
+
+class RequestIdMiddleware:
+    """Echo the caller's `x-request-id` (or a fresh one) on every response; `request.state.request_id`.
+
+    Pure ASGI on purpose: `BaseHTTPMiddleware` costs a task and a stream per request on the hot path.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = b""
+        for name, value in scope["headers"]:
+            if name == _REQUEST_ID:
+                rid = value
+                break
+        if not rid or len(rid) > 200:
+            rid = str(uuid.uuid4()).encode()
+        scope.setdefault("state", {})["request_id"] = rid.decode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (_REQUEST_ID, rid)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    reader: Any = None,
+    writer: Any = None,
+    bridge: KafkaBridge | None = None,
+    traces: TraceIndex | None = None,
+    guards: ChannelGuards | None = None,
+    reply_partitions: Sequence[int] | None = None,
+    max_in_flight: int = 10_000,
+    trace_capacity: int = 20_000,
+) -> FastAPI:
+    """The gateway app. Unset parts are created from `settings` when the app starts."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            state = app.state
+            cfg_reader = reader
+            if cfg_reader is None:
+                from app.config_store.reader import ConfigReader
+
+                # The gateway never runs workflows itself (the worker does): no engine build per change.
+                cfg_reader = ConfigReader(
+                    settings, engine_factory=None, name=f"gateway-{settings.instance_id}"
+                )
+                stack.push_async_callback(cfg_reader.stop)
+            await cfg_reader.ready()
+            state.config_reader = cfg_reader
+            cfg_writer = writer
+            if cfg_writer is None:
+                from app.config_store.writer import ConfigWriter
+
+                cfg_writer = ConfigWriter(cfg_reader)
+            state.config_writer = cfg_writer
+
+            kafka = bridge
+            if kafka is None:
+                kafka = KafkaBridge(settings, partitions=reply_partitions, max_in_flight=max_in_flight)
+                stack.push_async_callback(kafka.stop)
+                await kafka.start()
+            state.bridge = kafka
+
+            index = traces
+            if index is None:
+                index = TraceIndex(settings, capacity=trace_capacity)
+                stack.push_async_callback(index.stop)
+                await index.start()
+            state.trace_index = index
+
+            state.data_service = DataService(settings, cfg_reader, kafka, index, guards)
+            state.started_at = time.monotonic()
+            log.info(
+                "gateway %s ready (config offset %s, replies %s)",
+                settings.instance_id,
+                cfg_reader.applied_offset,
+                ",".join(str(p) for p in kafka.partitions),
+            )
+            yield
+            state.data_service = None
+
+    app = FastAPI(
+        title="Quasar",
+        version=__version__,
+        description="Kafka-native declarative services runtime: Orion's data and admin API over Kafka.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.instance_id = settings.instance_id
+    app.state.started_at = time.monotonic()
+    app.state.data_service = None
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health.router)
+    # The admin API is written separately; include it when its module is part of this build.
+    if importlib.util.find_spec("app.gateway.admin") is not None:
+        from app.gateway.admin import router as admin_router
+
+        app.include_router(admin_router)
+    app.include_router(data.router)
+    return app

@@ -1,0 +1,480 @@
+"""Orion's data API over Kafka: `/api/v1/data/...` (sync, async, REST routes, traces).
+
+Order of checks for a request (Orion `routes/data.rs`, `orion-semantics.md` §1d), with Quasar's fixes:
+
+1. strip a trailing `/async`; 2. resolve the route (REST table, else a single segment naming an active
+channel, else 404 — quirk 9 fixed); body size 413 while reading; 3. content type 415; 4. JSON 400;
+5. metadata (body `metadata`, `http_method`, `headers`, `query`, `params`);
+then the channel guards (`ChannelGuards.check`, the one seam where governance runs): CORS 403,
+`validation_logic` 400, then the pluggable hooks (rate limit, dedup, cache come in a later issue) —
+applied to async requests too (quirk 11 fixed); async branches off here with 202;
+backpressure 503; the Kafka round trip with `timeout_ms` 504; the worker's reply forwarded unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from app.config_store.snapshot import ChannelView, Snapshot
+from app.engine.jsonlogic import Logic, compile_logic, is_truthy
+from app.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    QuasarError,
+    ResponseTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
+from app.gateway.errors import ChannelTimeout, json_response
+from app.gateway.reply_router import KafkaBridge
+from app.gateway.routing import Resolution, RouteEntry, RouteTable
+from app.gateway.traces import TRACE_STATUSES, TraceIndex
+from app.kafka import headers as H
+from app.kafka.names import TopicNames
+from app.settings import Settings
+
+__all__ = [
+    "ChannelGuards",
+    "ChannelPolicy",
+    "DataContext",
+    "DataService",
+    "Guard",
+    "read_body",
+    "router",
+]
+
+DATA_PREFIX = "/api/v1/data"
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@dataclass(slots=True)
+class DataContext:
+    """Everything a channel guard may look at for one request."""
+
+    channel: ChannelView
+    resolution: Resolution
+    data: Any
+    metadata: dict[str, Any]
+    headers: Mapping[str, str]
+    client_ip: str
+    request_id: str
+    trace_id: str
+
+    @property
+    def is_async(self) -> bool:
+        return self.resolution.is_async
+
+
+# A guard rejects by raising a QuasarError, or short-circuits by returning a Response (e.g. a cache hit).
+Guard = Callable[[DataContext], Awaitable[Response | None]]
+
+
+@dataclass(slots=True)
+class ChannelPolicy:
+    """A channel's gateway-side config, compiled once per config snapshot (never per request)."""
+
+    name: str
+    topic: str
+    timeout_ms: int
+    max_concurrent: int | None = None
+    allowed_origins: frozenset[str] | None = None
+    validation: Logic | None = None
+    validation_error: str | None = None  # the rule does not compile: every request gets 400
+    in_flight: int = 0
+
+    @classmethod
+    def build(cls, view: ChannelView, topics: TopicNames, settings: Settings) -> ChannelPolicy:
+        cfg = view.config
+        timeout = cfg.get("timeout_ms")
+        policy = cls(
+            name=view.name,
+            topic=topics.channel(view.name, view.topic),
+            timeout_ms=timeout if type(timeout) is int and timeout > 0 else settings.processing_timeout_ms,
+        )
+        backpressure = cfg.get("backpressure")
+        if isinstance(backpressure, Mapping):
+            limit = backpressure.get("max_concurrent")
+            if type(limit) is int and limit > 0:
+                policy.max_concurrent = limit
+        cors = cfg.get("cors")
+        if isinstance(cors, Mapping) and isinstance(cors.get("allowed_origins"), list):
+            policy.allowed_origins = frozenset(str(o) for o in cors["allowed_origins"])
+        rule = cfg.get("validation_logic")
+        if rule is not None:
+            try:
+                policy.validation = compile_logic(rule)
+            except Exception as exc:  # the admin API validates too; never let a bad rule pass requests
+                policy.validation_error = f"Input validation error: {exc}"
+        return policy
+
+
+class ChannelGuards:
+    """THE seam where per-channel governance runs, in Orion's order, for sync and async requests.
+
+    Built in: CORS (403) and `validation_logic` (400). `hooks` run after them in order: the governance
+    issue registers rate limit (429), dedup (409) and response cache (a hit returns its Response) here.
+    """
+
+    def __init__(self, hooks: list[Guard] | None = None) -> None:
+        self.hooks: list[Guard] = list(hooks or [])
+
+    async def check(self, ctx: DataContext, policy: ChannelPolicy) -> Response | None:
+        if policy.allowed_origins is not None:
+            origin = ctx.headers.get("origin")
+            allowed = policy.allowed_origins
+            if origin is not None and "*" not in allowed and origin not in allowed:
+                raise Forbidden(f"Origin '{origin}' is not allowed for channel '{policy.name}'")
+        if policy.validation_error is not None:
+            raise BadRequest(policy.validation_error)
+        if policy.validation is not None:
+            meta = ctx.metadata
+            # Orion's real paths are metadata.headers.* / metadata.params.*; its docs write headers.* and
+            # path.*: both spellings work (quirk 17).
+            context = {
+                "data": ctx.data,
+                "metadata": meta,
+                "headers": meta.get("headers", {}),
+                "path": meta.get("params", {}),
+                "params": meta.get("params", {}),
+                "query": meta.get("query", {}),
+            }
+            try:
+                ok = is_truthy(policy.validation.evaluate(context))
+            except Exception as exc:
+                raise BadRequest(f"Input validation error: {exc}") from exc
+            if not ok:
+                raise BadRequest("Input validation failed")
+        for hook in self.hooks:
+            response = await hook(ctx)
+            if response is not None:
+                return response
+        return None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes (never buffered unbounded)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest("Invalid Content-Length header") from None
+        if size > limit:
+            raise PayloadTooLarge(f"Request body of {size} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or mime.endswith("+json")
+
+
+def _client_ip(headers: Mapping[str, str], request: Request) -> str:
+    forwarded = headers.get("x-forwarded-for")
+    if forwarded:
+        return forwarded.split(",", 1)[0].strip()
+    real = headers.get("x-real-ip")
+    if real:
+        return real.strip()
+    return request.client.host if request.client else "unknown"
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _traceparent(incoming: str | None, trace_id: str) -> str:
+    # Continue the caller's W3C trace when it sent one; else start one from our trace id.
+    if incoming and len(incoming) >= 55 and incoming.count("-") == 3:
+        return incoming
+    return f"00-{trace_id.replace('-', '')}-{uuid.uuid4().hex[:16]}-01"
+
+
+class DataService:
+    """The data API's state: config view, Kafka bridge, trace index, compiled per-channel policies."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        reader: Any,
+        bridge: KafkaBridge,
+        traces: TraceIndex,
+        guards: ChannelGuards | None = None,
+    ) -> None:
+        self.settings = settings
+        self.reader = reader
+        self.bridge = bridge
+        self.traces = traces
+        self.guards = guards or ChannelGuards()
+        self.topics = TopicNames(settings.topic_prefix)
+        self._snapshot: Snapshot | None = None
+        self._table = RouteTable()
+        self._policies: dict[str, ChannelPolicy] = {}
+
+    # -- config view --------------------------------------------------------------------------------
+
+    def _refresh(self) -> Snapshot:
+        snap: Snapshot = self.reader.snapshot
+        if snap is not self._snapshot:
+            self._table = route_table(snap)
+            old = self._policies
+            self._policies = {}
+            for name, view in snap.channels.items():
+                policy = ChannelPolicy.build(view, self.topics, self.settings)
+                if name in old:  # keep the in-flight count of requests admitted under the old config
+                    policy.in_flight = old[name].in_flight
+                self._policies[name] = policy
+            self._snapshot = snap
+        return snap
+
+    def resolve(self, method: str, path: str) -> tuple[Resolution, ChannelView, ChannelPolicy]:
+        snap = self._refresh()
+        resolution = self._table.resolve(method, path)
+        if resolution is None:
+            raise NotFound(f"No channel matches {method} /{path.strip('/')}")
+        view = snap.channels[resolution.channel]
+        return resolution, view, self._policies[resolution.channel]
+
+    # -- the request path ---------------------------------------------------------------------------
+
+    async def handle(self, request: Request, path: str) -> Response:
+        method = request.method
+        resolution, view, policy = self.resolve(method, path)
+        raw = await read_body(request, self.settings.max_payload_size)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]}
+        body: Any = {}
+        if raw.strip():
+            if not _is_json(headers.get("content-type")):
+                raise UnsupportedMediaType(
+                    f"Expected Content-Type application/json, got '{headers.get('content-type', '')}'"
+                )
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise BadRequest(f"Invalid JSON body: {exc}") from None
+            if not isinstance(body, dict):
+                raise BadRequest('Request body must be a JSON object like {"data": {...}, "metadata": {...}}')
+        extra_meta = body.get("metadata")
+        if extra_meta is not None and not isinstance(extra_meta, dict):
+            raise BadRequest("'metadata' must be a JSON object")
+        metadata: dict[str, Any] = dict(extra_meta or {})
+        metadata["http_method"] = method
+        metadata["headers"] = headers
+        query = dict(request.query_params)
+        if query:
+            metadata["query"] = query
+        if resolution.params:
+            metadata["params"] = resolution.params
+        data = body.get("data", {})
+
+        # RequestIdMiddleware already chose it (the caller's, or a fresh one) and echoes it back.
+        request_id = request.scope.get("state", {}).get("request_id") or str(uuid.uuid4())
+        trace_id = str(uuid.uuid4())
+        ctx = DataContext(
+            view, resolution, data, metadata, headers, _client_ip(headers, request), request_id, trace_id
+        )
+        short_circuit = await self.guards.check(ctx, policy)
+        if short_circuit is not None:
+            return short_circuit
+        if resolution.is_async:
+            return await self._submit_async(ctx, policy)
+        return await self._call_sync(ctx, policy)
+
+    def _record_headers(
+        self, ctx: DataContext, mode: str, deadline_ms: int | None
+    ) -> list[tuple[str, bytes]]:
+        hdrs = [
+            (H.REQUEST_ID, ctx.request_id.encode()),
+            (H.CORRELATION_ID, ctx.trace_id.encode()),
+            (H.TRACE_ID, ctx.trace_id.encode()),
+            (H.TRACEPARENT, _traceparent(ctx.headers.get(H.TRACEPARENT), ctx.trace_id).encode()),
+            (H.MODE, mode.encode()),
+            (H.CHANNEL, ctx.channel.name.encode()),
+            (H.CONFIG_OFFSET, str(self.reader.applied_offset).encode()),
+        ]
+        if deadline_ms is not None:
+            hdrs.append((H.DEADLINE, str(deadline_ms).encode()))
+        return hdrs
+
+    async def _call_sync(self, ctx: DataContext, policy: ChannelPolicy) -> Response:
+        if policy.max_concurrent is not None and policy.in_flight >= policy.max_concurrent:
+            raise ServiceUnavailable(f"Channel '{policy.name}' is at capacity")
+        bridge = self.bridge
+        timeout_ms = policy.timeout_ms
+        hdrs = self._record_headers(ctx, "sync", int(time.time() * 1000) + timeout_ms)
+        hdrs.append((H.REPLY_TO, bridge.reply_to().encode()))
+        value = orjson.dumps({"data": ctx.data, "metadata": ctx.metadata})
+        correlation_id = ctx.trace_id
+        reply_future = bridge.expect(correlation_id)
+        policy.in_flight += 1
+        try:
+            delivery = bridge.produce(policy.topic, value, key=correlation_id, headers=hdrs)
+            delivery.add_done_callback(lambda d: _fail_on_delivery_error(d, reply_future))
+            try:
+                reply = await _wait(reply_future, timeout_ms / 1000)
+            except TimeoutError:
+                raise ChannelTimeout(
+                    f"Workflow execution on channel '{policy.name}' exceeded {timeout_ms}ms timeout"
+                ) from None
+        finally:
+            policy.in_flight -= 1
+            bridge.forget(correlation_id)
+        limit = self.settings.max_result_size_bytes
+        if len(reply.body) > limit:
+            raise ResponseTooLarge(f"Response of {len(reply.body)} bytes exceeds the limit of {limit} bytes")
+        return Response(reply.body, status_code=reply.status, media_type="application/json")
+
+    async def _submit_async(self, ctx: DataContext, policy: ChannelPolicy) -> Response:
+        value = orjson.dumps({"data": ctx.data, "metadata": ctx.metadata})
+        delivered = self.bridge.produce(
+            policy.topic, value, key=ctx.trace_id, headers=self._record_headers(ctx, "async", None)
+        )
+        pending = {
+            "id": ctx.trace_id,
+            "channel": policy.name,
+            "mode": "async",
+            "status": "pending",
+            "created_at": _now_iso(),
+            "request_id": ctx.request_id,
+        }
+        # Visible at once on this instance; on every other one when it tails the traces topic.
+        self.traces.record(ctx.trace_id, pending)
+        self.bridge.produce(self.topics.traces, orjson.dumps(pending), key=ctx.trace_id)
+        # 202 promises the request is durably on the channel topic: wait for the broker's ack.
+        try:
+            await _wait(delivered, 10.0)
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"broker did not accept the request for channel '{policy.name}'"
+            ) from None
+        return json_response({"trace_id": ctx.trace_id, "status": "pending"}, 202)
+
+
+def route_table(snapshot: Snapshot) -> RouteTable:
+    """The REST table of a config snapshot: active sync channels with a route pattern (Orion's rule)."""
+    entries = [
+        RouteEntry.compile(r.channel, r.pattern, r.methods, r.priority, order=i)
+        for i, r in enumerate(snapshot.routes)
+        if str(r.channel_type).lower() == "sync"
+    ]
+    return RouteTable(entries, snapshot.channels.keys())
+
+
+async def _wait(fut: Any, seconds: float) -> Any:
+    # On expiry wait_for cancels `fut`; late results for it are then dropped by their producers.
+    return await asyncio.wait_for(fut, seconds)
+
+
+def _fail_on_delivery_error(delivery: Any, reply_future: Any) -> None:
+    if reply_future.done() or delivery.cancelled():
+        return
+    exc = delivery.exception()
+    if exc is not None:
+        reply_future.set_exception(exc if isinstance(exc, QuasarError) else ServiceUnavailable(str(exc)))
+
+
+# -- routes ----------------------------------------------------------------------------------------
+
+router = APIRouter(prefix=DATA_PREFIX, tags=["Data"])
+
+_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"data": {}, "metadata": {"type": "object"}},
+                    "example": {"data": {"order_id": "ORD-123", "total": 25000}},
+                }
+            }
+        },
+    }
+}
+
+
+def _service(request: Request) -> DataService:
+    service: DataService | None = getattr(request.app.state, "data_service", None)
+    if service is None:
+        raise ServiceUnavailable("data API unavailable: the gateway is not connected to Kafka")
+    return service
+
+
+@router.get("/traces", summary="List traces (filters: channel, status, mode)")
+async def list_traces(
+    request: Request,
+    channel: str | None = Query(None),
+    status: str | None = Query(None, description="pending | running | completed | failed"),
+    mode: str | None = Query(None, description="sync | async"),
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> Response:
+    if status is not None and status not in TRACE_STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(TRACE_STATUSES)}")
+    if mode is not None and mode not in ("sync", "async"):
+        raise BadRequest("mode must be sync or async")
+    items, total = _service(request).traces.list(
+        channel=channel, status=status, mode=mode, limit=limit, offset=offset
+    )
+    return json_response({"data": items, "total": total, "limit": limit, "offset": offset})
+
+
+@router.get("/traces/{trace_id}", summary="Get one trace (poll an async request)")
+async def get_trace(request: Request, trace_id: str) -> Response:
+    trace = _service(request).traces.get(trace_id)
+    if trace is None:
+        raise NotFound(f"Trace '{trace_id}' not found")
+    return json_response(trace)
+
+
+@router.post("/{channel}", summary="Process a message synchronously", openapi_extra=_BODY_DOC)
+async def post_channel(request: Request, channel: str) -> Response:
+    return await _service(request).handle(request, channel)
+
+
+@router.post(
+    "/{channel}/async",
+    status_code=202,
+    summary="Submit a message for async processing",
+    openapi_extra=_BODY_DOC,
+)
+async def post_channel_async(request: Request, channel: str) -> Response:
+    return await _service(request).handle(request, f"{channel}/async")
+
+
+async def any_route(request: Request, path: str) -> Response:
+    """REST route matching (method + route_pattern), or a channel name; `/async` suffix for async."""
+    return await _service(request).handle(request, path)
+
+
+# One route per method so each gets its own OpenAPI operation id.
+for _method in _METHODS:
+    router.add_api_route(
+        "/{path:path}",
+        any_route,
+        methods=[_method],
+        operation_id=f"data_route_{_method.lower()}",
+        summary=f"{_method} via REST route matching",
+        openapi_extra=_BODY_DOC,
+    )

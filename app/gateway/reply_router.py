@@ -1,0 +1,304 @@
+"""Request/reply over Kafka for the gateway: produce requests, route replies back to awaiting futures.
+
+The replying-template pattern: this instance owns one or more partitions of `quasar.replies`, assigned
+directly (no consumer group, so no join delay and no rebalance), and every request names its partition
+in the `quasar-reply-to` header. A single poll thread reads replies in batches and hands a whole batch
+to the event loop with one `call_soon_threadsafe`, which resolves the futures by correlation id.
+
+Latency comes from pipelining (thousands of requests in flight share each fetch) and batching (producer
+linger of a few ms), never from polling harder: on Tansu a fetch is answered only when
+`fetch.wait.max.ms` expires, and a tiny wait makes the broker burn CPU.
+
+Positioning: before `start()` returns, a marker record is produced to each owned partition and the
+consumer is assigned at the marker's own offset (known from its delivery report, which is exact even
+where Tansu's watermarks are not) and must read it back. Ready = the reply path has been proven end to
+end, and old replies are never re-read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from app.errors import ServiceUnavailable
+from app.kafka.admin import create_admin, topic_partitions
+from app.kafka.config import producer_config, reader_config
+from app.kafka.headers import CORRELATION_ID, STATUS
+from app.kafka.names import TopicNames
+from app.kafka.producer import AsyncProducer
+from app.settings import Settings
+
+__all__ = ["KafkaBridge", "Reply", "choose_partitions", "poll_batch"]
+
+log = logging.getLogger("quasar.gateway.replies")
+
+_MARKER = b"__marker__/"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A worker's answer: HTTP status and the HTTP-ready body bytes (forwarded unchanged)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+def choose_partitions(instance_id: str, total: int, count: int = 1) -> list[int]:
+    """`count` consecutive reply partitions for `instance_id`, stable across restarts.
+
+    A collision between two instances is harmless (each ignores correlation ids it does not know), only
+    wasteful; size `quasar.replies` to a few times the number of gateway instances.
+    """
+    if total <= 0:
+        raise ValueError("the replies topic has no partitions")
+    count = max(1, min(count, total))
+    start = zlib.crc32(instance_id.encode()) % total
+    return [(start + i) % total for i in range(count)]
+
+
+class KafkaBridge:
+    """One producer + one reply consumer per gateway process, shared by every request."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        partitions: Sequence[int] | None = None,
+        partition_count: int = 1,
+        max_in_flight: int = 10_000,
+        linger_ms: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.topics = TopicNames(settings.topic_prefix)
+        self.max_in_flight = max_in_flight
+        self._wanted = list(partitions) if partitions is not None else None
+        self._partition_count = partition_count
+        self._linger_ms = linger_ms
+        self.partitions: list[int] = []
+        self._reply_to: list[str] = []
+        self._rr = itertools.count()
+        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._producer: AsyncProducer | None = None
+        self._consumer: Consumer | None = None
+        self._running = False
+        self._threads: list[threading.Thread] = []
+        self._markers: dict[int, bytes] = {}  # partition -> marker key still awaited
+        self._positioned = threading.Event()
+        self.last_error: str | None = None
+        self.last_poll_at = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True once every owned reply partition is positioned (its marker read back) and polling."""
+        return self._running and self._positioned.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def start(self, within: float = 30.0) -> None:
+        """Create clients, claim reply partitions, position the consumer behind a marker; then ready."""
+        self._loop = asyncio.get_running_loop()
+        timeout = within
+        deadline = time.monotonic() + timeout
+        self.partitions = await asyncio.to_thread(self._claim_partitions, timeout)
+        self._reply_to = [f"{self.topics.replies}:{p}" for p in self.partitions]
+        client_id = f"quasar-gateway-{self.settings.instance_id}"
+        # A full local queue means the broker is not keeping up: shed load (503) at once rather than
+        # blocking the event loop.
+        self._producer = AsyncProducer(
+            producer_config(self.settings, client_id=client_id, **{"linger.ms": self._linger_ms}),
+            queue_full_timeout=0.0,
+        )
+        self._running = True
+
+        # Markers first: their delivery reports give the true end of each owned partition.
+        marker_offsets: dict[int, int] = {}
+        for p in self.partitions:
+            key = _MARKER + uuid.uuid4().hex.encode()
+            self._markers[p] = key
+            delivered = self.produce(self.topics.replies, b"", key=key, partition=p)
+            try:
+                msg = await asyncio.wait_for(delivered, max(0.1, deadline - time.monotonic()))
+            except TimeoutError as exc:
+                raise ServiceUnavailable(
+                    f"broker did not acknowledge the reply marker within {timeout:.0f}s"
+                ) from exc
+            marker_offsets[p] = msg.offset()
+        self._consumer = Consumer(
+            reader_config(
+                self.settings,
+                client_id=f"quasar-gateway-replies-{self.settings.instance_id}",
+                **{"fetch.wait.max.ms": self.settings.fetch_wait_max_ms, "fetch.error.backoff.ms": 10},
+            )
+        )
+        self._consumer.assign(
+            [TopicPartition(self.topics.replies, p, marker_offsets[p]) for p in self.partitions]
+        )
+        consumer_thread = threading.Thread(target=self._consumer_loop, name="quasar-gw-replies", daemon=True)
+        consumer_thread.start()
+        self._threads.append(consumer_thread)
+        positioned = await asyncio.to_thread(self._positioned.wait, max(0.0, deadline - time.monotonic()))
+        if not positioned:
+            raise ServiceUnavailable(
+                f"reply consumer did not read its position marker on {self._reply_to} within {timeout:.0f}s"
+            )
+        log.info("reply router ready on %s", ",".join(self._reply_to))
+
+    def _claim_partitions(self, timeout: float) -> list[int]:
+        if self._wanted is not None:
+            return sorted(set(self._wanted))
+        counts = topic_partitions(create_admin(self.settings), timeout=timeout)
+        total = counts.get(self.topics.replies)
+        if not total:
+            raise ServiceUnavailable(
+                f"topic {self.topics.replies} does not exist: "
+                "create Quasar's topics first (quasar topics apply)"
+            )
+        return choose_partitions(self.settings.instance_id, total, self._partition_count)
+
+    async def stop(self) -> None:
+        """Fail whatever is still waiting, stop the threads, flush and close the clients."""
+        self._running = False
+        for fut in list(self._pending.values()):
+            if not fut.done():
+                fut.set_exception(ServiceUnavailable("gateway is shutting down"))
+        self._pending.clear()
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, 5.0)
+        self._threads.clear()
+        if self._consumer is not None:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                self._consumer.close()
+            self._consumer = None
+        if self._producer is not None:
+            await self._producer.close(5.0)
+            self._producer = None
+
+    # -- request side -----------------------------------------------------------------------------
+
+    def reply_to(self) -> str:
+        """`topic:partition` for the next request (round-robin over the owned partitions)."""
+        return self._reply_to[next(self._rr) % len(self._reply_to)]
+
+    def expect(self, correlation_id: str) -> asyncio.Future[Reply]:
+        """Register a future for the reply to `correlation_id`; 503 when too many are in flight."""
+        if len(self._pending) >= self.max_in_flight:
+            raise ServiceUnavailable(f"gateway is at capacity ({self.max_in_flight} requests in flight)")
+        assert self._loop is not None
+        fut: asyncio.Future[Reply] = self._loop.create_future()
+        self._pending[correlation_id] = fut
+        return fut
+
+    def forget(self, correlation_id: str) -> None:
+        """Stop waiting for `correlation_id` (timeout or cancel): a late reply is then dropped."""
+        self._pending.pop(correlation_id, None)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Message]:
+        """Enqueue one record (never awaits); the future resolves on delivery or fails with 503."""
+        return self._require_producer().produce(topic, value, key, headers=headers, partition=partition)
+
+    def _require_producer(self) -> AsyncProducer:
+        if self._producer is None:
+            raise ServiceUnavailable("gateway is not connected to Kafka yet")
+        return self._producer
+
+    # -- threads ------------------------------------------------------------------------------------
+
+    def _consumer_loop(self) -> None:
+        consumer = self._consumer
+        loop = self._loop
+        assert consumer is not None and loop is not None
+        pending = self._pending
+        while self._running:
+            try:
+                messages = poll_batch(consumer, 0.1)
+            except (KafkaException, RuntimeError) as exc:  # closed under us, or a fatal client error
+                self.last_error = str(exc)
+                if not self._running:
+                    return
+                log.warning("reply consumer error: %s", exc)
+                continue
+            self.last_poll_at = time.monotonic()
+            if not messages:
+                continue
+            batch: list[tuple[asyncio.Future[Reply], Reply]] = []
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        self.last_error = err.str()
+                        log.warning("reply consumer error: %s", err.str())
+                    continue
+                key = msg.key()
+                headers = msg.headers()
+                if key is not None and key.startswith(_MARKER):
+                    self._seen_marker(msg.partition(), key)
+                    continue
+                correlation_id = key.decode(errors="replace") if key else _header(headers, CORRELATION_ID)
+                if not correlation_id:
+                    continue
+                fut = pending.pop(correlation_id, None)
+                if fut is None:
+                    continue  # not ours (shared partition) or its caller already gave up
+                hmap = {n: v.decode(errors="replace") for n, v in headers or () if v is not None}
+                try:
+                    status = int(hmap.get(STATUS, "200"))
+                except ValueError:
+                    status = 502
+                batch.append((fut, Reply(status, msg.value() or b"", hmap)))
+            if batch:
+                loop.call_soon_threadsafe(_resolve_batch, batch)
+
+    def _seen_marker(self, partition: int, key: bytes) -> None:
+        if self._markers.get(partition) == key:
+            del self._markers[partition]
+            if not self._markers:
+                self._positioned.set()
+
+
+def poll_batch(consumer: Consumer, wait_s: float, limit: int = 1000) -> list[Message]:
+    """Block until one record arrives (or `wait_s`), then take whatever else is already fetched.
+
+    `consume(n, timeout)` waits until it has n records *or* the timeout expires, which would add the
+    whole timeout to every reply on a quiet partition.
+    """
+    first = consumer.poll(wait_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, 0)]
+
+
+def _header(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:
+    for key, value in headers or ():
+        if key == name and value is not None:
+            return value.decode(errors="replace")
+    return None
+
+
+def _resolve_batch(batch: list[tuple[asyncio.Future[Reply], Reply]]) -> None:
+    for fut, reply in batch:
+        if not fut.done():
+            fut.set_result(reply)

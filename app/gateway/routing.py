@@ -1,0 +1,142 @@
+"""REST route table: resolve `METHOD /path` under `/api/v1/data/` to a channel (pure, no IO).
+
+Orion semantics (`orion-semantics.md` §1d "REST route matching"):
+
+- the table holds active **sync** channels with protocol `rest`/`http` and a `route_pattern`;
+- entries sort by channel `priority` descending, then by segment count descending; first match wins;
+- the method must be in `methods` (an empty list means any method);
+- segment counts must be equal; static segments compare case-insensitively; `{name}` captures a string.
+
+Resolution: REST table, else a single path segment is a channel name, else not found. Unlike Orion
+(quirk 9) a single segment that names no active channel is *not* found: the caller answers 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Resolution", "RouteEntry", "RouteTable", "split_async", "split_path"]
+
+
+def split_path(path: str) -> list[str]:
+    """Non-empty segments of a URL path (`/a//b/` -> `["a", "b"]`)."""
+    return [segment for segment in path.split("/") if segment]
+
+
+def split_async(segments: list[str]) -> tuple[list[str], bool]:
+    """Strip one trailing `async` segment (Orion step 1); `True` when it was there."""
+    if len(segments) > 1 and segments[-1] == "async":
+        return segments[:-1], True
+    return segments, False
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    """One channel's compiled route pattern."""
+
+    channel: str
+    methods: frozenset[str]
+    # Each segment is ("static", lower-cased text) or ("param", name).
+    segments: tuple[tuple[str, str], ...]
+    priority: int = 0
+    order: int = 0  # insertion order: a stable tie-break so equal entries resolve the same way everywhere
+
+    @classmethod
+    def compile(
+        cls, channel: str, pattern: str, methods: Iterable[str] = (), priority: int = 0, order: int = 0
+    ) -> RouteEntry:
+        segments: list[tuple[str, str]] = []
+        for raw in split_path(pattern):
+            if len(raw) > 2 and raw.startswith("{") and raw.endswith("}"):
+                segments.append(("param", raw[1:-1]))
+            else:
+                segments.append(("static", raw.lower()))
+        return cls(
+            channel=channel,
+            methods=frozenset(m.upper() for m in methods),
+            segments=tuple(segments),
+            priority=int(priority),
+            order=order,
+        )
+
+    def match(self, method: str, segments: list[str]) -> dict[str, str] | None:
+        """Path params when `method` + `segments` match this entry, else `None`."""
+        if self.methods and method.upper() not in self.methods:
+            return None
+        if len(segments) != len(self.segments):
+            return None
+        params: dict[str, str] = {}
+        for (kind, text), actual in zip(self.segments, segments, strict=True):
+            if kind == "param":
+                params[text] = actual
+            elif text != actual.lower():
+                return None
+        return params
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Where a request goes: the channel, its path params, and whether it asked for async."""
+
+    channel: str
+    params: dict[str, str] = field(default_factory=dict)
+    is_async: bool = False
+    via_route: bool = False
+
+
+class RouteTable:
+    """Immutable, sorted route table; rebuild it whenever the active channel set changes."""
+
+    def __init__(self, entries: Iterable[RouteEntry] = (), channel_names: Iterable[str] = ()) -> None:
+        self._entries = sorted(entries, key=lambda e: (-e.priority, -len(e.segments), e.order))
+        self._names = frozenset(channel_names)
+
+    @classmethod
+    def from_channels(cls, channels: Iterable[Mapping[str, Any]]) -> RouteTable:
+        """Build from active channel documents (Orion's admin shape: `name`, `channel_type`, `protocol`,
+        `methods`, `route_pattern`, `priority`)."""
+        entries: list[RouteEntry] = []
+        names: list[str] = []
+        for index, doc in enumerate(channels):
+            name = str(doc.get("name") or doc.get("channel_id") or "")
+            if not name:
+                continue
+            names.append(name)
+            pattern = doc.get("route_pattern")
+            if (
+                pattern
+                and str(doc.get("channel_type", "sync")).lower() == "sync"
+                and str(doc.get("protocol", "http")).lower() in {"rest", "http"}
+            ):
+                entries.append(
+                    RouteEntry.compile(
+                        name,
+                        str(pattern),
+                        doc.get("methods") or (),
+                        int(doc.get("priority") or 0),
+                        order=index,
+                    )
+                )
+        return cls(entries, names)
+
+    @property
+    def entries(self) -> list[RouteEntry]:
+        return list(self._entries)
+
+    def has_channel(self, name: str) -> bool:
+        return name in self._names
+
+    def resolve(self, method: str, path: str) -> Resolution | None:
+        """Resolve `path` (relative to `/api/v1/data/`); `None` means 404."""
+        segments, is_async = split_async(split_path(path))
+        if not segments:
+            return None
+        for entry in self._entries:
+            params = entry.match(method, segments)
+            if params is not None:
+                return Resolution(entry.channel, params, is_async, via_route=True)
+        if len(segments) == 1 and segments[0] in self._names:
+            return Resolution(segments[0], {}, is_async)
+        return None

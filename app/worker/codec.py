@@ -1,0 +1,126 @@
+"""Decoding channel request records: JSON envelope `{"data", "metadata"}` or Avro (fastavro, schemaless).
+
+A channel declares Avro with `config.avro_schema`: either the name of `schemas/<name>.avsc` or an inline
+schema object. The decoded Avro record is the request's `data` (metadata empty). Every failure is a
+non-retryable `QuasarError` whose code ends up in the DLQ headers.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import orjson
+
+from app.errors import BadRequest
+
+__all__ = [
+    "SCHEMAS_DIR",
+    "AvroMismatch",
+    "DecodeError",
+    "InvalidEnvelope",
+    "SchemaCache",
+    "decode_avro",
+    "decode_json",
+]
+
+SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+
+class DecodeError(BadRequest):
+    """The record value is not valid JSON (or is empty)."""
+
+    code = "DECODE_ERROR"
+
+
+class InvalidEnvelope(BadRequest):
+    """Valid JSON, but not a request envelope `{"data": ..., "metadata": {...}}`."""
+
+    code = "INVALID_ENVELOPE"
+
+
+class AvroMismatch(BadRequest):
+    """The record does not match the channel's Avro schema (or the schema itself is unusable)."""
+
+    code = "AVRO_MISMATCH"
+
+
+def decode_json(value: bytes | None) -> tuple[Any, dict[str, Any]]:
+    """(data, metadata) of a JSON request envelope."""
+    if not value:
+        raise DecodeError('empty record value: expected a JSON object {"data": ..., "metadata": {...}}')
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"record value is not valid JSON: {exc}") from None
+    if type(doc) is not dict:
+        raise InvalidEnvelope(f"request must be a JSON object with a 'data' field, got {type(doc).__name__}")
+    if "data" not in doc:
+        raise InvalidEnvelope("request envelope has no 'data' field")
+    metadata = doc.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif type(metadata) is not dict:
+        raise InvalidEnvelope("'metadata' must be a JSON object")
+    return doc["data"], metadata
+
+
+class SchemaCache:
+    """Parsed Avro schemas by declaration (a name under `directory`, or an inline schema)."""
+
+    def __init__(self, directory: Path = SCHEMAS_DIR) -> None:
+        self.directory = directory
+        self._parsed: dict[bytes, Any] = {}
+
+    def get(self, declared: object) -> Any:
+        key = orjson.dumps(declared, option=orjson.OPT_SORT_KEYS)
+        parsed = self._parsed.get(key)
+        if parsed is None:
+            parsed = self._parsed[key] = self._parse(declared)
+        return parsed
+
+    def _parse(self, declared: object) -> Any:
+        if isinstance(declared, str):
+            name = declared.removesuffix(".avsc")
+            if not name or "/" in name or "\\" in name or name.startswith("."):
+                raise AvroMismatch(f"invalid Avro schema name {declared!r}")
+            path = self.directory / f"{name}.avsc"
+            try:
+                raw: Any = orjson.loads(path.read_bytes())
+            except FileNotFoundError:
+                raise AvroMismatch(f"Avro schema {name!r} not found ({path})") from None
+            except orjson.JSONDecodeError as exc:
+                raise AvroMismatch(f"Avro schema file {path} is not JSON: {exc}") from None
+        elif isinstance(declared, Mapping):
+            raw = dict(declared)
+        else:
+            raise AvroMismatch("config.avro_schema must be a schema name or an inline schema object")
+        try:
+            return fastavro.parse_schema(raw)
+        except Exception as exc:  # fastavro raises several types for bad schemas
+            raise AvroMismatch(f"invalid Avro schema: {exc}") from None
+
+
+def decode_avro(value: bytes | None, schema: Any) -> tuple[Any, dict[str, Any]]:
+    """(data, {}) of a schemaless Avro record; trailing or missing bytes are a mismatch."""
+    if not value:
+        raise AvroMismatch("empty record value for an Avro channel")
+    buf = io.BytesIO(value)
+    try:
+        record = fastavro.schemaless_reader(buf, schema, None)
+    except Exception as exc:  # EOFError, ValueError, UnicodeDecodeError, ... all mean "does not match"
+        raise AvroMismatch(
+            f"record does not match Avro schema {_name(schema)}: {type(exc).__name__}: {exc}"
+        ) from None
+    if buf.tell() != len(value):
+        raise AvroMismatch(
+            f"record does not match Avro schema {_name(schema)}: {len(value) - buf.tell()} trailing bytes"
+        )
+    return record, {}
+
+
+def _name(schema: Any) -> str:
+    return repr(schema.get("name", "?")) if isinstance(schema, Mapping) else "?"

@@ -1,0 +1,753 @@
+"""`ChannelWorker`: the hot path of `quasar worker`.
+
+One confluent-kafka group consumer reads the request topics of every active channel in batches; each
+record runs through the engine and yields its reply / output / trace (or DLQ) records via one
+`AsyncProducer`. Why not Faust's per-event stream: measured on this box (bench/worker.py), a Faust agent
+tops out at ~2-5k msgs/s whatever the serializer or batch size, while this loop reaches the raw
+confluent-kafka ceiling (see the bench table in the report); Faust still runs the process (see
+`app/worker/app.py`), this class is one of its services.
+
+Guarantees:
+- at-least-once: the offsets of a batch are committed only after every record it caused (reply, output,
+  trace, DLQ) was delivered and every retry it scheduled finished; batches commit in order. On a
+  partition revocation the pending batches are drained and committed before the partitions go.
+- nothing dropped silently: undecodable record, bad envelope, Avro mismatch, unknown channel or workflow
+  failure -> DLQ (after bounded retries with backoff for retryable errors); a sync caller also gets the
+  error reply. Expired requests (`quasar-deadline` passed) are skipped, counted and traced as failed.
+- causal consistency: a record carrying `quasar-config-offset` waits (bounded) until the config reader
+  has applied that position; a reader that stays behind is a retryable `CONFIG_LAG` failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from app.config_store import ConfigReader, Snapshot
+from app.engine.executor import RunOptions, rollout_bucket
+from app.engine.message import Message as EngineMessage
+from app.errors import EngineFailure, NotFound, QuasarError, ServiceUnavailable
+from app.kafka import headers as H
+from app.kafka.config import consumer_config, producer_config
+from app.kafka.names import TopicNames
+from app.kafka.producer import AsyncProducer
+from app.settings import Settings
+from app.worker import metrics as M
+from app.worker.codec import InvalidEnvelope, SchemaCache, decode_avro, decode_json
+from app.worker.dlq import dlq_headers
+
+__all__ = ["ChannelRoute", "ChannelWorker", "ConfigLag", "WorkerFailed"]
+
+log = logging.getLogger("quasar.worker")
+
+_STATUS_200 = [(H.STATUS, b"200")]
+_NO_OPTIONS = RunOptions()
+
+
+class ConfigLag(ServiceUnavailable):
+    """The request was sent under a config position this worker has not applied yet."""
+
+    code = "CONFIG_LAG"
+
+
+class WorkerFailed(ServiceUnavailable):
+    """Records could not be delivered: the worker stops without committing them (at-least-once)."""
+
+    code = "WORKER_FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRoute:
+    """What the worker needs to know about one active channel (rebuilt on every config change)."""
+
+    name: str
+    topic: str
+    is_async: bool
+    output_topic: str | None
+    avro_schema: Any  # declaration (name or inline), None for JSON
+
+
+def routes_of(snapshot: Snapshot, names: TopicNames) -> dict[str, ChannelRoute]:
+    """Request topic -> route for every active channel of `snapshot`."""
+    out: dict[str, ChannelRoute] = {}
+    for view in snapshot.channels.values():
+        cfg: Mapping[str, Any] = view.config
+        output = cfg.get("output")
+        output_topic = (
+            output
+            if isinstance(output, str) and output
+            else (names.output(view.name) if output is True else None)
+        )
+        topic = names.channel(view.name, view.topic)
+        out[topic] = ChannelRoute(
+            view.name, topic, view.channel_type == "async", output_topic, cfg.get("avro_schema")
+        )
+    return out
+
+
+class _Acks:
+    """Delivery tracking for a group of produced records (one batch, or one slow-path record).
+
+    One counter instead of a Future per record: librdkafka's delivery callbacks (on the producer's poll
+    thread) append to a deque (atomic under the GIL) and wake the loop once, when the group is sealed
+    and complete. `tasks` holds retries / async runs the group must also wait for.
+    """
+
+    __slots__ = ("_cb", "_client", "_event", "_loop", "acks", "produced", "sealed", "tasks", "timeout")
+
+    def __init__(self, client: Producer, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self._client = client
+        self._loop = loop
+        self._event = asyncio.Event()
+        self.acks: deque[KafkaError | None] = deque()
+        self.produced = 0
+        self.sealed = False
+        self.tasks: list[asyncio.Future[Any]] = []
+        self.timeout = timeout
+        self._cb = self._on_delivery
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        self.acks.append(err)
+        if self.sealed and len(self.acks) >= self.produced:
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+                self._loop.call_soon_threadsafe(self._event.set)
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | str | None,
+        *,
+        headers: Any = None,
+        partition: int | None = None,
+    ) -> None:
+        """Enqueue one record (never awaits); a full local queue blocks up to `timeout` (backpressure)."""
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._cb}
+        if headers:
+            kwargs["headers"] = headers
+        if partition is not None:
+            kwargs["partition"] = partition
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                self._client.produce(topic, **kwargs)
+                break
+            except BufferError:
+                if time.monotonic() >= deadline:
+                    raise WorkerFailed(f"producer queue full for {self.timeout}s") from None
+                self._client.poll(0.05)
+        self.produced += 1
+
+    async def wait(self) -> None:
+        """Wait for every record and task of the group; raise `WorkerFailed` if a delivery failed."""
+        self.sealed = True
+        if self.tasks:
+            results = await asyncio.gather(*self.tasks, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise WorkerFailed(f"a retried or asynchronous record failed: {errors[0]}") from errors[0]
+        while len(self.acks) < self.produced:
+            self._event.clear()
+            if len(self.acks) >= self.produced:
+                break
+            await self._event.wait()
+        failed = [e for e in self.acks if e is not None]
+        if failed:
+            raise WorkerFailed(f"delivery failed, not committing: {failed[0].str()}")
+
+
+class _Batch:
+    """Offsets of one consumed batch and everything that must be delivered before they are committed."""
+
+    __slots__ = ("acks", "offsets")
+
+    def __init__(self, acks: _Acks) -> None:
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.acks = acks
+
+
+class ChannelWorker:
+    """Consume channel topics, run workflows, produce results. `await start()`, `await stop()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reader: ConfigReader | None = None,
+        group_id: str | None = None,
+        schemas: SchemaCache | None = None,
+        batch_size: int = 2000,
+        config_wait_seconds: float = 5.0,
+        max_in_flight: int = 256,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.names = TopicNames(settings.topic_prefix)
+        self.reader = reader or ConfigReader(settings)
+        self._own_reader = reader is None
+        self.group_id = group_id or f"{settings.topic_prefix}worker"
+        self.schemas = schemas or SchemaCache()
+        self.batch_size = batch_size
+        self.config_wait_seconds = config_wait_seconds
+        self.max_attempts = max(1, settings.worker_max_attempts)
+        self.retry_backoff = settings.worker_retry_backoff_ms / 1000.0
+        self.drain_timeout = drain_timeout
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._routes: dict[str, ChannelRoute] = {}
+        self._subscribed: frozenset[str] = frozenset()
+        self._wanted: frozenset[str] | None = None
+        self._consumer: Consumer | None = None
+        self._producer: AsyncProducer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._pending: deque[_Batch] = deque()
+        self._pending_event = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._unlisten: Callable[[], None] | None = None
+        self._ensured: set[str] = set()
+        self.failure: BaseException | None = None
+        self.processed = 0  # records fully handled (any outcome), for tests and the bench
+        self.committed: dict[tuple[str, int], int] = {}
+        self._durations: dict[str, Any] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Catch up with the config, subscribe to the active channels, start consuming."""
+        self._loop = asyncio.get_running_loop()
+        await self.reader.ready()
+        self._producer = AsyncProducer(
+            producer_config(self.settings, client_id=f"quasar-worker-{self.settings.instance_id}")
+        )
+        conf = consumer_config(
+            self.settings,
+            group_id=self.group_id,
+            client_id=f"quasar-worker-{self.settings.instance_id}",
+            # Large fetches: the loop takes whole batches; latency is still fetch.wait.max.ms.
+            **{"fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 10_485_760},
+        )
+        self._consumer = Consumer(conf)
+        await self._apply_snapshot(self.reader.snapshot)
+        self._unlisten = self.reader.add_listener(self._apply_snapshot)
+        self._committer = asyncio.create_task(self._commit_loop(), name="quasar-worker-commit")
+        self._task = asyncio.create_task(self._consume_loop(), name="quasar-worker-consume")
+
+    async def stop(self) -> None:
+        """Stop consuming, finish and commit what was consumed, close clients."""
+        await self._shutdown(commit=True)
+
+    async def abort(self) -> None:
+        """Stop without committing pending work (what a crash looks like to the group)."""
+        await self._shutdown(commit=False)
+
+    async def _shutdown(self, *, commit: bool) -> None:
+        self._stopping = True
+        if self._unlisten is not None:
+            self._unlisten()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if commit and self.failure is None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._drain(), self.drain_timeout)
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._committer
+        if not commit:
+            self._pending.clear()
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await asyncio.to_thread(consumer.close)
+        if self._producer is not None:
+            await self._producer.close()
+        if self._own_reader:
+            await self.reader.stop()
+
+    async def wait_failed(self) -> BaseException:
+        """Resolve when the consume loop ends by itself (a failure); returns the failure."""
+        assert self._task is not None
+        with contextlib.suppress(Exception):
+            await self._task
+        return self.failure or WorkerFailed("worker stopped")
+
+    # -- subscriptions -----------------------------------------------------------------------------
+    async def _apply_snapshot(self, snapshot: Snapshot) -> None:
+        routes = routes_of(snapshot, self.names)
+        new = [t for r in routes.values() for t in (r.topic, r.output_topic) if t and t not in self._ensured]
+        if new:
+            await asyncio.to_thread(self._ensure_topics, routes, new)
+        self._routes = routes
+        wanted = frozenset(routes)
+        if wanted != self._subscribed:
+            self._wanted = wanted  # applied by the consume loop between two polls
+            self._wake.set()
+
+    def _ensure_topics(self, routes: Mapping[str, ChannelRoute], names: list[str]) -> None:
+        # Never let the broker auto-create a channel topic (Tansu would make 4 partitions).
+        from app.kafka.admin import create_admin
+        from app.kafka.topics import TopicPlan, ensure_channel_topic, load_specs
+
+        specs = load_specs()
+        admin = create_admin(self.settings)
+        outputs = {r.output_topic for r in routes.values()}
+        for name in names:
+            spec = specs["output" if name in outputs else "channel"]
+            plan = TopicPlan(
+                name,
+                spec.partitions or self.settings.default_partitions,
+                self.settings.replication_factor,
+                dict(spec.configs),
+            )
+            try:
+                ensure_channel_topic(admin, plan.name, plan.partitions, configs=plan.configs)
+                self._ensured.add(name)
+            except QuasarError as exc:
+                log.error("cannot create topic %s: %s", name, exc)
+
+    # -- the consume loop ----------------------------------------------------------------------------
+    async def _consume_loop(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            while not self._stopping:
+                if self._wanted is not None:
+                    wanted, self._wanted = self._wanted, None
+                    self._subscribe(consumer, wanted)
+                if not self._subscribed:
+                    # Nothing to read yet: wait for a config change (bounded, to notice stop()).
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 0.5)
+                    continue
+                msgs = await asyncio.to_thread(consumer.consume, self.batch_size, 0.1)
+                if msgs:
+                    batch = _Batch(self._new_acks())
+                    await self._process(msgs, batch)
+                    self._pending.append(batch)
+                    self._idle.clear()
+                    self._pending_event.set()
+                if self.failure is not None:
+                    raise self.failure
+        except Exception as exc:
+            self.failure = self.failure or exc
+            log.exception("worker consume loop failed")
+            raise
+
+    def _subscribe(self, consumer: Consumer, topics: frozenset[str]) -> None:
+        self._subscribed = topics
+        if topics:
+            consumer.subscribe(sorted(topics), on_revoke=self._on_revoke)
+        else:
+            consumer.unsubscribe()
+        log.info("subscribed to %s", sorted(topics))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Runs inside consume() on its worker thread: the event loop is free to finish the pending
+        # batches, whose commits must land before another member takes these partitions.
+        if self._loop is None or self.failure is not None or not self._pending:
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
+        try:
+            fut.result(self.drain_timeout)
+        except Exception as exc:
+            log.warning("could not commit before revocation (records will be redelivered): %s", exc)
+
+    async def _drain(self) -> None:
+        """Wait until every pending batch is committed."""
+        while self._pending:
+            await self._idle.wait()
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._pending_event.wait()
+            while self._pending:
+                batch = self._pending[0]
+                try:
+                    await batch.acks.wait()
+                except WorkerFailed as exc:
+                    # A record it caused was not delivered: committing would lose it. Stop here;
+                    # a restarted worker (or another member) re-processes from the last commit.
+                    self.failure = exc
+                    log.error("%s", exc)
+                    return
+                offsets = [TopicPartition(t, p, o + 1) for (t, p), o in batch.offsets.items()]
+                consumer = self._consumer
+                if consumer is not None and offsets:
+                    try:
+                        await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
+                        for tp in offsets:
+                            self.committed[(tp.topic, tp.partition)] = tp.offset
+                    except Exception as exc:
+                        # Lost the partition meanwhile (rebalance): the new owner redelivers.
+                        log.warning("commit failed: %s", exc)
+                self._pending.popleft()
+            self._pending_event.clear()
+            self._idle.set()
+
+    def _duration(self, channel: str) -> Any:
+        child = self._durations.get(channel)
+        if child is None:
+            child = self._durations[channel] = M.MESSAGE_DURATION.labels(channel)
+        return child
+
+    def _new_acks(self) -> _Acks:
+        assert self._producer is not None and self._loop is not None
+        return _Acks(self._producer.client, self._loop, 10.0)
+
+    # -- per record ----------------------------------------------------------------------------------
+    async def _process(self, msgs: list[Message], batch: _Batch) -> None:
+        offsets = batch.offsets
+        waits = batch.acks
+        routes = self._routes
+        counts: dict[tuple[str, str], int] = {}
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err.str())
+                continue
+            topic = msg.topic()
+            offsets[(topic, msg.partition())] = msg.offset()
+            route = routes.get(topic)
+            raw_headers = msg.headers()
+            hm = H.header_map(raw_headers) if raw_headers else {}
+            needed = hm.get(H.CONFIG_OFFSET)
+            if route is None or (needed is not None and self._behind(needed)):
+                # Slow path: wait for the config (or fail over to DLQ) off the batch loop.
+                await self._slots.acquire()
+                task = asyncio.ensure_future(self._slow(msg, hm))
+                task.add_done_callback(lambda _t: self._slots.release())
+                waits.tasks.append(task)
+                continue
+            status = self._handle(msg, route, hm, waits, 1)
+            if status is not None:
+                key = (route.name, status)
+                counts[key] = counts.get(key, 0) + 1
+        for (channel, status), n in counts.items():
+            M.MESSAGES.labels(channel, status).inc(n)
+        self.processed += len(msgs)
+
+    def _behind(self, needed: str) -> bool:
+        try:
+            return self.reader.applied_offset < int(needed)
+        except ValueError:
+            return False  # a malformed position cannot be waited for; the record still runs
+
+    async def _slow(self, msg: Message, hm: dict[str, str]) -> None:
+        needed = hm.get(H.CONFIG_OFFSET)
+        waits = self._new_acks()
+        if needed is not None and self._behind(needed):
+            ok = await self.reader.wait_for_offset(int(needed), self.config_wait_seconds)
+            if not ok:
+                self._fail(
+                    msg,
+                    hm,
+                    self._route_or_unknown(msg),
+                    ConfigLag(
+                        f"config position {needed} not applied within {self.config_wait_seconds}s "
+                        f"(worker at {self.reader.applied_offset})"
+                    ),
+                    1,
+                    waits,
+                )
+                await waits.wait()
+                return
+        route = self._routes.get(msg.topic())
+        if route is None:
+            self._fail(
+                msg,
+                hm,
+                self._route_or_unknown(msg),
+                NotFound(f"no active channel reads topic '{msg.topic()}'"),
+                1,
+                waits,
+            )
+        else:
+            status = self._handle(msg, route, hm, waits, 1)
+            if status is not None:
+                M.MESSAGES.labels(route.name, status).inc()
+        await waits.wait()
+
+    def _route_or_unknown(self, msg: Message) -> ChannelRoute:
+        topic = msg.topic()
+        return self._routes.get(topic) or ChannelRoute(
+            H.header_map(msg.headers()).get(H.CHANNEL, ""), topic, True, None, None
+        )
+
+    def _handle(
+        self,
+        msg: Message,
+        route: ChannelRoute,
+        hm: dict[str, str],
+        waits: _Acks,
+        attempt_here: int,
+    ) -> str | None:
+        """Process one record; append what must be delivered before commit to `waits`.
+
+        Returns the outcome for `messages_total` (None when a retry was scheduled: it counts itself).
+        """
+        deadline = hm.get(H.DEADLINE)
+        now = time.time()
+        if deadline is not None:
+            with contextlib.suppress(ValueError):
+                if int(deadline) <= now * 1000:
+                    M.EXPIRED.labels(route.name).inc()
+                    self._trace(msg, route, hm, waits, now, failed=_EXPIRED_BODY)
+                    return "expired"
+        try:
+            reply_to = self._reply_to(hm)
+            if route.avro_schema is not None:
+                data, metadata = decode_avro(msg.value(), self.schemas.get(route.avro_schema))
+            else:
+                data, metadata = decode_json(msg.value())
+            engine = self.reader.snapshot.engine
+            if engine is None or not engine.has_channel(route.name):
+                raise NotFound(f"Channel '{route.name}' not found")
+            message = EngineMessage.from_request(
+                data, metadata, id=hm.get(H.REQUEST_ID) or _trace_id(msg, hm)
+            )
+            rkey = hm.get(H.ROLLOUT_KEY)
+            options = (
+                RunOptions(
+                    rollout_bucket=rollout_bucket(rkey) if rkey else None,
+                    deadline=int(deadline) / 1000.0 if deadline and deadline.isdigit() else None,
+                )
+                if rkey or deadline
+                else _NO_OPTIONS
+            )
+            if not engine.is_sync(route.name):
+                # Asynchronous tasks (connectors): run off the batch loop, bounded.
+                task = asyncio.ensure_future(
+                    self._run_async(msg, route, hm, engine, message, options, attempt_here)
+                )
+                waits.tasks.append(task)
+                return None
+            started = time.perf_counter()
+            engine.process_sync(route.name, message, options)
+            self._duration(route.name).observe(time.perf_counter() - started)
+            body = message.response_json()
+        except QuasarError as exc:
+            return self._failed(msg, route, hm, exc, waits, attempt_here)
+        except Exception as exc:  # an engine bug must not stop the partition
+            log.exception("unexpected error processing %s[%d]@%d", msg.topic(), msg.partition(), msg.offset())
+            return self._failed(msg, route, hm, _internal(exc), waits, attempt_here)
+        self._deliver_ok(msg, route, hm, body, reply_to, waits, now)
+        return "ok"
+
+    async def _run_async(
+        self,
+        msg: Message,
+        route: ChannelRoute,
+        hm: dict[str, str],
+        engine: Any,
+        message: Any,
+        options: Any,
+        attempt_here: int,
+    ) -> None:
+        waits = self._new_acks()
+        now = time.time()
+        async with self._slots:
+            started = time.perf_counter()
+            try:
+                await engine.process(route.name, message, options)
+                M.MESSAGE_DURATION.labels(route.name).observe(time.perf_counter() - started)
+                self._deliver_ok(msg, route, hm, message.response_json(), self._reply_to(hm), waits, now)
+                M.MESSAGES.labels(route.name, "ok").inc()
+            except QuasarError as exc:
+                status = self._failed(msg, route, hm, exc, waits, attempt_here)
+                if status is not None:
+                    M.MESSAGES.labels(route.name, status).inc()
+            except Exception as exc:
+                status = self._failed(msg, route, hm, _internal(exc), waits, attempt_here)
+                if status is not None:
+                    M.MESSAGES.labels(route.name, status).inc()
+        await waits.wait()
+
+    @staticmethod
+    def _reply_to(hm: dict[str, str]) -> tuple[str, int] | None:
+        raw = hm.get(H.REPLY_TO)
+        if raw is None:
+            return None
+        topic, sep, part = raw.rpartition(":")
+        if not sep or not topic or not part.isdigit():
+            raise InvalidEnvelope(f"malformed {H.REPLY_TO} header {raw!r}: expected '<topic>:<partition>'")
+        if H.CORRELATION_ID not in hm:
+            raise InvalidEnvelope(f"{H.REPLY_TO} without {H.CORRELATION_ID}")
+        return topic, int(part)
+
+    def _deliver_ok(
+        self,
+        msg: Message,
+        route: ChannelRoute,
+        hm: dict[str, str],
+        body: bytes,
+        reply_to: tuple[str, int] | None,
+        waits: _Acks,
+        now: float,
+    ) -> None:
+        if reply_to is not None:
+            waits.send(reply_to[0], body, hm[H.CORRELATION_ID], headers=_STATUS_200, partition=reply_to[1])
+        trace_id = _trace_id(msg, hm)
+        if route.output_topic is not None and route.is_async:
+            waits.send(route.output_topic, body, trace_id, headers=_out_headers(route, hm, trace_id))
+        self._trace(msg, route, hm, waits, now, result=body, trace_id=trace_id)
+
+    def _trace(
+        self,
+        msg: Message,
+        route: ChannelRoute,
+        hm: dict[str, str],
+        waits: _Acks,
+        now: float,
+        *,
+        result: bytes | None = None,
+        failed: bytes | None = None,
+        trace_id: str | None = None,
+    ) -> None:
+        trace_id = trace_id or _trace_id(msg, hm)
+        created = msg.timestamp()[1]
+        done_ms = int(time.time() * 1000)
+        if created <= 0:
+            created = int(now * 1000)
+        # Built by concatenation so the result body is not parsed and re-serialized.
+        head = orjson.dumps(
+            {
+                "id": trace_id,
+                "status": "completed" if failed is None else "failed",
+                "mode": hm.get(H.MODE) or ("sync" if H.REPLY_TO in hm else "async"),
+                "channel": route.name,
+                "created_at": _iso(created),
+                "completed_at": _iso(done_ms),
+                "duration_ms": max(0, done_ms - created),
+            }
+        )
+        tail = (
+            (b',"result":' + result)
+            if failed is None and result is not None
+            else (b',"error":' + (failed or b"null"))
+        )
+        waits.send(self.names.traces, head[:-1] + tail + b"}", trace_id)
+
+    def _failed(
+        self,
+        msg: Message,
+        route: ChannelRoute,
+        hm: dict[str, str],
+        exc: QuasarError,
+        waits: _Acks,
+        attempt_here: int,
+    ) -> str | None:
+        if exc.retryable and attempt_here < self.max_attempts:
+            M.RETRIES.labels(route.name).inc()
+            waits.tasks.append(asyncio.ensure_future(self._retry(msg, route, hm, attempt_here + 1)))
+            return None
+        self._fail(msg, hm, route, exc, attempt_here, waits)
+        return "dlq"
+
+    async def _retry(self, msg: Message, route: ChannelRoute, hm: dict[str, str], attempt_here: int) -> None:
+        # Exponential backoff; the partition keeps flowing, only this record's commit waits.
+        await asyncio.sleep(self.retry_backoff * (2 ** (attempt_here - 2)))
+        waits = self._new_acks()
+        status = self._handle(msg, self._routes.get(msg.topic(), route), hm, waits, attempt_here)
+        if status is not None:
+            M.MESSAGES.labels(route.name, status).inc()
+        await waits.wait()
+
+    def _fail(
+        self,
+        msg: Message,
+        hm: dict[str, str],
+        route: ChannelRoute,
+        exc: QuasarError,
+        attempt_here: int,
+        waits: _Acks,
+    ) -> None:
+        """DLQ the record; a sync caller gets the error reply; the trace says failed."""
+        prior = hm.get(H.ATTEMPT)
+        attempts = (int(prior) - 1 if prior and prior.isdigit() else 0) + attempt_here
+        first = hm.get(H.DLQ_FIRST_FAILED_AT)
+        first_ms = int(first) if first and first.isdigit() else int(time.time() * 1000)
+        headers = dlq_headers(
+            msg.headers(),
+            channel=route.name,
+            error=exc,
+            attempts=attempts,
+            first_failed_ms=first_ms,
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+        )
+        waits.send(self.names.dlq, msg.value(), msg.key(), headers=headers)
+        M.DLQ_RECORDS.labels(route.name, exc.code).inc()
+        body = orjson.dumps(_error_body(exc))
+        try:
+            reply_to = self._reply_to(hm)
+        except InvalidEnvelope:
+            reply_to = None
+        if reply_to is not None:
+            waits.send(
+                reply_to[0],
+                body,
+                hm[H.CORRELATION_ID],
+                headers=[(H.STATUS, str(exc.status).encode())],
+                partition=reply_to[1],
+            )
+        self._trace(msg, route, hm, waits, time.time(), failed=orjson.dumps(_error_body(exc)["error"]))
+
+
+_EXPIRED_BODY = orjson.dumps(
+    {"code": "DEADLINE_EXCEEDED", "message": "the caller's deadline passed before processing"}
+)
+
+
+def _error_body(exc: QuasarError) -> dict[str, Any]:
+    return {"error": {"code": exc.code, "message": exc.message}}
+
+
+def _internal(exc: BaseException) -> QuasarError:
+    err = EngineFailure("An internal engine error occurred")
+    err.retryable = False  # a bug does not heal by retrying
+    err.__cause__ = exc
+    return err
+
+
+def _trace_id(msg: Message, hm: dict[str, str]) -> str:
+    # Deterministic fallback: a redelivered record overwrites its own trace instead of adding one.
+    return (
+        hm.get(H.TRACE_ID)
+        or hm.get(H.CORRELATION_ID)
+        or hm.get(H.REQUEST_ID)
+        or f"{msg.topic()}-{msg.partition()}-{msg.offset()}"
+    )
+
+
+def _out_headers(route: ChannelRoute, hm: dict[str, str], trace_id: str) -> list[tuple[str, bytes]]:
+    out = [(H.CHANNEL, route.name.encode()), (H.TRACE_ID, trace_id.encode())]
+    rid = hm.get(H.REQUEST_ID)
+    if rid:
+        out.append((H.REQUEST_ID, rid.encode()))
+    return out
+
+
+_SECOND: list[Any] = [-1, ""]
+
+
+def _iso(ms: int) -> str:
+    """RFC 3339 UTC with milliseconds; the seconds part is cached (records of a batch share it)."""
+    secs, rem = divmod(ms, 1000)
+    if _SECOND[0] != secs:
+        _SECOND[0], _SECOND[1] = secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{_SECOND[1]}.{rem:03d}Z"

