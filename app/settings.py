@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     # Shared state
     redis_url: str | None = Field(default=None, description="Redis for shared governance; unset = in-memory.")
 
+    # Admin API authentication (Orion's [admin_auth]); the key may be an env://VAR reference
+    admin_auth_enabled: bool = Field(default=False, description="Require admin credentials on /api/v1/admin.")
+    admin_api_key: str | None = Field(default=None, description="Admin API key (or env://VAR).", repr=False)
+    admin_auth_header: str = Field(
+        default="Authorization", description="Authorization (Bearer <key>) or a header with the raw key."
+    )
+
     # Logging
     log_level: str = "info"
     log_format: str = Field(default="json", description="json or console")

@@ -37,12 +37,16 @@ def gateway(
             "error: QUASAR_KAFKA_BOOTSTRAP is not set (or run `quasar dev` for the embedded broker)", err=True
         )
         raise typer.Exit(1)
+    from app.observability.logs import configure_logging
+
+    configure_logging(log_level or settings.log_level, settings.log_format, take_over=True)
     application = create_app(settings, reply_partitions=reply_partition or None)
     uvicorn.run(
         application,
         host=host or settings.gateway_host,
         port=port or settings.gateway_port,
         log_level=(log_level or settings.log_level).lower(),
+        log_config=None,  # keep the structlog handler installed above (uvicorn would replace it)
         access_log=False,  # one line per request costs more than the request on the hot path
         loop="uvloop",
         http="httptools",

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from app.kafka.admin import create_admin, topic_partitions
 from app.kafka.config import producer_config, reader_config
 from app.kafka.names import TopicNames
 from app.kafka.producer import AsyncProducer
+from app.observability import metrics as M
 from app.settings import Settings, get_settings
 
 __all__ = ["ConfigNotReady", "ConfigReader", "ConfigTopicMissing", "Listener"]
@@ -256,6 +258,8 @@ class ConfigReader:
                     log.warning("config reader: %s", err.str())
                 continue
             outcome = self.state.apply(m.offset(), m.key(), m.value(), m.timestamp()[1])
+            # Propagation delay only once caught up: replaying history would report its age.
+            M.observe_config_record(outcome.kind, outcome.status, m.timestamp()[1], caught_up=self._ready)
             if outcome.status != "ignored" or outcome.reason not in ("marker", "tombstone"):
                 log.debug("config record %s", outcome)
             outcomes.append(outcome)
@@ -263,10 +267,16 @@ class ConfigReader:
         if not outcomes:
             return
         changed = self.state.generation != self._snapshot.generation
+        M.CONFIG_APPLIED_OFFSET.set(last)
         if changed:
+            started = time.perf_counter()
             try:
                 self._snapshot = build_snapshot(self.state, engine_factory=self._engine_factory)
+                M.observe_reload(
+                    time.perf_counter() - started, ok=True, active_workflows=len(self._snapshot.workflows)
+                )
             except Exception as exc:
+                M.observe_reload(time.perf_counter() - started, ok=False)
                 self.snapshot_errors += 1
                 self.last_error = f"snapshot build failed: {type(exc).__name__}: {exc}"
                 log.exception("config snapshot build failed; keeping the previous one")

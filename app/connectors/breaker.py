@@ -15,9 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
-
 from app.errors import CircuitOpen
+from app.observability.metrics import BREAKER_REJECTIONS, BREAKER_TRIPS
 
 __all__ = [
     "BREAKER_REJECTIONS",
@@ -27,15 +26,6 @@ __all__ = [
     "CircuitBreaker",
     "breaker_key",
 ]
-
-BREAKER_TRIPS = Counter(
-    "circuit_breaker_trips_total",
-    "Circuit breaker trip events (closed/half-open -> open).",
-    ["connector", "channel"],
-)
-BREAKER_REJECTIONS = Counter(
-    "circuit_breaker_rejections_total", "Calls rejected by an open circuit breaker.", ["connector", "channel"]
-)
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 

@@ -37,6 +37,7 @@ from app.errors import EngineFailure, QuasarError, Timeout, ValidationFailed
 __all__ = [
     "CALL_CHAIN_KEY",
     "CONNECTOR_KINDS",
+    "ChannelCallRefused",
     "check_connector_references",
     "child_traceparent",
     "connector_functions",
@@ -329,6 +330,10 @@ class PublishKafka(_ConnectorTask):
 # --- channel_call ------------------------------------------------------------------------------
 
 
+class ChannelCallRefused(ValidationFailed):
+    """A cycle or the depth limit: passed up unchanged through every enclosing channel_call."""
+
+
 class ChannelCall(AsyncFunction):
     function = "channel_call"
 
@@ -361,10 +366,10 @@ class ChannelCall(AsyncFunction):
             chain.append(ctx.channel)  # the origin is part of the chain (fixes Orion's late detection)
         route = " -> ".join([*chain, target])
         if target in chain:
-            raise ValidationFailed(f"channel_call cycle: {route}")
+            raise ChannelCallRefused(f"channel_call cycle: {route}")
         limit = svc.max_channel_call_depth
         if len(chain) > limit:
-            raise ValidationFailed(f"channel_call depth limit ({limit}) exceeded: {route}")
+            raise ChannelCallRefused(f"channel_call depth limit ({limit}) exceeded: {route}")
         engine = ctx.engine
         if engine is None:
             raise EngineFailure("channel_call needs the engine in the task context")
@@ -384,15 +389,17 @@ class ChannelCall(AsyncFunction):
         if ctx.deadline is not None:
             deadline = min(deadline, ctx.deadline)
         options = RunOptions(deadline=deadline, services=svc, calls=ctx.calls)
+        timer = asyncio.timeout(max(0.0, deadline - time.time()))
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.time())):
+            async with timer:
                 await engine.process(target, child, options)
-        except TimeoutError as exc:
-            raise Timeout(f"channel_call to '{target}' timed out after {timeout_s:.3g}s") from exc
-        except Timeout:
-            raise
-        except QuasarError as exc:
-            raise EngineFailure(f"channel_call to '{target}' failed: {exc.message}") from exc
+        except Exception as exc:
+            if timer.expired() or isinstance(exc, TimeoutError | Timeout):
+                raise Timeout(f"channel_call to '{target}' timed out after {timeout_s:.3g}s") from exc
+            if isinstance(exc, ChannelCallRefused):
+                raise
+            why = exc.message if isinstance(exc, QuasarError) else str(exc)
+            raise EngineFailure(f"channel_call to '{target}' failed: {why}") from exc
         result = child.context["data"]
         if self.response_path:
             _write(message, ctx, self.response_path, self.response_parts, result)

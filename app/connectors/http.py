@@ -142,11 +142,16 @@ class HttpConnector:
                 budget = min(budget, deadline - time.time())
                 if budget <= 0:
                     raise Timeout(f"http_call to connector '{self.name}': deadline exceeded")
+            timer = asyncio.timeout(budget)
             try:
-                async with asyncio.timeout(budget):
+                async with timer:
                     return await self._once(method, url, hdrs, content, budget, attempts)
-            except (TimeoutError, httpx.TimeoutException) as exc:
-                raise Timeout(f"http_call to connector '{self.name}' timed out after {budget:.3g}s") from exc
+            except Exception as exc:
+                # The transport may turn our cancellation into its own error: trust the timer.
+                if timer.expired() or isinstance(exc, TimeoutError | httpx.TimeoutException):
+                    text = f"http_call to connector '{self.name}' timed out after {budget:.3g}s"
+                    raise Timeout(text) from exc
+                raise
 
         return await with_retries(attempt, self.config.retry, _retryable, deadline=deadline)
 

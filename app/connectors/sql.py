@@ -161,10 +161,14 @@ class SqlConnector(ABC):
     async def _with_timeout(
         self, op: Callable[[], Awaitable[T]], on_timeout: Callable[[], None] | None = None
     ) -> T:
+        timer = asyncio.timeout(self.query_timeout)
         try:
-            async with asyncio.timeout(self.query_timeout):
+            async with timer:
                 return await op()
-        except TimeoutError as exc:
+        except Exception as exc:
+            # A driver may turn our cancellation into its own error: trust the timer.
+            if not (timer.expired() or isinstance(exc, TimeoutError)):
+                raise
             if on_timeout is not None:
                 on_timeout()
             limit_ms = int(self.query_timeout * 1000)
@@ -216,26 +220,38 @@ class _Postgres(SqlConnector):
                     self._pool = await self._connect_retrying(connect)
         return self._pool
 
-    async def read(self, query: str, params: list[Any]) -> list[dict[str, Any]]:
+    async def _acquire(self) -> tuple[Any, Any]:
         pool = await self._get_pool()
+        # min_size=0: connections are opened here, so connection failures are retried here.
+        return pool, await self._connect_retrying(lambda: pool.acquire())
+
+    async def read(self, query: str, params: list[Any]) -> list[dict[str, Any]]:
+        pool, conn = await self._acquire()
 
         async def op() -> list[dict[str, Any]]:
-            async with pool.acquire() as conn:
-                records = await conn.fetch(query, *params)
+            stmt = await conn.prepare(query)  # cached per connection by asyncpg
+            records = await stmt.fetch(*_pg_params(stmt, params))
             return [{k: json_value(v) for k, v in r.items()} for r in records]
 
-        return await self._run(op)
+        try:
+            return await self._run(op)
+        finally:
+            await pool.release(conn)
 
     async def write(self, query: str, params: list[Any]) -> int:
-        pool = await self._get_pool()
+        pool, conn = await self._acquire()
 
         async def op() -> int:
-            async with pool.acquire() as conn:
-                status = await conn.execute(query, *params)
+            stmt = await conn.prepare(query)
+            await stmt.fetch(*_pg_params(stmt, params))
+            status = stmt.get_statusmsg() or ""
             tail = status.rsplit(" ", 1)[-1]
             return int(tail) if tail.isdigit() else 0
 
-        return await self._run(op)
+        try:
+            return await self._run(op)
+        finally:
+            await pool.release(conn)
 
     async def _run(self, op: Callable[[], Awaitable[T]]) -> T:
         import asyncpg
@@ -251,6 +267,52 @@ class _Postgres(SqlConnector):
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def _pg_value(value: Any, typ: str) -> Any:
+    """A JSON parameter as the Python type asyncpg's binary protocol expects for `typ`.
+
+    JSON has no dates, decimals or UUIDs: text like "2024-05-01" bound to a DATE parameter is parsed
+    here, as PostgreSQL would parse the literal. Anything unconvertible is passed unchanged and the
+    driver reports the mismatch.
+    """
+    if value is None:
+        return None
+    try:
+        if typ in ("date",) and isinstance(value, str):
+            return dt.date.fromisoformat(value)
+        if typ in ("timestamp", "timestamptz") and isinstance(value, str):
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if typ == "timestamp" and parsed.tzinfo is not None:
+                parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+            if typ == "timestamptz" and parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            return parsed
+        if typ in ("time",) and isinstance(value, str):
+            return dt.time.fromisoformat(value)
+        if typ == "numeric" and isinstance(value, int | float | str) and not isinstance(value, bool):
+            return decimal.Decimal(str(value))
+        if typ in ("int2", "int4", "int8"):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str) and value.lstrip("-").isdigit():
+                return int(value)
+        if typ in ("float4", "float8") and isinstance(value, int | str) and not isinstance(value, bool):
+            return float(value)
+        if typ == "uuid" and isinstance(value, str):
+            return uuid.UUID(value)
+        if typ in ("text", "varchar", "bpchar", "name") and isinstance(value, int | float | bool):
+            return orjson.dumps(value).decode()
+    except (ValueError, decimal.InvalidOperation):
+        return value
+    return value
+
+
+def _pg_params(stmt: Any, params: list[Any]) -> list[Any]:
+    types = stmt.get_parameters()
+    if len(types) != len(params):
+        raise QueryFailed(f"query takes {len(types)} parameter(s) but {len(params)} were given")
+    return [_pg_value(v, t.name) for v, t in zip(params, types, strict=True)]
 
 
 class _MySql(SqlConnector):

@@ -14,7 +14,9 @@ __all__ = ["MASK", "is_secret_field", "mask_secrets", "unmask_with"]
 
 MASK = "******"
 
-_EXACT = frozenset({"token", "password", "key", "secret", "api_key", "apikey", "connection_string"})
+_EXACT = frozenset(
+    {"token", "password", "key", "secret", "api_key", "apikey", "connection_string", "api_keys"}
+)
 _SUFFIXES = ("_token", "_password", "_secret", "_api_key", "_connection_string", "-token", "-password")
 
 
@@ -34,6 +36,11 @@ def mask_secrets(value: Any) -> Any:
         for k, v in value.items():
             if is_secret_field(str(k)) and v is not None and not isinstance(v, dict | list):
                 out[k] = v if _is_reference(v) else MASK
+            elif isinstance(v, list) and is_secret_field(str(k)):  # a list of secrets (a channel's api_keys)
+                out[k] = [
+                    mask_secrets(x) if x is None or isinstance(x, dict | list) or _is_reference(x) else MASK
+                    for x in v
+                ]
             else:
                 out[k] = mask_secrets(v)
         return out

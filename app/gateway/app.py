@@ -26,6 +26,9 @@ from app.gateway.errors import install_error_handlers
 from app.gateway.reply_router import KafkaBridge
 from app.gateway.traces import TraceIndex
 from app.kafka.headers import REQUEST_ID
+from app.observability import context as log_context
+from app.observability.http import HttpMetricsMiddleware, metrics_endpoint
+from app.observability.metrics import BUILD_INFO, SYNC_IN_FLIGHT
 from app.settings import Settings, get_settings
 
 __all__ = ["RequestIdMiddleware", "create_app"]
@@ -56,6 +59,8 @@ class RequestIdMiddleware:
         if not rid or len(rid) > 200:
             rid = str(uuid.uuid4()).encode()
         scope.setdefault("state", {})["request_id"] = rid.decode("latin-1")
+        # Each request runs in its own task: the binding is this request's only.
+        log_context.bind(request_id=scope["state"]["request_id"])
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -115,8 +120,20 @@ def create_app(
                 stack.push_async_callback(index.stop)
                 await index.start()
             state.trace_index = index
+            SYNC_IN_FLIGHT.set_function(lambda: kafka.in_flight)
+            BUILD_INFO.labels(__version__, "gateway").set(1)
 
-            state.data_service = DataService(settings, cfg_reader, kafka, index, guards)
+            # governance (app/governance): shared rate limit, dedup, cache, API keys, rollout keys
+            from app.governance import Governance
+
+            channel_guards = guards
+            if channel_guards is None:
+                channel_guards = Governance(settings)
+                await channel_guards.start()
+                stack.push_async_callback(channel_guards.stop)
+            if isinstance(channel_guards, Governance):
+                state.governance = channel_guards  # /health reports its store
+            state.data_service = DataService(settings, cfg_reader, kafka, index, channel_guards)
             state.started_at = time.monotonic()
             log.info(
                 "gateway %s ready (config offset %s, replies %s)",
@@ -141,7 +158,12 @@ def create_app(
     app.state.started_at = time.monotonic()
     app.state.data_service = None
     install_error_handlers(app)
+    from app.governance.auth import AdminAuth  # governance: admin API authentication ([admin_auth])
+
+    app.state.admin_auth = AdminAuth.from_settings(settings)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(HttpMetricsMiddleware)  # outermost: times everything, errors included
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(health.router)
     # The admin API is written separately; include it when its module is part of this build.
     if importlib.util.find_spec("app.gateway.admin") is not None:

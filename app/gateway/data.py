@@ -43,6 +43,7 @@ from app.gateway.routing import Resolution, RouteEntry, RouteTable
 from app.gateway.traces import TRACE_STATUSES, TraceIndex
 from app.kafka import headers as H
 from app.kafka.names import TopicNames
+from app.observability.metrics import REPLY_TIMEOUTS
 from app.settings import Settings
 
 __all__ = [
@@ -160,6 +161,15 @@ class ChannelGuards:
             response = await hook(ctx)
             if response is not None:
                 return response
+        return None
+
+    # -- governance extension points (overridden by app.governance.Governance) --
+    async def complete(self, ctx: DataContext, response: Response) -> Response:
+        """Runs on the answer of an admitted request (stores cacheable bodies / idempotent originals)."""
+        return response
+
+    def rollout_key(self, ctx: DataContext) -> str | None:
+        """The sticky rollout key sent in `quasar-rollout-key` (None: the engine picks a random bucket)."""
         return None
 
 
@@ -298,8 +308,10 @@ class DataService:
         if short_circuit is not None:
             return short_circuit
         if resolution.is_async:
-            return await self._submit_async(ctx, policy)
-        return await self._call_sync(ctx, policy)
+            response = await self._submit_async(ctx, policy)
+        else:
+            response = await self._call_sync(ctx, policy)
+        return await self.guards.complete(ctx, response)  # governance: cache / idempotent original
 
     def _record_headers(
         self, ctx: DataContext, mode: str, deadline_ms: int | None
@@ -315,6 +327,9 @@ class DataService:
         ]
         if deadline_ms is not None:
             hdrs.append((H.DEADLINE, str(deadline_ms).encode()))
+        rollout_key = self.guards.rollout_key(ctx)  # governance: sticky rollout key, never in data
+        if rollout_key is not None:
+            hdrs.append((H.ROLLOUT_KEY, rollout_key.encode()))
         return hdrs
 
     async def _call_sync(self, ctx: DataContext, policy: ChannelPolicy) -> Response:
@@ -334,6 +349,7 @@ class DataService:
             try:
                 reply = await _wait(reply_future, timeout_ms / 1000)
             except TimeoutError:
+                REPLY_TIMEOUTS.labels(policy.name).inc()
                 raise ChannelTimeout(
                     f"Workflow execution on channel '{policy.name}' exceeded {timeout_ms}ms timeout"
                 ) from None

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.errors import QuasarError, Timeout
+from app.observability.metrics import ERRORS
 
 __all__ = [
     "ChannelTimeout",
@@ -83,6 +84,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 async def _quasar_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, QuasarError)
+    ERRORS.labels(exc.code).inc()
     headers = {"retry-after": "1"} if exc.status in (429, 503) else None
     return error_response(exc, headers)
 
@@ -96,6 +98,7 @@ async def _http_handler(request: Request, exc: Exception) -> Response:
         message = f"Method {request.method} not allowed on {request.url.path}"
     else:
         message = str(exc.detail)
+    ERRORS.labels(code).inc()
     return json_response(error_body(code, message), exc.status_code, dict(exc.headers or {}))
 
 
@@ -103,11 +106,13 @@ async def _validation_handler(request: Request, exc: Exception) -> Response:
     # Orion has no 422: malformed parameters or bodies are a 400 BAD_REQUEST with the field errors.
     assert isinstance(exc, RequestValidationError)
     body = error_body("BAD_REQUEST", _validation_message(exc))
+    ERRORS.labels("BAD_REQUEST").inc()
     return json_response(body, 400)
 
 
 async def _unexpected_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    ERRORS.labels("INTERNAL_ERROR").inc()
     return json_response(error_body("INTERNAL_ERROR", "Internal server error"), 500)
 
 

@@ -6,6 +6,7 @@ change written before the gateway started) and the reply consumer is positioned 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from starlette.responses import Response
 
 from app import __version__
 from app.gateway.errors import json_response
+from app.observability.health import redis_status
 
 __all__ = ["components", "router"]
 
@@ -51,6 +53,10 @@ def components(request: Request) -> dict[str, Any]:
     else:
         out["engine"] = "ok"
 
+    governance = getattr(state, "governance", None)  # governance: shared store (Redis) reachable?
+    if governance is not None:
+        out["governance"] = governance.health()
+
     out["traces"] = (
         "ok"
         if traces is not None and traces.last_error is None
@@ -62,6 +68,10 @@ def components(request: Request) -> dict[str, Any]:
 @router.get("/health", summary="Health check (200 ok / 503 degraded)")
 async def health(request: Request) -> Response:
     parts = components(request)
+    # Governance (rate limit, dedup, cache) lives in Redis when configured; in-memory is a valid choice.
+    settings = getattr(request.app.state, "settings", None)
+    redis = await asyncio.to_thread(redis_status, getattr(settings, "redis_url", None))
+    parts["redis"] = "ok" if redis == "not_configured" else redis
     # Traces only serve the trace endpoints; the data path works without them.
     healthy = all(v == "ok" for k, v in parts.items() if k != "traces")
     reader = getattr(request.app.state, "config_reader", None)

@@ -15,9 +15,13 @@ from typing import Any
 import faust
 from mode import Service
 
+from app import __version__
 from app.kafka.config import bootstrap_of
+from app.observability.health import worker_components
+from app.observability.logs import configure_logging
+from app.observability.metrics import BUILD_INFO
+from app.observability.server import OpsServer, start_ops_server
 from app.settings import Settings
-from app.worker.metrics import start_metrics_server
 from app.worker.runner import ChannelWorker
 from app.worker.transport import broker_url
 
@@ -31,9 +35,21 @@ class ChannelService(Service):
         super().__init__(**kwargs)
         self.settings = settings
         self.worker = ChannelWorker(settings)
+        self.ops: OpsServer | None = None
 
     async def on_start(self) -> None:
-        start_metrics_server(self.settings.worker_metrics_port)
+        # Faust has set up its own logging by now; take over the root handlers (one JSON line per log).
+        configure_logging(self.settings.log_level, self.settings.log_format, take_over=True)
+        BUILD_INFO.labels(__version__, "worker").set(1)
+        # /metrics and /health(z) answer from the start: a worker catching up reports not_ready.
+        self.ops = start_ops_server(
+            self.settings.worker_metrics_port,
+            health=lambda: worker_components(self.worker, self.settings.redis_url),
+            info=lambda: {
+                "instance": self.settings.instance_id,
+                "config_offset": self.worker.reader.applied_offset,
+            },
+        )
         await self.worker.start()
         self.add_future(self._watch())
 
@@ -44,6 +60,8 @@ class ChannelService(Service):
 
     async def on_stop(self) -> None:
         await self.worker.stop()
+        if self.ops is not None:
+            self.ops.close()
 
 
 def create_app(settings: Settings) -> faust.App:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -36,12 +37,14 @@ from app.config_store import ConfigReader, Snapshot
 from app.engine.executor import RunOptions, rollout_bucket
 from app.engine.message import Message as EngineMessage
 from app.errors import EngineFailure, NotFound, QuasarError, ServiceUnavailable
+from app.governance.rollout import record_rollout_key
 from app.kafka import headers as H
 from app.kafka.config import consumer_config, producer_config
 from app.kafka.names import TopicNames
 from app.kafka.producer import AsyncProducer
+from app.observability import metrics as M
+from app.observability.context import bound, context_from_headers
 from app.settings import Settings
-from app.worker import metrics as M
 from app.worker.codec import InvalidEnvelope, SchemaCache, decode_avro, decode_json
 from app.worker.dlq import dlq_headers
 
@@ -211,7 +214,7 @@ class ChannelWorker:
         self._task: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
         self._pending: deque[_Batch] = deque()
-        self._pending_event = asyncio.Event()
+        self._queue: asyncio.Queue[_Batch] = asyncio.Queue()
         self._idle = asyncio.Event()
         self._idle.set()
         self._wake = asyncio.Event()
@@ -222,6 +225,8 @@ class ChannelWorker:
         self.processed = 0  # records fully handled (any outcome), for tests and the bench
         self.committed: dict[tuple[str, int], int] = {}
         self._durations: dict[str, Any] = {}
+        self._workflows = M.WorkflowObserver()
+        self._untrack_lag: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -229,7 +234,11 @@ class ChannelWorker:
         self._loop = asyncio.get_running_loop()
         await self.reader.ready()
         self._producer = AsyncProducer(
-            producer_config(self.settings, client_id=f"quasar-worker-{self.settings.instance_id}")
+            producer_config(
+                self.settings,
+                client_id=f"quasar-worker-{self.settings.instance_id}",
+                **{"linger.ms": int(os.environ.get("QW_LINGER", "2"))},
+            )
         )
         conf = consumer_config(
             self.settings,
@@ -239,6 +248,7 @@ class ChannelWorker:
             **{"fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 10_485_760},
         )
         self._consumer = Consumer(conf)
+        self._untrack_lag = M.LAG.track(self.group_id, lambda: self._consumer)
         await self._apply_snapshot(self.reader.snapshot)
         self._unlisten = self.reader.add_listener(self._apply_snapshot)
         self._committer = asyncio.create_task(self._commit_loop(), name="quasar-worker-commit")
@@ -268,6 +278,8 @@ class ChannelWorker:
                 await self._committer
         if not commit:
             self._pending.clear()
+        if self._untrack_lag is not None:
+            self._untrack_lag()
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await asyncio.to_thread(consumer.close)
@@ -332,13 +344,13 @@ class ChannelWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), 0.5)
                     continue
-                msgs = await asyncio.to_thread(consumer.consume, self.batch_size, 0.1)
+                msgs = await asyncio.to_thread(_poll_batch, consumer, self.batch_size)
                 if msgs:
                     batch = _Batch(self._new_acks())
                     await self._process(msgs, batch)
                     self._pending.append(batch)
                     self._idle.clear()
-                    self._pending_event.set()
+                    self._queue.put_nowait(batch)
                 if self.failure is not None:
                     raise self.failure
         except Exception as exc:
@@ -357,8 +369,11 @@ class ChannelWorker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Runs inside consume() on its worker thread: the event loop is free to finish the pending
         # batches, whose commits must land before another member takes these partitions.
+        committer = self._committer
         if self._loop is None or self.failure is not None or not self._pending:
             return
+        if committer is None or committer.done():
+            return  # shutting down: stop() already drained what it could
         fut = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
         try:
             fut.result(self.drain_timeout)
@@ -372,30 +387,28 @@ class ChannelWorker:
 
     async def _commit_loop(self) -> None:
         while True:
-            await self._pending_event.wait()
-            while self._pending:
-                batch = self._pending[0]
+            batch = await self._queue.get()
+            try:
+                await batch.acks.wait()
+            except WorkerFailed as exc:
+                # A record it caused was not delivered: committing would lose it. Stop here;
+                # a restarted worker (or another member) re-processes from the last commit.
+                self.failure = exc
+                log.error("%s", exc)
+                return
+            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in batch.offsets.items()]
+            consumer = self._consumer
+            if consumer is not None and offsets:
                 try:
-                    await batch.acks.wait()
-                except WorkerFailed as exc:
-                    # A record it caused was not delivered: committing would lose it. Stop here;
-                    # a restarted worker (or another member) re-processes from the last commit.
-                    self.failure = exc
-                    log.error("%s", exc)
-                    return
-                offsets = [TopicPartition(t, p, o + 1) for (t, p), o in batch.offsets.items()]
-                consumer = self._consumer
-                if consumer is not None and offsets:
-                    try:
-                        await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
-                        for tp in offsets:
-                            self.committed[(tp.topic, tp.partition)] = tp.offset
-                    except Exception as exc:
-                        # Lost the partition meanwhile (rebalance): the new owner redelivers.
-                        log.warning("commit failed: %s", exc)
-                self._pending.popleft()
-            self._pending_event.clear()
-            self._idle.set()
+                    await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
+                    for tp in offsets:
+                        self.committed[(tp.topic, tp.partition)] = tp.offset
+                except Exception as exc:
+                    # Lost the partition meanwhile (rebalance): the new owner redelivers.
+                    log.warning("commit failed: %s", exc)
+            self._pending.popleft()
+            if not self._pending:
+                self._idle.set()
 
     def _duration(self, channel: str) -> Any:
         child = self._durations.get(channel)
@@ -519,7 +532,9 @@ class ChannelWorker:
             message = EngineMessage.from_request(
                 data, metadata, id=hm.get(H.REQUEST_ID) or _trace_id(msg, hm)
             )
-            rkey = hm.get(H.ROLLOUT_KEY)
+            rkey = hm.get(H.ROLLOUT_KEY) or record_rollout_key(  # governance: Kafka-ingested sticky key
+                self.reader.snapshot.channels.get(route.name), msg.key(), hm, data, metadata
+            )
             options = (
                 RunOptions(
                     rollout_bucket=rollout_bucket(rkey) if rkey else None,
@@ -538,6 +553,7 @@ class ChannelWorker:
             started = time.perf_counter()
             engine.process_sync(route.name, message, options)
             self._duration(route.name).observe(time.perf_counter() - started)
+            self._workflows.observe(route.name, message.audit_trail, now)
             body = message.response_json()
         except QuasarError as exc:
             return self._failed(msg, route, hm, exc, waits, attempt_here)
@@ -561,9 +577,11 @@ class ChannelWorker:
         now = time.time()
         async with self._slots:
             started = time.perf_counter()
+            wall = time.time()
             try:
                 await engine.process(route.name, message, options)
                 M.MESSAGE_DURATION.labels(route.name).observe(time.perf_counter() - started)
+                self._workflows.observe(route.name, message.audit_trail, wall)
                 self._deliver_ok(msg, route, hm, message.response_json(), self._reply_to(hm), waits, now)
                 M.MESSAGES.labels(route.name, "ok").inc()
             except QuasarError as exc:
@@ -692,6 +710,12 @@ class ChannelWorker:
         )
         waits.send(self.names.dlq, msg.value(), msg.key(), headers=headers)
         M.DLQ_RECORDS.labels(route.name, exc.code).inc()
+        M.ERRORS.labels(exc.code).inc()
+        with bound(**{**context_from_headers(hm), "channel": route.name}):
+            log.warning(
+                "record dead-lettered: %s[%d]@%d %s: %s",
+                msg.topic(), msg.partition(), msg.offset(), exc.code, exc.message,
+            )
         body = orjson.dumps(_error_body(exc))
         try:
             reply_to = self._reply_to(hm)
@@ -742,12 +766,22 @@ def _out_headers(route: ChannelRoute, hm: dict[str, str], trace_id: str) -> list
     return out
 
 
-_SECOND: list[Any] = [-1, ""]
+_SECONDS: dict[int, str] = {}
 
 
 def _iso(ms: int) -> str:
-    """RFC 3339 UTC with milliseconds; the seconds part is cached (records of a batch share it)."""
+    """RFC 3339 UTC with milliseconds; the seconds part is cached (records of a batch share a few)."""
     secs, rem = divmod(ms, 1000)
-    if _SECOND[0] != secs:
-        _SECOND[0], _SECOND[1] = secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    return f"{_SECOND[1]}.{rem:03d}Z"
+    text = _SECONDS.get(secs)
+    if text is None:
+        if len(_SECONDS) > 64:
+            _SECONDS.clear()
+        text = _SECONDS[secs] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{text}.{rem:03d}Z"
+
+
+def _poll_batch(consumer: Consumer, limit: int) -> list[Message]:
+    # poll() returns on the first record; consume(timeout=0) then takes what is already fetched.
+    # consume(n, timeout) alone waits for a *full* batch: +100 ms per cycle under light load.
+    first = consumer.poll(0.1)
+    return [] if first is None else [first, *consumer.consume(limit - 1, 0)]

@@ -40,7 +40,7 @@ class HttpTestServer:
         app.router.add_get("/text", self._text)
         app.router.add_get("/empty", self._empty)
         app.router.add_get("/redirect", self._redirect)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -60,7 +60,12 @@ class HttpTestServer:
         self._count(request)
         raw = await request.read()
         body = orjson.loads(raw) if raw else None
-        seen = {"method": request.method, "path": request.path_qs, "headers": dict(request.headers), "body": body}
+        seen = {
+            "method": request.method,
+            "path": request.path_qs,
+            "headers": dict(request.headers),
+            "body": body,
+        }
         self.requests.append(seen)
         return web.json_response(seen)
 
@@ -134,7 +139,7 @@ class AcceptCounter:
         self.changed.set()
         writer.close()
 
-    async def wait_for(self, n: int, timeout: float = 5.0) -> None:
+    async def wait_for(self, n: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - bounded test wait
         """Wait (bounded) until `n` connections were accepted."""
         async with asyncio.timeout(timeout):
             while self.accepted < n:
@@ -154,7 +159,9 @@ class LoopbackOnlyBackend(httpcore.AsyncNetworkBackend):
     loopback test server. Any other address fails the test: traffic can never leave the machine.
     """
 
-    def __init__(self, routes: dict[str, tuple[str, int]] | None = None, allow_loopback: bool = False) -> None:
+    def __init__(
+        self, routes: dict[str, tuple[str, int]] | None = None, allow_loopback: bool = False
+    ) -> None:
         self.routes = routes or {}
         self.allow_loopback = allow_loopback
         self.calls: list[tuple[str, int]] = []

@@ -27,19 +27,37 @@ def setup(server: HttpTestServer, clock: ManualClock, threshold: int = 2) -> tup
     connector = {
         "name": "flaky-api",
         "connector_type": "http",
-        "config": {"url": server.url, "allow_private_urls": True, "retry": {"max_retries": 1, "retry_delay_ms": 1}},
+        "config": {
+            "url": server.url,
+            "allow_private_urls": True,
+            "retry": {"max_retries": 1, "retry_delay_ms": 1},
+        },
     }
-    breakers = BreakerRegistry(BreakerConfig(failure_threshold=threshold, recovery_timeout_secs=30), clock=clock)
+    breakers = BreakerRegistry(
+        BreakerConfig(failure_threshold=threshold, recovery_timeout_secs=30), clock=clock
+    )
     svc = ConnectorServices({"x": connector}, breakers=breakers)
     wf = compile_workflow(
         {
             "workflow_id": "w",
             "name": "w",
-            "tasks": [{"id": "call", "name": "call", "function": {"name": "http_call", "input": {
-                "connector": "flaky-api", "path": "health-toggle", "response_path": "data.r"}}}],
+            "tasks": [
+                {
+                    "id": "call",
+                    "name": "call",
+                    "function": {
+                        "name": "http_call",
+                        "input": {
+                            "connector": "flaky-api",
+                            "path": "health-toggle",
+                            "response_path": "data.r",
+                        },
+                    },
+                }
+            ],
         },
         connector_registry(),
-    )  # fmt: skip
+    )
     return Engine({"orders": [wf]}), svc
 
 
@@ -51,13 +69,15 @@ async def call(engine: Engine, svc: ConnectorServices) -> Message:
     return await engine.process("orders", Message.from_request({}), RunOptions(services=svc))
 
 
-async def test_breaker_opens_fails_fast_and_recovers_through_a_half_open_probe(http_server: HttpTestServer) -> None:
+async def test_breaker_opens_fails_fast_and_recovers_through_a_half_open_probe(
+    http_server: HttpTestServer,
+) -> None:
     clock = ManualClock()
     engine, svc = setup(http_server, clock)
     trips0, rejections0 = metric("circuit_breaker_trips_total"), metric("circuit_breaker_rejections_total")
     http_server.healthy = False
     for _ in range(2):  # two logical calls, each retried once -> 4 requests
-        with pytest.raises(Exception, match="An internal engine error|HTTP 500"):
+        with pytest.raises(Exception, match=r"An internal engine error|HTTP 500"):
             await call(engine, svc)
     assert http_server.hits["/health-toggle"] == 4
     [state] = svc.list_circuit_breakers()
@@ -72,7 +92,7 @@ async def test_breaker_opens_fails_fast_and_recovers_through_a_half_open_probe(h
 
     clock.now += 30  # recovery timeout elapsed: the next call is the half-open probe
     assert svc.list_circuit_breakers()[0]["state"] == "half_open"
-    with pytest.raises(Exception, match="An internal engine error|HTTP 500"):
+    with pytest.raises(Exception, match=r"An internal engine error|HTTP 500"):
         await call(engine, svc)  # probe fails -> open again at once
     assert svc.list_circuit_breakers()[0]["state"] == "open"
     assert metric("circuit_breaker_trips_total") == trips0 + 2
@@ -101,7 +121,13 @@ async def test_only_one_probe_goes_out_while_half_open() -> None:
 
 async def test_client_errors_do_not_trip_the_breaker(http_server: HttpTestServer) -> None:
     svc = ConnectorServices(
-        {"x": {"name": "api", "connector_type": "http", "config": {"url": http_server.url, "allow_private_urls": True}}},
+        {
+            "x": {
+                "name": "api",
+                "connector_type": "http",
+                "config": {"url": http_server.url, "allow_private_urls": True},
+            }
+        },
         breakers=BreakerRegistry(BreakerConfig(failure_threshold=1)),
     )
     client = await svc.http("api")
@@ -130,15 +156,17 @@ def test_breaker_map_is_lru_bounded() -> None:
     assert [s["key"] for s in reg.list()] == ["a:1", "c:1"]
 
 
-@pytest.mark.parametrize("bad", [{"failure_threshold": 0}, {"recovery_timeout_secs": -1}, {"max_breakers": 0}])
+@pytest.mark.parametrize(
+    "bad", [{"failure_threshold": 0}, {"recovery_timeout_secs": -1}, {"max_breakers": 0}]
+)
 def test_bad_breaker_config_is_rejected(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         BreakerConfig(**bad)
 
 
 async def test_admin_routes_list_and_reset_breakers() -> None:
-    from fastapi import FastAPI
     import httpx
+    from fastapi import FastAPI
 
     from app.gateway.admin import router
     from app.gateway.errors import install_error_handlers

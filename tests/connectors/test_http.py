@@ -43,7 +43,9 @@ def http_task(**inp: Any) -> dict[str, Any]:
     return {"function": {"name": "http_call", "input": {"connector": "api", **inp}}}
 
 
-async def run(wf: Any, services: ConnectorServices, data: Any = None, metadata: dict[str, Any] | None = None) -> Message:
+async def run(
+    wf: Any, services: ConnectorServices, data: Any = None, metadata: dict[str, Any] | None = None
+) -> Message:
     engine = Engine({"ch": [wf]})
     msg = Message.from_request(data or {}, metadata)
     return await engine.process("ch", msg, RunOptions(services=services))
@@ -91,11 +93,14 @@ async def test_post_body_logic_headers_and_precedence(http_server: HttpTestServe
 @pytest.mark.parametrize(
     ("auth", "header", "expected"),
     [
-        ({"type": "basic", "username": "u", "password": "env://PW"}, "authorization",
-         "Basic " + base64.b64encode(b"u:pw-value").decode()),
+        (
+            {"type": "basic", "username": "u", "password": "env://PW"},
+            "authorization",
+            "Basic " + base64.b64encode(b"u:pw-value").decode(),
+        ),
         ({"type": "apikey", "header": "X-Api-Key", "key": "env://PW"}, "x-api-key", "pw-value"),
     ],
-)  # fmt: skip
+)
 async def test_basic_and_apikey_auth_resolve_env_secrets_at_use(
     http_server: HttpTestServer, auth: dict[str, Any], header: str, expected: str
 ) -> None:
@@ -110,7 +115,9 @@ async def test_basic_and_apikey_auth_resolve_env_secrets_at_use(
 
 
 async def test_missing_env_secret_is_a_clear_error(http_server: HttpTestServer) -> None:
-    svc = ConnectorServices({"c1": http_connector(http_server.url, auth={"type": "bearer", "token": "env://NOPE"})}, env={})
+    svc = ConnectorServices(
+        {"c1": http_connector(http_server.url, auth={"type": "bearer", "token": "env://NOPE"})}, env={}
+    )
     client = await svc.http("api")
     with pytest.raises(Exception, match="environment variable 'NOPE'"):
         await client.call("GET", "echo")
@@ -121,7 +128,9 @@ async def test_missing_env_secret_is_a_clear_error(http_server: HttpTestServer) 
 async def test_traceparent_keeps_the_trace_id_with_a_new_span(http_server: HttpTestServer) -> None:
     svc = ConnectorServices({"c1": http_connector(http_server.url)})
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    out = await run(workflow(http_task(path="echo", response_path="data.r")), svc, metadata={"traceparent": parent})
+    out = await run(
+        workflow(http_task(path="echo", response_path="data.r")), svc, metadata={"traceparent": parent}
+    )
     sent = {k.lower(): v for k, v in out.data["r"]["headers"].items()}["traceparent"]
     version, trace_id, span, flags = sent.split("-")
     assert (version, trace_id, flags) == ("00", "0af7651916cd43dd8448eb211c80319c", "01")
@@ -130,7 +139,9 @@ async def test_traceparent_keeps_the_trace_id_with_a_new_span(http_server: HttpT
 
 
 async def test_retries_5xx_with_exponential_backoff_then_succeeds(http_server: HttpTestServer) -> None:
-    cfg = HttpConnectorConfig(url=http_server.url, allow_private_urls=True, retry={"max_retries": 3, "retry_delay_ms": 40})
+    cfg = HttpConnectorConfig(
+        url=http_server.url, allow_private_urls=True, retry={"max_retries": 3, "retry_delay_ms": 40}
+    )
     client = HttpConnector("api", cfg)
     started = time.monotonic()
     result = await client.call("GET", "/flaky/a?fail=2")
@@ -142,8 +153,12 @@ async def test_retries_5xx_with_exponential_backoff_then_succeeds(http_server: H
 
 
 @pytest.mark.parametrize("status", [429, 408, 502])
-async def test_retryable_statuses_are_retried_up_to_max_retries(http_server: HttpTestServer, status: int) -> None:
-    cfg = HttpConnectorConfig(url=http_server.url, allow_private_urls=True, retry={"max_retries": 2, "retry_delay_ms": 1})
+async def test_retryable_statuses_are_retried_up_to_max_retries(
+    http_server: HttpTestServer, status: int
+) -> None:
+    cfg = HttpConnectorConfig(
+        url=http_server.url, allow_private_urls=True, retry={"max_retries": 2, "retry_delay_ms": 1}
+    )
     client = HttpConnector("api", cfg)
     with pytest.raises(UpstreamStatus) as info:
         await client.call("GET", f"status/{status}")
@@ -154,7 +169,9 @@ async def test_retryable_statuses_are_retried_up_to_max_retries(http_server: Htt
 
 @pytest.mark.parametrize("status", [400, 404, 422])
 async def test_client_errors_are_not_retried(http_server: HttpTestServer, status: int) -> None:
-    cfg = HttpConnectorConfig(url=http_server.url, allow_private_urls=True, retry={"max_retries": 3, "retry_delay_ms": 1})
+    cfg = HttpConnectorConfig(
+        url=http_server.url, allow_private_urls=True, retry={"max_retries": 3, "retry_delay_ms": 1}
+    )
     client = HttpConnector("api", cfg)
     with pytest.raises(UpstreamStatus) as info:
         await client.call("GET", f"status/{status}")
@@ -179,7 +196,9 @@ async def test_network_errors_are_retried_then_reported(accept_counter: Any) -> 
 
 
 async def test_timeout_is_a_504_and_is_not_retried(http_server: HttpTestServer) -> None:
-    cfg = HttpConnectorConfig(url=http_server.url, allow_private_urls=True, retry={"max_retries": 3, "retry_delay_ms": 1})
+    cfg = HttpConnectorConfig(
+        url=http_server.url, allow_private_urls=True, retry={"max_retries": 3, "retry_delay_ms": 1}
+    )
     client = HttpConnector("api", cfg)
     started = time.monotonic()
     with pytest.raises(Timeout) as info:
@@ -203,7 +222,9 @@ async def test_oversized_response_is_refused(http_server: HttpTestServer, chunke
 
 
 async def test_non_json_response_is_an_error_and_empty_body_is_null(http_server: HttpTestServer) -> None:
-    cfg = HttpConnectorConfig(url=http_server.url, allow_private_urls=True, retry={"max_retries": 2, "retry_delay_ms": 1})
+    cfg = HttpConnectorConfig(
+        url=http_server.url, allow_private_urls=True, retry={"max_retries": 2, "retry_delay_ms": 1}
+    )
     client = HttpConnector("api", cfg)
     with pytest.raises(ConnectorError, match="non-JSON"):
         await client.call("GET", "text")

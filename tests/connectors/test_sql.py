@@ -19,6 +19,8 @@ from app.engine.message import Message
 from app.errors import Timeout
 
 MYSQL_DSN = "mysql://root@127.0.0.1:3306/test"
+COLS = "paid BOOLEAN, note TEXT"
+MY_COLS = "day DATE, " + COLS
 REGISTRY = connector_registry()
 
 
@@ -38,23 +40,30 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[di
     table = f"orders_{uuid.uuid4().hex[:8]}"
     if driver == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
-        ddl = f"CREATE TABLE {table} (id TEXT PRIMARY KEY, qty INT, price NUMERIC(10,2), day DATE, paid BOOLEAN, note TEXT)"
+        ddl = f"CREATE TABLE {table} (id TEXT PRIMARY KEY, qty INT, price NUMERIC(10,2), day DATE, {COLS})"
         sleep = "SELECT pg_sleep(3)"
     elif driver == "mysql":
         _mysql_ready()
         dsn = MYSQL_DSN
-        ddl = f"CREATE TABLE {table} (id VARCHAR(64) PRIMARY KEY, qty INT, price DECIMAL(10,2), day DATE, paid BOOLEAN, note TEXT)"
+        ddl = f"CREATE TABLE {table} (id VARCHAR(64) PRIMARY KEY, qty INT, price DECIMAL(10,2), {MY_COLS})"
         sleep = "SELECT SLEEP(3)"
     else:
         dsn = f"sqlite:///{tmp_path / 'test.db'}"
-        ddl = f"CREATE TABLE {table} (id TEXT PRIMARY KEY, qty INT, price REAL, day TEXT, paid INT, note TEXT)"
+        ddl = (
+            f"CREATE TABLE {table} (id TEXT PRIMARY KEY, qty INT, price REAL, day TEXT, paid INT, note TEXT)"
+        )
         sleep = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
     connector = {
         "name": "orders-db",
         "connector_type": "db",
-        "config": {"connection_string": "env://ORDERS_DSN", "driver": driver, "max_connections": 3,
-                   "query_timeout_ms": 300, "connect_timeout_ms": 2000},
-    }  # fmt: skip
+        "config": {
+            "connection_string": "env://ORDERS_DSN",
+            "driver": driver,
+            "max_connections": 3,
+            "query_timeout_ms": 300,
+            "connect_timeout_ms": 2000,
+        },
+    }
     svc = ConnectorServices({"db1": connector}, env={"ORDERS_DSN": dsn})
     sql = await svc.sql("orders-db")
     await sql.write(ddl, [])
@@ -65,10 +74,13 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[di
 
 def wf(*tasks: dict[str, Any]) -> Any:
     return compile_workflow(
-        {"workflow_id": "w", "name": "w",
-         "tasks": [{"id": f"t{i}", "name": f"t{i}", "function": f} for i, f in enumerate(tasks)]},
+        {
+            "workflow_id": "w",
+            "name": "w",
+            "tasks": [{"id": f"t{i}", "name": f"t{i}", "function": f} for i, f in enumerate(tasks)],
+        },
         REGISTRY,
-    )  # fmt: skip
+    )
 
 
 async def run(workflow: Any, svc: ConnectorServices, data: Any) -> Message:
@@ -81,14 +93,31 @@ PARSE = {"name": "parse_json", "input": {"source": "payload", "target": "in"}}
 
 async def test_write_then_read_with_jsonlogic_params(db: dict[str, Any]) -> None:
     t = db["table"]
-    insert = {"name": "db_write", "input": {
-        "connector": "orders-db",
-        "query": f"INSERT INTO {t} (id, qty, price, day, paid, note) VALUES ($1, $2, $3, $4, $5, $6)",
-        "params": [{"var": "data.in.id"}, {"var": "data.in.qty"}, 12.5, "2024-05-01", True, "100% cotton"],
-        "output": "data.write"}}  # fmt: skip
-    read = {"name": "db_read", "input": {
-        "connector": "orders-db", "query": f"SELECT id, qty, price, note FROM {t} WHERE id = $1 AND qty > $2",
-        "params": [{"var": "data.in.id"}, 1], "output": "data.rows"}}  # fmt: skip
+    insert = {
+        "name": "db_write",
+        "input": {
+            "connector": "orders-db",
+            "query": f"INSERT INTO {t} (id, qty, price, day, paid, note) VALUES ($1, $2, $3, $4, $5, $6)",
+            "params": [
+                {"var": "data.in.id"},
+                {"var": "data.in.qty"},
+                12.5,
+                "2024-05-01",
+                True,
+                "100% cotton",
+            ],
+            "output": "data.write",
+        },
+    }
+    read = {
+        "name": "db_read",
+        "input": {
+            "connector": "orders-db",
+            "query": f"SELECT id, qty, price, note FROM {t} WHERE id = $1 AND qty > $2",
+            "params": [{"var": "data.in.id"}, 1],
+            "output": "data.rows",
+        },
+    }
     if db["driver"] == "postgres":
         insert["input"]["query"] = insert["input"]["query"].replace("$4", "$4::date")
     out = await run(wf(PARSE, insert, read), db["svc"], {"id": "A1", "qty": 3})
@@ -113,11 +142,24 @@ async def test_default_output_replaces_data_and_types_are_json(db: dict[str, Any
 async def test_sql_injection_attempt_stays_a_parameter(db: dict[str, Any]) -> None:
     t = db["table"]
     evil = f"x'); DROP TABLE {t}; --"
-    write = {"name": "db_write", "input": {"connector": "orders-db",
-             "query": f"INSERT INTO {t} (id, note) VALUES ($1, $2)", "params": [{"var": "data.in.id"}, "n"],
-             "output": "data.w"}}  # fmt: skip
-    read = {"name": "db_read", "input": {"connector": "orders-db",
-            "query": f"SELECT id FROM {t} WHERE id = $1", "params": [{"var": "data.in.id"}], "output": "data.r"}}
+    write = {
+        "name": "db_write",
+        "input": {
+            "connector": "orders-db",
+            "query": f"INSERT INTO {t} (id, note) VALUES ($1, $2)",
+            "params": [{"var": "data.in.id"}, "n"],
+            "output": "data.w",
+        },
+    }
+    read = {
+        "name": "db_read",
+        "input": {
+            "connector": "orders-db",
+            "query": f"SELECT id FROM {t} WHERE id = $1",
+            "params": [{"var": "data.in.id"}],
+            "output": "data.r",
+        },
+    }
     out = await run(wf(PARSE, write, read), db["svc"], {"id": evil})
     assert out.data["r"] == [{"id": evil}]  # stored verbatim, and the table still exists
     sql = await db["svc"].sql("orders-db")
@@ -129,8 +171,14 @@ async def test_update_reports_rows_affected(db: dict[str, Any]) -> None:
     sql = await db["svc"].sql("orders-db")
     for i in range(3):
         await sql.write(f"INSERT INTO {t} (id, qty) VALUES ($1, $2)", [f"u{i}", i])
-    upd = {"name": "db_write", "input": {"connector": "orders-db",
-           "query": f"UPDATE {t} SET qty = qty + 10 WHERE qty >= $1", "params": [1]}}
+    upd = {
+        "name": "db_write",
+        "input": {
+            "connector": "orders-db",
+            "query": f"UPDATE {t} SET qty = qty + 10 WHERE qty >= $1",
+            "params": [1],
+        },
+    }
     out = await run(wf(upd), db["svc"], {})
     assert out.data == {"rows_affected": 2}
 
@@ -151,9 +199,16 @@ async def test_bad_query_is_a_query_error_not_retried(db: dict[str, Any]) -> Non
 
 
 async def test_unreachable_database_is_retried_then_reported(postgres_dsn: str) -> None:
-    connector = {"name": "down", "connector_type": "db", "config": {
-        "connection_string": "postgresql://postgres@127.0.0.1:1/test", "driver": "postgres",
-        "connect_timeout_ms": 500, "retry": {"max_retries": 2, "retry_delay_ms": 1}}}  # fmt: skip
+    connector = {
+        "name": "down",
+        "connector_type": "db",
+        "config": {
+            "connection_string": "postgresql://postgres@127.0.0.1:1/test",
+            "driver": "postgres",
+            "connect_timeout_ms": 500,
+            "retry": {"max_retries": 2, "retry_delay_ms": 1},
+        },
+    }
     svc = ConnectorServices({"d": connector})
     sql = await svc.sql("down")
     with pytest.raises(ConnectorError, match="cannot connect"):
@@ -162,7 +217,9 @@ async def test_unreachable_database_is_retried_then_reported(postgres_dsn: str) 
 
 
 def test_placeholders_are_translated_outside_literals_only() -> None:
-    q, order = translate_placeholders("SELECT '$1', a FROM t WHERE b = $2 AND c LIKE '5%' AND d = $1", "format", 2)
+    q, order = translate_placeholders(
+        "SELECT '$1', a FROM t WHERE b = $2 AND c LIKE '5%' AND d = $1", "format", 2
+    )
     assert q == "SELECT '$1', a FROM t WHERE b = %s AND c LIKE '5%%' AND d = %s"
     assert order == [1, 0]
     q, _ = translate_placeholders("SELECT * FROM t -- $1\nWHERE a = $1", "qmark", 1)
@@ -184,10 +241,16 @@ def test_json_values() -> None:
 
 
 async def test_wrong_connector_type_or_driver_is_refused(tmp_path: Path) -> None:
-    svc = ConnectorServices({
-        "m": {"name": "mongo", "connector_type": "db", "config": {"connection_string": "mongodb://x", "driver": "mongodb"}},
-        "c": {"name": "cache", "connector_type": "cache", "config": {"backend": "memory"}},
-    })  # fmt: skip
+    svc = ConnectorServices(
+        {
+            "m": {
+                "name": "mongo",
+                "connector_type": "db",
+                "config": {"connection_string": "mongodb://x", "driver": "mongodb"},
+            },
+            "c": {"name": "cache", "connector_type": "cache", "config": {"backend": "memory"}},
+        }
+    )
     with pytest.raises(Exception, match="expected one of"):
         await svc.sql("mongo")
     with pytest.raises(Exception, match="of type cache, expected db"):

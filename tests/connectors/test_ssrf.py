@@ -35,10 +35,25 @@ def guarded(url: str, backend: LoopbackOnlyBackend, resolver: Any = None, **cfg:
 
 @pytest.mark.parametrize(
     "host",
-    ["127.0.0.1", "127.8.9.10", "[::1]", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254",
-     "169.254.1.1", "100.64.0.1", "0.0.0.0", "[::]", "224.0.0.1", "[fd00:ec2::254]", "[fe80::1]",
-     "[::ffff:127.0.0.1]", "[::ffff:10.0.0.1]"],
-)  # fmt: skip
+    [
+        "127.0.0.1",
+        "127.8.9.10",
+        "[::1]",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",
+        "169.254.1.1",
+        "100.64.0.1",
+        "0.0.0.0",
+        "[::]",
+        "224.0.0.1",
+        "[fd00:ec2::254]",
+        "[fe80::1]",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:10.0.0.1]",
+    ],
+)
 async def test_private_literal_addresses_are_refused_before_connecting(host: str) -> None:
     backend = LoopbackOnlyBackend()
     client = guarded(f"http://{host}:8080", backend)

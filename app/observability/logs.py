@@ -1,0 +1,79 @@
+"""Logging setup: every log line (structlog's and the stdlib's) rendered by structlog.
+
+`configure_logging(settings)` installs one root handler whose formatter is structlog's
+`ProcessorFormatter`, so `logging.getLogger("quasar.worker").warning(...)` from any module and
+`structlog.get_logger()` both come out as one JSON object per line (or coloured console lines),
+carrying the request id / channel / workflow / trace id bound in `app.observability.context`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+__all__ = ["LOG_FORMATS", "configure_logging", "get_logger"]
+
+LOG_FORMATS = ("json", "console")
+_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
+
+
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def configure_logging(
+    level: str = "info", fmt: str = "json", *, stream: TextIO | None = None, take_over: bool = False
+) -> None:
+    """Route all logging through structlog. Raises ValueError on an unknown level or format.
+
+    `take_over` removes every other root handler (a framework's own console handler would print each
+    line twice); otherwise only a previous Quasar handler is replaced.
+    """
+    lvl = _LEVELS.get(level.lower())
+    if lvl is None:
+        raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(sorted(_LEVELS))}")
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {fmt!r}; expected one of {', '.join(LOG_FORMATS)}")
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=(stream or sys.stderr).isatty())
+    )
+    shared = _shared_processors()
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(formatter)
+    handler.set_name("quasar")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if take_over or h.get_name() == "quasar"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(lvl)
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger (use keyword arguments for fields: `log.info("applied", offset=3)`)."""
+    return structlog.get_logger(name)

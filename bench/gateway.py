@@ -1,0 +1,419 @@
+"""Gateway benchmark: `python -m bench.gateway`.
+
+Starts (as separate processes, like production) an embedded Tansu broker (unless QUASAR_KAFKA_BOOTSTRAP
+is set), one `quasar worker`-equivalent process (`ChannelWorker`), one gateway (`quasar gateway`, uvicorn
++ uvloop + httptools), loads Orion's benchmark workloads (bench/workloads) through the admin API,
+checks one response per workload, then runs a real load generator (`hey`, else an async httpx client)
+at concurrency 50 against `POST /api/v1/data/<channel>` and against a bare uvicorn JSON echo in the same
+run. Prints req/s, mean, p99 and error count per scenario.
+
+Everything shares this box's cores: broker, worker, gateway and the load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+__all__ = ["ScenarioResult", "main"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    rps: float
+    mean_ms: float
+    p99_ms: float
+    errors: int
+    total: int
+    note: str = ""
+
+
+# -- child process roles ---------------------------------------------------------------------------
+
+
+def _run_worker() -> None:
+    from app.settings import Settings
+    from app.worker.runner import ChannelWorker
+
+    async def run() -> None:
+        worker = ChannelWorker(Settings())
+        await worker.start()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        print("WORKER READY", flush=True)
+        await stop.wait()
+        await worker.stop()
+
+    import uvloop
+
+    uvloop.run(run())
+
+
+async def _echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The bare baseline: read the JSON body, parse it, answer it (no framework, no Kafka)."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    out = orjson.dumps({"status": "ok", "data": orjson.loads(body or b"{}").get("data"), "errors": []})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+    )
+    await send({"type": "http.response.body", "body": out})
+
+
+def _run_echo(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        _echo_app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+    )
+
+
+# -- orchestration ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    from app.kafka.broker import free_port
+
+    return free_port()
+
+
+@contextlib.contextmanager
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} process exited:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        # A child process is starting; there is no event to wait on but its port.
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def _wait_line(log: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    raise TimeoutError(f"'{needle}' not seen within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def _load_workloads(http: httpx.Client, workloads: list[Any]) -> dict[str, str]:
+    """Create + activate each workload's workflows and one channel binding them; returns name -> channel."""
+    channels: dict[str, str] = {}
+    for w in workloads:
+        ids = []
+        for doc in w.workflow_docs():
+            r = http.post("/api/v1/admin/workflows", json=doc)
+            r.raise_for_status()
+            wid = r.json()["data"]["workflow_id"]
+            http.patch(f"/api/v1/admin/workflows/{wid}/status", json={"status": "active"}).raise_for_status()
+            ids.append(wid)
+        # Orion's fixtures put simple and 12-workflow on one "bench" channel in turn; here each gets its own.
+        channel = w.channel if w.name == "complex" else f"{w.channel}-{w.name}"
+        r = http.post(
+            "/api/v1/admin/channels",
+            json={
+                "channel_id": channel,
+                "name": channel,
+                "channel_type": "sync",
+                "protocol": "http",
+                "methods": ["POST"],
+                "route_pattern": f"/{channel}",
+                "workflow_ids": ids,
+            },
+        )
+        r.raise_for_status()
+        http.patch(f"/api/v1/admin/channels/{channel}/status", json={"status": "active"}).raise_for_status()
+        channels[w.name] = channel
+    return channels
+
+
+def _check_response(http: httpx.Client, channel: str, workload: Any) -> None:
+    r = http.post(
+        f"/api/v1/data/{channel}", content=workload.body(), headers={"content-type": "application/json"}
+    )
+    if r.status_code != 200:
+        raise RuntimeError(f"{workload.name}: {r.status_code} {r.text}")
+    problem = workload.expect.data_mismatch(r.json()["data"])
+    if problem:
+        raise RuntimeError(f"{workload.name}: wrong response: {problem}")
+
+
+_HEY_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_HEY_AVG = re.compile(r"Average:\s+([\d.]+) secs")
+_HEY_P99 = re.compile(r"99%% in ([\d.]+) secs".replace("%%", "%"))
+_HEY_STATUS = re.compile(r"\[(\d{3})\]\s+(\d+) responses")
+_HEY_ERRORS = re.compile(r"^\s+\[(\d+)\]\s+(.+)$", re.M)
+
+
+def _hey(url: str, body_file: Path, seconds: float, concurrency: int) -> ScenarioResult:
+    out = subprocess.run(
+        [
+            "hey",
+            "-z",
+            f"{seconds}s",
+            "-c",
+            str(concurrency),
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-D",
+            str(body_file),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    statuses = {int(code): int(n) for code, n in _HEY_STATUS.findall(out)}
+    total = sum(statuses.values())
+    errors = sum(n for code, n in statuses.items() if code != 200)
+    if "Error distribution" in out:
+        errors += sum(int(n) for n, _ in _HEY_ERRORS.findall(out.split("Error distribution", 1)[1]))
+    rps = float(_HEY_RPS.search(out).group(1)) if _HEY_RPS.search(out) else 0.0
+    avg = float(_HEY_AVG.search(out).group(1)) * 1000 if _HEY_AVG.search(out) else float("nan")
+    p99 = float(_HEY_P99.search(out).group(1)) * 1000 if _HEY_P99.search(out) else float("nan")
+    return ScenarioResult(url, rps, avg, p99, errors, total)
+
+
+async def _httpx_load(url: str, body: bytes, seconds: float, concurrency: int) -> ScenarioResult:
+    """Fallback load generator when `hey` is not installed: N connections looping for `seconds`."""
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def loop() -> None:
+            nonlocal errors
+            while time.monotonic() < stop_at:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(url, content=body, headers={"content-type": "application/json"})
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - t0)
+                errors += not ok
+
+        started = time.monotonic()
+        await asyncio.gather(*[loop() for _ in range(concurrency)])
+        elapsed = time.monotonic() - started
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
+    mean = sum(latencies) / len(latencies) if latencies else float("nan")
+    return ScenarioResult(url, len(latencies) / elapsed, mean * 1000, p99 * 1000, errors, len(latencies))
+
+
+def _load(url: str, body_file: Path, seconds: float, concurrency: int) -> ScenarioResult:
+    if shutil.which("hey"):
+        return _hey(url, body_file, seconds, concurrency)
+    return asyncio.run(_httpx_load(url, body_file.read_bytes(), seconds, concurrency))
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux /proc), 0 when unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _table(rows: list[ScenarioResult], concurrency: int, tool: str) -> str:
+    lines = [
+        f"load generator: {tool}, concurrency {concurrency}",
+        f"{'scenario':<34} {'req/s':>9} {'mean ms':>9} {'p99 ms':>9} {'errors':>8} {'requests':>9}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.name:<34} {r.rps:>9,.0f} {r.mean_ms:>9.1f} {r.p99_ms:>9.1f} {r.errors:>8} {r.total:>9}"
+            + (f"  {r.note}" if r.note else "")
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> list[ScenarioResult]:
+    from app.kafka.admin import create_admin
+    from app.kafka.broker import EmbeddedBroker
+    from app.kafka.topics import apply_topics, fixed_topic_plans, load_specs
+    from app.settings import Settings
+    from bench.workloads import load_workloads
+
+    workloads = [w for w in load_workloads() if w.name in args.scenarios]
+    logs = Path(tempfile.mkdtemp(prefix="quasar-bench-gw-"))
+    with contextlib.ExitStack() as stack:
+        bootstrap = os.environ.get("QUASAR_KAFKA_BOOTSTRAP")
+        broker_pid = None
+        if not bootstrap:
+            broker = stack.enter_context(EmbeddedBroker())
+            bootstrap, broker_pid = broker.bootstrap, broker.pid
+        prefix = f"bench{uuid.uuid4().hex[:6]}."
+        env = {
+            **os.environ,
+            "QUASAR_KAFKA_BOOTSTRAP": bootstrap,
+            "QUASAR_TOPIC_PREFIX": prefix,
+            "QUASAR_FETCH_WAIT_MAX_MS": str(args.fetch_wait_ms),
+            "QUASAR_SESSION_TIMEOUT_MS": "3000",
+            "QUASAR_LOG_LEVEL": "warning",
+            "QUASAR_WORKER_METRICS_PORT": str(_free_port()),
+        }
+        settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix)
+        apply_topics(create_admin(settings), fixed_topic_plans(load_specs(), settings))
+
+        worker_log = logs / "worker.log"
+        worker = stack.enter_context(
+            _spawn(
+                [sys.executable, "-m", "bench.gateway", "--role", "worker"],
+                {**env, "QUASAR_INSTANCE_ID": "bench-worker"},
+                worker_log,
+            )
+        )
+        _wait_line(worker_log, "WORKER READY", worker)
+        port = _free_port()
+        gw_log = logs / "gateway.log"
+        gateway = stack.enter_context(
+            _spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "app.cli",
+                    "gateway",
+                    "--port",
+                    str(port),
+                    "--instance-id",
+                    "bench-gw",
+                ],
+                env,
+                gw_log,
+            )
+        )
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/readyz", gateway, gw_log)
+        echo_port = _free_port()
+        echo_log = logs / "echo.log"
+        echo = stack.enter_context(
+            _spawn(
+                [sys.executable, "-m", "bench.gateway", "--role", "echo", "--port", str(echo_port)],
+                env,
+                echo_log,
+            )
+        )
+        _wait_http(f"http://127.0.0.1:{echo_port}/", echo, echo_log)
+
+        with httpx.Client(base_url=base, timeout=30) as http:
+            channels = _load_workloads(http, workloads)
+            for w in workloads:
+                _check_response(http, channels[w.name], w)
+        print(f"broker {bootstrap}, gateway {base}, logs in {logs}", flush=True)
+
+        rows: list[ScenarioResult] = []
+        simple_body = next((w.payload_file for w in workloads), None)
+        if simple_body is not None:
+            _load(f"http://127.0.0.1:{echo_port}/", simple_body, min(2.0, args.seconds), args.concurrency)
+            echo_result = _load(f"http://127.0.0.1:{echo_port}/", simple_body, args.seconds, args.concurrency)
+            echo_result.name = "bare uvicorn JSON echo"
+            rows.append(echo_result)
+        for w in workloads:
+            url = f"{base}/api/v1/data/{channels[w.name]}"
+            _load(url, w.payload_file, min(2.0, args.seconds), args.concurrency)  # warm-up
+            procs = {"gateway": gateway.pid, "worker": worker.pid, "broker": broker_pid}
+            before = {k: _cpu_seconds(pid) for k, pid in procs.items()}
+            result = _load(url, w.payload_file, args.seconds, args.concurrency)
+            result.name = f"gateway: {w.title}"
+            if result.total:
+                # CPU cost per request of each process: tells which one bounds throughput on a busy box.
+                result.note = "cpu ms/req " + " ".join(
+                    f"{k}={(_cpu_seconds(pid) - before[k]) * 1000 / result.total:.2f}"
+                    for k, pid in procs.items()
+                )
+            rows.append(result)
+            print(_table([result], args.concurrency, "hey" if shutil.which("hey") else "httpx"), flush=True)
+        for proc, log in ((worker, worker_log), (gateway, gw_log)):
+            if proc.poll() is not None:
+                raise RuntimeError(f"a process died during the run:\n{log.read_text()[-3000:]}")
+        return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="Duration of each measured run.")
+    parser.add_argument("--concurrency", "-c", type=int, default=50)
+    parser.add_argument("--fetch-wait-ms", type=int, default=10, help="fetch.wait.max.ms of every consumer.")
+    parser.add_argument("--scenarios", nargs="+", default=["simple", "complex", "multi"])
+    parser.add_argument(
+        "--role", choices=["bench", "worker", "echo"], default="bench", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role == "worker":
+        _run_worker()
+        return 0
+    if args.role == "echo":
+        _run_echo(args.port)
+        return 0
+    rows = run(args)
+    print()
+    print(_table(rows, args.concurrency, "hey" if shutil.which("hey") else "httpx (hey not installed)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
