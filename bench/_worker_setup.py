@@ -16,7 +16,7 @@ async def activate_channel(
     *,
     channel_doc: Mapping[str, Any] | None = None,
 ) -> int:
-    """Create + activate `workflow` (id = channel) and the channel; returns the config offset of the last write."""
+    """Create + activate `workflow` (id = channel) and the channel; returns the last write's offset."""
     from app.config_store import Activate, ConfigReader, ConfigWriter, Create
 
     reader = ConfigReader(settings)

@@ -27,6 +27,10 @@ from app.settings import Settings
 
 __all__ = ["BACKUP_FORMAT", "AdminService", "Page", "ensure_channel_topic_for"]
 
+# Kinds whose documents may hold secrets (connector credentials, a channel's api_keys): masked on
+# read, and a masked value sent back on write keeps the stored secret (governance).
+_MASKED_KINDS = ("connector", "channel")
+
 
 _DEFAULT_LIMIT = 50
 # Fields the API adds to a view; a client sending a view back (GET -> edit -> PUT, export -> import)
@@ -105,6 +109,7 @@ class AdminService:
         doc["revision"] = obj.revision
         if obj.kind == "connector":
             doc.setdefault("id", obj.id)
+        if obj.kind in _MASKED_KINDS:
             doc = mask_secrets(doc)
         errors = obj.errors_of(n)
         if errors:
@@ -214,7 +219,7 @@ class AdminService:
             raise BadRequest(f"{kind} definition must be a JSON object")
         object_id = object_id or self._id_of(kind, body)
         doc = {k: v for k, v in body.items() if k not in ("id", id_field(kind), *_VIEW_ONLY)}
-        if kind == "connector":
+        if kind in _MASKED_KINDS:
             stored = self.state.get(kind, object_id)
             if stored is not None and stored.latest is not None:
                 # A client that read a masked connector and sends it back keeps the real secrets.
@@ -397,7 +402,7 @@ class AdminService:
         doc = dict(await self.writer.backup())
         objects = []
         for entry in doc.get("objects", []):
-            if entry.get("kind") == "connector":
+            if entry.get("kind") in _MASKED_KINDS:
                 entry = {**entry, "versions": mask_secrets(entry.get("versions", {}))}
             objects.append(entry)
         doc["objects"] = objects
@@ -412,7 +417,7 @@ class AdminService:
         """
         objects = _backup_objects(body)
         for entry in objects:
-            current = self.state.get(entry["kind"], entry["id"]) if entry["kind"] == "connector" else None
+            current = self.state.get(entry["kind"], entry["id"]) if entry["kind"] in _MASKED_KINDS else None
             if current is not None:
                 stored = {str(n): dict(d) for n, d in current.versions.items()}
                 entry["versions"] = unmask_with(entry["versions"], stored)

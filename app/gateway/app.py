@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -21,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.gateway import data, health
-from app.gateway.data import ChannelGuards, DataService
+from app.gateway.data import ChannelGuards, DataService, fast_uuid4
 from app.gateway.errors import install_error_handlers
 from app.gateway.reply_router import KafkaBridge
 from app.gateway.traces import TraceIndex
@@ -57,7 +56,7 @@ class RequestIdMiddleware:
                 rid = value
                 break
         if not rid or len(rid) > 200:
-            rid = str(uuid.uuid4()).encode()
+            rid = fast_uuid4().encode()
         scope.setdefault("state", {})["request_id"] = rid.decode("latin-1")
         # Each request runs in its own task: the binding is this request's only.
         log_context.bind(request_id=scope["state"]["request_id"])

@@ -51,7 +51,6 @@ class Reply:
 
     status: int
     body: bytes
-    headers: dict[str, str]
 
 
 def choose_partitions(instance_id: str, total: int, count: int = 1) -> list[int]:
@@ -77,7 +76,7 @@ class KafkaBridge:
         partitions: Sequence[int] | None = None,
         partition_count: int = 1,
         max_in_flight: int = 10_000,
-        linger_ms: float = 1.0,
+        linger_ms: float = 5.0,
     ) -> None:
         self.settings = settings
         self.topics = TopicNames(settings.topic_prefix)
@@ -263,12 +262,10 @@ class KafkaBridge:
                 fut = pending.pop(correlation_id, None)
                 if fut is None:
                     continue  # not ours (shared partition) or its caller already gave up
-                hmap = {n: v.decode(errors="replace") for n, v in headers or () if v is not None}
-                try:
-                    status = int(hmap.get(STATUS, "200"))
-                except ValueError:
-                    status = 502
-                batch.append((fut, Reply(status, msg.value() or b"", hmap)))
+                # Only the status header is needed on the hot path; decode nothing else.
+                raw_status = _header(headers, STATUS) or "200"
+                status = int(raw_status) if raw_status.isdigit() else 502
+                batch.append((fut, Reply(status, msg.value() or b"")))
             if batch:
                 loop.call_soon_threadsafe(_resolve_batch, batch)
 

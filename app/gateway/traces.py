@@ -56,8 +56,9 @@ def merge_trace(current: Mapping[str, Any] | None, update: Mapping[str, Any]) ->
 class TraceIndex:
     """Bounded, merged view of recent traces, fed by a tail of `quasar.traces`."""
 
-    def __init__(self, settings: Settings, *, capacity: int = 20_000) -> None:
+    def __init__(self, settings: Settings, *, capacity: int = 20_000, fetch_wait_ms: int = 200) -> None:
         self.settings = settings
+        self.fetch_wait_ms = fetch_wait_ms
         self.topic = TopicNames(settings.topic_prefix).traces
         self.capacity = capacity
         self._traces: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -114,7 +115,11 @@ class TraceIndex:
         """Assign every partition of the traces topic a window behind its end and start tailing."""
         assignments = await asyncio.to_thread(self._assignments)
         client_id = f"quasar-gateway-traces-{self.settings.instance_id}"
-        consumer = Consumer(reader_config(self.settings, client_id=client_id))
+        # Trace polls are not on the request path: a longer fetch wait means far fewer fetch requests
+        # for the broker (on Tansu a fetch is answered only when the wait expires).
+        consumer = Consumer(
+            reader_config(self.settings, client_id=client_id, **{"fetch.wait.max.ms": self.fetch_wait_ms})
+        )
         consumer.assign(assignments)
         self._running = True
         self._thread = threading.Thread(

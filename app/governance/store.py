@@ -239,8 +239,8 @@ class RedisStore(Store):
             raise StoreUnavailable(f"redis unavailable ({self._last_error})")
         client = self._connect()
         try:
-            # The socket timeout bounds each read; wait_for also bounds a connect that hangs in DNS etc.
-            result = await asyncio.wait_for(op(client), self.timeout_s * 2)
+            # socket_(connect_)timeout bound every call (wait_for would cost a task per call).
+            result = await op(client)
         except (OSError, TimeoutError) as exc:
             self._mark_down(exc)
             raise StoreUnavailable(f"redis unavailable ({self._last_error})") from exc

@@ -39,6 +39,8 @@ def configure_logging(
     `take_over` removes every other root handler (a framework's own console handler would print each
     line twice); otherwise only a previous Quasar handler is replaced.
     """
+    # The real stderr: Faust's worker replaces sys.stderr with a proxy that logs, which would loop.
+    out = stream or sys.__stderr__ or sys.stderr
     lvl = _LEVELS.get(level.lower())
     if lvl is None:
         raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(sorted(_LEVELS))}")
@@ -47,7 +49,7 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=(stream or sys.stderr).isatty())
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     shared = _shared_processors()
     structlog.configure(
@@ -60,11 +62,12 @@ def configure_logging(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _drop_color_message,
             structlog.processors.format_exc_info,
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     handler.set_name("quasar")
     root = logging.getLogger()
@@ -72,6 +75,12 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(lvl)
+
+
+def _drop_color_message(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    # uvicorn adds an ANSI-coloured copy of each message as `extra`; it is noise in JSON.
+    event.pop("color_message", None)
+    return event
 
 
 def get_logger(name: str) -> Any:

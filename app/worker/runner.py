@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -100,17 +100,15 @@ def routes_of(snapshot: Snapshot, names: TopicNames) -> dict[str, ChannelRoute]:
 class _Acks:
     """Delivery tracking for a group of produced records (one batch, or one slow-path record).
 
-    One counter instead of a Future per record: librdkafka's delivery callbacks (on the producer's poll
-    thread) append to a deque (atomic under the GIL) and wake the loop once, when the group is sealed
-    and complete. `tasks` holds retries / async runs the group must also wait for.
+    One counter instead of a Future per record: librdkafka's delivery callbacks (served by `poll(0)` on
+    the loop thread) append to a deque; `wait()` polls until every record is reported. `tasks` holds
+    retries / async runs the group must also wait for.
     """
 
-    __slots__ = ("_cb", "_client", "_event", "_loop", "acks", "produced", "sealed", "tasks", "timeout")
+    __slots__ = ("_cb", "_client", "acks", "produced", "sealed", "tasks", "timeout")
 
-    def __init__(self, client: Producer, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    def __init__(self, client: Producer, timeout: float) -> None:
         self._client = client
-        self._loop = loop
-        self._event = asyncio.Event()
         self.acks: deque[KafkaError | None] = deque()
         self.produced = 0
         self.sealed = False
@@ -120,9 +118,6 @@ class _Acks:
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         self.acks.append(err)
-        if self.sealed and len(self.acks) >= self.produced:
-            with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
-                self._loop.call_soon_threadsafe(self._event.set)
 
     def send(
         self,
@@ -150,6 +145,14 @@ class _Acks:
                 self._client.poll(0.05)
         self.produced += 1
 
+    def complete(self) -> bool:
+        """Every record reported delivered without error and every task finished without error."""
+        return (
+            len(self.acks) >= self.produced
+            and all(e is None for e in self.acks)
+            and all(t.done() and not t.cancelled() and t.exception() is None for t in self.tasks)
+        )
+
     async def wait(self) -> None:
         """Wait for every record and task of the group; raise `WorkerFailed` if a delivery failed."""
         self.sealed = True
@@ -158,11 +161,14 @@ class _Acks:
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
                 raise WorkerFailed(f"a retried or asynchronous record failed: {errors[0]}") from errors[0]
+        client = self._client
         while len(self.acks) < self.produced:
-            self._event.clear()
+            # Delivery reports are served on the loop thread (a poll thread fighting the loop for the
+            # GIL costs far more); they arrive within linger + one broker round trip.
+            client.poll(0)
             if len(self.acks) >= self.produced:
                 break
-            await self._event.wait()
+            await asyncio.sleep(0.001)
         failed = [e for e in self.acks if e is not None]
         if failed:
             raise WorkerFailed(f"delivery failed, not committing: {failed[0].str()}")
@@ -211,6 +217,7 @@ class ChannelWorker:
         self._consumer: Consumer | None = None
         self._producer: AsyncProducer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._task: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
         self._pending: deque[_Batch] = deque()
@@ -232,12 +239,13 @@ class ChannelWorker:
     async def start(self) -> None:
         """Catch up with the config, subscribe to the active channels, start consuming."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         await self.reader.ready()
         self._producer = AsyncProducer(
             producer_config(
                 self.settings,
                 client_id=f"quasar-worker-{self.settings.instance_id}",
-                **{"linger.ms": int(os.environ.get("QW_LINGER", "2"))},
+                **{"linger.ms": 5},  # 5 ms: bigger produce requests, fewer broker round trips
             )
         )
         conf = consumer_config(
@@ -344,10 +352,17 @@ class ChannelWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), 0.5)
                     continue
-                msgs = await asyncio.to_thread(_poll_batch, consumer, self.batch_size)
+                # Busy stream: take what librdkafka already fetched, on the loop thread (no thread
+                # hand-off, no GIL ping-pong with a consumer thread). Idle: wait in a thread.
+                await asyncio.sleep(0)  # let the committer, listeners and other services run
+                msgs = consumer.consume(self.batch_size, 0)
+                if not msgs:
+                    msgs = await asyncio.to_thread(_poll_batch, consumer, self.batch_size)
                 if msgs:
                     batch = _Batch(self._new_acks())
                     await self._process(msgs, batch)
+                    assert self._producer is not None
+                    self._producer.client.poll(0)  # serve delivery reports of earlier batches
                     self._pending.append(batch)
                     self._idle.clear()
                     self._queue.put_nowait(batch)
@@ -367,18 +382,44 @@ class ChannelWorker:
         log.info("subscribed to %s", sorted(topics))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Runs inside consume() on its worker thread: the event loop is free to finish the pending
-        # batches, whose commits must land before another member takes these partitions.
-        committer = self._committer
+        """Commit what was processed for the revoked partitions before another member takes them."""
         if self._loop is None or self.failure is not None or not self._pending:
             return
-        if committer is None or committer.done():
-            return  # shutting down: stop() already drained what it could
-        fut = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
-        try:
-            fut.result(self.drain_timeout)
-        except Exception as exc:
-            log.warning("could not commit before revocation (records will be redelivered): %s", exc)
+        if threading.get_ident() == self._loop_thread:
+            # Called from consume() on the loop thread: the loop cannot run, so deliver synchronously
+            # and commit the leading batches that are complete (a batch still retrying is redelivered).
+            self._commit_ready_now(consumer)
+        elif self._committer is not None and not self._committer.done():
+            # Called on the poll thread: the loop is free to finish and commit the pending batches.
+            fut = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
+            try:
+                fut.result(self.drain_timeout)
+            except Exception as exc:
+                log.warning("could not commit before revocation (records will be redelivered): %s", exc)
+        # Never commit these partitions later: the new owner may be ahead of us by then.
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        for batch in self._pending:
+            for tp in gone:
+                batch.offsets.pop(tp, None)
+
+    def _commit_ready_now(self, consumer: Consumer) -> None:
+        assert self._producer is not None
+        self._producer.client.flush(self.drain_timeout)
+        latest: dict[tuple[str, int], int] = {}
+        for batch in self._pending:
+            if not batch.acks.complete():
+                break
+            latest.update(batch.offsets)
+            batch.offsets = {}  # committed here; the committer has nothing left to do for it
+        if latest:
+            try:
+                consumer.commit(
+                    offsets=[TopicPartition(t, p, o + 1) for (t, p), o in latest.items()], asynchronous=False
+                )
+                for (t, p), o in latest.items():
+                    self.committed[(t, p)] = o + 1
+            except Exception as exc:
+                log.warning("could not commit before revocation (records will be redelivered): %s", exc)
 
     async def _drain(self) -> None:
         """Wait until every pending batch is committed."""
@@ -418,7 +459,7 @@ class ChannelWorker:
 
     def _new_acks(self) -> _Acks:
         assert self._producer is not None and self._loop is not None
-        return _Acks(self._producer.client, self._loop, 10.0)
+        return _Acks(self._producer.client, 10.0)
 
     # -- per record ----------------------------------------------------------------------------------
     async def _process(self, msgs: list[Message], batch: _Batch) -> None:
@@ -714,7 +755,11 @@ class ChannelWorker:
         with bound(**{**context_from_headers(hm), "channel": route.name}):
             log.warning(
                 "record dead-lettered: %s[%d]@%d %s: %s",
-                msg.topic(), msg.partition(), msg.offset(), exc.code, exc.message,
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                exc.code,
+                exc.message,
             )
         body = orjson.dumps(_error_body(exc))
         try:

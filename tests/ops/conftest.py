@@ -34,10 +34,10 @@ def poll(check: Callable[[], Any], *, within: float, what: str, every: float = 0
     while time.monotonic() < deadline:
         try:
             last = check()
+            if last:
+                return last
         except (httpx.HTTPError, OSError) as exc:  # not listening yet
             last = exc
-        if last:
-            return last
         # Polling an HTTP endpoint of another process: there is no event to wait on.
         time.sleep(every)
     raise AssertionError(f"{what}: not within {within}s (last: {last!r})")
@@ -158,7 +158,7 @@ def ops_stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
         poll(lambda: ready(stack.gateway_url), within=60, what="gateway ready")
         poll(lambda: ready(stack.worker_url), within=60, what="worker ready")
         poll(
-            lambda: stack.alive() or httpx.get(f"{stack.prometheus_url}/-/ready", timeout=2).status_code == 200,
+            lambda: stack.alive() or httpx.get(f"{stack.prometheus_url}/-/ready", timeout=2).is_success,
             within=30,
             what="prometheus ready",
         )

@@ -68,7 +68,8 @@ def test_every_rule_links_a_runbook_section_that_exists() -> None:
 
 
 def test_dashboard_json_is_what_the_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location("build_dashboards", ROOT / "ops/grafana/build_dashboards.py")
+    path = ROOT / "ops/grafana/build_dashboards.py"
+    spec = importlib.util.spec_from_file_location("build_dashboards", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

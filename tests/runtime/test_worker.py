@@ -25,9 +25,9 @@ async def rt(settings: Settings) -> AsyncIterator[Runtime]:
     await runtime.close()
 
 
-async def _until(cond: object, timeout: float = 20.0) -> None:
+async def _until(cond: object, seconds: float = 20.0) -> None:
     """Wait for an in-process condition (a worker counter), bounded."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + seconds
     while not cond():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.005)
@@ -86,9 +86,7 @@ async def test_expired_deadline_is_skipped_counted_and_traced(rt: Runtime) -> No
     rt.send("late", {"data": {}}, headers={H.DEADLINE: past, H.TRACE_ID: "expired-1"})
     future = str(int(time.time() * 1000) + 60_000)
     rt.send("late", {"data": {}}, headers={H.DEADLINE: future, H.TRACE_ID: "fresh-1"})
-    traces = await asyncio.to_thread(
-        rt.traces, lambda r: {b"expired-1", b"fresh-1"} <= {m.key() for m in r}
-    )
+    traces = await asyncio.to_thread(rt.traces, lambda r: {b"expired-1", b"fresh-1"} <= {m.key() for m in r})
     expired = orjson.loads(next(m.value() for m in traces if m.key() == b"expired-1"))
     assert expired["status"] == "failed" and expired["error"]["code"] == "DEADLINE_EXCEEDED"
     outs = await asyncio.to_thread(rt.outputs, "late", 1)
@@ -132,9 +130,6 @@ async def test_restart_resumes_from_committed_offsets_without_loss(rt: Runtime) 
     rt.workers.remove(first)
     assert first.processed < total, "the first worker finished everything: not a mid-stream stop"
     second = await rt.worker()
-    outs = await asyncio.to_thread(
-        rt.outputs, "steady", total, 30
-    )
     outs = await asyncio.to_thread(
         read_records,
         rt.settings,

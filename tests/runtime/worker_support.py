@@ -58,18 +58,24 @@ def read_records(
     partitions: list[int] | None = None,
 ) -> list[Message]:
     """Read `topic` from the beginning (all or the given partitions) until `until(records)` holds."""
+    deadline = time.monotonic() + timeout
     if partitions is None:
-        n = topic_partitions(create_admin(settings)).get(topic)
-        assert n is not None, f"topic {topic} does not exist"
+        admin = create_admin(settings)
+        # The worker creates output topics when it sees the channel: wait for it, bounded.
+        while (n := topic_partitions(admin).get(topic)) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"topic {topic} does not exist after {timeout}s")
+            time.sleep(0.05)  # polling topic metadata (no record to wait for yet)
         partitions = list(range(n))
     consumer = Consumer(reader_config(settings))
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     out: list[Message] = []
-    deadline = time.monotonic() + timeout
     try:
         while not until(out):
             if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met on {topic} within {timeout}s; read {len(out)} records")
+                raise AssertionError(
+                    f"condition not met on {topic} within {timeout}s; read {len(out)} records"
+                )
             for msg in consumer.consume(1000, 0.2):
                 if msg.error() is None:
                     out.append(msg)
@@ -138,10 +144,14 @@ class Runtime:
         )
 
     def outputs(self, channel: str, n: int, timeout: float = 20.0) -> list[Message]:
-        return read_records(self.settings, self.names.output(channel), until=lambda r: len(r) >= n, timeout=timeout)
+        return read_records(
+            self.settings, self.names.output(channel), until=lambda r: len(r) >= n, timeout=timeout
+        )
 
     def dlq(self, n: int, timeout: float = 20.0) -> list[Message]:
-        return read_records(self.settings, self.names.dlq, until=lambda r: len(_real(r)) >= n, timeout=timeout)
+        return read_records(
+            self.settings, self.names.dlq, until=lambda r: len(_real(r)) >= n, timeout=timeout
+        )
 
     def traces(self, until: Callable[[list[Message]], bool], timeout: float = 20.0) -> list[Message]:
         return read_records(self.settings, self.names.traces, until=until, timeout=timeout)

@@ -1,0 +1,188 @@
+"""Dead letters against the real broker: what lands in the DLQ, with which headers, and replaying it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import fastavro
+import orjson
+import pytest
+
+from app.kafka import headers as H
+from app.settings import Settings
+from app.worker import metrics as M
+from app.worker.codec import SCHEMAS_DIR
+from app.worker.dlq import list_dlq, replay_dlq
+from tests.runtime.worker_support import COMPLEX, Runtime, dlq_headers, read_records
+
+ROOT = Path(__file__).resolve().parents[2]
+FAILING = {  # parse_xml on a JSON payload: a non-retryable VALIDATION_ERROR (400)
+    "name": "failing",
+    "condition": True,
+    "tasks": [
+        {
+            "id": "xml",
+            "name": "xml",
+            "function": {"name": "parse_xml", "input": {"source": "payload", "target": "doc"}},
+        }
+    ],
+}
+RETRYABLE = {  # a connector task without a connector runtime: ENGINE_ERROR (500, retryable)
+    "name": "retryable",
+    "condition": True,
+    "tasks": [
+        {
+            "id": "call",
+            "name": "call",
+            "function": {"name": "http_call", "input": {"connector": "nowhere", "method": "GET"}},
+        }
+    ],
+}
+
+
+@pytest.fixture
+async def rt(settings: Settings) -> AsyncIterator[Runtime]:
+    runtime = Runtime(settings.model_copy(update={"worker_retry_backoff_ms": 10, "worker_max_attempts": 3}))
+    await runtime.reader.ready(20)
+    yield runtime
+    await runtime.close()
+
+
+async def test_undecodable_record_goes_to_dlq_with_connect_headers(rt: Runtime) -> None:
+    await rt.activate("orders")
+    await rt.worker()
+    before = time.time() * 1000
+    sent = rt.send("orders", b"{not json", key="k-1", headers={H.REQUEST_ID: "r-1"})
+    (dead,) = await asyncio.to_thread(rt.dlq, 1)
+    assert dead.key() == b"k-1" and dead.value() == b"{not json"
+    hm = dlq_headers(dead)
+    assert hm[H.REQUEST_ID] == "r-1"  # original headers kept
+    assert hm[H.DLQ_ERROR_CODE] == "DECODE_ERROR"
+    assert "not valid JSON" in hm[H.DLQ_ERROR_MESSAGE]
+    assert hm[H.DLQ_CHANNEL] == "orders" and hm[H.DLQ_ATTEMPTS] == "1"
+    assert hm[H.DLQ_ORIGINAL_TOPIC] == rt.names.channel("orders")
+    assert (hm[H.DLQ_ORIGINAL_PARTITION], hm[H.DLQ_ORIGINAL_OFFSET]) == (
+        str(sent.partition()),
+        str(sent.offset()),
+    )
+    assert before <= int(hm[H.DLQ_FIRST_FAILED_AT]) <= time.time() * 1000
+
+
+async def test_bad_envelope_goes_to_dlq_and_sync_caller_gets_the_error(rt: Runtime) -> None:
+    await rt.activate("quotes", channel_type="sync", output=False)
+    await rt.worker()
+    cid = uuid.uuid4().hex
+    rt.send("quotes", [1, 2], headers={H.REPLY_TO: f"{rt.names.replies}:0", H.CORRELATION_ID: cid})
+    (dead,) = await asyncio.to_thread(rt.dlq, 1)
+    assert dlq_headers(dead)[H.DLQ_ERROR_CODE] == "INVALID_ENVELOPE"
+    (reply,) = await asyncio.to_thread(
+        read_records, rt.settings, rt.names.replies, until=lambda r: len(r) >= 1, partitions=[0]
+    )
+    assert reply.key() == cid.encode() and H.header_map(reply.headers())[H.STATUS] == "400"
+    assert orjson.loads(reply.value())["error"]["code"] == "INVALID_ENVELOPE"
+
+
+async def test_avro_channel_decodes_matching_records_and_dead_letters_the_rest(rt: Runtime) -> None:
+    assert (SCHEMAS_DIR / "order.avsc").exists()
+    await rt.activate("avro", config={"avro_schema": "order"})
+    await rt.worker()
+    schema = fastavro.parse_schema(orjson.loads((SCHEMAS_DIR / "order.avsc").read_bytes()))
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema, {"amount": 12.5, "product": "pen", "country": "DE"})
+    rt.send("avro", buf.getvalue(), headers={H.TRACE_ID: "good"})
+    rt.send("avro", b"\x02\xff\xff", headers={H.TRACE_ID: "bad"})  # truncated: not an Order
+    (out,) = await asyncio.to_thread(rt.outputs, "avro", 1)
+    assert out.key() == b"good" and orjson.loads(out.value())["status"] == "ok"
+    (dead,) = await asyncio.to_thread(rt.dlq, 1)
+    hm = dlq_headers(dead)
+    assert hm[H.DLQ_ERROR_CODE] == "AVRO_MISMATCH" and "Order" in hm[H.DLQ_ERROR_MESSAGE]
+    assert hm[H.TRACE_ID] == "bad"
+
+
+async def test_workflow_failure_goes_to_dlq_without_retry(rt: Runtime) -> None:
+    await rt.activate("failing", FAILING)
+    await rt.worker()
+    rt.send("failing", {"data": {"a": 1}})
+    (dead,) = await asyncio.to_thread(rt.dlq, 1)
+    hm = dlq_headers(dead)
+    assert hm[H.DLQ_ERROR_CODE] == "VALIDATION_ERROR" and hm[H.DLQ_ATTEMPTS] == "1"
+    assert "parse_xml" in hm[H.DLQ_ERROR_MESSAGE]
+
+
+async def test_retryable_failure_is_retried_with_bounded_attempts_then_dead_lettered(rt: Runtime) -> None:
+    await rt.activate("flaky", RETRYABLE)
+    before = M.RETRIES.labels("flaky")._value.get()
+    await rt.worker()
+    rt.send("flaky", {"data": {}}, headers={H.TRACE_ID: "f-1"})
+    rt.send("flaky", {"data": {}}, headers={H.TRACE_ID: "f-2"})
+    dead = await asyncio.to_thread(rt.dlq, 2)
+    for d in dead:
+        hm = dlq_headers(d)
+        assert hm[H.DLQ_ERROR_CODE] == "ENGINE_ERROR" and hm[H.DLQ_ATTEMPTS] == "3"
+    assert M.RETRIES.labels("flaky")._value.get() == before + 4  # 2 records x 2 retries
+    traces = await asyncio.to_thread(rt.traces, lambda r: {b"f-1", b"f-2"} <= {m.key() for m in r})
+    assert all(orjson.loads(m.value())["status"] == "failed" for m in traces)
+
+
+async def test_replay_reprocesses_dead_letters_once_after_the_fix(rt: Runtime) -> None:
+    await rt.activate("fixme", FAILING)
+    await rt.worker()
+    rt.send("fixme", {"data": {"n": 1}}, headers={H.TRACE_ID: "x-1"})
+    rt.send("fixme", b"{broken", headers={H.TRACE_ID: "x-2"})
+    await asyncio.to_thread(rt.dlq, 2)
+    await rt.new_workflow_version("fixme", COMPLEX)  # the fix
+
+    replayed = await asyncio.to_thread(replay_dlq, rt.settings, code="VALIDATION_ERROR")
+    assert [e.code for e in replayed] == ["VALIDATION_ERROR"]
+    (out,) = await asyncio.to_thread(rt.outputs, "fixme", 1)
+    assert out.key() == b"x-1" and orjson.loads(out.value())["data"]["order"]["tier"] == "standard"
+
+    entries = await asyncio.to_thread(list_dlq, rt.settings)
+    assert {(e.code, e.replayed) for e in entries} == {("VALIDATION_ERROR", True), ("DECODE_ERROR", False)}
+    assert await asyncio.to_thread(replay_dlq, rt.settings, code="VALIDATION_ERROR") == []
+
+
+async def test_replayed_record_that_fails_again_counts_its_attempts(rt: Runtime) -> None:
+    await rt.activate("stubborn", FAILING)
+    await rt.worker()
+    rt.send("stubborn", {"data": {}})
+    (first,) = await asyncio.to_thread(rt.dlq, 1)
+    await asyncio.to_thread(replay_dlq, rt.settings)
+    dead = await asyncio.to_thread(rt.dlq, 2)
+    second = dlq_headers(dead[-1])
+    assert second[H.DLQ_ATTEMPTS] == "2"
+    assert second[H.DLQ_FIRST_FAILED_AT] == dlq_headers(first)[H.DLQ_FIRST_FAILED_AT]
+
+
+async def test_dlq_cli_lists_and_filters(rt: Runtime) -> None:
+    await rt.activate("cli")
+    await rt.worker()
+    rt.send("cli", b"nope")
+    rt.send("cli", [1])
+    await asyncio.to_thread(rt.dlq, 2)
+    env = {
+        **os.environ,
+        "QUASAR_KAFKA_BOOTSTRAP": rt.settings.kafka_bootstrap or "",
+        "QUASAR_TOPIC_PREFIX": rt.settings.topic_prefix,
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app.cli", "dlq", "list", "--json", "--code", "DECODE_ERROR"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [orjson.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert [r["code"] for r in rows] == ["DECODE_ERROR"]
+    assert rows[0]["channel"] == "cli" and rows[0]["topic"] == rt.names.channel("cli")
