@@ -18,6 +18,7 @@ import asyncio
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -63,6 +64,12 @@ class BenchResult:
     def ratio(self) -> float | None:
         q, o = self.quasar_best, self.orion_best
         return q / o if q is not None and o else None
+
+    @property
+    def paired_ratio(self) -> float | None:
+        """Median of per-round ratios: each pair ran back to back, so a load burst hits both."""
+        pairs = [q / o for q, o in zip(self.quasar, self.orion, strict=False) if o]
+        return statistics.median(pairs) if pairs else None
 
 
 # --- baseline: Orion's engine under node -------------------------------------------------------
@@ -205,13 +212,13 @@ async def _bench(args: argparse.Namespace) -> list[BenchResult]:
     return results
 
 
-def _fmt(value: float | None, spec: str = ",.0f") -> str:
-    return "-" if value is None else format(value, spec)
+def _fmt(value: float | None, spec: str = ",.0f", unit: str = "") -> str:
+    return "-" if value is None else format(value, spec) + unit
 
 
 def render_table(results: list[BenchResult]) -> str:
-    """The one table: workload, Quasar msgs/s, Orion engine msgs/s, ratio."""
-    rows = [("workload", "Quasar msgs/s", "Orion engine msgs/s", "ratio")]
+    """The one table: workload, Quasar msgs/s, Orion engine msgs/s, ratio (best/best, paired median)."""
+    rows = [("workload", "Quasar msgs/s", "Orion engine msgs/s", "ratio", "paired median ratio")]
     notes: list[str] = []
     for r in results:
         mark = ""
@@ -219,9 +226,15 @@ def render_table(results: list[BenchResult]) -> str:
             notes.append(r.baseline_note)
             mark = f" [{len(notes)}]"
         rows.append(
-            (r.workload.title + mark, _fmt(r.quasar_best), _fmt(r.orion_best), _fmt(r.ratio, ".2f") + "x")
+            (
+                r.workload.title + mark,
+                _fmt(r.quasar_best),
+                _fmt(r.orion_best),
+                _fmt(r.ratio, ".2f", "x"),
+                _fmt(r.paired_ratio, ".2f", "x"),
+            )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
         cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
@@ -265,6 +278,7 @@ def write_results(results: list[BenchResult], args: argparse.Namespace, path: Pa
                 "quasar_msgs_per_s": r.quasar_best,
                 "orion_msgs_per_s": r.orion_best,
                 "ratio": r.ratio,
+                "paired_median_ratio": r.paired_ratio,
                 "rounds": {"quasar": r.quasar, "orion": r.orion},
                 "baseline_note": r.baseline_note,
             }

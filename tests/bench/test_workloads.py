@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from app.engine import ChannelWorkflow, Engine, Message, RunOptions, compile_workflow, validate_workflow
-from bench.engine import BenchError, QuasarRunner, ensure_node_deps, run_baseline
+from bench.engine import BenchError, BenchResult, QuasarRunner, ensure_node_deps, render_table, run_baseline
 from bench.workloads import Expectation, Workload, load_workloads
 
 WORKLOADS = {w.name: w for w in load_workloads()}
@@ -167,3 +167,28 @@ def test_orions_engine_does_the_same_work(name: str) -> None:
     assert tuple(result["executed"]) == w.expect.executed
     assert w.expect.data_mismatch(result["data"]) is None
     assert result["msgs_per_s"] > 0
+
+
+def test_table_reports_best_rounds_and_the_paired_median() -> None:
+    complex_, simple = WORKLOADS["complex"], WORKLOADS["simple"]
+    # Round 2 had a load burst on the baseline only: best/best says 0.75x, the paired median 1.75x.
+    r = BenchResult(complex_, quasar=[3.0, 2.0], orion=[1.0, 4.0])
+    assert (r.quasar_best, r.orion_best, r.ratio, r.paired_ratio) == (3.0, 4.0, 0.75, 1.75)
+    noted = BenchResult(simple, quasar=[5.0], orion=[], baseline_note="substitute")
+    assert noted.ratio is None and noted.paired_ratio is None
+    lines = render_table([r, noted]).splitlines()
+    assert lines[0].split() == [
+        "workload",
+        "Quasar",
+        "msgs/s",
+        "Orion",
+        "engine",
+        "msgs/s",
+        "ratio",
+        "paired",
+        "median",
+        "ratio",
+    ]
+    assert lines[2].split()[-2:] == ["0.75x", "1.75x"]
+    assert lines[3].startswith("simple (1 log task) [1]") and lines[3].split()[-1] == "-"
+    assert lines[4] == "[1] substitute"

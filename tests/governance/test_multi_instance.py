@@ -71,6 +71,9 @@ async def gateways(gov_settings: Settings, worker: Any) -> AsyncIterator[tuple[G
         await admin.channel(_channel("keyed", {"api_keys": ["chan-key-1"]}))
         # instance b sees the config once its reader applied it: wait for a channel to resolve there
         await _until_served(b, "/api/v1/data/keyed")
+        # the worker subscribes to each new channel topic (a group rebalance each): wait until it
+        # answers on the last one, so no test measures subscription latency
+        await _until_answered(a, "/api/v1/data/keyed", {"X-API-Key": "chan-key-1"})
         yield a, b
     finally:
         await b.stop()
@@ -82,6 +85,15 @@ async def _until_served(gw: Gateway, path: str, within_s: float = 15.0) -> None:
     while (await gw.http.post(path, json={"data": {}})).status_code == 404:
         assert time.monotonic() < deadline, f"{path} never became known on {gw.url}"
         await asyncio.sleep(0.05)  # polling an HTTP API for config propagation
+
+
+async def _until_answered(gw: Gateway, path: str, headers: dict[str, str], within_s: float = 60.0) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        r = await gw.http.post(path, json={"data": {}}, headers=headers, timeout=15.0)
+        if r.status_code == 200:
+            return
+        assert r.status_code == 504 and time.monotonic() < deadline, (r.status_code, r.text)
 
 
 async def test_rate_limit_is_enforced_across_both_instances(gateways: tuple[Gateway, Gateway]) -> None:
