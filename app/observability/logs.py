@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -77,7 +78,9 @@ def configure_logging(
     root.setLevel(lvl)
 
 
-def _drop_color_message(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _drop_color_message(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     # uvicorn adds an ANSI-coloured copy of each message as `extra`; it is noise in JSON.
     event.pop("color_message", None)
     return event

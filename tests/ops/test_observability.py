@@ -100,7 +100,9 @@ def test_json_logs_carry_the_bound_context_for_stdlib_loggers() -> None:
         root.setLevel(saved[1])
 
 
-@pytest.mark.parametrize(("level", "fmt", "message"), [("loud", "json", "log level"), ("info", "xml", "log format")])
+@pytest.mark.parametrize(
+    ("level", "fmt", "message"), [("loud", "json", "log level"), ("info", "xml", "log format")]
+)
 def test_bad_logging_settings_are_clear_errors(level: str, fmt: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         configure_logging(level, fmt, stream=io.StringIO())
@@ -109,10 +111,12 @@ def test_bad_logging_settings_are_clear_errors(level: str, fmt: str, message: st
 async def test_workflow_observer_counts_each_workflow_and_task_of_a_real_run() -> None:
     wid = f"wf-{uuid.uuid4().hex[:6]}"
     wf = compile_workflow({"workflow_id": wid, "name": wid, "tasks": [
-        {"id": "parse", "name": "p", "function": {"name": "parse_json", "input": {"source": "payload", "target": "o"}}},
+        {"id": "parse", "name": "p",
+         "function": {"name": "parse_json", "input": {"source": "payload", "target": "o"}}},
         {"id": "skip", "name": "s", "condition": False,
          "function": {"name": "map", "input": {"mappings": [{"path": "data.x", "logic": 1}]}}},
-        {"id": "mark", "name": "m", "function": {"name": "map", "input": {"mappings": [{"path": "data.y", "logic": 2}]}}},
+        {"id": "mark", "name": "m",
+         "function": {"name": "map", "input": {"mappings": [{"path": "data.y", "logic": 2}]}}},
     ]})
     engine = Engine({"ch": [ChannelWorkflow(wf, rollout=(0, 100))]})
     observer = WorkflowObserver()
