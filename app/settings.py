@@ -42,6 +42,17 @@ class Settings(BaseSettings):
 
     # Limits (Orion defaults)
     max_payload_size: int = Field(default=1_048_576, description="Max request body in bytes (413 above).")
+    max_admin_body_size: int = Field(
+        default=16_777_216, description="Max admin API request body in bytes (413 above; restores are big)."
+    )
+    body_read_timeout_ms: int = Field(
+        default=30_000, description="Max time to receive a whole request body (408 above: slow clients)."
+    )
+    worker_max_record_bytes: int = Field(
+        default=2_097_152,
+        description="Max channel record value the worker runs (DLQ PAYLOAD_TOO_LARGE above). Larger than "
+        "max_payload_size: the gateway's envelope adds metadata to the body.",
+    )
     max_result_size_bytes: int = Field(default=1_048_576, description="Max response size (502 above).")
     processing_timeout_ms: int = Field(default=60_000, description="Default sync timeout when a channel has none.")
     max_channel_call_depth: int = 10

@@ -277,33 +277,45 @@ def _cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _table(rows: list[ScenarioResult], concurrency: int, tool: str) -> str:
+def _table(rows: list[ScenarioResult], concurrency: int | str, tool: str) -> str:
     lines = [
         f"load generator: {tool}, concurrency {concurrency}",
-        f"{'scenario':<34} {'req/s':>9} {'mean ms':>9} {'p99 ms':>9} {'errors':>8} {'requests':>9}",
+        f"{'scenario':<40} {'req/s':>9} {'mean ms':>9} {'p99 ms':>9} {'errors':>8} {'requests':>9}",
     ]
     for r in rows:
         lines.append(
-            f"{r.name:<34} {r.rps:>9,.0f} {r.mean_ms:>9.1f} {r.p99_ms:>9.1f} {r.errors:>8} {r.total:>9}"
+            f"{r.name:<40} {r.rps:>9,.0f} {r.mean_ms:>9.1f} {r.p99_ms:>9.1f} {r.errors:>8} {r.total:>9}"
             + (f"  {r.note}" if r.note else "")
         )
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> list[ScenarioResult]:
+@dataclass
+class Stack:
+    """The running benchmark processes: broker (pid when embedded), worker, gateway(s), echo."""
+
+    base: str
+    echo_url: str
+    channels: dict[str, str]
+    pids: dict[str, int | None]
+    procs: list[tuple[subprocess.Popen[bytes], Path]]
+    logs: Path
+
+
+@contextlib.contextmanager
+def stack(args: argparse.Namespace, workloads: list[Any]) -> Iterator[Stack]:
+    """Start broker, worker, gateway and echo; load the workloads; yield; stop everything."""
     from app.kafka.admin import create_admin
     from app.kafka.broker import EmbeddedBroker
     from app.kafka.topics import apply_topics, fixed_topic_plans, load_specs
     from app.settings import Settings
-    from bench.workloads import load_workloads
 
-    workloads = [w for w in load_workloads() if w.name in args.scenarios]
     logs = Path(tempfile.mkdtemp(prefix="quasar-bench-gw-"))
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as es:
         bootstrap = os.environ.get("QUASAR_KAFKA_BOOTSTRAP")
         broker_pid = None
         if not bootstrap:
-            broker = stack.enter_context(EmbeddedBroker())
+            broker = es.enter_context(EmbeddedBroker())
             bootstrap, broker_pid = broker.bootstrap, broker.pid
         prefix = f"bench{uuid.uuid4().hex[:6]}."
         env = {
@@ -319,7 +331,7 @@ def run(args: argparse.Namespace) -> list[ScenarioResult]:
         apply_topics(create_admin(settings), fixed_topic_plans(load_specs(), settings))
 
         worker_log = logs / "worker.log"
-        worker = stack.enter_context(
+        worker = es.enter_context(
             _spawn(
                 [sys.executable, "-m", "bench.gateway", "--role", "worker"],
                 {**env, "QUASAR_INSTANCE_ID": "bench-worker"},
@@ -329,73 +341,124 @@ def run(args: argparse.Namespace) -> list[ScenarioResult]:
         _wait_line(worker_log, "WORKER READY", worker)
         port = _free_port()
         gw_log = logs / "gateway.log"
-        gateway = stack.enter_context(
-            _spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "app.cli",
-                    "gateway",
-                    "--port",
-                    str(port),
-                    "--instance-id",
-                    "bench-gw",
-                ],
-                env,
-                gw_log,
-            )
-        )
+        gw_args = [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "gateway",
+            "--port",
+            str(port),
+            "--instance-id",
+            "bench-gw",
+        ]
+        if args.gateway_workers > 1:
+            gw_args += ["--workers", str(args.gateway_workers)]
+        gateway = es.enter_context(_spawn(gw_args, env, gw_log))
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/readyz", gateway, gw_log)
         echo_port = _free_port()
         echo_log = logs / "echo.log"
-        echo = stack.enter_context(
+        echo = es.enter_context(
             _spawn(
                 [sys.executable, "-m", "bench.gateway", "--role", "echo", "--port", str(echo_port)],
                 env,
                 echo_log,
             )
         )
-        _wait_http(f"http://127.0.0.1:{echo_port}/", echo, echo_log)
+        echo_url = f"http://127.0.0.1:{echo_port}/"
+        _wait_http(echo_url, echo, echo_log)
 
         with httpx.Client(base_url=base, timeout=30) as http:
             channels = _load_workloads(http, workloads)
             for w in workloads:
                 _check_response(http, channels[w.name], w)
-        print(f"broker {bootstrap}, gateway {base}, logs in {logs}", flush=True)
+        print(f"broker {bootstrap}, gateway {base}, echo {echo_url}, logs in {logs}", flush=True)
+        pids: dict[str, int | None] = {"gateway": gateway.pid, "worker": worker.pid, "broker": broker_pid}
+        # With --workers N uvicorn forks N serving children: count their CPU, not the idle supervisor's.
+        for i, child in enumerate(_children(gateway.pid) if args.gateway_workers > 1 else []):
+            pids[f"gateway{i + 1}"] = child
+        yield Stack(base, echo_url, channels, pids, [(worker, worker_log), (gateway, gw_log)], logs)
 
-        rows: list[ScenarioResult] = []
+
+def _children(pid: int) -> list[int]:
+    """Direct child pids of `pid` (Linux /proc), e.g. uvicorn's worker processes."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _cpu_of(pids: dict[str, int | None]) -> dict[str, float]:
+    return {k: _cpu_seconds(pid) for k, pid in pids.items()}
+
+
+def idle_cpu(pids: dict[str, int | None], seconds: float = 3.0) -> str:
+    """Each process's CPU share with no traffic: the fixed cost of polling (fetch waits, timers)."""
+    before = _cpu_of(pids)
+    t0 = time.monotonic()
+    # Measuring an idle interval: nothing to wait for but the clock.
+    time.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    after = _cpu_of(pids)
+    return "idle cpu % " + " ".join(f"{k}={(after[k] - before[k]) * 100 / elapsed:.1f}" for k in pids)
+
+
+def measure(
+    url: str, body: Path, seconds: float, concurrency: int, pids: dict[str, int | None], name: str
+) -> ScenarioResult:
+    """Warm up, then one measured load run with each process's CPU per request."""
+    _load(url, body, min(2.0, seconds), concurrency)  # warm-up
+    before = _cpu_of(pids)
+    result = _load(url, body, seconds, concurrency)
+    result.name = name
+    if result.total:
+        after = _cpu_of(pids)
+        # CPU cost per request of each process: tells which one bounds throughput on a busy box.
+        result.note = "cpu ms/req " + " ".join(
+            f"{k}={(after[k] - before[k]) * 1000 / result.total:.2f}" for k in pids if pids[k] is not None
+        )
+    return result
+
+
+def run(args: argparse.Namespace) -> list[ScenarioResult]:
+    from bench.workloads import load_workloads
+
+    workloads = [w for w in load_workloads() if w.name in args.scenarios]
+    tool = "hey" if shutil.which("hey") else "httpx"
+    rows: list[ScenarioResult] = []
+    with stack(args, workloads) as st:
+        print(idle_cpu(st.pids), flush=True)
+        if args.hold:
+            print(f"holding for {args.hold:.0f}s", flush=True)
+            time.sleep(args.hold)  # interactive profiling: the caller drives load meanwhile
+            return rows
         simple_body = next((w.payload_file for w in workloads), None)
-        if simple_body is not None:
-            _load(f"http://127.0.0.1:{echo_port}/", simple_body, min(2.0, args.seconds), args.concurrency)
-            echo_result = _load(f"http://127.0.0.1:{echo_port}/", simple_body, args.seconds, args.concurrency)
-            echo_result.name = "bare uvicorn JSON echo"
-            rows.append(echo_result)
-        for w in workloads:
-            url = f"{base}/api/v1/data/{channels[w.name]}"
-            _load(url, w.payload_file, min(2.0, args.seconds), args.concurrency)  # warm-up
-            procs = {"gateway": gateway.pid, "worker": worker.pid, "broker": broker_pid}
-            before = {k: _cpu_seconds(pid) for k, pid in procs.items()}
-            result = _load(url, w.payload_file, args.seconds, args.concurrency)
-            result.name = f"gateway: {w.title}"
-            if result.total:
-                # CPU cost per request of each process: tells which one bounds throughput on a busy box.
-                result.note = "cpu ms/req " + " ".join(
-                    f"{k}={(_cpu_seconds(pid) - before[k]) * 1000 / result.total:.2f}"
-                    for k, pid in procs.items()
-                )
-            rows.append(result)
-            print(_table([result], args.concurrency, "hey" if shutil.which("hey") else "httpx"), flush=True)
-        for proc, log in ((worker, worker_log), (gateway, gw_log)):
+        for concurrency in args.concurrency:
+            if simple_body is not None:
+                r = measure(st.echo_url, simple_body, args.seconds, concurrency, {}, "bare uvicorn JSON echo")
+                r.name += f" c={concurrency}"
+                rows.append(r)
+            for w in workloads:
+                url = f"{st.base}/api/v1/data/{st.channels[w.name]}"
+                name = f"gateway: {w.title} c={concurrency}"
+                result = measure(url, w.payload_file, args.seconds, concurrency, st.pids, name)
+                rows.append(result)
+                print(_table([result], concurrency, tool), flush=True)
+        for proc, log in st.procs:
             if proc.poll() is not None:
                 raise RuntimeError(f"a process died during the run:\n{log.read_text()[-3000:]}")
-        return rows
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="Duration of each measured run.")
-    parser.add_argument("--concurrency", "-c", type=int, default=50)
+    parser.add_argument(
+        "--concurrency", "-c", type=int, nargs="+", default=[50], help="One or more concurrency levels."
+    )
+    parser.add_argument("--gateway-workers", type=int, default=1, help="uvicorn worker processes.")
+    parser.add_argument("--hold", type=float, default=0.0, help="Start the stack and keep it up N seconds.")
     parser.add_argument("--fetch-wait-ms", type=int, default=10, help="fetch.wait.max.ms of every consumer.")
     parser.add_argument("--scenarios", nargs="+", default=["simple", "complex", "multi"])
     parser.add_argument(
@@ -411,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = run(args)
     print()
-    print(_table(rows, args.concurrency, "hey" if shutil.which("hey") else "httpx (hey not installed)"))
+    if rows:
+        tool = "hey" if shutil.which("hey") else "httpx (hey not installed)"
+        print(_table(rows, ",".join(map(str, args.concurrency)), tool))
     return 0
 
 

@@ -37,6 +37,19 @@ def gateway(
             "error: QUASAR_KAFKA_BOOTSTRAP is not set (or run `quasar dev` for the embedded broker)", err=True
         )
         raise typer.Exit(1)
+    # Broker down or topics not applied yet: say so and retry with backoff instead of a traceback + exit.
+    from app.kafka.admin import wait_for_cluster
+    from app.kafka.names import TopicNames
+
+    names = TopicNames(settings.topic_prefix)
+    try:
+        wait_for_cluster(
+            settings,
+            topics=(names.config, names.replies, names.traces),
+            report=lambda line: typer.echo(f"quasar gateway: {line}", err=True),
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     from app.observability.logs import configure_logging
 
     configure_logging(log_level or settings.log_level, settings.log_format, take_over=True)

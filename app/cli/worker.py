@@ -37,6 +37,19 @@ def worker(
             "error: QUASAR_KAFKA_BOOTSTRAP is not set (or run `quasar dev` for the embedded broker)", err=True
         )
         raise typer.Exit(1)
+    # Broker down or topics not applied yet: say so and retry with backoff instead of a traceback + exit.
+    from app.kafka.admin import wait_for_cluster
+    from app.kafka.names import TopicNames
+
+    names = TopicNames(settings.topic_prefix)
+    try:
+        wait_for_cluster(
+            settings,
+            topics=(names.config, names.traces, names.dlq),
+            report=lambda line: typer.echo(f"quasar worker: {line}", err=True),
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     faust_app = create_app(settings)
     level = (log_level or settings.log_level).upper()
     faust.Worker(faust_app, loglevel=level, quiet=True).execute_from_commandline()

@@ -15,12 +15,12 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.errors import BadRequest, ServiceUnavailable, UnsupportedMediaType
 from app.gateway.admin_audit import AuditLog
 from app.gateway.admin_service import AdminService, ensure_channel_topic_for
+from app.gateway.data import loads_body, read_body
 from app.gateway.errors import json_response
 from app.settings import Settings
 
@@ -87,8 +87,10 @@ def _actor(request: Request) -> str:
 
 
 async def _body(request: Request, *, required: bool = True) -> Any:
-    """The JSON body: 415 for a non-JSON content type, 400 for malformed JSON or a missing body."""
-    raw = await request.body()
+    """The JSON body: 415 for a non-JSON content type, 400 for malformed JSON or a missing body,
+    413 above `max_admin_body_size` (read bounded), 408 when it trickles in too slowly."""
+    settings: Settings = getattr(request.app.state, "settings", None) or Settings()
+    raw = await read_body(request, settings.max_admin_body_size, settings.body_read_timeout_ms / 1000)
     if not raw.strip():
         if required:
             raise BadRequest("request body is required (JSON)")
@@ -96,10 +98,7 @@ async def _body(request: Request, *, required: bool = True) -> Any:
     ctype = request.headers.get("content-type", "")
     if ctype and "json" not in ctype.lower():
         raise UnsupportedMediaType(f"expected Content-Type application/json, got {ctype!r}")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"invalid JSON body: {exc}") from None
+    return loads_body(raw)
 
 
 def _data(item: Any, status: int = 200) -> Response:

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from random import getrandbits as _getrandbits
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, Query, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config_store.snapshot import ChannelView, Snapshot
 from app.engine.jsonlogic import Logic, compile_logic, is_truthy
@@ -37,10 +40,11 @@ from app.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
-from app.gateway.errors import ChannelTimeout, json_response
+from app.gateway.errors import ChannelTimeout, RequestTimeout, json_response
 from app.gateway.reply_router import KafkaBridge
 from app.gateway.routing import Resolution, RouteEntry, RouteTable
 from app.gateway.traces import TRACE_STATUSES, TraceIndex
+from app.jsonlimits import MAX_JSON_DEPTH, json_too_deep
 from app.kafka import headers as H
 from app.kafka.names import TopicNames
 from app.observability.metrics import REPLY_TIMEOUTS
@@ -52,7 +56,9 @@ __all__ = [
     "DataContext",
     "DataService",
     "Guard",
+    "loads_body",
     "read_body",
+    "read_body_raw",
     "router",
 ]
 
@@ -173,9 +179,16 @@ class ChannelGuards:
         return None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds `limit` bytes (never buffered unbounded)."""
-    declared = request.headers.get("content-length")
+async def read_body(request: Request, limit: int, read_timeout: float | None = None) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes (never buffered unbounded)
+    and with 408 when it is not complete within `read_timeout` seconds (slowloris-style clients)."""
+    return await read_body_raw(request.receive, request.headers.get("content-length"), limit, read_timeout)
+
+
+async def read_body_raw(
+    receive: Receive, declared: str | None, limit: int, read_timeout: float | None = None
+) -> bytes:
+    """`read_body` straight from ASGI `receive`; `declared` is the Content-Length header, if any."""
     if declared is not None:
         try:
             size = int(declared)
@@ -183,14 +196,48 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BadRequest("Invalid Content-Length header") from None
         if size > limit:
             raise PayloadTooLarge(f"Request body of {size} bytes exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
+    body = b""
+    chunks: list[bytes] | None = None  # only a body in several messages pays for a list + join
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        async with asyncio.timeout(read_timeout):
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "http.disconnect":
+                    raise ClientDisconnect()
+                if kind != "http.request":
+                    continue
+                chunk = message.get("body", b"")
+                if chunk:
+                    total += len(chunk)
+                    if total > limit:
+                        raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
+                    if chunks is not None:
+                        chunks.append(chunk)
+                    elif body:
+                        chunks = [body, chunk]
+                    else:
+                        body = chunk
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        raise RequestTimeout(
+            f"Request body not received within {read_timeout:g}s ({total} bytes arrived)"
+        ) from None
+    return b"".join(chunks) if chunks is not None else body
+
+
+def loads_body(raw: bytes) -> Any:
+    """Parse a JSON request body: 400 for malformed JSON (invalid UTF-8 included) or nesting deeper than
+    `MAX_JSON_DEPTH` (orjson would parse it but not encode it back: a 500 further down)."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"Invalid JSON body: {exc}") from None
+    if json_too_deep(raw, doc):
+        raise BadRequest(f"Invalid JSON body: nested deeper than {MAX_JSON_DEPTH} levels")
+    return doc
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -200,14 +247,15 @@ def _is_json(content_type: str | None) -> bool:
     return mime == "application/json" or mime.endswith("+json")
 
 
-def _client_ip(headers: Mapping[str, str], request: Request) -> str:
+def _client_ip(headers: Mapping[str, str], scope: Scope) -> str:
     forwarded = headers.get("x-forwarded-for")
     if forwarded:
         return forwarded.split(",", 1)[0].strip()
     real = headers.get("x-real-ip")
     if real:
         return real.strip()
-    return request.client.host if request.client else "unknown"
+    client = scope.get("client")
+    return client[0] if client else "unknown"
 
 
 def fast_uuid4() -> str:
@@ -278,20 +326,27 @@ class DataService:
     # -- the request path ---------------------------------------------------------------------------
 
     async def handle(self, request: Request, path: str) -> Response:
-        method = request.method
+        """The FastAPI-route entry (docs + fallback); the gateway serves these paths via `DataFastPath`."""
+        return await self.handle_raw(request.method, path, request.scope, request.receive)
+
+    async def handle_raw(self, method: str, path: str, scope: Scope, receive: Receive) -> Response:
+        """One data request straight from its ASGI scope: no Starlette `Request`, no pydantic."""
         resolution, view, policy = self.resolve(method, path)
-        raw = await read_body(request, self.settings.max_payload_size)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]}
+        # ASGI servers lower-case header names already; .lower() keeps odd servers honest.
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        raw = await read_body_raw(
+            receive,
+            headers.get("content-length"),
+            self.settings.max_payload_size,
+            self.settings.body_read_timeout_ms / 1000,
+        )
         body: Any = {}
         if raw.strip():
             if not _is_json(headers.get("content-type")):
                 raise UnsupportedMediaType(
                     f"Expected Content-Type application/json, got '{headers.get('content-type', '')}'"
                 )
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise BadRequest(f"Invalid JSON body: {exc}") from None
+            body = loads_body(raw)
             if not isinstance(body, dict):
                 raise BadRequest('Request body must be a JSON object like {"data": {...}, "metadata": {...}}')
         extra_meta = body.get("metadata")
@@ -300,18 +355,21 @@ class DataService:
         metadata: dict[str, Any] = dict(extra_meta or {})
         metadata["http_method"] = method
         metadata["headers"] = headers
-        query = dict(request.query_params)
-        if query:
-            metadata["query"] = query
+        qs = scope.get("query_string")
+        if qs:
+            # Starlette's QueryParams rule: latin-1 text, blanks kept, the last value of a key wins.
+            query = dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True))
+            if query:
+                metadata["query"] = query
         if resolution.params:
             metadata["params"] = resolution.params
         data = body.get("data", {})
 
         # RequestIdMiddleware already chose it (the caller's, or a fresh one) and echoes it back.
-        request_id = request.scope.get("state", {}).get("request_id") or fast_uuid4()
+        request_id = scope.get("state", {}).get("request_id") or fast_uuid4()
         trace_id = fast_uuid4()
         ctx = DataContext(
-            view, resolution, data, metadata, headers, _client_ip(headers, request), request_id, trace_id
+            view, resolution, data, metadata, headers, _client_ip(headers, scope), request_id, trace_id
         )
         short_circuit = await self.guards.check(ctx, policy)
         if short_circuit is not None:

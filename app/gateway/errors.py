@@ -22,6 +22,7 @@ from app.observability.metrics import ERRORS
 __all__ = [
     "ChannelTimeout",
     "MethodNotAllowed",
+    "RequestTimeout",
     "error_body",
     "error_response",
     "install_error_handlers",
@@ -37,8 +38,10 @@ _HTTP_CODES: dict[int, str] = {
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
+    414: "URI_TOO_LONG",
     415: "UNSUPPORTED_MEDIA_TYPE",
     422: "VALIDATION_ERROR",
     429: "RATE_LIMITED",
@@ -58,6 +61,12 @@ class ChannelTimeout(Timeout):
 
 class MethodNotAllowed(QuasarError):
     code, status = "METHOD_NOT_ALLOWED", 405
+
+
+class RequestTimeout(QuasarError):
+    """The client did not send its whole body within `body_read_timeout_ms` (slow or stalled client)."""
+
+    code, status = "REQUEST_TIMEOUT", 408
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

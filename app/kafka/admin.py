@@ -13,7 +13,13 @@ from app.errors import ServiceUnavailable
 from app.kafka.config import admin_config
 from app.settings import Settings
 
-__all__ = ["BrokerUnavailable", "create_admin", "topic_partitions", "wait_for_broker"]
+__all__ = [
+    "BrokerUnavailable",
+    "create_admin",
+    "topic_partitions",
+    "wait_for_broker",
+    "wait_for_cluster",
+]
 
 
 class BrokerUnavailable(ServiceUnavailable):
@@ -77,3 +83,39 @@ def topic_partitions(admin: AdminClient, timeout: float = 10.0) -> dict[str, int
     except KafkaException as exc:
         raise BrokerUnavailable(f"cannot list topics: {exc}") from exc
     return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
+
+
+def wait_for_cluster(
+    settings: Settings,
+    *,
+    topics: tuple[str, ...] = (),
+    report: Callable[[str], None],
+    first_backoff: float = 0.5,
+    max_backoff: float = 10.0,
+) -> None:
+    """Block until the broker answers and `topics` exist, retrying forever with capped exponential backoff.
+
+    For process startup (`quasar worker`, `quasar gateway`): a broker that is not up yet, or a cluster whose
+    topics are not applied yet, gets one clear line per attempt through `report` instead of a traceback and
+    an exit (an orchestrator restarting a crashing process is a crash loop). librdkafka's own connection
+    errors are silenced here (log_level 2): they would print several lines per second.
+    """
+    admin = create_admin(
+        settings, **{"log_level": 2, "reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000}
+    )
+    backoff = first_backoff
+    while True:
+        try:
+            present = topic_partitions(admin, timeout=max(1.0, min(backoff, 5.0)))
+            missing = [t for t in topics if t not in present]
+            if not missing:
+                return
+            problem = (
+                f"topics missing on {settings.kafka_bootstrap}: {', '.join(missing)} "
+                "(run `quasar topics apply`)"
+            )
+        except BrokerUnavailable:
+            problem = f"Kafka broker {settings.kafka_bootstrap} is unreachable"
+        report(f"{problem}; retrying in {backoff:.1f}s")
+        time.sleep(backoff)  # startup, before any event loop: nothing else to do but wait
+        backoff = min(max_backoff, backoff * 2)

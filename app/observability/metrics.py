@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 __all__ = [
     "ACTIVE_WORKFLOWS",
@@ -48,11 +50,8 @@ __all__ = [
     "RATE_LIMIT_REJECTIONS",
     "REPLY_TIMEOUTS",
     "RETRIES",
+    "RUN_STATS",
     "SYNC_IN_FLIGHT",
-    "TASK_DURATION",
-    "TASK_RUNS",
-    "WORKFLOW_DURATION",
-    "WORKFLOW_RUNS",
     "ConsumerLagCollector",
     "WorkflowObserver",
     "consumer_lag",
@@ -65,6 +64,7 @@ __all__ = [
 _FAST_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 )
+_ROW = len(_FAST_BUCKETS) + 2  # per-key histogram row: bucket counts (last = +Inf), then the sum
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _PROPAGATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -114,25 +114,6 @@ RATE_LIMIT_REJECTIONS = Counter(
 
 # -- Quasar additions ---------------------------------------------------------------------------------
 BUILD_INFO = Gauge("quasar_build_info", "Always 1; labels say what runs.", ["version", "component"])
-WORKFLOW_RUNS = Counter(
-    "quasar_workflow_runs_total", "Workflow runs (a workflow that executed at least one task).",
-    ["channel", "workflow"],
-)
-WORKFLOW_DURATION = Histogram(
-    "quasar_workflow_duration_seconds",
-    "Time from the run's start to a workflow's last task (approximate per workflow).",
-    ["channel", "workflow"],
-    buckets=_FAST_BUCKETS,
-)
-TASK_RUNS = Counter(
-    "quasar_task_runs_total", "Executed tasks by result status code.", ["workflow", "task", "status"]
-)
-TASK_DURATION = Histogram(
-    "quasar_task_duration_seconds",
-    "Task latency measured between consecutive audit entries (includes skipped-condition checks).",
-    ["workflow", "task"],
-    buckets=_FAST_BUCKETS,
-)
 DLQ_RECORDS = Counter(
     "quasar_dlq_records_total", "Records sent to the dead letter topic.", ["channel", "code"]
 )
@@ -179,28 +160,112 @@ _LAG_NAME = "quasar_consumer_lag_records"
 
 
 # -- helpers for the hot paths ---------------------------------------------------------------------------
+class _RunStats(Collector):
+    """Per-workflow and per-task counters and histograms kept in plain dicts, exported at scrape time.
+
+    Measured on this box, `Counter.inc` costs ~1.2 us and `Histogram.observe` ~2 us (a lock each): for
+    a 3-task workflow that doubled the engine's per-message cost. Here an update is a dict lookup, a
+    bisect and a few int/float additions on the worker's event loop thread; a scrape (another thread)
+    copies the dicts first (`dict.copy()` and `list()` hold the GIL, so they see a consistent state).
+    """
+
+    def __init__(self) -> None:
+        self.workflow_runs: dict[tuple[str, str], int] = {}
+        self.workflow_hist: dict[tuple[str, str], list[float]] = {}
+        self.task_runs: dict[tuple[str, str, int | str], int] = {}
+        self.task_hist: dict[tuple[str, str], list[float]] = {}
+
+    @staticmethod
+    def _observe(hist: dict[Any, list[float]], key: Any, seconds: float) -> None:
+        row = hist.get(key)
+        if row is None:
+            # [bucket counts (non-cumulative; last = +Inf)..., sum]
+            row = hist[key] = [0.0] * _ROW
+        seconds = max(0.0, seconds)
+        row[bisect_left(_FAST_BUCKETS, seconds)] += 1
+        row[-1] += seconds
+
+    def workflow(self, channel: str, workflow: str, seconds: float) -> None:
+        key = (channel, workflow)
+        self.workflow_runs[key] = self.workflow_runs.get(key, 0) + 1
+        self._observe(self.workflow_hist, key, seconds)
+
+    def task(self, workflow: str, task: str, status: int | str, seconds: float) -> None:
+        key = (workflow, task, status)
+        self.task_runs[key] = self.task_runs.get(key, 0) + 1
+        self._observe(self.task_hist, (workflow, task), seconds)
+
+    def describe(self) -> Iterator[Any]:
+        return iter(self._families({}, {}, {}, {}))
+
+    def collect(self) -> Iterator[Any]:
+        return iter(self._families(
+            self.workflow_runs.copy(), self.workflow_hist.copy(), self.task_runs.copy(), self.task_hist.copy()
+        ))
+
+    @staticmethod
+    def _histogram(family: HistogramMetricFamily, hist: dict[Any, list[float]]) -> HistogramMetricFamily:
+        for key, row in hist.items():
+            row = list(row)
+            cumulative, buckets = 0.0, []
+            for bound, n in zip((*_FAST_BUCKETS, float("inf")), row[:-1], strict=True):
+                cumulative += n
+                buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
+            family.add_metric(list(key), buckets, row[-1])
+        return family
+
+    def _families(
+        self,
+        wf_runs: dict[Any, int],
+        wf_hist: dict[Any, list[float]],
+        task_runs: dict[Any, int],
+        task_hist: dict[Any, list[float]],
+    ) -> list[Any]:
+        runs = CounterMetricFamily(
+            "quasar_workflow_runs", "Workflow runs (a workflow that executed at least one task).",
+            labels=["channel", "workflow"],
+        )
+        for key, n in wf_runs.items():
+            runs.add_metric(list(key), n)
+        tasks = CounterMetricFamily(
+            "quasar_task_runs", "Executed tasks by result status code.", labels=["workflow", "task", "status"]
+        )
+        for (wf, task, status), n in task_runs.items():
+            tasks.add_metric([wf, task, str(status)], n)
+        wf_duration = HistogramMetricFamily(
+            "quasar_workflow_duration_seconds",
+            "Time from the run's start to a workflow's last task (approximate per workflow).",
+            labels=["channel", "workflow"],
+        )
+        task_duration = HistogramMetricFamily(
+            "quasar_task_duration_seconds",
+            "Task latency measured between consecutive audit entries (includes skipped-condition checks).",
+            labels=["workflow", "task"],
+        )
+        return [runs, self._histogram(wf_duration, wf_hist), tasks, self._histogram(task_duration, task_hist)]
+
+
+RUN_STATS = _RunStats()
+REGISTRY.register(RUN_STATS)
+
+
 class WorkflowObserver:
     """Per-workflow and per-task metrics from a processed message's audit trail.
 
     The engine is pure (no prometheus), but every executed task leaves an audit entry
     (`workflow_id`, `task_id`, wall-clock `ts`, `status`); durations are the gaps between them.
-    Label children are cached: `labels()` costs more than the increment itself.
     """
 
-    __slots__ = ("_children",)
+    __slots__ = ("_stats",)
 
-    def __init__(self) -> None:
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def _child(self, metric: Any, key: tuple[str, ...]) -> Any:
-        full = (metric._name, *key)
-        child = self._children.get(full)
-        if child is None:
-            child = self._children[full] = metric.labels(*key)
-        return child
+    def __init__(self, stats: _RunStats | None = None) -> None:
+        self._stats = stats or RUN_STATS
 
     def observe(self, channel: str, audit_trail: Iterable[Any], started: float) -> None:
         """Record one run; `started` is `time.time()` taken just before the engine ran."""
+        # Inlined (no helper calls): this runs for every record on the worker's hot path.
+        stats = self._stats
+        task_runs, task_hist = stats.task_runs, stats.task_hist
         prev = started
         wf_id: str | None = None
         wf_last = started
@@ -208,17 +273,20 @@ class WorkflowObserver:
             wid, tid, ts = entry.workflow_id, entry.task_id, entry.ts
             if wid != wf_id:
                 if wf_id is not None:
-                    self._end_workflow(channel, wf_id, wf_last - started)
+                    stats.workflow(channel, wf_id, wf_last - started)
                 wf_id = wid
-            self._child(TASK_RUNS, (wid, tid, str(entry.status))).inc()
-            self._child(TASK_DURATION, (wid, tid)).observe(max(0.0, ts - prev))
+            key = (wid, tid, entry.status)
+            task_runs[key] = task_runs.get(key, 0) + 1
+            hkey = (wid, tid)
+            row = task_hist.get(hkey)
+            if row is None:
+                row = task_hist[hkey] = [0.0] * _ROW
+            seconds = ts - prev if ts > prev else 0.0
+            row[bisect_left(_FAST_BUCKETS, seconds)] += 1
+            row[-1] += seconds
             prev = wf_last = ts
         if wf_id is not None:
-            self._end_workflow(channel, wf_id, wf_last - started)
-
-    def _end_workflow(self, channel: str, workflow: str, seconds: float) -> None:
-        self._child(WORKFLOW_RUNS, (channel, workflow)).inc()
-        self._child(WORKFLOW_DURATION, (channel, workflow)).observe(max(0.0, seconds))
+            stats.workflow(channel, wf_id, wf_last - started)
 
 
 def observe_config_record(kind: str | None, outcome: str, record_ts_ms: int, *, caught_up: bool) -> None:
