@@ -41,7 +41,7 @@ def _iter_documents(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
                 channels.append(doc)
             elif "connector_type" in doc or ("type" in doc and "config" in doc):
                 connectors.append(doc)
-            else:
+            elif doc.get("load_in_dev", True):
                 for key in ("workflows", "channels", "connectors"):
                     if key in doc:
                         classify(doc[key])
@@ -136,7 +136,8 @@ def dev(
         procs: list[subprocess.Popen[bytes]] = []
 
         def spawn(*args: str) -> None:
-            proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env)
+            # Own session: Ctrl-C reaches only `quasar dev`, which stops gateway and worker before the broker.
+            proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, start_new_session=True)
             procs.append(proc)
             stack.callback(_stop, proc)
 

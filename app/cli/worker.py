@@ -52,4 +52,4 @@ def worker(
         raise typer.Exit(130) from None
     faust_app = create_app(settings)
     level = (log_level or settings.log_level).upper()
-    faust.Worker(faust_app, loglevel=level, quiet=True).execute_from_commandline()
+    faust.Worker(faust_app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.gateway import data, health
-from app.gateway.data import ChannelGuards, DataService, fast_uuid4
+from app.gateway.data import ChannelGuards, DataFastPath, DataService, fast_uuid4
 from app.gateway.errors import install_error_handlers
 from app.gateway.reply_router import KafkaBridge
 from app.gateway.traces import TraceIndex
@@ -160,6 +160,8 @@ def create_app(
     from app.governance.auth import AdminAuth  # governance: admin API authentication ([admin_auth])
 
     app.state.admin_auth = AdminAuth.from_settings(settings)
+    # Innermost: the data API's hot path, behind request ids and metrics, in front of FastAPI's router.
+    app.add_middleware(DataFastPath, state=app.state)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HttpMetricsMiddleware)  # outermost: times everything, errors included
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)

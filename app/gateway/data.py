@@ -54,6 +54,7 @@ __all__ = [
     "ChannelGuards",
     "ChannelPolicy",
     "DataContext",
+    "DataFastPath",
     "DataService",
     "Guard",
     "loads_body",
@@ -410,17 +411,20 @@ class DataService:
         correlation_id = ctx.trace_id
         reply_future = bridge.expect(correlation_id)
         policy.in_flight += 1
+        # One timer handle instead of asyncio.wait_for (a task wrapper and callbacks per request).
+        timer = reply_future.get_loop().call_later(timeout_ms / 1000, _expire, reply_future)
         try:
             delivery = bridge.produce(policy.topic, value, key=correlation_id, headers=hdrs)
             delivery.add_done_callback(lambda d: _fail_on_delivery_error(d, reply_future))
             try:
-                reply = await _wait(reply_future, timeout_ms / 1000)
+                reply = await reply_future
             except TimeoutError:
                 REPLY_TIMEOUTS.labels(policy.name).inc()
                 raise ChannelTimeout(
                     f"Workflow execution on channel '{policy.name}' exceeded {timeout_ms}ms timeout"
                 ) from None
         finally:
+            timer.cancel()
             policy.in_flight -= 1
             bridge.forget(correlation_id)
         limit = self.settings.max_result_size_bytes
@@ -467,6 +471,11 @@ def route_table(snapshot: Snapshot) -> RouteTable:
 async def _wait(fut: Any, seconds: float) -> Any:
     # On expiry wait_for cancels `fut`; late results for it are then dropped by their producers.
     return await asyncio.wait_for(fut, seconds)
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def _fail_on_delivery_error(delivery: Any, reply_future: Any) -> None:
@@ -561,3 +570,93 @@ for _method in _METHODS:
         summary=f"{_method} via REST route matching",
         openapi_extra=_BODY_DOC,
     )
+
+
+# -- the hot path ----------------------------------------------------------------------------------
+
+_DATA_SLASH = DATA_PREFIX + "/"
+_ROUTE_ENDPOINTS = {post_channel: "post", post_channel_async: "async", any_route: "any"}
+
+
+class DataFastPath:
+    """Pure-ASGI hot path for the data routes, mounted as the innermost middleware of the gateway app.
+
+    Serves exactly the requests FastAPI would send to `post_channel`, `post_channel_async` and
+    `any_route` (the trace routes and anything else go on to FastAPI), calling `DataService.handle_raw`
+    directly: no router scan over every admin route, no `Request`, no dependency solving. Those route
+    declarations stay for the OpenAPI document and as a fallback. Errors go through the app's own
+    exception handlers, so their shape and metrics are the same; `scope["route"]` is set to the route
+    FastAPI would have matched, so HTTP metrics keep their route-template label.
+    """
+
+    def __init__(self, app: ASGIApp, *, state: Any) -> None:
+        self.app = app
+        self.state = state  # the FastAPI app's state: `data_service` appears once the lifespan started
+        self._post: Any = None
+        self._async: Any = None
+        self._any: dict[str, Any] = {}
+        for route in router.routes:
+            kind = _ROUTE_ENDPOINTS.get(getattr(route, "endpoint", None))  # type: ignore[arg-type]
+            if kind == "post":
+                self._post = route
+            elif kind == "async":
+                self._async = route
+            elif kind == "any":
+                for method in getattr(route, "methods", ()):
+                    self._any[method] = route
+
+    def route_for(self, method: str, rest: str) -> Any:
+        """The data route FastAPI would match for `method` + the path after `/api/v1/data/`, or None."""
+        route = self._any.get(method)
+        if route is None:
+            return None
+        if method == "GET":
+            # `/traces` and `/traces/{trace_id}` are declared first and win for GET.
+            if rest == "traces" or (rest.startswith("traces/") and len(rest) > 7 and "/" not in rest[7:]):
+                return None
+        elif method == "POST" and rest:
+            slash = rest.find("/")
+            if slash == -1:
+                return self._post
+            if slash == len(rest) - 6 and rest.endswith("/async"):
+                return self._async
+        return route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        root = scope.get("root_path")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        route = (
+            self.route_for(scope["method"], path[len(_DATA_SLASH) :])
+            if path.startswith(_DATA_SLASH)
+            else None
+        )
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = route  # what the router would have written (metrics label it by template)
+        try:
+            service: DataService | None = getattr(self.state, "data_service", None)
+            if service is None:
+                raise ServiceUnavailable("data API unavailable: the gateway is not connected to Kafka")
+            response = await service.handle_raw(scope["method"], path[len(_DATA_SLASH) :], scope, receive)
+        except ClientDisconnect:
+            return  # nobody is listening for an answer
+        except Exception as exc:
+            response = await _handled(scope, receive, exc)
+        await response(scope, receive, send)
+
+
+async def _handled(scope: Scope, receive: Receive, exc: Exception) -> Response:
+    """The response the app's registered exception handler gives for `exc` (as FastAPI would answer)."""
+    handlers = scope["app"].exception_handlers
+    for cls in type(exc).__mro__:
+        handler = handlers.get(cls)
+        if handler is not None:
+            response: Response = await handler(Request(scope, receive), exc)
+            return response
+    raise exc

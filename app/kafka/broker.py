@@ -130,6 +130,8 @@ class EmbeddedBroker:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # Own session: a terminal Ctrl-C reaches the owner, which stops its clients before the broker.
+            start_new_session=True,
             # PDEATHSIG follows the creating *thread*; only tie the broker to the main thread's life.
             preexec_fn=_die_with_parent if main else None,
         )

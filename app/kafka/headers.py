@@ -23,6 +23,7 @@ __all__ = [
     "STATUS",
     "TRACEPARENT",
     "TRACE_ID",
+    "RawHeaders",
     "header_map",
 ]
 
@@ -50,11 +51,19 @@ DLQ_ATTEMPTS = "quasar-dlq-attempts"
 DLQ_FIRST_FAILED_AT = "quasar-dlq-first-failed-at"  # epoch ms
 
 
-def header_map(headers: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
+RawHeaders = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None] | None
+"""Headers as confluent-kafka hands them out (or accepts them)."""
+
+
+def header_map(headers: RawHeaders) -> dict[str, str]:
     """Kafka headers as a str->str dict (last value wins; undecodable values are dropped)."""
     out: dict[str, str] = {}
-    for name, value in headers or ():
+    items = headers.items() if isinstance(headers, dict) else headers or ()
+    for name, value in items:
         if value is None:
+            continue
+        if isinstance(value, str):
+            out[name] = value
             continue
         try:
             out[name] = value.decode()

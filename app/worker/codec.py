@@ -15,14 +15,17 @@ from typing import Any
 import fastavro
 import orjson
 
-from app.errors import BadRequest
+from app.errors import BadRequest, PayloadTooLarge
+from app.jsonlimits import MAX_JSON_DEPTH, json_too_deep
 
 __all__ = [
     "SCHEMAS_DIR",
     "AvroMismatch",
     "DecodeError",
     "InvalidEnvelope",
+    "RecordTooLarge",
     "SchemaCache",
+    "check_record_size",
     "decode_avro",
     "decode_json",
 ]
@@ -48,14 +51,32 @@ class AvroMismatch(BadRequest):
     code = "AVRO_MISMATCH"
 
 
+class RecordTooLarge(PayloadTooLarge):
+    """The record value exceeds `worker_max_record_bytes` (not decoded: bounded work per record)."""
+
+
+def check_record_size(value: bytes | None, limit: int) -> None:
+    """Refuse a record value above `limit` bytes before any decoding."""
+    if value is not None and len(value) > limit:
+        raise RecordTooLarge(f"record value of {len(value)} bytes exceeds the worker limit of {limit} bytes")
+
+
 def decode_json(value: bytes | None) -> tuple[Any, dict[str, Any]]:
     """(data, metadata) of a JSON request envelope."""
+    if value is None:
+        # A tombstone is not a request; dead-lettered like any other undecodable record, never dropped.
+        raise DecodeError(
+            'null record value (tombstone): expected a JSON object {"data": ..., "metadata": {...}}'
+        )
     if not value:
         raise DecodeError('empty record value: expected a JSON object {"data": ..., "metadata": {...}}')
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"record value is not valid JSON: {exc}") from None
+    if json_too_deep(value, doc):
+        # orjson reads 1024 levels but writes only 255: the reply could not be encoded.
+        raise DecodeError(f"record value nests JSON deeper than {MAX_JSON_DEPTH} levels")
     if type(doc) is not dict:
         raise InvalidEnvelope(f"request must be a JSON object with a 'data' field, got {type(doc).__name__}")
     if "data" not in doc:
@@ -107,7 +128,8 @@ class SchemaCache:
 def decode_avro(value: bytes | None, schema: Any) -> tuple[Any, dict[str, Any]]:
     """(data, {}) of a schemaless Avro record; trailing or missing bytes are a mismatch."""
     if not value:
-        raise AvroMismatch("empty record value for an Avro channel")
+        kind = "null (tombstone)" if value is None else "empty"
+        raise AvroMismatch(f"{kind} record value for an Avro channel")
     buf = io.BytesIO(value)
     try:
         record = fastavro.schemaless_reader(buf, schema, None)

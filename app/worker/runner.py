@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -34,6 +35,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from app.config_store import ConfigReader, Snapshot
+from app.connectors.services import ConnectorServices
 from app.engine.executor import RunOptions, rollout_bucket
 from app.engine.message import Message as EngineMessage
 from app.errors import EngineFailure, NotFound, QuasarError, ServiceUnavailable
@@ -45,7 +47,7 @@ from app.kafka.producer import AsyncProducer
 from app.observability import metrics as M
 from app.observability.context import bound, context_from_headers
 from app.settings import Settings
-from app.worker.codec import InvalidEnvelope, SchemaCache, decode_avro, decode_json
+from app.worker.codec import InvalidEnvelope, SchemaCache, check_record_size, decode_avro, decode_json
 from app.worker.dlq import dlq_headers
 
 __all__ = ["ChannelRoute", "ChannelWorker", "ConfigLag", "WorkerFailed"]
@@ -209,6 +211,8 @@ class ChannelWorker:
         self.config_wait_seconds = config_wait_seconds
         self.max_attempts = max(1, settings.worker_max_attempts)
         self.retry_backoff = settings.worker_retry_backoff_ms / 1000.0
+        self.max_record_bytes = settings.worker_max_record_bytes
+        self._reply_partitions: dict[str, int] = {}  # reply topic -> partition count (validated reply-to)
         self.drain_timeout = drain_timeout
         self._slots = asyncio.Semaphore(max_in_flight)
         self._routes: dict[str, ChannelRoute] = {}
@@ -234,6 +238,9 @@ class ChannelWorker:
         self._durations: dict[str, Any] = {}
         self._workflows = M.WorkflowObserver()
         self._untrack_lag: Callable[[], None] | None = None
+        # Connector runtime handed to connector-backed functions (http_call, db_*, ...): without it
+        # every such workflow failed with ENGINE_ERROR. Rebuilt from each config snapshot.
+        self.services: ConnectorServices | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -256,6 +263,12 @@ class ChannelWorker:
             **{"fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 10_485_760},
         )
         self._consumer = Consumer(conf)
+        self.services = ConnectorServices(
+            self.reader.snapshot.connectors,
+            producer=self._producer,
+            max_channel_call_depth=self.settings.max_channel_call_depth,
+            default_channel_call_timeout_ms=self.settings.default_channel_call_timeout_ms,
+        )
         self._untrack_lag = M.LAG.track(self.group_id, lambda: self._consumer)
         await self._apply_snapshot(self.reader.snapshot)
         self._unlisten = self.reader.add_listener(self._apply_snapshot)
@@ -293,6 +306,9 @@ class ChannelWorker:
             await asyncio.to_thread(consumer.close)
         if self._producer is not None:
             await self._producer.close()
+        if self.services is not None:
+            with contextlib.suppress(Exception):
+                await self.services.aclose()
         if self._own_reader:
             await self.reader.stop()
 
@@ -305,6 +321,8 @@ class ChannelWorker:
 
     # -- subscriptions -----------------------------------------------------------------------------
     async def _apply_snapshot(self, snapshot: Snapshot) -> None:
+        if self.services is not None:
+            self.services.set_connectors(snapshot.connectors)
         routes = routes_of(snapshot, self.names)
         new = [t for r in routes.values() for t in (r.topic, r.output_topic) if t and t not in self._ensured]
         if new:
@@ -562,7 +580,13 @@ class ChannelWorker:
                     self._trace(msg, route, hm, waits, now, failed=_EXPIRED_BODY)
                     return "expired"
         try:
+            if deadline is not None and not deadline.isdigit():
+                raise InvalidEnvelope(f"malformed {H.DEADLINE} header {deadline!r}: expected epoch ms")
+            raw_headers = msg.headers()
+            if raw_headers and len(raw_headers) != len(hm):  # some value was dropped as undecodable
+                _check_control_headers(raw_headers)
             reply_to = self._reply_to(hm)
+            check_record_size(msg.value(), self.max_record_bytes)
             if route.avro_schema is not None:
                 data, metadata = decode_avro(msg.value(), self.schemas.get(route.avro_schema))
             else:
@@ -586,6 +610,7 @@ class ChannelWorker:
             )
             if not engine.is_sync(route.name):
                 # Asynchronous tasks (connectors): run off the batch loop, bounded.
+                options = RunOptions(options.rollout_bucket, options.deadline, self.services)
                 task = asyncio.ensure_future(
                     self._run_async(msg, route, hm, engine, message, options, attempt_here)
                 )
@@ -635,8 +660,7 @@ class ChannelWorker:
                     M.MESSAGES.labels(route.name, status).inc()
         await waits.wait()
 
-    @staticmethod
-    def _reply_to(hm: dict[str, str]) -> tuple[str, int] | None:
+    def _reply_to(self, hm: dict[str, str]) -> tuple[str, int] | None:
         raw = hm.get(H.REPLY_TO)
         if raw is None:
             return None
@@ -645,7 +669,33 @@ class ChannelWorker:
             raise InvalidEnvelope(f"malformed {H.REPLY_TO} header {raw!r}: expected '<topic>:<partition>'")
         if H.CORRELATION_ID not in hm:
             raise InvalidEnvelope(f"{H.REPLY_TO} without {H.CORRELATION_ID}")
+        # A reply to a partition that does not exist would fail the whole batch's delivery and stop the
+        # worker (a poison pill, redelivered after every restart): refuse the address up front.
+        partitions = self._reply_partitions.get(topic)
+        if partitions is None:
+            partitions = self._reply_topic_partitions(topic)
+        if int(part) >= partitions:
+            raise InvalidEnvelope(
+                f"{H.REPLY_TO} header {raw!r}: topic '{topic}' has no partition {part}"
+                if partitions
+                else f"{H.REPLY_TO} header {raw!r}: no such reply topic"
+            )
         return topic, int(part)
+
+    def _reply_topic_partitions(self, topic: str) -> int:
+        """Partition count of a reply topic (0: invalid name or no such topic); cached once known."""
+        if len(topic) > 249 or not _TOPIC_NAME.fullmatch(topic):
+            return 0
+        assert self._producer is not None
+        try:
+            # Blocking, but once per reply topic (there are few: the gateways' shared replies topic).
+            md = self._producer.client.list_topics(topic, timeout=5).topics.get(topic)
+        except Exception as exc:
+            raise ServiceUnavailable(f"cannot read metadata of reply topic '{topic}': {exc}") from None
+        if md is None or md.error is not None or not md.partitions:
+            return 0
+        self._reply_partitions[topic] = len(md.partitions)
+        return len(md.partitions)
 
     def _deliver_ok(
         self,
@@ -775,6 +825,22 @@ class ChannelWorker:
                 partition=reply_to[1],
             )
         self._trace(msg, route, hm, waits, time.time(), failed=orjson.dumps(_error_body(exc)["error"]))
+
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+")
+# Headers that steer processing: a value that is not UTF-8 makes the envelope invalid (not ignored).
+_CONTROL = frozenset(
+    {H.REPLY_TO, H.CORRELATION_ID, H.DEADLINE, H.CONFIG_OFFSET, H.ATTEMPT, H.MODE, H.ROLLOUT_KEY}
+)
+
+
+def _check_control_headers(raw: list[tuple[str, bytes | None]]) -> None:
+    for name, value in raw:
+        if name in _CONTROL and value is not None:
+            try:
+                value.decode()
+            except UnicodeDecodeError:
+                raise InvalidEnvelope(f"header {name} is not valid UTF-8: {value[:64]!r}") from None
 
 
 _EXPIRED_BODY = orjson.dumps(

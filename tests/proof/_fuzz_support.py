@@ -31,7 +31,11 @@ from app.settings import Settings
 from tests.fixtures.kafka import make_test_settings
 
 __all__ = [
+    "AVRO_CHANNEL",
     "ECHO",
+    "FUZZ_ENV",
+    "JSON_CHANNEL",
+    "SYNC_CHANNEL",
     "FuzzStack",
     "assert_error_shape",
     "poll",
@@ -57,6 +61,19 @@ ECHO: dict[str, Any] = {
         },
     ],
 }
+
+
+# Small limits so the abuse cases stay cheap; the body read timeout is short for the slowloris case.
+FUZZ_ENV: dict[str, str] = {
+    "QUASAR_MAX_PAYLOAD_SIZE": str(128 * 1024),
+    "QUASAR_WORKER_MAX_RECORD_BYTES": str(256 * 1024),
+    "QUASAR_BODY_READ_TIMEOUT_MS": "1500",
+    "QUASAR_PROCESSING_TIMEOUT_MS": "10000",
+    "QUASAR_WORKER_RETRY_BACKOFF_MS": "20",
+}
+SYNC_CHANNEL = "echo"  # sync, HTTP
+JSON_CHANNEL = "fz-json"  # async, JSON, with an output topic
+AVRO_CHANNEL = "fz-avro"  # async, Avro (schemas/order.avsc), with an output topic
 
 
 def poll(check: Callable[[], Any], *, within: float, what: str, every: float = 0.05) -> Any:
@@ -227,6 +244,10 @@ def start_fuzz_stack(bootstrap: str, tmp: Path, env: Mapping[str, str]) -> Itera
 
         poll(lambda: ready(stack.gateway_url), within=60, what="gateway ready", every=0.1)
         poll(lambda: ready(stack.worker_url), within=60, what="worker ready", every=0.1)
+        stack.activate(SYNC_CHANNEL, ECHO, channel_type="sync", config={})
+        stack.activate(JSON_CHANNEL, ECHO, channel_type="async", config={"output": True})
+        avro = {"output": True, "avro_schema": "order"}
+        stack.activate(AVRO_CHANNEL, ECHO, channel_type="async", config=avro)
         yield stack
     finally:
         for proc in procs.values():
