@@ -73,14 +73,67 @@ def _lookup(root: Any, segments: tuple[str, ...]) -> Any:
     return cur
 
 
+# A read trie: key -> sub-trie, or None for "the whole value at this key".
+ReadTrie = dict[str, "ReadTrie | None"]
+
+
+def _read_trie(rule: _dl.Rule) -> ReadTrie | None:
+    """The paths a compiled rule reads, as a trie; None when the whole context must be passed.
+
+    datalogic reports the context paths a rule reads (`Rule.facts()`); when that list is complete
+    and names no computed path, a context holding just those paths evaluates identically. Handing
+    the native engine that projection instead of the whole context is what makes a rule's cost
+    independent of the payload size (converting a 2 KB context costs ~30 us, a projection ~1 us).
+    """
+    facts = rule.facts()
+    if facts["computed_reads"] or not facts["reads_complete"] or facts["custom_operators"]:
+        return None
+    if not facts["reads_data"]:
+        return {}
+    trie: ReadTrie = {}
+    paths = sorted(facts["reads"], key=len)  # shorter first: a read prefix covers longer reads
+    for path in paths:
+        if not path:
+            return None  # the rule reads the root itself
+        node = trie
+        for i, seg in enumerate(path):
+            if seg in node:
+                child = node[seg]
+                if child is None:
+                    break  # a prefix of this path is already read whole
+                node = child
+            elif i == len(path) - 1:
+                node[seg] = None
+            else:
+                child = node[seg] = {}
+                node = child
+    return trie
+
+
+def _project(src: dict[str, Any], trie: ReadTrie) -> dict[str, Any]:
+    """The part of `src` that `trie` names: dicts are rebuilt along the way, values shared.
+
+    Where a path meets a list or a scalar before its end the whole value is kept, so numeric
+    segments and out-of-range indexes behave exactly as on the full context.
+    """
+    out: dict[str, Any] = {}
+    for key, sub in trie.items():
+        value = src.get(key, _MISSING)
+        if value is _MISSING:
+            continue
+        out[key] = value if sub is None or type(value) is not dict else _project(value, sub)
+    return out
+
+
 class Logic:
     """A compiled JSONLogic rule. `evaluate` returns a fresh value; `is_true` is Orion's strict test."""
 
-    __slots__ = ("_default", "_kind", "_rule", "_segments", "_value", "source")
+    __slots__ = ("_default", "_kind", "_reads", "_rule", "_segments", "_value", "source")
 
     def __init__(self, source: Any) -> None:
         self.source = source
         self._rule: _dl.Rule | None = None
+        self._reads: ReadTrie | None = None
         self._segments: tuple[str, ...] = ()
         self._default: Any = None
         self._value: Any = None
@@ -109,6 +162,9 @@ class Logic:
             raise LogicCompileError(_describe(problems, str(exc)), problems) from exc
         except _dl.DataLogicError as exc:
             raise LogicCompileError(str(exc)) from exc
+        self._reads = _read_trie(self._rule)
+        if self._reads is not None:
+            self._kind = "projected"
 
     @property
     def is_constant(self) -> bool:
@@ -124,7 +180,10 @@ class Logic:
             return self._default if found is _MISSING else _copy_json(found)
         rule = self._rule
         assert rule is not None
+        reads = self._reads
         try:
+            if reads is not None and type(context) is dict:
+                return rule.evaluate(_project(context, reads))
             return rule.evaluate(context)
         except _dl.DataLogicError as exc:
             raise LogicError(str(exc)) from exc
@@ -139,7 +198,10 @@ class Logic:
             return (self._default if found is _MISSING else found) is True
         rule = self._rule
         assert rule is not None
+        reads = self._reads
         try:
+            if reads is not None and type(context) is dict:
+                return rule.evaluate(_project(context, reads)) is True
             return rule.evaluate(context) is True
         except _dl.DataLogicError:
             return False

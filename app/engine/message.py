@@ -7,21 +7,44 @@ until a `parse_json` task copies it into `data` (Orion semantics).
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
+import os
+import time
 from typing import Any
 
 import orjson
 
 from app.errors import BadRequest
 
-__all__ = ["AuditEntry", "Message", "error_info", "rfc3339"]
+__all__ = ["AuditEntry", "Message", "error_info", "new_id", "rfc3339"]
+
+
+_SECONDS: dict[int, str] = {}
 
 
 def rfc3339(ts: float | None = None) -> str:
-    """RFC 3339 UTC timestamp (microseconds), as Orion writes in errors and audit entries."""
-    dt = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
-    return dt.isoformat().replace("+00:00", "Z")
+    """RFC 3339 UTC timestamp (microseconds), as Orion writes in errors and audit entries.
+
+    Same text as `datetime.isoformat()` with `Z` (no fraction when it is zero), but the date and
+    time-of-day part is formatted once per second: this runs for every message (`processed_at`).
+    """
+    micros = time.time_ns() // 1000 if ts is None else round(ts * 1_000_000)
+    secs, frac = divmod(micros, 1_000_000)
+    head = _SECONDS.get(secs)
+    if head is None:
+        if len(_SECONDS) > 256:  # a bounded cache: entries are only useful for about a second
+            _SECONDS.clear()
+        head = _SECONDS[secs] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{head}.{frac:06d}Z" if frac else head + "Z"
+
+
+def new_id() -> str:
+    """A random (version 4) UUID string; ~3x cheaper than `str(uuid.uuid4())`, same distribution."""
+    h = os.urandom(16).hex()
+    # version nibble 4; variant bits 10xx (one of 8, 9, a, b) from a random nibble
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = "89ab"
 
 
 def error_info(
@@ -84,7 +107,7 @@ class Message:
         data: dict[str, Any] | None = None,
         id: str | None = None,
     ) -> None:
-        self.id = id if id is not None else str(uuid.uuid4())
+        self.id = id if id is not None else new_id()
         self.payload = payload
         self.context: dict[str, Any] = {
             "data": data if data is not None else {},

@@ -220,7 +220,11 @@ def start_fuzz_stack(bootstrap: str, tmp: Path, env: Mapping[str, str]) -> Itera
     apply_topics(create_admin(settings), fixed_topic_plans(load_specs(), settings))
     gw_port, worker_port = free_port(), free_port()
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    producer = Producer(producer_config(settings, client_id="fuzz-corpus", **{"linger.ms": 0}))
+    # Allowed to send records bigger than librdkafka's default limit (1,000,000): real Kafka brokers
+    # accept 1,048,588 bytes by default, so such records can reach a channel topic.
+    producer = Producer(
+        producer_config(settings, client_id="fuzz-corpus", **{"linger.ms": 0, "message.max.bytes": 4_000_000})
+    )
 
     def spawn(name: str, args: list[str], instance: str) -> None:
         with (tmp / f"{name}.log").open("wb") as out:

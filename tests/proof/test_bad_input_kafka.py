@@ -81,6 +81,12 @@ def corpus(replies: str) -> list[Bad]:
             "PAYLOAD_TOO_LARGE",
         ),
         Bad(
+            "above-client-default-limit",  # Kafka's broker default (1,048,588) > librdkafka's (1,000,000)
+            JSON_CHANNEL,
+            b'{"data": "' + b"z" * 1_040_000 + b'"}',
+            "PAYLOAD_TOO_LARGE",
+        ),
+        Bad(
             "deadline-garbage",
             JSON_CHANNEL,
             b'{"data": {}}',
@@ -109,6 +115,14 @@ def corpus(replies: str) -> list[Bad]:
             b'{"data": {}}',
             "INVALID_ENVELOPE",
             headers=[(H.REPLY_TO, f"{replies}:9999".encode()), (H.CORRELATION_ID, b"c-2")],
+        ),
+        Bad(
+            "reply-to-unknown-topic",
+            JSON_CHANNEL,
+            b'{"data": {}}',
+            "INVALID_ENVELOPE",
+            headers=[(H.REPLY_TO, f"{replies}-nobody:0".encode()), (H.CORRELATION_ID, b"c-5")],
+            message_part="no such reply topic",
         ),
         Bad(
             "reply-to-bad-topic-name",
