@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test check bench-engine bench install clean
+.PHONY: dev test check bench-engine bench proof install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3.11 -m venv $(VENV)
@@ -26,8 +26,11 @@ check: $(STAMP)  ## lint and type-check (strict on app/engine)
 bench-engine: $(STAMP)  ## engine msgs/s vs Orion's engine (dataflow-wasm under node), same run
 	$(PY) -m bench.engine
 
-bench: $(STAMP)
-	$(PY) -m bench.engine
+bench: $(STAMP)  ## every benchmark in one go, one table (+ bench/results/latest.json)
+	$(PY) -m bench.run_all
+
+proof: $(STAMP)  ## long fault scenarios (100k-message worker kill ...): bench/results/faults.{json,md}
+	$(PY) -m bench.faults
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

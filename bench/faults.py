@@ -995,6 +995,7 @@ def upstream_restart(
     concurrency: int = 10,
     phase: float = 2.0,
     client_timeout: float = 5.0,
+    recover_timeout: float = 60.0,
 ) -> dict[str, Any]:
     """A sync channel whose workflow calls an HTTP connector; the upstream goes away and comes back."""
     logs = _log_dir(log_dir, "upstream-restart")
@@ -1053,13 +1054,23 @@ def upstream_restart(
                 await _phase(phase)
                 t_up = time.monotonic()
                 await asyncio.to_thread(upstream.start)
+                # The connector's circuit breaker (opened while down) lets a probe through after its
+                # recovery timeout (30 s); keep the load on until a call succeeds again, bounded.
+                deadline = t_up + recover_timeout
+                while not any(c.outcome == "200" and c.start >= t_up for c in load.calls):
+                    if time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.2)  # the load is running; check its record
+                t_rec = time.monotonic()
                 await _phase(phase)
                 load.stop.set()
                 await asyncio.wait_for(task, client_timeout + 10)
                 return {
                     "before": load.summary(0, t_down),
                     "upstream_down": load.summary(t_down + 0.5, t_up),
-                    "after_restart": load.summary(t_up + 0.5),
+                    "restart_to_recovery": load.summary(t_up, t_rec),
+                    "recovered_after_seconds": round(t_rec - t_up, 2),
+                    "after_recovery": load.summary(t_rec + 0.5),
                     "max_call_seconds": round(max((c.end - c.start for c in load.calls), default=0.0), 3),
                 }
 

@@ -107,14 +107,19 @@ def _errors_of(exc: Exception) -> tuple[Mapping[str, Any], ...]:
     return ({"field": "", "message": f"{type(exc).__name__}: {exc}"},)
 
 
-def default_compiler(kind: str, object_id: str, definition: Mapping[str, Any]) -> CompileResult:
+def default_compiler(
+    kind: str, object_id: str, definition: Mapping[str, Any], *, registry: Any = None
+) -> CompileResult:
     """Compile with the engine: workflows through `compile_workflow`, channels/connectors through their
-    document models. Any exception (including a bug in the engine) becomes an invalid result."""
+    document models. Any exception (including a bug in the engine) becomes an invalid result.
+
+    registry: the function registry workflows are bound to (the worker passes one with the real
+    connector functions; the default one only has placeholders for them)."""
     try:
         if kind == "workflow":
             from app.engine import compile_workflow
 
-            return CompileResult(compiled=compile_workflow({"id": object_id, **definition}))
+            return CompileResult(compiled=compile_workflow({"id": object_id, **definition}, registry))
         if kind == "channel":
             from app.engine import ChannelDoc
 

@@ -163,8 +163,6 @@ class Logic:
         except _dl.DataLogicError as exc:
             raise LogicCompileError(str(exc)) from exc
         self._reads = _read_trie(self._rule)
-        if self._reads is not None:
-            self._kind = "projected"
 
     @property
     def is_constant(self) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-__all__ = ["MISSING", "PathPart", "clone", "compile_path", "get_path", "set_path"]
+__all__ = ["MISSING", "PathPart", "clone", "compile_path", "get_path", "key_path", "set_keys", "set_path"]
 
 MISSING: Final[Any] = object()
 
@@ -32,6 +32,38 @@ def compile_path(path: str) -> tuple[PathPart, ...]:
     if not path:
         return ()
     return tuple(_part(s) for s in path.split("."))
+
+
+def key_path(parts: tuple[PathPart, ...]) -> tuple[tuple[str, ...], str] | None:
+    """`(intermediate keys, last key)` when every segment is an object key, else None.
+
+    Such paths (`data.order.tier`, the common case) can take `set_keys`, which skips the array
+    rules entirely; decided once at compile time.
+    """
+    if not parts or any(idx >= 0 for _, idx in parts):
+        return None
+    return tuple(key for key, _ in parts[:-1]), parts[-1][0]
+
+
+def set_keys(root: Any, head: tuple[str, ...], last: str, value: Any) -> Any:
+    """`set_path` for an all-object-key path (see `key_path`): same result, fewer checks.
+
+    Missing objects are created; meeting anything but an object (array, scalar, null) writes
+    nothing and returns `MISSING`, exactly as `set_path` does for non-numeric segments.
+    """
+    cur = root
+    for key in head:
+        if not isinstance(cur, dict):
+            return MISSING
+        child = cur.get(key, MISSING)
+        if child is MISSING:
+            child = cur[key] = {}
+        cur = child
+    if not isinstance(cur, dict):
+        return MISSING
+    old = cur.get(last, MISSING)
+    cur[last] = value
+    return old
 
 
 def get_path(root: Any, parts: tuple[PathPart, ...]) -> Any:

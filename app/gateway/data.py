@@ -298,6 +298,7 @@ class DataService:
         self.topics = TopicNames(settings.topic_prefix)
         self._snapshot: Snapshot | None = None
         self._table = RouteTable()
+        self._resolved: dict[tuple[str, str], Resolution] = {}  # per snapshot
         self._policies: dict[str, ChannelPolicy] = {}
 
     # -- config view --------------------------------------------------------------------------------
@@ -306,6 +307,7 @@ class DataService:
         snap: Snapshot = self.reader.snapshot
         if snap is not self._snapshot:
             self._table = route_table(snap)
+            self._resolved = {}
             old = self._policies
             self._policies = {}
             for name, view in snap.channels.items():
@@ -318,9 +320,17 @@ class DataService:
 
     def resolve(self, method: str, path: str) -> tuple[Resolution, ChannelView, ChannelPolicy]:
         snap = self._refresh()
-        resolution = self._table.resolve(method, path)
+        key = (method, path)
+        resolution = self._resolved.get(key)
         if resolution is None:
-            raise NotFound(f"No channel matches {method} /{path.strip('/')}")
+            resolution = self._table.resolve(method, path)
+            if resolution is None:
+                raise NotFound(f"No channel matches {method} /{path.strip('/')}")
+            if not resolution.params:
+                # Only parameter-free routes are cached: hot channel paths repeat, `/orders/{id}` not.
+                if len(self._resolved) >= 4096:
+                    self._resolved.clear()
+                self._resolved[key] = resolution
         view = snap.channels[resolution.channel]
         return resolution, view, self._policies[resolution.channel]
 
@@ -414,7 +424,7 @@ class DataService:
         # One timer handle instead of asyncio.wait_for (a task wrapper and callbacks per request).
         timer = reply_future.get_loop().call_later(timeout_ms / 1000, _expire, reply_future)
         try:
-            delivery = bridge.produce(policy.topic, value, key=correlation_id, headers=hdrs)
+            delivery = bridge.produce_request(policy.topic, value, key=correlation_id, headers=hdrs)
             delivery.add_done_callback(lambda d: _fail_on_delivery_error(d, reply_future))
             try:
                 reply = await reply_future
@@ -434,7 +444,7 @@ class DataService:
 
     async def _submit_async(self, ctx: DataContext, policy: ChannelPolicy) -> Response:
         value = orjson.dumps({"data": ctx.data, "metadata": ctx.metadata})
-        delivered = self.bridge.produce(
+        delivered = self.bridge.produce_request(
             policy.topic, value, key=ctx.trace_id, headers=self._record_headers(ctx, "async", None)
         )
         pending = {

@@ -16,6 +16,7 @@ __all__ = [
     "DLQ_ORIGINAL_OFFSET",
     "DLQ_ORIGINAL_PARTITION",
     "DLQ_ORIGINAL_TOPIC",
+    "DLQ_VALUE_DROPPED",
     "MODE",
     "REPLY_TO",
     "REQUEST_ID",
@@ -49,6 +50,8 @@ DLQ_ERROR_MESSAGE = "__connect.errors.exception.message"
 DLQ_CHANNEL = "quasar-dlq-channel"
 DLQ_ATTEMPTS = "quasar-dlq-attempts"
 DLQ_FIRST_FAILED_AT = "quasar-dlq-first-failed-at"  # epoch ms
+# Size in bytes of an original value too big to copy into the DLQ (read it at topic/partition/offset).
+DLQ_VALUE_DROPPED = "quasar-dlq-value-dropped"
 
 
 RawHeaders = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None] | None

@@ -22,7 +22,11 @@ from app.kafka.names import TopicNames
 from app.kafka.producer import produce_sync
 from app.settings import Settings
 
-__all__ = ["DlqEntry", "dlq_headers", "list_dlq", "replay_dlq"]
+__all__ = ["DLQ_MAX_RECORD_BYTES", "DlqEntry", "dlq_headers", "dlq_value", "list_dlq", "replay_dlq"]
+
+# Under librdkafka's default message.max.bytes (1,000,000) with room for the batch overhead: a DLQ
+# record above it would fail delivery and stop the worker on a record it can never get past.
+DLQ_MAX_RECORD_BYTES = 990_000
 
 _REPLAYED = MARKER_PREFIX + b"replayed/"
 # Headers the worker adds; stripped from the original before new ones are added (replays fail again).
@@ -37,6 +41,7 @@ _CONTEXT = frozenset(
         H.DLQ_ORIGINAL_TOPIC,
         H.DLQ_ORIGINAL_PARTITION,
         H.DLQ_ORIGINAL_OFFSET,
+        H.DLQ_VALUE_DROPPED,
     }
 )
 
@@ -67,6 +72,17 @@ def dlq_headers(
         (H.DLQ_ORIGINAL_OFFSET, str(offset).encode()),
     ]
     return out
+
+
+def dlq_value(value: bytes | None, headers: RawHeaders) -> tuple[bytes | None, RawHeaders]:
+    """The DLQ copy of `value`: itself, or None plus `quasar-dlq-value-dropped: <size>` when the record
+    would be too large to produce (the original stays readable at its topic/partition/offset)."""
+    if value is None:
+        return None, headers
+    size = len(value) + sum(len(k) + len(v or b"") for k, v in headers)
+    if size <= DLQ_MAX_RECORD_BYTES:
+        return value, headers
+    return None, [*headers, (H.DLQ_VALUE_DROPPED, str(len(value)).encode())]
 
 
 @dataclass
@@ -176,6 +192,8 @@ def replay_dlq(
     for e in entries:
         if not e.topic:
             continue  # not a Quasar dead letter: nothing says where it came from
+        if any(k == H.DLQ_VALUE_DROPPED for k, _ in e.headers):
+            continue  # no copy of the value to replay (it is still at its original offset)
         remaining = max(1.0, deadline - time.monotonic())
         produce_sync(producer, e.topic, e.value, e.key, headers=e.replay_headers(), timeout=remaining)
         marker = _REPLAYED + f"{e.partition}/{e.offset}".encode()

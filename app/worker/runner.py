@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import threading
@@ -34,11 +35,12 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from app.config_store import ConfigReader, Snapshot
+from app.config_store import ConfigReader, ConfigState, Snapshot
+from app.config_store.state import default_compiler
 from app.connectors.services import ConnectorServices
 from app.engine.executor import RunOptions, rollout_bucket
 from app.engine.message import Message as EngineMessage
-from app.errors import EngineFailure, NotFound, QuasarError, ServiceUnavailable
+from app.errors import EngineFailure, NotFound, QuasarError, ResponseTooLarge, ServiceUnavailable
 from app.governance.rollout import record_rollout_key
 from app.kafka import headers as H
 from app.kafka.config import consumer_config, producer_config
@@ -48,7 +50,7 @@ from app.observability import metrics as M
 from app.observability.context import bound, context_from_headers
 from app.settings import Settings
 from app.worker.codec import InvalidEnvelope, SchemaCache, check_record_size, decode_avro, decode_json
-from app.worker.dlq import dlq_headers
+from app.worker.dlq import DLQ_MAX_RECORD_BYTES, dlq_headers, dlq_value
 
 __all__ = ["ChannelRoute", "ChannelWorker", "ConfigLag", "WorkerFailed"]
 
@@ -203,7 +205,9 @@ class ChannelWorker:
     ) -> None:
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
-        self.reader = reader or ConfigReader(settings)
+        # Workflows must be compiled against the real connector functions (http_call, db_*, ...):
+        # the default registry only has placeholders that fail with "needs a connector runtime".
+        self.reader = reader or ConfigReader(settings, state=_runtime_state())
         self._own_reader = reader is None
         self.group_id = group_id or f"{settings.topic_prefix}worker"
         self.schemas = schemas or SchemaCache()
@@ -212,6 +216,7 @@ class ChannelWorker:
         self.max_attempts = max(1, settings.worker_max_attempts)
         self.retry_backoff = settings.worker_retry_backoff_ms / 1000.0
         self.max_record_bytes = settings.worker_max_record_bytes
+        self.max_result_bytes = min(settings.max_result_size_bytes, DLQ_MAX_RECORD_BYTES)
         self._reply_partitions: dict[str, int] = {}  # reply topic -> partition count (validated reply-to)
         self.drain_timeout = drain_timeout
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -620,7 +625,7 @@ class ChannelWorker:
             engine.process_sync(route.name, message, options)
             self._duration(route.name).observe(time.perf_counter() - started)
             self._workflows.observe(route.name, message.audit_trail, now)
-            body = message.response_json()
+            body = self._result(message)
         except QuasarError as exc:
             return self._failed(msg, route, hm, exc, waits, attempt_here)
         except Exception as exc:  # an engine bug must not stop the partition
@@ -648,7 +653,7 @@ class ChannelWorker:
                 await engine.process(route.name, message, options)
                 M.MESSAGE_DURATION.labels(route.name).observe(time.perf_counter() - started)
                 self._workflows.observe(route.name, message.audit_trail, wall)
-                self._deliver_ok(msg, route, hm, message.response_json(), self._reply_to(hm), waits, now)
+                self._deliver_ok(msg, route, hm, self._result(message), self._reply_to(hm), waits, now)
                 M.MESSAGES.labels(route.name, "ok").inc()
             except QuasarError as exc:
                 status = self._failed(msg, route, hm, exc, waits, attempt_here)
@@ -659,6 +664,16 @@ class ChannelWorker:
                 if status is not None:
                     M.MESSAGES.labels(route.name, status).inc()
         await waits.wait()
+
+    def _result(self, message: Any) -> bytes:
+        """The reply/output body; too large a body fails the record (a reply or output above the
+        producer's limit would fail delivery and stop the worker)."""
+        body: bytes = message.response_json()
+        if len(body) > self.max_result_bytes:
+            raise ResponseTooLarge(
+                f"Response of {len(body)} bytes exceeds the limit of {self.max_result_bytes} bytes"
+            )
+        return body
 
     def _reply_to(self, hm: dict[str, str]) -> tuple[str, int] | None:
         raw = hm.get(H.REPLY_TO)
@@ -686,10 +701,12 @@ class ChannelWorker:
         """Partition count of a reply topic (0: invalid name or no such topic); cached once known."""
         if len(topic) > 249 or not _TOPIC_NAME.fullmatch(topic):
             return 0
-        assert self._producer is not None
+        assert self._consumer is not None
         try:
             # Blocking, but once per reply topic (there are few: the gateways' shared replies topic).
-            md = self._producer.client.list_topics(topic, timeout=5).topics.get(topic)
+            # Asked through the consumer: its metadata requests never auto-create the topic (a
+            # producer's would, creating a topic for any name a record carries).
+            md = self._consumer.list_topics(topic, timeout=5).topics.get(topic)
         except Exception as exc:
             raise ServiceUnavailable(f"cannot read metadata of reply topic '{topic}': {exc}") from None
         if md is None or md.error is not None or not md.partitions:
@@ -799,7 +816,8 @@ class ChannelWorker:
             partition=msg.partition(),
             offset=msg.offset(),
         )
-        waits.send(self.names.dlq, msg.value(), msg.key(), headers=headers)
+        value, headers = dlq_value(msg.value(), headers)
+        waits.send(self.names.dlq, value, msg.key(), headers=headers)
         M.DLQ_RECORDS.labels(route.name, exc.code).inc()
         M.ERRORS.labels(exc.code).inc()
         with bound(**{**context_from_headers(hm), "channel": route.name}):
@@ -889,6 +907,12 @@ def _iso(ms: int) -> str:
             _SECONDS.clear()
         text = _SECONDS[secs] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
     return f"{text}.{rem:03d}Z"
+
+
+def _runtime_state() -> ConfigState:
+    from app.connectors import connector_registry
+
+    return ConfigState(compiler=functools.partial(default_compiler, registry=connector_registry()))
 
 
 def _poll_batch(consumer: Consumer, limit: int) -> list[Message]:

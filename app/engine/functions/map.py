@@ -8,7 +8,7 @@ from typing import Any
 from app.engine.functions._inputs import as_input, logic_at, req_list
 from app.engine.jsonlogic import Logic, LogicError
 from app.engine.message import Message
-from app.engine.paths import MISSING, PathPart, compile_path, set_path
+from app.engine.paths import MISSING, PathPart, compile_path, key_path, set_keys, set_path
 from app.engine.registry import FunctionInputError, FunctionSpec, SyncFunction, TaskContext
 
 __all__ = ["MAP"]
@@ -16,23 +16,28 @@ __all__ = ["MAP"]
 _ROOTS = frozenset({"data", "metadata", "temp_data"})
 
 
+_Mapping = tuple[str, tuple[PathPart, ...], bool, Logic, "tuple[tuple[str, ...], str] | None"]
+
+
 class MapFunction(SyncFunction):
     """Each mapping sees the context as updated by the ones before it (sequential visibility)."""
 
     __slots__ = ("mappings",)
 
-    def __init__(self, mappings: list[tuple[str, tuple[PathPart, ...], bool, Logic]]) -> None:
+    def __init__(self, mappings: list[_Mapping]) -> None:
         self.mappings = mappings
 
     def run(self, message: Message, ctx: TaskContext) -> int:
         context = message.context
         changes: list[tuple[str, Any, Any]] = []
-        failed: list[str] = []
-        for path, parts, is_root, logic in self.mappings:
+        failed: list[str] | None = None
+        for path, parts, is_root, logic, keys in self.mappings:
             try:
                 value = logic.evaluate(context)
             except LogicError as exc:
                 # Orion skips a failing mapping, applies the rest, and answers status 500.
+                if failed is None:
+                    failed = []
                 failed.append(f"mapping '{path}' failed: {exc}")
                 continue
             if value is None:
@@ -43,7 +48,10 @@ class MapFunction(SyncFunction):
                     current.update(value)  # shallow merge into data/metadata/temp_data
                     changes.append((path, None, value))
                     continue
-            old = set_path(context, parts, value)
+            if keys is not None:
+                old = set_keys(context, keys[0], keys[1], value)
+            else:
+                old = set_path(context, parts, value)
             changes.append((path, None if old is MISSING else old, value))
         ctx.changes = changes
         if failed:
@@ -54,7 +62,7 @@ class MapFunction(SyncFunction):
 
 def _compile_map(raw: Mapping[str, Any]) -> MapFunction:
     inp = as_input(raw)
-    compiled: list[tuple[str, tuple[PathPart, ...], bool, Logic]] = []
+    compiled: list[_Mapping] = []
     for i, m in enumerate(req_list(inp, "mappings")):
         field = f"mappings[{i}]"
         if not isinstance(m, Mapping):
@@ -65,7 +73,8 @@ def _compile_map(raw: Mapping[str, Any]) -> MapFunction:
         if "logic" not in m:
             raise FunctionInputError(field + ".logic", "is required")
         logic = logic_at(m["logic"], field + ".logic")
-        compiled.append((path, compile_path(path), path in _ROOTS, logic))
+        parts = compile_path(path)
+        compiled.append((path, parts, path in _ROOTS, logic, key_path(parts)))
     return MapFunction(compiled)
 
 
