@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     max_admin_body_size: int = Field(
         default=16_777_216, description="Max admin API request body in bytes (413 above; restores are big)."
     )
+    max_url_bytes: int = Field(default=8192, description="Max request path + query in bytes (414 above).")
+    max_header_bytes: int = Field(default=65_536, description="Max total request header bytes (431 above).")
     body_read_timeout_ms: int = Field(
         default=30_000, description="Max time to receive a whole request body (408 above: slow clients)."
     )

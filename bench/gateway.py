@@ -300,6 +300,7 @@ class Stack:
     pids: dict[str, int | None]
     procs: list[tuple[subprocess.Popen[bytes], Path]]
     logs: Path
+    echo_pid: int
 
 
 @contextlib.contextmanager
@@ -377,7 +378,7 @@ def stack(args: argparse.Namespace, workloads: list[Any]) -> Iterator[Stack]:
         # With --workers N uvicorn forks N serving children: count their CPU, not the idle supervisor's.
         for i, child in enumerate(_children(gateway.pid) if args.gateway_workers > 1 else []):
             pids[f"gateway{i + 1}"] = child
-        yield Stack(base, echo_url, channels, pids, [(worker, worker_log), (gateway, gw_log)], logs)
+        yield Stack(base, echo_url, channels, pids, [(worker, worker_log), (gateway, gw_log)], logs, echo.pid)
 
 
 def _children(pid: int) -> list[int]:
@@ -436,7 +437,10 @@ def run(args: argparse.Namespace) -> list[ScenarioResult]:
         simple_body = next((w.payload_file for w in workloads), None)
         for concurrency in args.concurrency:
             if simple_body is not None:
-                r = measure(st.echo_url, simple_body, args.seconds, concurrency, {}, "bare uvicorn JSON echo")
+                echo_pids: dict[str, int | None] = {"echo": st.echo_pid}
+                r = measure(
+                    st.echo_url, simple_body, args.seconds, concurrency, echo_pids, "bare uvicorn JSON echo"
+                )
                 r.name += f" c={concurrency}"
                 rows.append(r)
             for w in workloads:

@@ -9,10 +9,10 @@ await engine.process(channel, msg, RunOptions(services=services))
 from __future__ import annotations
 
 from app.connectors.breaker import BreakerConfig, BreakerRegistry, CircuitBreaker
-from app.connectors.errors import ConnectorError, ConnectorNotFound, SecretMissing, UpstreamStatus, UrlBlocked
+from app.connectors.errors import ConnectorError, ConnectorNotFound, UpstreamStatus, UrlBlocked
 from app.connectors.functions import check_connector_references, connector_functions, connector_registry
-from app.connectors.secrets import mask_secrets, resolve_secret, resolve_secrets
 from app.connectors.services import ConnectorServices
+from app.secrets import SecretMissing, mask_secrets, resolve_secret, resolve_secrets
 
 __all__ = [
     "BreakerConfig",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.errors import EngineFailure, Forbidden, QuasarError
 
-__all__ = ["ConnectorError", "ConnectorNotFound", "SecretMissing", "UpstreamStatus", "UrlBlocked"]
+__all__ = ["ConnectorError", "ConnectorNotFound", "UpstreamStatus", "UrlBlocked"]
 
 
 class ConnectorError(QuasarError):
@@ -39,11 +39,4 @@ class ConnectorNotFound(EngineFailure):
     """A task names a connector that does not exist, is disabled or has the wrong type."""
 
     code = "CONNECTOR_NOT_FOUND"
-    retryable = False
-
-
-class SecretMissing(EngineFailure):
-    """An `env://VAR` reference names an environment variable that is not set."""
-
-    code = "SECRET_MISSING"
     retryable = False

@@ -21,10 +21,10 @@ import orjson
 
 from app.connectors.errors import ConnectorError, UpstreamStatus
 from app.connectors.retry import with_retries
-from app.connectors.secrets import resolve_secret
 from app.connectors.ssrf import GuardedBackend, Resolver
 from app.engine.models import ApiKeyAuth, BasicAuth, BearerAuth, HttpConnectorConfig
 from app.errors import ResponseTooLarge, Timeout
+from app.secrets import resolve_secret
 
 __all__ = ["DEFAULT_TIMEOUT_MS", "HttpConnector", "HttpResult", "build_url"]
 

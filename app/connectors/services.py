@@ -22,11 +22,11 @@ from app.connectors.cache import CacheConnector, open_cache
 from app.connectors.errors import ConnectorError, ConnectorNotFound
 from app.connectors.http import HttpConnector
 from app.connectors.mongo import MongoConnector
-from app.connectors.secrets import resolve_secret
 from app.connectors.sql import SqlConnector, open_sql
 from app.connectors.ssrf import Resolver
 from app.engine.models import CacheConnectorConfig, ConnectorDoc, DbConnectorConfig, HttpConnectorConfig
 from app.errors import QuasarError, Timeout
+from app.secrets import resolve_secret
 
 __all__ = ["SQL_DRIVERS", "ConnectorServices", "KafkaProducer"]
 

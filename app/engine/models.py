@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
+from app.secrets import mask_secrets
+
 __all__ = [
-    "SECRET_FIELDS",
     "ApiKeyAuth",
     "BackpressureConfig",
     "BasicAuth",
@@ -40,7 +41,6 @@ __all__ = [
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 Status = Literal["draft", "active", "archived"]
-SECRET_FIELDS = frozenset({"token", "password", "key", "secret", "api_key", "connection_string"})
 
 
 def _new_id() -> str:
@@ -307,16 +307,5 @@ class ConnectorDoc(_Doc):
 
     def masked(self) -> dict[str, Any]:
         """The document as JSON with every secret field replaced by `"******"`."""
-        masked: dict[str, Any] = _mask(self.model_dump(mode="json"))
+        masked: dict[str, Any] = mask_secrets(self.model_dump(mode="json"))
         return masked
-
-
-def _mask(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: ("******" if k in SECRET_FIELDS and isinstance(v, str) and v else _mask(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_mask(v) for v in value]
-    return value

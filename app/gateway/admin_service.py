@@ -22,7 +22,7 @@ from app.config_store.reader import ConfigReader
 from app.config_store.state import KINDS, STATUSES, ConfigState, ObjectState, id_field
 from app.config_store.writer import BACKUP_FORMAT, ConfigWriter
 from app.errors import BadRequest, NotFound, QuasarError, ValidationFailed
-from app.gateway.admin_masking import mask_secrets, unmask_with
+from app.secrets import mask_secrets, unmask_with
 from app.settings import Settings
 
 __all__ = ["BACKUP_FORMAT", "AdminService", "Page", "ensure_channel_topic_for"]

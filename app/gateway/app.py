@@ -23,6 +23,7 @@ from app import __version__
 from app.gateway import data, health
 from app.gateway.data import ChannelGuards, DataFastPath, DataService, fast_uuid4
 from app.gateway.errors import install_error_handlers
+from app.gateway.limits import RequestLimitsMiddleware
 from app.gateway.reply_router import KafkaBridge
 from app.gateway.traces import TraceIndex
 from app.kafka.headers import REQUEST_ID
@@ -172,6 +173,11 @@ def create_app(
     app.state.admin_auth = AdminAuth.from_settings(settings)
     # Innermost: the data API's hot path, behind request ids and metrics, in front of FastAPI's router.
     app.add_middleware(DataFastPath, state=app.state)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_url_bytes=settings.max_url_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HttpMetricsMiddleware)  # outermost: times everything, errors included
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)

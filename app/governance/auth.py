@@ -24,7 +24,7 @@ log = logging.getLogger("quasar.governance")
 
 def _resolve(ref: str) -> str | None:
     """`env://VAR` -> its value (None when unset); anything else as written. Resolved per use on purpose."""
-    from app.connectors.secrets import resolve_secret
+    from app.secrets import resolve_secret
 
     try:
         value = resolve_secret(ref)

@@ -852,9 +852,10 @@ _CONTROL = frozenset(
 )
 
 
-def _check_control_headers(raw: list[tuple[str, bytes | None]]) -> None:
+def _check_control_headers(raw: Any) -> None:
+    """Raise `InvalidEnvelope` when a control header's value is not UTF-8 (raw: the record's headers)."""
     for name, value in raw:
-        if name in _CONTROL and value is not None:
+        if name in _CONTROL and isinstance(value, bytes):
             try:
                 value.decode()
             except UnicodeDecodeError:

@@ -16,12 +16,12 @@ from app.connectors import (
     mask_secrets,
     resolve_secrets,
 )
-from app.connectors.errors import SecretMissing
 from app.engine.compiler import compile_workflow
 from app.engine.dryrun import dry_run_async
 from app.engine.executor import Engine, RunOptions
 from app.engine.message import Message
 from app.engine.models import ConnectorDoc
+from app.secrets import SecretMissing
 from tests.connectors.servers import HttpTestServer
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "connectors").glob("*.json"))

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from app.gateway.admin_masking import MASK
 from app.kafka.names import TopicNames
+from app.secrets import MASK
 from app.settings import Settings
 from tests.cli.admin_gateway import AdminGateway, admin_gateway
 

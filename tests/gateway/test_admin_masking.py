@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.gateway.admin_masking import MASK, is_secret_field, mask_secrets, unmask_with
+from app.secrets import MASK, is_secret_field, mask_secrets, unmask_with
 
 
 def test_secret_field_names_follow_orion_plus_common_suffixes() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
+import socket
 import subprocess
 import sys
 import time
@@ -39,8 +41,11 @@ __all__ = [
     "FuzzStack",
     "assert_error_shape",
     "poll",
+    "RawAnswer",
+    "raw_exchange",
     "read_until",
     "rss_bytes",
+    "stream_until_answered",
     "start_fuzz_stack",
 ]
 
@@ -296,3 +301,90 @@ def read_until(
 
 def json_value(msg: Message) -> Any:
     return orjson.loads(msg.value() or b"null")
+
+
+@dataclass
+class RawAnswer:
+    """What a raw-socket client saw: the status (None: closed without an answer), headers, body, bytes sent."""
+
+    status: int | None
+    headers: dict[str, str]
+    body: bytes
+    sent: int
+    seconds: float
+
+
+def _parse_answer(data: bytes, sent: int, seconds: float) -> RawAnswer:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/"):
+        return RawAnswer(None, {}, data, sent, seconds)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", len(body)))
+    return RawAnswer(int(lines[0].split()[1]), headers, body[:length], sent, seconds)
+
+
+def _read_answer(sock: socket.socket, deadline: float) -> bytes:
+    data = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length" and len(body) >= int(value):
+                    return data
+    return data
+
+
+def raw_exchange(url: str, head: bytes, *, timeout: float = 10.0) -> RawAnswer:
+    """Send `head` (request line + headers + body, as bytes) on a fresh connection and read the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head)
+        data = _read_answer(sock, started + timeout)
+    return _parse_answer(data, len(head), time.monotonic() - started)
+
+
+def stream_until_answered(
+    url: str,
+    head: bytes,
+    chunks: Iterator[bytes],
+    *,
+    pause: float = 0.0,
+    timeout: float = 30.0,
+) -> RawAnswer:
+    """Send `head`, then `chunks` one by one (sleeping `pause` between them: a slow client), stopping
+    as soon as the server answers or closes; returns the answer and how many body bytes went out."""
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    deadline = started + timeout
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head)
+        for chunk in chunks:
+            if time.monotonic() > deadline:
+                break
+            readable, _, _ = select.select([sock], [], [], pause)
+            if readable:
+                break  # the server answered (or closed) before the body was complete
+            try:
+                sock.sendall(chunk)
+            except OSError:
+                break  # closed on us mid-body: the answer (if any) is in the receive buffer
+            sent += len(chunk)
+        data = _read_answer(sock, time.monotonic() + 5)
+    return _parse_answer(data, sent, time.monotonic() - started)
