@@ -352,8 +352,6 @@ def stack(args: argparse.Namespace, workloads: list[Any]) -> Iterator[Stack]:
             "--instance-id",
             "bench-gw",
         ]
-        if args.gateway_workers > 1:
-            gw_args += ["--workers", str(args.gateway_workers)]
         gateway = es.enter_context(_spawn(gw_args, env, gw_log))
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/readyz", gateway, gw_log)
@@ -375,19 +373,7 @@ def stack(args: argparse.Namespace, workloads: list[Any]) -> Iterator[Stack]:
                 _check_response(http, channels[w.name], w)
         print(f"broker {bootstrap}, gateway {base}, echo {echo_url}, logs in {logs}", flush=True)
         pids: dict[str, int | None] = {"gateway": gateway.pid, "worker": worker.pid, "broker": broker_pid}
-        # With --workers N uvicorn forks N serving children: count their CPU, not the idle supervisor's.
-        for i, child in enumerate(_children(gateway.pid) if args.gateway_workers > 1 else []):
-            pids[f"gateway{i + 1}"] = child
         yield Stack(base, echo_url, channels, pids, [(worker, worker_log), (gateway, gw_log)], logs, echo.pid)
-
-
-def _children(pid: int) -> list[int]:
-    """Direct child pids of `pid` (Linux /proc), e.g. uvicorn's worker processes."""
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(x) for x in text.split()]
 
 
 def _cpu_of(pids: dict[str, int | None]) -> dict[str, float]:
@@ -461,7 +447,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", "-c", type=int, nargs="+", default=[50], help="One or more concurrency levels."
     )
-    parser.add_argument("--gateway-workers", type=int, default=1, help="uvicorn worker processes.")
     parser.add_argument("--hold", type=float, default=0.0, help="Start the stack and keep it up N seconds.")
     parser.add_argument("--fetch-wait-ms", type=int, default=10, help="fetch.wait.max.ms of every consumer.")
     parser.add_argument("--scenarios", nargs="+", default=["simple", "complex", "multi"])

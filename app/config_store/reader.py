@@ -240,7 +240,12 @@ class ConfigReader:
                 # already fetched (consume() with a timeout would wait for a full batch).
                 first = consumer.poll(self._poll_timeout)
                 if first is not None:
-                    self._fold([first, *consumer.consume(500, 0)])
+                    # Drain what is already fetched before folding: one snapshot build per backlog, not
+                    # one per small fetch (catching up on 10k records rebuilt it thousands of times).
+                    batch = [first]
+                    while len(batch) < 20_000 and (more := consumer.consume(500, 0)):
+                        batch.extend(more)
+                    self._fold(batch)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("config reader thread failed")

@@ -119,7 +119,9 @@ _OPTIONAL_BODY = {
 }
 
 Limit = Query(None, ge=1, le=1000, description="Page size (default 50)")
-Offset = Query(None, ge=0, description="Page offset (default 0)")
+# Upper bounds keep echoed integers in JSON's safe range (orjson refuses ints above 64 bits: was a 500).
+_MAX_INT = 2**31 - 1
+Offset = Query(None, ge=0, le=_MAX_INT, description="Page offset (default 0)")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -172,7 +174,7 @@ def _crud(kind: str, plural: str, tag: str, *, lifecycle: bool) -> None:
 
     @router.get(f"{base}/{{object_id}}", tags=[tag], summary=f"Get {kind}", name=f"get_{kind}")
     async def get(
-        object_id: str, version: int | None = Query(None, ge=1), svc: AdminService = Svc
+        object_id: str, version: int | None = Query(None, ge=1, le=_MAX_INT), svc: AdminService = Svc
     ) -> Response:
         return _data(svc.get(kind, object_id, version))
 
@@ -284,7 +286,7 @@ async def workflow_rollout(object_id: str, request: Request, svc: AdminService =
     openapi_extra=_OPTIONAL_BODY,
 )
 async def workflow_test(
-    object_id: str, request: Request, version: int | None = Query(None, ge=1), svc: AdminService = Svc
+    object_id: str, request: Request, version: int | None = Query(None, ge=1, le=_MAX_INT), svc: AdminService = Svc
 ) -> Response:
     return json_response(svc.test(object_id, await _body(request, required=False), version))
 

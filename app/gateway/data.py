@@ -186,9 +186,7 @@ async def read_body(request: Request, limit: int, read_timeout: float | None = N
     return await read_body_raw(request.receive, request.headers.get("content-length"), limit, read_timeout)
 
 
-async def read_body_raw(
-    receive: Receive, declared: str | None, limit: int, read_timeout: float | None = None
-) -> bytes:
+async def read_body_raw(receive: Receive, declared: str | None, limit: int, read_timeout: float | None = None) -> bytes:
     """`read_body` straight from ASGI `receive`; `declared` is the Content-Length header, if any."""
     if declared is not None:
         try:
@@ -223,9 +221,7 @@ async def read_body_raw(
                 if not message.get("more_body", False):
                     break
     except TimeoutError:
-        raise RequestTimeout(
-            f"Request body not received within {read_timeout:g}s ({total} bytes arrived)"
-        ) from None
+        raise RequestTimeout(f"Request body not received within {read_timeout:g}s ({total} bytes arrived)") from None
     return b"".join(chunks) if chunks is not None else body
 
 
@@ -379,9 +375,7 @@ class DataService:
         # RequestIdMiddleware already chose it (the caller's, or a fresh one) and echoes it back.
         request_id = scope.get("state", {}).get("request_id") or fast_uuid4()
         trace_id = fast_uuid4()
-        ctx = DataContext(
-            view, resolution, data, metadata, headers, _client_ip(headers, scope), request_id, trace_id
-        )
+        ctx = DataContext(view, resolution, data, metadata, headers, _client_ip(headers, scope), request_id, trace_id)
         short_circuit = await self.guards.check(ctx, policy)
         if short_circuit is not None:
             return short_circuit
@@ -391,9 +385,7 @@ class DataService:
             response = await self._call_sync(ctx, policy)
         return await self.guards.complete(ctx, response)  # governance: cache / idempotent original
 
-    def _record_headers(
-        self, ctx: DataContext, mode: str, deadline_ms: int | None
-    ) -> list[tuple[str, bytes]]:
+    def _record_headers(self, ctx: DataContext, mode: str, deadline_ms: int | None) -> list[tuple[str, bytes]]:
         hdrs = [
             (H.REQUEST_ID, ctx.request_id.encode()),
             (H.CORRELATION_ID, ctx.trace_id.encode()),
@@ -462,9 +454,7 @@ class DataService:
         try:
             await _wait(delivered, 10.0)
         except TimeoutError:
-            raise ServiceUnavailable(
-                f"broker did not accept the request for channel '{policy.name}'"
-            ) from None
+            raise ServiceUnavailable(f"broker did not accept the request for channel '{policy.name}'") from None
         return json_response({"trace_id": ctx.trace_id, "status": "pending"}, 202)
 
 
@@ -530,15 +520,13 @@ async def list_traces(
     status: str | None = Query(None, description="pending | running | completed | failed"),
     mode: str | None = Query(None, description="sync | async"),
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**31 - 1),  # echoed back: keep it in JSON's integer range
 ) -> Response:
     if status is not None and status not in TRACE_STATUSES:
         raise BadRequest(f"status must be one of {', '.join(TRACE_STATUSES)}")
     if mode is not None and mode not in ("sync", "async"):
         raise BadRequest("mode must be sync or async")
-    items, total = _service(request).traces.list(
-        channel=channel, status=status, mode=mode, limit=limit, offset=offset
-    )
+    items, total = _service(request).traces.list(channel=channel, status=status, mode=mode, limit=limit, offset=offset)
     return json_response({"data": items, "total": total, "limit": limit, "offset": offset})
 
 
@@ -628,7 +616,7 @@ class DataFastPath:
             slash = rest.find("/")
             if slash == -1:
                 return self._post
-            if slash == len(rest) - 6 and rest.endswith("/async"):
+            if 0 < slash == len(rest) - 6 and rest.endswith("/async"):
                 return self._async
         return route
 
@@ -640,11 +628,7 @@ class DataFastPath:
         root = scope.get("root_path")
         if root and path.startswith(root):
             path = path[len(root) :]
-        route = (
-            self.route_for(scope["method"], path[len(_DATA_SLASH) :])
-            if path.startswith(_DATA_SLASH)
-            else None
-        )
+        route = self.route_for(scope["method"], path[len(_DATA_SLASH) :]) if path.startswith(_DATA_SLASH) else None
         if route is None:
             await self.app(scope, receive, send)
             return

@@ -39,14 +39,14 @@ __all__ = [
     "JSON_CHANNEL",
     "SYNC_CHANNEL",
     "FuzzStack",
+    "RawAnswer",
     "assert_error_shape",
     "poll",
-    "RawAnswer",
     "raw_exchange",
     "read_until",
     "rss_bytes",
-    "stream_until_answered",
     "start_fuzz_stack",
+    "stream_until_answered",
 ]
 
 # A tiny sync workflow: parse the payload and stamp it, so a valid request gets a real 200 from a worker.
@@ -71,6 +71,7 @@ ECHO: dict[str, Any] = {
 # Small limits so the abuse cases stay cheap; the body read timeout is short for the slowloris case.
 FUZZ_ENV: dict[str, str] = {
     "QUASAR_MAX_PAYLOAD_SIZE": str(128 * 1024),
+    "QUASAR_MAX_ADMIN_BODY_SIZE": str(1024 * 1024),
     "QUASAR_WORKER_MAX_RECORD_BYTES": str(256 * 1024),
     "QUASAR_MAX_RESULT_SIZE_BYTES": str(192 * 1024),
     "QUASAR_BODY_READ_TIMEOUT_MS": "1500",
@@ -305,7 +306,7 @@ def json_value(msg: Message) -> Any:
 
 @dataclass
 class RawAnswer:
-    """What a raw-socket client saw: the status (None: closed without an answer), headers, body, bytes sent."""
+    """What a raw-socket client saw: status (None: closed without answer), headers, body, bytes sent."""
 
     status: int | None
     headers: dict[str, str]

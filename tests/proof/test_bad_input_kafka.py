@@ -201,8 +201,7 @@ def dead_letters(fuzz_stack: FuzzStack) -> DeadLetters:
     """Produce the corpus, then read the DLQ until every corpus record is there (bounded)."""
     entries = corpus(fuzz_stack.names.replies)
     sent = [
-        fuzz_stack.produce(fuzz_stack.names.channel(b.channel), b.value, key=b.key, headers=b.headers)
-        for b in entries
+        fuzz_stack.produce(fuzz_stack.names.channel(b.channel), b.value, key=b.key, headers=b.headers) for b in entries
     ]
     wanted = {(fuzz_stack.names.channel(b.channel), p, o) for b, (p, o) in zip(entries, sent, strict=True)}
 
@@ -270,14 +269,10 @@ def test_worker_keeps_going_after_the_corpus(fuzz_stack: FuzzStack, dead_letters
         _avro({"amount": 7.0, "product": avro_marker, "country": "DE"}),
         key=b"a",
     )
-    out = read_until(
-        fuzz_stack.settings, fuzz_stack.names.output(JSON_CHANNEL), _outputs_with(json_marker), timeout=30
-    )
+    out = read_until(fuzz_stack.settings, fuzz_stack.names.output(JSON_CHANNEL), _outputs_with(json_marker), timeout=30)
     body = next(orjson.loads(m.value()) for m in out if json_marker.encode() in m.value())
     assert body["status"] == "ok" and body["data"]["req"] == {"marker": json_marker}
-    out = read_until(
-        fuzz_stack.settings, fuzz_stack.names.output(AVRO_CHANNEL), _outputs_with(avro_marker), timeout=30
-    )
+    out = read_until(fuzz_stack.settings, fuzz_stack.names.output(AVRO_CHANNEL), _outputs_with(avro_marker), timeout=30)
     body = next(orjson.loads(m.value()) for m in out if avro_marker.encode() in m.value())
     assert body["data"]["req"] == {"amount": 7.0, "product": avro_marker, "country": "DE"}
     fuzz_stack.alive()

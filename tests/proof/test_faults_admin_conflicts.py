@@ -13,9 +13,7 @@ def test_concurrent_conflicting_admin_writes_lose_nothing_and_converge(kafka_boo
     # Every write is either acknowledged or refused with 409: no other status, no lost request.
     assert set(outcomes) <= {"200", "409"}, show(result)
     assert result["acknowledged"] + result["rejected_409"] == 100, show(result)
-    assert result["acknowledged"] >= 1 and result["rejected_409"] >= 1, "no contention happened\n" + show(
-        result
-    )
+    assert result["acknowledged"] >= 1 and result["rejected_409"] >= 1, "no contention happened\n" + show(result)
     # No lost update: every acknowledged write is in the final state, no refused one is.
     assert result["lost_updates"] == [], show(result)
     assert result["rejected_but_present"] == [], show(result)

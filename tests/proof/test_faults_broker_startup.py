@@ -11,9 +11,7 @@ def test_worker_and_gateway_retry_with_a_clear_line_and_come_up_with_the_broker(
     for name, state in result["while_down"].items():
         assert state["alive"], f"{name} exited while the broker was down\n{show(result)}"
         text = state["text"]
-        assert "Kafka broker 127.0.0.1:" in text and "unreachable" in text and "retrying in" in text, show(
-            result
-        )
+        assert "Kafka broker 127.0.0.1:" in text and "unreachable" in text and "retrying in" in text, show(result)
         # Backoff, not a busy loop: a handful of lines in a few seconds (librdkafka alone printed ~20/s).
         assert state["lines"] <= 8, show(result)
         assert "Traceback" not in text, show(result)

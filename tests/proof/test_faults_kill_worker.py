@@ -10,9 +10,7 @@ def test_kill_minus_9_one_worker_loses_nothing(kafka_bootstrap: str) -> None:
     n = ci_scale(10_000, 20_000)
     result = kill_worker(kafka_bootstrap, n, rate=3000.0, kill_at=0.3, timeout=180)
     print(show(result))  # the duplicate count is part of the report (pytest -s)
-    assert result["killed_worker_ok_before_kill"] > 0, "the killed worker had processed nothing\n" + show(
-        result
-    )
+    assert result["killed_worker_ok_before_kill"] > 0, "the killed worker had processed nothing\n" + show(result)
     assert result["produced_at_kill"] < n, "the kill came after the stream ended\n" + show(result)
     assert result["lost"] == 0, show(result)
     assert result["distinct_accounted"] == n, show(result)
