@@ -76,6 +76,6 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger=0.002,
         store="memory://",
     )
-    app.conf.fetch_wait_max_ms = settings.fetch_wait_max_ms  # type: ignore[attr-defined]
+    app.conf.fetch_wait_max_ms = settings.fetch_wait_max_ms
     app.service(ChannelService(settings, loop=app.loop))  # type: ignore[arg-type]
     return app

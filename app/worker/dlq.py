@@ -45,11 +45,12 @@ _CONTEXT = frozenset(
     }
 )
 
-RawHeaders = list[tuple[str, bytes | None]]
+# The list form confluent-kafka hands out and accepts (values are bytes on consumed records).
+RawHeaders = list[tuple[str, str | bytes | None]]
 
 
 def dlq_headers(
-    original: RawHeaders | None,
+    original: H.RawHeaders,
     *,
     channel: str,
     error: QuasarError,
@@ -60,7 +61,8 @@ def dlq_headers(
     offset: int,
 ) -> RawHeaders:
     """Original headers (minus old error context) + the error context of this failure."""
-    out: RawHeaders = [(k, v) for k, v in original or () if k not in _CONTEXT]
+    items = original.items() if isinstance(original, dict) else original or ()
+    out: RawHeaders = [(k, v) for k, v in items if k not in _CONTEXT]
     out += [
         (H.DLQ_CHANNEL, channel.encode()),
         (H.DLQ_ERROR_CODE, error.code.encode()),
@@ -106,11 +108,14 @@ class DlqEntry:
 
     @classmethod
     def from_message(cls, msg: Message) -> DlqEntry:
-        raw: RawHeaders = list(msg.headers() or [])
+        headers = msg.headers()
+        raw: RawHeaders = list(headers.items() if isinstance(headers, dict) else headers or ())
         hm = H.header_map(raw)
+        partition, offset = msg.partition(), msg.offset()
         return cls(
-            partition=msg.partition(),
-            offset=msg.offset(),
+            # never None on a consumed record; -1 only satisfies the optional types
+            partition=-1 if partition is None else partition,
+            offset=-1 if offset is None else offset,
             key=msg.key(),
             value=msg.value(),
             headers=raw,

@@ -133,21 +133,31 @@ class _Acks:
         partition: int | None = None,
     ) -> None:
         """Enqueue one record (never awaits); a full local queue blocks up to `timeout` (backpressure)."""
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._cb}
-        if headers:
-            kwargs["headers"] = headers
-        if partition is not None:
-            kwargs["partition"] = partition
+        # Hot path (2-3 calls per record): one produce() with fixed keywords; the clock is read only
+        # once the local queue is full.
+        part = -1 if partition is None else partition  # -1: librdkafka's "unassigned" (partitioner)
+        try:
+            self._client.produce(
+                topic, value, key, partition=part, on_delivery=self._cb, headers=headers or None
+            )
+        except BufferError:
+            self._produce_when_room(topic, value, key, part, headers or None)
+        self.produced += 1
+
+    def _produce_when_room(
+        self, topic: str, value: bytes | None, key: bytes | str | None, partition: int, headers: Any
+    ) -> None:
         deadline = time.monotonic() + self.timeout
         while True:
+            self._client.poll(0.05)  # serve delivery reports: that is what frees the queue
             try:
-                self._client.produce(topic, **kwargs)
-                break
+                self._client.produce(
+                    topic, value, key, partition=partition, on_delivery=self._cb, headers=headers
+                )
+                return
             except BufferError:
                 if time.monotonic() >= deadline:
                     raise WorkerFailed(f"producer queue full for {self.timeout}s") from None
-                self._client.poll(0.05)
-        self.produced += 1
 
     def complete(self) -> bool:
         """Every record reported delivered without error and every task finished without error."""
@@ -205,6 +215,7 @@ class ChannelWorker:
     ) -> None:
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
+        self.traces_topic = self.names.traces
         # Workflows must be compiled against the real connector functions (http_call, db_*, ...):
         # the default registry only has placeholders that fail with "needs a connector runtime".
         self.reader = reader or ConfigReader(settings, state=_runtime_state())
@@ -221,6 +232,9 @@ class ChannelWorker:
         self.drain_timeout = drain_timeout
         self._slots = asyncio.Semaphore(max_in_flight)
         self._routes: dict[str, ChannelRoute] = {}
+        self._view: Snapshot | None = None  # the snapshot `_routes` were built from
+        self._apply_lock = asyncio.Lock()
+        self._view_applied = asyncio.Event()
         self._subscribed: frozenset[str] = frozenset()
         self._wanted: frozenset[str] | None = None
         self._consumer: Consumer | None = None
@@ -260,12 +274,13 @@ class ChannelWorker:
                 **{"linger.ms": 5},  # 5 ms: bigger produce requests, fewer broker round trips
             )
         )
+        # Large fetches: the loop takes whole batches; latency is still fetch.wait.max.ms.
+        fetch: dict[str, Any] = {"fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 10_485_760}
         conf = consumer_config(
             self.settings,
             group_id=self.group_id,
             client_id=f"quasar-worker-{self.settings.instance_id}",
-            # Large fetches: the loop takes whole batches; latency is still fetch.wait.max.ms.
-            **{"fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 10_485_760},
+            **fetch,
         )
         self._consumer = Consumer(conf)
         self.services = ConnectorServices(
@@ -275,8 +290,10 @@ class ChannelWorker:
             default_channel_call_timeout_ms=self.settings.default_channel_call_timeout_ms,
         )
         self._untrack_lag = M.LAG.track(self.group_id, lambda: self._consumer)
-        await self._apply_snapshot(self.reader.snapshot)
+        # Listen first, then apply the current view: a change folded in between is not missed, and
+        # `_apply_snapshot` ignores whichever of the two arrives second if it is not newer.
         self._unlisten = self.reader.add_listener(self._apply_snapshot)
+        await self._apply_snapshot(self.reader.snapshot)
         self._committer = asyncio.create_task(self._commit_loop(), name="quasar-worker-commit")
         self._task = asyncio.create_task(self._consume_loop(), name="quasar-worker-consume")
 
@@ -326,17 +343,61 @@ class ChannelWorker:
 
     # -- subscriptions -----------------------------------------------------------------------------
     async def _apply_snapshot(self, snapshot: Snapshot) -> None:
-        if self.services is not None:
-            self.services.set_connectors(snapshot.connectors)
-        routes = routes_of(snapshot, self.names)
-        new = [t for r in routes.values() for t in (r.topic, r.output_topic) if t and t not in self._ensured]
-        if new:
-            await asyncio.to_thread(self._ensure_topics, routes, new)
-        self._routes = routes
-        wanted = frozenset(routes)
-        if wanted != self._subscribed:
-            self._wanted = wanted  # applied by the consume loop between two polls
-            self._wake.set()
+        """Make `snapshot` (or a newer one the reader has meanwhile) the worker's view.
+
+        The reader calls this as a concurrent task per config change, and creating topics awaits a
+        thread: serialized by a lock and monotonic in the snapshot generation, so an older snapshot's
+        call can never finish last and overwrite newer routes.
+        """
+        async with self._apply_lock:
+            latest = self.reader.snapshot
+            if latest.generation > snapshot.generation:
+                snapshot = latest  # coalesce a burst of changes: the later calls become no-ops
+            if self._view is not None and snapshot.generation <= self._view.generation:
+                return
+            if self.services is not None:
+                self.services.set_connectors(snapshot.connectors)
+            routes = routes_of(snapshot, self.names)
+            new = [t for r in routes.values() for t in (r.topic, r.output_topic) if t and t not in self._ensured]
+            if new:
+                await asyncio.to_thread(self._ensure_topics, routes, new)
+            self._routes = routes
+            self._view = snapshot
+            wanted = frozenset(routes)
+            if wanted != self._subscribed:
+                self._wanted = wanted  # applied by the consume loop between two polls
+                self._wake.set()
+            # Wake causal waiters (`_wait_view`): a fresh event per change, the old one set once.
+            applied, self._view_applied = self._view_applied, asyncio.Event()
+            applied.set()
+
+    @property
+    def view_offset(self) -> int:
+        """The config position the worker's routes reflect (-1 before the first snapshot).
+
+        While the worker holds the reader's current snapshot, it reflects everything the reader has
+        folded; while a newer snapshot is still being applied, only the position of its own.
+        """
+        view = self._view
+        if view is None:
+            return -1
+        if view.generation == self.reader.snapshot.generation:
+            return self.reader.applied_offset
+        return view.offset
+
+    async def _wait_view(self, offset: int, seconds: float) -> bool:
+        """Wait (bounded) until the worker's own view reflects config position `offset`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        if not await self.reader.wait_for_offset(offset, seconds):
+            return False
+        while self.view_offset < offset:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._view_applied.wait(), remaining)
+        return True
 
     def _ensure_topics(self, routes: Mapping[str, ChannelRoute], names: list[str]) -> None:
         # Never let the broker auto-create a channel topic (Tansu would make 4 partitions).
@@ -488,7 +549,6 @@ class ChannelWorker:
     async def _process(self, msgs: list[Message], batch: _Batch) -> None:
         offsets = batch.offsets
         waits = batch.acks
-        routes = self._routes
         counts: dict[tuple[str, str], int] = {}
         for msg in msgs:
             err = msg.error()
@@ -496,9 +556,11 @@ class ChannelWorker:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err.str())
                 continue
-            topic = msg.topic()
-            offsets[(topic, msg.partition())] = msg.offset()
-            route = routes.get(topic)
+            topic, partition, offset = _where(msg)
+            offsets[(topic, partition)] = offset
+            # Read per record, not once per batch: a snapshot applied while this batch awaited a slot
+            # must not leave a record checked against the new view but routed by the old one.
+            route = self._routes.get(topic)
             raw_headers = msg.headers()
             hm = H.header_map(raw_headers) if raw_headers else {}
             needed = hm.get(H.CONFIG_OFFSET)
@@ -519,7 +581,7 @@ class ChannelWorker:
 
     def _behind(self, needed: str) -> bool:
         try:
-            return self.reader.applied_offset < int(needed)
+            return self.view_offset < int(needed)
         except ValueError:
             return False  # a malformed position cannot be waited for; the record still runs
 
@@ -527,7 +589,7 @@ class ChannelWorker:
         needed = hm.get(H.CONFIG_OFFSET)
         waits = self._new_acks()
         if needed is not None and self._behind(needed):
-            ok = await self.reader.wait_for_offset(int(needed), self.config_wait_seconds)
+            ok = await self._wait_view(int(needed), self.config_wait_seconds)
             if not ok:
                 self._fail(
                     msg,
@@ -535,14 +597,14 @@ class ChannelWorker:
                     self._route_or_unknown(msg),
                     ConfigLag(
                         f"config position {needed} not applied within {self.config_wait_seconds}s "
-                        f"(worker at {self.reader.applied_offset})"
+                        f"(worker at {self.view_offset})"
                     ),
                     1,
                     waits,
                 )
                 await waits.wait()
                 return
-        route = self._routes.get(msg.topic())
+        route = self._routes.get(_where(msg)[0])
         if route is None:
             self._fail(
                 msg,
@@ -559,7 +621,7 @@ class ChannelWorker:
         await waits.wait()
 
     def _route_or_unknown(self, msg: Message) -> ChannelRoute:
-        topic = msg.topic()
+        topic = _where(msg)[0]
         return self._routes.get(topic) or ChannelRoute(
             H.header_map(msg.headers()).get(H.CHANNEL, ""), topic, True, None, None
         )
@@ -599,9 +661,8 @@ class ChannelWorker:
             engine = self.reader.snapshot.engine
             if engine is None or not engine.has_channel(route.name):
                 raise NotFound(f"Channel '{route.name}' not found")
-            message = EngineMessage.from_request(
-                data, metadata, id=hm.get(H.REQUEST_ID) or _trace_id(msg, hm)
-            )
+            trace_id = _trace_id(msg, hm)
+            message = EngineMessage.from_request(data, metadata, id=hm.get(H.REQUEST_ID) or trace_id)
             rkey = hm.get(H.ROLLOUT_KEY) or record_rollout_key(  # governance: Kafka-ingested sticky key
                 self.reader.snapshot.channels.get(route.name), msg.key(), hm, data, metadata
             )
@@ -631,7 +692,7 @@ class ChannelWorker:
         except Exception as exc:  # an engine bug must not stop the partition
             log.exception("unexpected error processing %s[%d]@%d", msg.topic(), msg.partition(), msg.offset())
             return self._failed(msg, route, hm, _internal(exc), waits, attempt_here)
-        self._deliver_ok(msg, route, hm, body, reply_to, waits, now)
+        self._deliver_ok(msg, route, hm, body, reply_to, waits, now, trace_id)
         return "ok"
 
     async def _run_async(
@@ -723,10 +784,11 @@ class ChannelWorker:
         reply_to: tuple[str, int] | None,
         waits: _Acks,
         now: float,
+        trace_id: str | None = None,
     ) -> None:
         if reply_to is not None:
             waits.send(reply_to[0], body, hm[H.CORRELATION_ID], headers=_STATUS_200, partition=reply_to[1])
-        trace_id = _trace_id(msg, hm)
+        trace_id = trace_id or _trace_id(msg, hm)
         if route.output_topic is not None and route.is_async:
             waits.send(route.output_topic, body, trace_id, headers=_out_headers(route, hm, trace_id))
         self._trace(msg, route, hm, waits, now, result=body, trace_id=trace_id)
@@ -745,27 +807,25 @@ class ChannelWorker:
     ) -> None:
         trace_id = trace_id or _trace_id(msg, hm)
         created = msg.timestamp()[1]
-        done_ms = int(time.time() * 1000)
+        done_ms = time.time_ns() // 1_000_000
         if created <= 0:
             created = int(now * 1000)
-        # Built by concatenation so the result body is not parsed and re-serialized.
-        head = orjson.dumps(
-            {
-                "id": trace_id,
-                "status": "completed" if failed is None else "failed",
-                "mode": hm.get(H.MODE) or ("sync" if H.REPLY_TO in hm else "async"),
-                "channel": route.name,
-                "created_at": _iso(created),
-                "completed_at": _iso(done_ms),
-                "duration_ms": max(0, done_ms - created),
-            }
+        # The same bytes as orjson.dumps({"id", "status", "mode", "channel", "created_at",
+        # "completed_at", "duration_ms", "result" | "error"}), but the constant middle is encoded once
+        # per (channel, status, mode) and the result body is spliced in, never parsed again.
+        completed = failed is None
+        mode = hm.get(H.MODE) or ("sync" if H.REPLY_TO in hm else "async")
+        middle = _trace_middle(route.name, completed, mode)
+        tail = b',"result":' + result if completed and result is not None else b',"error":' + (failed or b"null")
+        value = b'{"id":%b%b"created_at":"%b","completed_at":"%b","duration_ms":%d%b}' % (
+            orjson.dumps(trace_id),
+            middle,
+            _iso(created).encode(),
+            _iso(done_ms).encode(),
+            max(0, done_ms - created),
+            tail,
         )
-        tail = (
-            (b',"result":' + result)
-            if failed is None and result is not None
-            else (b',"error":' + (failed or b"null"))
-        )
-        waits.send(self.names.traces, head[:-1] + tail + b"}", trace_id)
+        waits.send(self.traces_topic, value, trace_id)
 
     def _failed(
         self,
@@ -787,7 +847,7 @@ class ChannelWorker:
         # Exponential backoff; the partition keeps flowing, only this record's commit waits.
         await asyncio.sleep(self.retry_backoff * (2 ** (attempt_here - 2)))
         waits = self._new_acks()
-        status = self._handle(msg, self._routes.get(msg.topic(), route), hm, waits, attempt_here)
+        status = self._handle(msg, self._routes.get(_where(msg)[0], route), hm, waits, attempt_here)
         if status is not None:
             M.MESSAGES.labels(route.name, status).inc()
         await waits.wait()
@@ -806,15 +866,16 @@ class ChannelWorker:
         attempts = (int(prior) - 1 if prior and prior.isdigit() else 0) + attempt_here
         first = hm.get(H.DLQ_FIRST_FAILED_AT)
         first_ms = int(first) if first and first.isdigit() else int(time.time() * 1000)
+        topic, partition, offset = _where(msg)
         headers = dlq_headers(
             msg.headers(),
             channel=route.name,
             error=exc,
             attempts=attempts,
             first_failed_ms=first_ms,
-            topic=msg.topic(),
-            partition=msg.partition(),
-            offset=msg.offset(),
+            topic=topic,
+            partition=partition,
+            offset=offset,
         )
         value, headers = dlq_value(msg.value(), headers)
         waits.send(self.names.dlq, value, msg.key(), headers=headers)
@@ -876,6 +937,35 @@ def _internal(exc: BaseException) -> QuasarError:
     err.retryable = False  # a bug does not heal by retrying
     err.__cause__ = exc
     return err
+
+
+_MIDDLES: dict[tuple[str, bool, str], bytes] = {}
+
+
+def _trace_middle(channel: str, completed: bool, mode: str) -> bytes:
+    """`,"status":..,"mode":..,"channel":..,` of a trace record, encoded once per combination."""
+    key = (channel, completed, mode)
+    middle = _MIDDLES.get(key)
+    if middle is None:
+        middle = (
+            b',"status":'
+            + (b'"completed"' if completed else b'"failed"')
+            + b',"mode":'
+            + orjson.dumps(mode)
+            + b',"channel":'
+            + orjson.dumps(channel)
+            + b","
+        )
+        if mode in ("sync", "async") and len(_MIDDLES) < 4096:  # `mode` is a header: cache the known ones
+            _MIDDLES[key] = middle
+    return middle
+
+
+def _where(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed record; confluent types them optional, but a record
+    without an error always has all three (the fallbacks only satisfy the types)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    return topic or "", -1 if partition is None else partition, -1 if offset is None else offset
 
 
 def _trace_id(msg: Message, hm: dict[str, str]) -> str:

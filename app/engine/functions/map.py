@@ -48,10 +48,8 @@ class MapFunction(SyncFunction):
                     current.update(value)  # shallow merge into data/metadata/temp_data
                     changes.append((path, None, value))
                     continue
-            if keys is not None:
-                old = set_keys(context, keys[0], keys[1], value)
-            else:
-                old = set_path(context, parts, value)
+            # all-object-key paths (decided at compile time) skip the array rules of set_path
+            old = set_path(context, parts, value) if keys is None else set_keys(context, *keys, value)
             changes.append((path, None if old is MISSING else old, value))
         ctx.changes = changes
         if failed:
