@@ -47,6 +47,7 @@ from app.gateway.traces import TRACE_STATUSES, TraceIndex
 from app.jsonlimits import MAX_JSON_DEPTH, json_too_deep
 from app.kafka import headers as H
 from app.kafka.names import TopicNames
+from app.kafka.producer import HeaderList
 from app.observability.metrics import REPLY_TIMEOUTS
 from app.settings import Settings
 
@@ -385,8 +386,8 @@ class DataService:
             response = await self._call_sync(ctx, policy)
         return await self.guards.complete(ctx, response)  # governance: cache / idempotent original
 
-    def _record_headers(self, ctx: DataContext, mode: str, deadline_ms: int | None) -> list[tuple[str, bytes]]:
-        hdrs = [
+    def _record_headers(self, ctx: DataContext, mode: str, deadline_ms: int | None) -> HeaderList:
+        hdrs: HeaderList = [
             (H.REQUEST_ID, ctx.request_id.encode()),
             (H.CORRELATION_ID, ctx.trace_id.encode()),
             (H.TRACE_ID, ctx.trace_id.encode()),

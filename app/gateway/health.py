@@ -48,7 +48,7 @@ def components(request: Request) -> dict[str, Any]:
     snapshot = getattr(reader, "snapshot", None)
     if snapshot is None:
         out["engine"] = "not_loaded"
-    elif getattr(reader, "snapshot_errors", 0):
+    elif reader is not None and reader.snapshot_errors:
         out["engine"] = f"config snapshot failed to build ({reader.last_error})"
     else:
         out["engine"] = "ok"

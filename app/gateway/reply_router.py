@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +35,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from app.errors import ServiceUnavailable
 from app.kafka.admin import create_admin, topic_partitions
 from app.kafka.config import producer_config, reader_config
-from app.kafka.headers import CORRELATION_ID, STATUS
+from app.kafka.headers import CORRELATION_ID, STATUS, RawHeaders
 from app.kafka.names import TopicNames
-from app.kafka.producer import AsyncProducer
+from app.kafka.producer import AsyncProducer, Headers
 from app.settings import Settings
 
 __all__ = ["KafkaBridge", "Reply", "choose_partitions", "poll_batch"]
@@ -144,7 +144,7 @@ class KafkaBridge:
                 raise ServiceUnavailable(
                     f"broker did not acknowledge the reply marker within {timeout:.0f}s"
                 ) from exc
-            marker_offsets[p] = msg.offset()
+            marker_offsets[p] = msg.offset() or 0
         self._consumer = Consumer(
             reader_config(
                 self.settings,
@@ -222,14 +222,14 @@ class KafkaBridge:
         value: bytes,
         *,
         key: bytes | str | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Headers | None = None,
         partition: int | None = None,
     ) -> asyncio.Future[Message]:
         """Enqueue one record (never awaits); the future resolves on delivery or fails with 503."""
         return self._require_producer().produce(topic, value, key, headers=headers, partition=partition)
 
     def produce_request(
-        self, topic: str, value: bytes, *, key: str, headers: list[tuple[str, bytes]]
+        self, topic: str, value: bytes, *, key: str, headers: Headers
     ) -> asyncio.Future[Message]:
         """`produce` for channel requests: every record of one linger window goes to one partition.
 
@@ -318,7 +318,7 @@ class KafkaBridge:
                 key = msg.key()
                 headers = msg.headers()
                 if key is not None and key.startswith(_MARKER):
-                    self._seen_marker(msg.partition(), key)
+                    self._seen_marker(msg.partition() or 0, key)
                     continue
                 correlation_id = key.decode(errors="replace") if key else _header(headers, CORRELATION_ID)
                 if not correlation_id:
@@ -352,10 +352,10 @@ def poll_batch(consumer: Consumer, wait_s: float, limit: int = 1000) -> list[Mes
     return [first, *consumer.consume(limit - 1, 0)]
 
 
-def _header(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:
-    for key, value in headers or ():
+def _header(headers: RawHeaders, name: str) -> str | None:
+    for key, value in headers.items() if isinstance(headers, Mapping) else headers or ():
         if key == name and value is not None:
-            return value.decode(errors="replace")
+            return value if isinstance(value, str) else value.decode(errors="replace")
     return None
 
 

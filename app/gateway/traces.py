@@ -15,6 +15,7 @@ moves backwards (pending < running < completed/failed).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import threading
@@ -127,7 +128,7 @@ class TraceIndex:
         )
         self._thread.start()
 
-    def _assignments(self) -> list[TopicPartition]:
+    def _assignments(self) -> builtins.list[TopicPartition]:
         partitions = topic_partitions(create_admin(self.settings)).get(self.topic, 0)
         if not partitions:
             self.last_error = f"topic {self.topic} does not exist"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 __all__ = [
     "ATTEMPT",
     "CHANNEL",
@@ -54,14 +56,14 @@ DLQ_FIRST_FAILED_AT = "quasar-dlq-first-failed-at"  # epoch ms
 DLQ_VALUE_DROPPED = "quasar-dlq-value-dropped"
 
 
-RawHeaders = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None] | None
+RawHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
 """Headers as confluent-kafka hands them out (or accepts them)."""
 
 
 def header_map(headers: RawHeaders) -> dict[str, str]:
     """Kafka headers as a str->str dict (last value wins; undecodable values are dropped)."""
     out: dict[str, str] = {}
-    items = headers.items() if isinstance(headers, dict) else headers or ()
+    items = headers.items() if isinstance(headers, Mapping) else headers or ()
     for name, value in items:
         if value is None:
             continue

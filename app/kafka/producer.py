@@ -20,9 +20,10 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from app.errors import ServiceUnavailable
 from app.kafka.config import KafkaConfig
 
-__all__ = ["AsyncProducer", "DeliveryFailed", "Headers", "produce_sync"]
+__all__ = ["AsyncProducer", "DeliveryFailed", "HeaderList", "Headers", "produce_sync"]
 
-Headers = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None]
+HeaderList = list[tuple[str, str | bytes | None]]
+Headers = HeaderList | dict[str, str | bytes | None]
 
 
 class DeliveryFailed(ServiceUnavailable):

@@ -9,6 +9,7 @@ records already replayed (unless asked for all) and `list` can show it.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, Message, Producer
@@ -46,7 +47,7 @@ _CONTEXT = frozenset(
 )
 
 # The list form confluent-kafka hands out and accepts (values are bytes on consumed records).
-RawHeaders = list[tuple[str, str | bytes | None]]
+HeaderList = list[tuple[str, str | bytes | None]]
 
 
 def dlq_headers(
@@ -59,10 +60,10 @@ def dlq_headers(
     topic: str,
     partition: int,
     offset: int,
-) -> RawHeaders:
+) -> HeaderList:
     """Original headers (minus old error context) + the error context of this failure."""
-    items = original.items() if isinstance(original, dict) else original or ()
-    out: RawHeaders = [(k, v) for k, v in items if k not in _CONTEXT]
+    items = original.items() if isinstance(original, Mapping) else original or ()
+    out: HeaderList = [(k, v) for k, v in items if k not in _CONTEXT]
     out += [
         (H.DLQ_CHANNEL, channel.encode()),
         (H.DLQ_ERROR_CODE, error.code.encode()),
@@ -76,7 +77,7 @@ def dlq_headers(
     return out
 
 
-def dlq_value(value: bytes | None, headers: RawHeaders) -> tuple[bytes | None, RawHeaders]:
+def dlq_value(value: bytes | None, headers: HeaderList) -> tuple[bytes | None, HeaderList]:
     """The DLQ copy of `value`: itself, or None plus `quasar-dlq-value-dropped: <size>` when the record
     would be too large to produce (the original stays readable at its topic/partition/offset)."""
     if value is None:
@@ -95,7 +96,7 @@ class DlqEntry:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: RawHeaders
+    headers: HeaderList
     channel: str
     code: str
     message: str
@@ -109,7 +110,7 @@ class DlqEntry:
     @classmethod
     def from_message(cls, msg: Message) -> DlqEntry:
         headers = msg.headers()
-        raw: RawHeaders = list(headers.items() if isinstance(headers, dict) else headers or ())
+        raw: HeaderList = list(headers.items() if isinstance(headers, dict) else headers or ())
         hm = H.header_map(raw)
         partition, offset = msg.partition(), msg.offset()
         return cls(
@@ -129,9 +130,9 @@ class DlqEntry:
             original_offset=_int(hm.get(H.DLQ_ORIGINAL_OFFSET), -1),
         )
 
-    def replay_headers(self) -> RawHeaders:
+    def replay_headers(self) -> HeaderList:
         """The original headers with `quasar-attempt` = attempts + 1 and the first failure time kept."""
-        out: RawHeaders = [(k, v) for k, v in self.headers if k not in _CONTEXT]
+        out: HeaderList = [(k, v) for k, v in self.headers if k not in _CONTEXT]
         out.append((H.ATTEMPT, str(self.attempts + 1).encode()))
         if self.first_failed_at:
             out.append((H.DLQ_FIRST_FAILED_AT, str(self.first_failed_at).encode()))
