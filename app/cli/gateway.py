@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from app.settings import Settings
+from app.cli.startup import settings_waiting_for_cluster
 
 __all__ = ["app"]
 
@@ -28,28 +28,9 @@ def gateway(
 
     from app.gateway.app import create_app
 
-    overrides: dict[str, object] = {}
-    if instance_id:
-        overrides["instance_id"] = instance_id
-    settings = Settings(**overrides)  # type: ignore[arg-type]
-    if not settings.kafka_bootstrap:
-        typer.echo(
-            "error: QUASAR_KAFKA_BOOTSTRAP is not set (or run `quasar dev` for the embedded broker)", err=True
-        )
-        raise typer.Exit(1)
-    # Broker down or topics not applied yet: say so and retry with backoff instead of a traceback + exit.
-    from app.kafka.admin import wait_for_cluster
-    from app.kafka.names import TopicNames
-
-    names = TopicNames(settings.topic_prefix)
-    try:
-        wait_for_cluster(
-            settings,
-            topics=(names.config, names.replies, names.traces),
-            report=lambda line: typer.echo(f"quasar gateway: {line}", err=True),
-        )
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    settings = settings_waiting_for_cluster(
+        "gateway", lambda names: (names.config, names.replies, names.traces), instance_id=instance_id or None
+    )
     from app.observability.logs import configure_logging
 
     configure_logging(log_level or settings.log_level, settings.log_format, take_over=True)
