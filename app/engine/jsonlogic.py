@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import datalogic_py as _dl
 
+from app.engine.fastlogic import FALLBACK, FastRule, compile_fast
 from app.engine.paths import clone
 
 __all__ = [
@@ -128,12 +129,13 @@ def _project(src: dict[str, Any], trie: ReadTrie) -> dict[str, Any]:
 class Logic:
     """A compiled JSONLogic rule. `evaluate` returns a fresh value; `is_true` is Orion's strict test."""
 
-    __slots__ = ("_default", "_kind", "_reads", "_rule", "_segments", "_value", "source")
+    __slots__ = ("_default", "_fast", "_kind", "_reads", "_rule", "_segments", "_value", "source")
 
     def __init__(self, source: Any) -> None:
         self.source = source
         self._rule: _dl.Rule | None = None
         self._reads: ReadTrie | None = None
+        self._fast: FastRule | None = None
         self._segments: tuple[str, ...] = ()
         self._default: Any = None
         self._value: Any = None
@@ -163,6 +165,8 @@ class Logic:
         except _dl.DataLogicError as exc:
             raise LogicCompileError(str(exc)) from exc
         self._reads = _read_trie(self._rule)
+        # Common shapes (comparisons, if/and/or, cat, in) run in Python; see fastlogic.py.
+        self._fast = compile_fast(source)
 
     @property
     def is_constant(self) -> bool:
@@ -176,6 +180,11 @@ class Logic:
         if kind == "var":
             found = _lookup(context, self._segments)
             return self._default if found is _MISSING else _copy_json(found)
+        fast = self._fast
+        if fast is not None:
+            value = fast(context)
+            if value is not FALLBACK:
+                return value
         rule = self._rule
         assert rule is not None
         reads = self._reads
@@ -194,6 +203,11 @@ class Logic:
         if kind == "var":
             found = _lookup(context, self._segments)
             return (self._default if found is _MISSING else found) is True
+        fast = self._fast
+        if fast is not None:
+            value = fast(context)
+            if value is not FALLBACK:
+                return value is True
         rule = self._rule
         assert rule is not None
         reads = self._reads

@@ -37,10 +37,12 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from app.config_store import ConfigReader, ConfigState, Snapshot
 from app.config_store.state import default_compiler
+from app.connectors.breaker import BreakerConfig, BreakerRegistry
 from app.connectors.services import ConnectorServices
 from app.engine.executor import RunOptions, rollout_bucket
 from app.engine.message import Message as EngineMessage
 from app.errors import EngineFailure, NotFound, QuasarError, ResponseTooLarge, ServiceUnavailable
+from app.governance.kafka_ingest import KafkaIngestGovernance, duplicate_trace
 from app.governance.rollout import record_rollout_key
 from app.kafka import headers as H
 from app.kafka.config import consumer_config, producer_config
@@ -260,6 +262,8 @@ class ChannelWorker:
         # Connector runtime handed to connector-backed functions (http_call, db_*, ...): without it
         # every such workflow failed with ENGINE_ERROR. Rebuilt from each config snapshot.
         self.services: ConnectorServices | None = None
+        # Rate limit (pause/resume) and dedup of records produced straight to channel topics.
+        self.governance = KafkaIngestGovernance(settings)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -288,7 +292,9 @@ class ChannelWorker:
             producer=self._producer,
             max_channel_call_depth=self.settings.max_channel_call_depth,
             default_channel_call_timeout_ms=self.settings.default_channel_call_timeout_ms,
+            breakers=BreakerRegistry(BreakerConfig.from_settings(self.settings)),
         )
+        await self.governance.start()
         self._untrack_lag = M.LAG.track(self.group_id, lambda: self._consumer)
         # Listen first, then apply the current view: a change folded in between is not missed, and
         # `_apply_snapshot` ignores whichever of the two arrives second if it is not newer.
@@ -331,6 +337,8 @@ class ChannelWorker:
         if self.services is not None:
             with contextlib.suppress(Exception):
                 await self.services.aclose()
+        with contextlib.suppress(Exception):
+            await self.governance.aclose()
         if self._own_reader:
             await self.reader.stop()
 
@@ -550,6 +558,10 @@ class ChannelWorker:
         offsets = batch.offsets
         waits = batch.acks
         counts: dict[tuple[str, str], int] = {}
+        governed = self.governance.governed(self.reader.snapshot)  # channels with rate limit / dedup
+        held = self.governance.throttle.held  # partitions paused by a rate limit
+        stopped: set[tuple[str, int]] = set()  # held partitions already handled in this batch
+        skipped = 0
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -557,12 +569,31 @@ class ChannelWorker:
                     log.warning("consumer error: %s", err.str())
                 continue
             topic, partition, offset = _where(msg)
-            offsets[(topic, partition)] = offset
+            if held and (topic, partition) in held:
+                # Throttled: neither run nor committed now; re-read from the held offset on resume.
+                if (topic, partition) not in stopped:
+                    stopped.add((topic, partition))
+                    assert self._consumer is not None
+                    self.governance.throttle.hold(self._consumer, topic, partition, offset)
+                skipped += 1
+                continue
             # Read per record, not once per batch: a snapshot applied while this batch awaited a slot
             # must not leave a record checked against the new view but routed by the old one.
             route = self._routes.get(topic)
             raw_headers = msg.headers()
             hm = H.header_map(raw_headers) if raw_headers else {}
+            if governed and route is not None and H.MODE not in hm and route.name in governed:
+                # Produced straight to the topic (the gateway governs its own records, `quasar-mode`).
+                outcome = await self._govern(msg, route, hm, governed[route.name], waits)
+                if outcome == "hold":
+                    stopped.add((topic, partition))
+                    skipped += 1
+                    continue
+                if outcome == "duplicate":
+                    offsets[(topic, partition)] = offset
+                    counts[(route.name, outcome)] = counts.get((route.name, outcome), 0) + 1
+                    continue
+            offsets[(topic, partition)] = offset
             needed = hm.get(H.CONFIG_OFFSET)
             if route is None or (needed is not None and self._behind(needed)):
                 # Slow path: wait for the config (or fail over to DLQ) off the batch loop.
@@ -577,7 +608,40 @@ class ChannelWorker:
                 counts[key] = counts.get(key, 0) + 1
         for (channel, status), n in counts.items():
             M.MESSAGES.labels(channel, status).inc(n)
-        self.processed += len(msgs)
+        self.processed += len(msgs) - skipped
+
+    async def _govern(
+        self, msg: Message, route: ChannelRoute, hm: dict[str, str], policy: Any, waits: _Acks
+    ) -> str | None:
+        """Rate limit + dedup of a Kafka-ingested record: None (run it), "hold" (its partition is paused
+        and sought back to it) or "duplicate" (traced, not run)."""
+
+        def decode() -> tuple[Any, Any]:
+            if route.avro_schema is not None:
+                return decode_avro(msg.value(), self.schemas.get(route.avro_schema))
+            return decode_json(msg.value())
+
+        where = _where(msg)
+        trace_id = _trace_id(msg, hm)
+        verdict = await self.governance.admit(
+            policy, key=msg.key(), headers=hm, decode=decode, where=where, trace_id=trace_id
+        )
+        if verdict.action == "hold":
+            assert self._consumer is not None
+            self.governance.throttle.hold(self._consumer, *where, verdict.retry_after)
+            return "hold"
+        if verdict.action == "duplicate":
+            key, value = duplicate_trace(
+                channel=route.name,
+                headers=hm,
+                trace_id=trace_id,
+                created_ms=msg.timestamp()[1],
+                verdict=verdict,
+                where=where,
+            )
+            waits.send(self.traces_topic, value, key)
+            return "duplicate"
+        return None
 
     def _behind(self, needed: str) -> bool:
         try:
