@@ -63,6 +63,20 @@ class Settings(BaseSettings):
     # Shared state
     redis_url: str | None = Field(default=None, description="Redis for shared governance; unset = in-memory.")
 
+    # Circuit breakers of connector calls (Orion's [engine.circuit_breaker]; Orion defaults enabled=false)
+    circuit_breaker_enabled: bool = Field(
+        default=True, description="Per `channel:connector` circuit breakers on connector calls."
+    )
+    circuit_breaker_failure_threshold: int = Field(
+        default=5, ge=1, description="Consecutive connector failures that open a breaker."
+    )
+    circuit_breaker_recovery_timeout_secs: float = Field(
+        default=30.0, ge=0, description="Seconds an open breaker waits before letting one probe call through."
+    )
+    circuit_breaker_max_breakers: int = Field(
+        default=10_000, ge=1, description="Max breakers kept per process (least recently used dropped first)."
+    )
+
     # Admin API authentication (Orion's [admin_auth]); the key may be an env://VAR reference
     admin_auth_enabled: bool = Field(default=False, description="Require admin credentials on /api/v1/admin.")
     admin_api_key: str | None = Field(default=None, description="Admin API key (or env://VAR).", repr=False)

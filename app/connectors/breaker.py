@@ -17,6 +17,7 @@ from typing import Any
 
 from app.errors import CircuitOpen
 from app.observability.metrics import BREAKER_REJECTIONS, BREAKER_TRIPS
+from app.settings import Settings
 
 __all__ = [
     "BREAKER_REJECTIONS",
@@ -50,6 +51,16 @@ class BreakerConfig:
             raise ValueError("recovery_timeout_secs must be >= 0")
         if self.max_breakers < 1:
             raise ValueError("max_breakers must be >= 1")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BreakerConfig:
+        """The `QUASAR_CIRCUIT_BREAKER_*` settings (what the worker and gateway build their registry from)."""
+        return cls(
+            enabled=settings.circuit_breaker_enabled,
+            failure_threshold=settings.circuit_breaker_failure_threshold,
+            recovery_timeout_secs=settings.circuit_breaker_recovery_timeout_secs,
+            max_breakers=settings.circuit_breaker_max_breakers,
+        )
 
 
 class CircuitBreaker:
