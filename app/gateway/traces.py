@@ -36,8 +36,9 @@ __all__ = ["TRACE_STATUSES", "TraceIndex", "merge_trace"]
 
 log = logging.getLogger("quasar.gateway.traces")
 
-TRACE_STATUSES: tuple[str, ...] = ("pending", "running", "completed", "failed")
-_RANK = {"pending": 0, "running": 1, "completed": 2, "failed": 2}
+TRACE_STATUSES: tuple[str, ...] = ("pending", "running", "completed", "failed", "duplicate")
+# A status never moves backwards; the final ones rank equal (a redelivery may change its outcome).
+_RANK = {"pending": 0, "running": 1, "completed": 2, "failed": 2, "duplicate": 2}
 
 
 def merge_trace(current: Mapping[str, Any] | None, update: Mapping[str, Any]) -> dict[str, Any]:

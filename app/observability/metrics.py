@@ -71,7 +71,7 @@ _PROPAGATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 # -- Orion's set ------------------------------------------------------------------------------------
 MESSAGES = Counter(
     "messages_total",
-    "Channel records processed by the worker, by outcome (ok, dlq, expired).",
+    "Channel records processed by the worker, by outcome (ok, dlq, expired, duplicate).",
     ["channel", "status"],
 )
 MESSAGE_DURATION = Histogram(
