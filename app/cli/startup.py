@@ -34,4 +34,11 @@ def settings_waiting_for_cluster(
         )
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    from app.kafka.topics import partition_mismatches
+
+    mismatches = partition_mismatches(settings)
+    if mismatches:
+        for result in mismatches:
+            typer.echo(f"quasar {process}: refusing to run: {result.detail}", err=True)
+        raise typer.Exit(2)
     return settings

@@ -51,6 +51,7 @@ __all__ = [
     "fixed_topic_plans",
     "load_specs",
     "output_topic_plan",
+    "partition_mismatches",
 ]
 
 FIXED_ROLES: tuple[str, ...] = ("config", "audit", "replies", "traces", "dlq")
@@ -354,6 +355,16 @@ def ensure_channel_topic(
     plan = TopicPlan(name, partitions, replication_factor, dict(configs or {}))
     (result,) = apply_topics(admin, [plan], strict=False, timeout=timeout)
     return result
+
+
+def partition_mismatches(settings: Settings, *, specs_dir: Path | str | None = None) -> list[TopicResult]:
+    """Existing fixed topics whose partition count differs from their spec (creates nothing).
+
+    For process start-up: partitions decide key placement and reply routing, so a mismatch means refuse to run.
+    """
+    plans = fixed_topic_plans(load_specs(specs_dir), settings)
+    existing = topic_partitions(create_admin(settings))
+    return [_check(p, existing[p.name], {}) for p in plans if existing.get(p.name, p.partitions) != p.partitions]
 
 
 def apply_topics_for_settings(

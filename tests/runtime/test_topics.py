@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -214,3 +215,22 @@ def test_quasar_cli_registers_the_topics_group() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "apply" in out.stdout and "list" in out.stdout
+
+
+@pytest.mark.parametrize("process", ["worker", "gateway"])
+def test_processes_refuse_to_start_on_a_partition_mismatch(
+    kafka_admin: AdminClient, settings: Settings, process: str
+) -> None:
+    replies = TopicNames(settings.topic_prefix).replies
+    apply_topics(kafka_admin, [TopicPlan(replies, 3)])
+    apply_topics(kafka_admin, fixed_topic_plans(SPECS, settings), strict=False)  # every other topic exists
+    env = {
+        **os.environ,
+        "QUASAR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "QUASAR_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", process], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"refusing to run: topic {replies} has 3 partitions, spec says 8" in done.stderr
