@@ -24,6 +24,13 @@ class Settings(BaseSettings):
         description="Consumer fetch.wait.max.ms. Real Kafka answers as soon as data arrives; Tansu only when "
         "the wait expires, so dev and tests use ~10 ms.",
     )
+    config_fetch_wait_max_ms: int = Field(
+        default=50,
+        ge=1,
+        description="fetch.wait.max.ms of config-log readers (never below `fetch_wait_max_ms`). Config changes "
+        "are rare and each poll costs the broker CPU; a longer wait only delays requests right after an admin "
+        "write (they carry the config offset and the worker waits for it).",
+    )
     session_timeout_ms: int = Field(
         default=10000, description="Consumer group session timeout (Tansu joins take about half of it)."
     )

@@ -232,7 +232,9 @@ class ConfigReader:
 
     # -- the poll thread -----------------------------------------------------------------------------
     def _run(self) -> None:
-        consumer = Consumer(reader_config(self.settings, client_id=self._name))
+        # Config records are rare: poll less often than the request path (each fetch costs broker CPU).
+        wait_ms = max(self.settings.fetch_wait_max_ms, self.settings.config_fetch_wait_max_ms)
+        consumer = Consumer(reader_config(self.settings, client_id=self._name, **{"fetch.wait.max.ms": wait_ms}))
         try:
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
             while not self._stopping.is_set():

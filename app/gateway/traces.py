@@ -7,6 +7,10 @@ lookups O(1). The index starts a window behind the end of each partition (waterm
 a starting hint, so Tansu's inexact end offsets cost nothing but a few extra records) and is bounded by
 `capacity`: traces older than the window are not served (the topic still keeps them for other tools).
 
+Parsing is lazy: nearly every trace record (one per sync request) is never looked up, so a record whose
+key is its id (`{"id":"<key>"` prefix, what every Quasar writer produces) is kept as raw bytes and only
+parsed and merged, in arrival order, when its trace is read. Other records are parsed at once.
+
 Records are merged per trace id, whatever partition they arrive on (the gateway's `pending` record and
 the worker's result may be partitioned by different clients): fields are merged and the status never
 moves backwards (pending < running < completed/failed).
@@ -63,7 +67,8 @@ class TraceIndex:
         self.fetch_wait_ms = fetch_wait_ms
         self.topic = TopicNames(settings.topic_prefix).traces
         self.capacity = capacity
-        self._traces: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Per trace id: [merged doc or None, raw records not merged yet (arrival order) or None].
+        self._traces: OrderedDict[str, list[Any]] = OrderedDict()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._running = False
@@ -73,7 +78,7 @@ class TraceIndex:
 
     def get(self, trace_id: str) -> dict[str, Any] | None:
         with self._lock:
-            trace = self._traces.get(trace_id)
+            trace = self._resolve(trace_id)
             return dict(trace) if trace is not None else None
 
     def list(
@@ -87,7 +92,9 @@ class TraceIndex:
     ) -> tuple[list[dict[str, Any]], int]:
         """Newest first, filtered; returns (page, total matching)."""
         with self._lock:
-            items = list(reversed(self._traces.values()))
+            for trace_id in builtins.list(self._traces):
+                self._resolve(trace_id)
+            items = [entry[0] for entry in reversed(self._traces.values()) if entry[0] is not None]
         matching = [
             t
             for t in items
@@ -105,11 +112,51 @@ class TraceIndex:
     def record(self, trace_id: str, update: Mapping[str, Any]) -> None:
         """Merge one record (from the topic, or this gateway's own `pending` record)."""
         with self._lock:
-            merged = merge_trace(self._traces.pop(trace_id, None), update)
+            self._merge(trace_id, update)
+
+    def _merge(self, trace_id: str, update: Mapping[str, Any]) -> None:
+        # Raw records that arrived earlier merge first: the merge is order-dependent. Lock held.
+        current = self._resolve(trace_id)
+        self._traces.pop(trace_id, None)
+        merged = merge_trace(current, update)
+        merged.setdefault("id", trace_id)
+        self._traces[trace_id] = [merged, None]
+        self._evict()
+
+    def _evict(self) -> None:
+        while len(self._traces) > self.capacity:
+            self._traces.popitem(last=False)
+
+    def _resolve(self, trace_id: str) -> dict[str, Any] | None:
+        """Parse and merge the raw records of `trace_id`; its merged doc (None: unknown). Lock held."""
+        entry = self._traces.get(trace_id)
+        if entry is None:
+            return None
+        raws: builtins.list[bytes] | None = entry[1]
+        if raws is None:
+            return entry[0]  # type: ignore[no-any-return]
+        entry[1] = None
+        merged: dict[str, Any] | None = entry[0]
+        for raw in raws:
+            doc = _parse(raw)
+            if doc is None:
+                continue
+            doc_id = doc.get("id") or doc.get("trace_id")
+            if doc_id != trace_id:
+                # Only possible for odd JSON (a repeated "id"): file it where an eager parse would have.
+                if isinstance(doc_id, str) and doc_id:
+                    entry[0] = merged
+                    self._merge(doc_id, doc)
+                continue
+            merged = merge_trace(merged, doc)
             merged.setdefault("id", trace_id)
-            self._traces[trace_id] = merged
-            while len(self._traces) > self.capacity:
-                self._traces.popitem(last=False)
+        if merged is None:
+            # Nothing valid arrived for this id: as if never seen.
+            if self._traces.get(trace_id) is entry:
+                del self._traces[trace_id]
+            return None
+        entry[0] = merged
+        return merged
 
     # -- tailing ------------------------------------------------------------------------------------
 
@@ -173,13 +220,49 @@ class TraceIndex:
     def _ingest(self, key: bytes | None, value: bytes | None) -> None:
         if not value or (key is not None and key.startswith(b"__marker__/")):
             return
-        try:
-            doc = orjson.loads(value)
-        except orjson.JSONDecodeError:
+        trace_id = _raw_id(key, value)
+        if trace_id is not None:
+            # Fast path: keep the bytes, parse only if someone reads this trace.
+            with self._lock:
+                entry = self._traces.get(trace_id)
+                if entry is None:
+                    self._traces[trace_id] = [None, [value]]
+                    self._evict()
+                else:
+                    self._traces.move_to_end(trace_id)
+                    if entry[1] is None:
+                        entry[1] = [value]
+                    else:
+                        entry[1].append(value)
             return
-        if not isinstance(doc, dict):
+        doc = _parse(value)
+        if doc is None:
             return
         trace_id = doc.get("id") or doc.get("trace_id") or (key.decode(errors="replace") if key else None)
         if not isinstance(trace_id, str) or not trace_id:
             return
         self.record(trace_id, doc)
+
+
+def _parse(value: bytes) -> dict[str, Any] | None:
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _raw_id(key: bytes | None, value: bytes) -> str | None:
+    """The key, if `value` visibly starts with `{"id":"<key>"` (so its id is the key), else None.
+
+    Keys with `"` or `\\` would be escaped in the JSON, and undecodable keys cannot equal an id: those
+    take the parsing path.
+    """
+    if not key or b'"' in key or b"\\" in key:
+        return None
+    if not value.startswith(b'{"id":"') or value[7 : 7 + len(key)] != key or value[7 + len(key) : 8 + len(key)] != b'"':
+        return None
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None
