@@ -20,7 +20,8 @@ test: $(STAMP)  ## the whole test suite (starts its own broker; needs local Redi
 	$(VENV)/bin/pytest -q
 
 check: $(STAMP)  ## lint and type-check (strict on app/engine)
-	$(VENV)/bin/ruff check app tests bench
+	$(VENV)/bin/ruff check app tests bench ops
+	$(VENV)/bin/ruff format --check app tests bench ops
 	$(VENV)/bin/mypy app
 
 bench-engine: $(STAMP)  ## engine msgs/s vs Orion's engine (dataflow-wasm under node), same run

@@ -29,9 +29,7 @@ __all__ = [
 MASK = "******"
 ENV_PREFIX = "env://"
 
-_EXACT = frozenset(
-    {"token", "password", "key", "secret", "api_key", "apikey", "connection_string", "api_keys"}
-)
+_EXACT = frozenset({"token", "password", "key", "secret", "api_key", "apikey", "connection_string", "api_keys"})
 _SUFFIXES = ("_token", "_password", "_secret", "_api_key", "_connection_string", "-token", "-password")
 
 
@@ -60,8 +58,7 @@ def mask_secrets(value: Any) -> Any:
                 out[k] = v if _is_reference(v) else MASK
             elif isinstance(v, list) and is_secret_field(str(k)):  # a list of secrets (a channel's api_keys)
                 out[k] = [
-                    mask_secrets(x) if x is None or isinstance(x, dict | list) or _is_reference(x) else MASK
-                    for x in v
+                    mask_secrets(x) if x is None or isinstance(x, dict | list) or _is_reference(x) else MASK for x in v
                 ]
             else:
                 out[k] = mask_secrets(v)

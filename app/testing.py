@@ -54,9 +54,7 @@ __all__ = [
 ]
 
 
-def _compiled(
-    doc: CompiledWorkflow | WorkflowDoc | Mapping[str, Any], registry: FunctionRegistry
-) -> CompiledWorkflow:
+def _compiled(doc: CompiledWorkflow | WorkflowDoc | Mapping[str, Any], registry: FunctionRegistry) -> CompiledWorkflow:
     return doc if isinstance(doc, CompiledWorkflow) else compile_workflow(doc, registry)
 
 
@@ -158,9 +156,7 @@ def assert_no_errors(response: Mapping[str, Any]) -> None:
         raise AssertionError(f"expected no errors, got {response['errors']!r}")
 
 
-def assert_steps(
-    report: Mapping[str, Any], *, executed: Iterable[str] = (), skipped: Iterable[str] = ()
-) -> None:
+def assert_steps(report: Mapping[str, Any], *, executed: Iterable[str] = (), skipped: Iterable[str] = ()) -> None:
     """Check a dry-run trace: the named tasks ran / were skipped."""
     results = {s["task_id"]: s["result"] for s in report["trace"]["steps"] if s.get("task_id") is not None}
     for task_id in executed:

@@ -53,9 +53,7 @@ def setup_complex_channel(bootstrap: str, prefix: str, workflow: Mapping[str, An
     )
     from app.settings import Settings
 
-    settings = Settings(
-        kafka_bootstrap=bootstrap, topic_prefix=prefix, fetch_wait_max_ms=10, session_timeout_ms=3000
-    )
+    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, fetch_wait_max_ms=10, session_timeout_ms=3000)
     specs = load_specs()
     plans = [
         *fixed_topic_plans(specs, settings),

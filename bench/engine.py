@@ -93,9 +93,7 @@ def ensure_node_deps() -> str:
     return node
 
 
-def run_baseline(
-    node: str, workload: Workload, messages: int, warmup: int, mode: str = "raw"
-) -> dict[str, Any]:
+def run_baseline(node: str, workload: Workload, messages: int, warmup: int, mode: str = "raw") -> dict[str, Any]:
     """One baseline round for one workload: the harness's result object (msgs_per_s, data, executed).
 
     `mode` "raw" keeps the engine's own output string (most favourable to the baseline); "response"
@@ -299,9 +297,7 @@ def _parser() -> argparse.ArgumentParser:
         help="untimed messages per round (V8 needs ~30k to tier up WASM)",
     )
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per workload; best counts")
-    p.add_argument(
-        "--workload", action="append", help="only this workload (repeatable): complex, multi, simple"
-    )
+    p.add_argument("--workload", action="append", help="only this workload (repeatable): complex, multi, simple")
     p.add_argument(
         "--baseline-mode",
         choices=["raw", "response"],
@@ -310,9 +306,7 @@ def _parser() -> argparse.ArgumentParser:
         "response: also reshaped into Orion's response in JS",
     )
     p.add_argument("--no-baseline", action="store_true", help="Quasar only (e.g. under a profiler)")
-    p.add_argument(
-        "--output", type=Path, default=RESULTS_FILE, help="results JSON (default bench/results/engine.json)"
-    )
+    p.add_argument("--output", type=Path, default=RESULTS_FILE, help="results JSON (default bench/results/engine.json)")
     return p
 
 

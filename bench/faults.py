@@ -167,9 +167,7 @@ def spawn_worker(settings: Any, instance_id: str, log_dir: Path) -> tuple[Proc, 
     return spawn(f"worker-{instance_id}", args, quasar_env(settings), log_dir), port
 
 
-def spawn_gateway(
-    settings: Any, instance_id: str, log_dir: Path, port: int | None = None
-) -> tuple[Proc, str]:
+def spawn_gateway(settings: Any, instance_id: str, log_dir: Path, port: int | None = None) -> tuple[Proc, str]:
     """`python -m app.cli gateway`; returns the process and its base URL."""
     port = port or _free_port()
     args = [sys.executable, "-m", "app.cli", "gateway", "--port", str(port), "--instance-id", instance_id]
@@ -483,10 +481,7 @@ def kill_worker(
         def all_seen() -> bool:
             if collector.error is not None:
                 raise collector.error
-            return (
-                all(collector.seen(r) for r in rids[-1000:])
-                and sum(1 for r in rids if collector.seen(r)) == n
-            )
+            return all(collector.seen(r) for r in rids[-1000:]) and sum(1 for r in rids if collector.seen(r)) == n
 
         with contextlib.suppress(TimeoutError):  # reported as lost below
             wait_until(all_seen, timeout, "every request accounted for", interval=0.5)
@@ -652,15 +647,11 @@ def gateway_restart(
                     1 for c in calls if c.start < t_kill <= c.end and not c.outcome.startswith("2")
                 ),
                 "non_5xx_failures": sum(
-                    1
-                    for c in calls
-                    if not c.outcome.startswith("2") and not _server_or_transport_failure(c.outcome)
+                    1 for c in calls if not c.outcome.startswith("2") and not _server_or_transport_failure(c.outcome)
                 ),
                 "max_call_seconds": round(max((c.end - c.start for c in calls), default=0.0), 3),
                 "restart_seconds": round(t_ready - t_kill, 2),
-                "ok_ratio_after_ready_plus_1s": round(
-                    sum(1 for c in late if c.outcome == "200") / len(late), 4
-                )
+                "ok_ratio_after_ready_plus_1s": round(sum(1 for c in late if c.outcome == "200") / len(late), 4)
                 if late
                 else 0.0,
                 "logs": str(logs),
@@ -695,9 +686,7 @@ def broker_unreachable(
         remaining = down_seconds - (time.monotonic() - t0)
         if remaining > 0:
             time.sleep(remaining)  # keep the broker away for a while: the retries are what is tested
-        down = {
-            p.name: {"alive": p.alive, "lines": p.text().count("\n"), "text": p.text()[-2000:]} for p in procs
-        }
+        down = {p.name: {"alive": p.alive, "lines": p.text().count("\n"), "text": p.text()[-2000:]} for p in procs}
         broker = stack.enter_context(EmbeddedBroker(port=port))
         t_broker = time.monotonic()
         _apply_topics(settings)
@@ -1041,9 +1030,7 @@ def upstream_restart(
             }
             _admin_setup(base, [wf], [_sync_channel_doc("calls", "calls")], [connector])
             url = f"{base}/api/v1/data/calls"
-            wait_until(
-                lambda: httpx.post(url, json={"data": {}}, timeout=5).status_code == 200, 30, "first reply"
-            )
+            wait_until(lambda: httpx.post(url, json={"data": {}}, timeout=5).status_code == 200, 30, "first reply")
 
             async def run() -> dict[str, Any]:
                 load = _Load(url, lambda i: b'{"data": {}}', concurrency, client_timeout)
@@ -1144,9 +1131,9 @@ def main(argv: list[str] | None = None) -> int:
             res["wall_seconds"] = round(time.monotonic() - t0, 1)
             out["scenarios"][name] = res
             print(
-                json.dumps(
-                    {k: v for k, v in res.items() if k not in ("logs", "while_down")}, indent=1, default=str
-                )[:3000],
+                json.dumps({k: v for k, v in res.items() if k not in ("logs", "while_down")}, indent=1, default=str)[
+                    :3000
+                ],
                 flush=True,
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)

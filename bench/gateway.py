@@ -80,9 +80,7 @@ async def _echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         more = message.get("more_body", False)
     out = orjson.dumps({"status": "ok", "data": orjson.loads(body or b"{}").get("data"), "errors": []})
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
-    )
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": out})
 
 
@@ -182,9 +180,7 @@ def _load_workloads(http: httpx.Client, workloads: list[Any]) -> dict[str, str]:
 
 
 def _check_response(http: httpx.Client, channel: str, workload: Any) -> None:
-    r = http.post(
-        f"/api/v1/data/{channel}", content=workload.body(), headers={"content-type": "application/json"}
-    )
+    r = http.post(f"/api/v1/data/{channel}", content=workload.body(), headers={"content-type": "application/json"})
     if r.status_code != 200:
         raise RuntimeError(f"{workload.name}: {r.status_code} {r.text}")
     problem = workload.expect.data_mismatch(r.json()["data"])
@@ -424,9 +420,7 @@ def run(args: argparse.Namespace) -> list[ScenarioResult]:
         for concurrency in args.concurrency:
             if simple_body is not None:
                 echo_pids: dict[str, int | None] = {"echo": st.echo_pid}
-                r = measure(
-                    st.echo_url, simple_body, args.seconds, concurrency, echo_pids, "bare uvicorn JSON echo"
-                )
+                r = measure(st.echo_url, simple_body, args.seconds, concurrency, echo_pids, "bare uvicorn JSON echo")
                 r.name += f" c={concurrency}"
                 rows.append(r)
             for w in workloads:
@@ -450,9 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=float, default=0.0, help="Start the stack and keep it up N seconds.")
     parser.add_argument("--fetch-wait-ms", type=int, default=10, help="fetch.wait.max.ms of every consumer.")
     parser.add_argument("--scenarios", nargs="+", default=["simple", "complex", "multi"])
-    parser.add_argument(
-        "--role", choices=["bench", "worker", "echo"], default="bench", help=argparse.SUPPRESS
-    )
+    parser.add_argument("--role", choices=["bench", "worker", "echo"], default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role == "worker":

@@ -95,9 +95,7 @@ def _hey(url: str, seconds: float, concurrency: int, body: Path | None) -> Load:
     args = ["hey", "-z", f"{seconds}s", "-c", str(concurrency)]
     if body is not None:
         args += ["-m", "POST", "-T", "application/json", "-D", str(body)]
-    out = subprocess.run(
-        [*args, url], capture_output=True, text=True, check=True, timeout=seconds + 60
-    ).stdout
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     statuses = {int(c): int(n) for c, n in _HEY_STATUS.findall(out)}
     total = sum(statuses.values())
     errors = sum(n for c, n in statuses.items() if c != 200)
@@ -274,8 +272,7 @@ def bench_http(bootstrap: str, logs: Path, args: argparse.Namespace, rows: list[
                 echo_load = load(echo_url, args.seconds, c, body)
                 scenarios: list[tuple[str, str, Path | None]] = [("health", f"{base}/health", None)]
                 scenarios += [
-                    (workloads[n].title, f"{base}/api/v1/data/{channels[n]}", workloads[n].payload_file)
-                    for n in wanted
+                    (workloads[n].title, f"{base}/api/v1/data/{channels[n]}", workloads[n].payload_file) for n in wanted
                 ]
                 for title, url, payload in scenarios:
                     load(url, min(1.0, args.seconds), c, payload)
@@ -288,8 +285,7 @@ def bench_http(bootstrap: str, logs: Path, args: argparse.Namespace, rows: list[
                             "req/s",
                             echo_load.rps,
                             "bare uvicorn echo req/s",
-                            f"p50 {res.p50_ms:.1f} ms p99 {res.p99_ms:.1f} ms "
-                            f"errors {res.errors}/{res.total}",
+                            f"p50 {res.p50_ms:.1f} ms p99 {res.p99_ms:.1f} ms errors {res.errors}/{res.total}",
                         )
                     )
                     print(_table(rows[-1:]), flush=True)
@@ -357,9 +353,7 @@ class _Reloader(threading.Thread):
                         f"/api/v1/admin/workflows/{wid}",
                         json={k: v for k, v in self.doc.items() if k != "workflow_id"},
                     ).raise_for_status()
-                    http.patch(
-                        f"/api/v1/admin/workflows/{wid}/status", json={"status": "active"}
-                    ).raise_for_status()
+                    http.patch(f"/api/v1/admin/workflows/{wid}/status", json={"status": "active"}).raise_for_status()
                     self.done += 1
                 except httpx.HTTPError:
                     self.failed += 1
@@ -465,9 +459,7 @@ def bench_propagation(bootstrap: str, logs: Path, args: argparse.Namespace, rows
                     },
                 ).raise_for_status()
                 t0 = time.perf_counter()
-                admin.patch(
-                    f"/api/v1/admin/workflows/{wid}/status", json={"status": "active"}
-                ).raise_for_status()
+                admin.patch(f"/api/v1/admin/workflows/{wid}/status", json={"status": "active"}).raise_for_status()
                 # The writing gateway answered after folding the activation: its offset is the target.
                 target = admin.get("/health").json()["config_offset"]
                 pending = set(range(len(probes)))
@@ -533,9 +525,7 @@ def _bulk_config(bootstrap: str, prefix: str, workflows: int, channels: int, rev
         }
         while True:
             try:
-                producer.produce(
-                    topic, orjson.dumps(value), key=proposal_key(kind, oid, rev, uuid.uuid4().hex[:16])
-                )
+                producer.produce(topic, orjson.dumps(value), key=proposal_key(kind, oid, rev, uuid.uuid4().hex[:16]))
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -675,9 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        bootstrap = (
-            os.environ.get("QUASAR_KAFKA_BOOTSTRAP") or stack.enter_context(EmbeddedBroker()).bootstrap
-        )
+        bootstrap = os.environ.get("QUASAR_KAFKA_BOOTSTRAP") or stack.enter_context(EmbeddedBroker()).bootstrap
         for name, step in steps:
             if name not in only:
                 continue

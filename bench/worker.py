@@ -397,9 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=50_000, help="records per fast run")
     parser.add_argument("--slow-n", type=int, default=10_000, help="records for the default Faust agent")
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument(
-        "--only", default="raw,worker,faust", help="comma list of: raw, worker, faust (all variants)"
-    )
+    parser.add_argument("--only", default="raw,worker,faust", help="comma list of: raw, worker, faust (all variants)")
     parser.add_argument("--faust-variant", help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--src", help=argparse.SUPPRESS)
@@ -446,9 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(Result("engine only, no Kafka (complex workflow)", args.n, engine_only(args.n)))
             try:
                 rows.append(
-                    Result(
-                        "quasar worker, complex 4-task workflow", args.n, _worker_run(bootstrap, args.n, 300)
-                    )
+                    Result("quasar worker, complex 4-task workflow", args.n, _worker_run(bootstrap, args.n, 300))
                 )
             except Exception as exc:
                 print(f"worker: failed: {exc}", file=sys.stderr)

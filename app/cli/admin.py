@@ -42,9 +42,7 @@ EXIT_HELP = (
 console = Console()
 err_console = Console(stderr=True)
 
-UrlOpt = typer.Option(
-    None, "--url", envvar="QUASAR_URL", help="Gateway base URL; omit to use the config topic."
-)
+UrlOpt = typer.Option(None, "--url", envvar="QUASAR_URL", help="Gateway base URL; omit to use the config topic.")
 TokenOpt = typer.Option(None, "--token", envvar="QUASAR_ADMIN_TOKEN", help="Admin API key / bearer token.")
 HeaderOpt = typer.Option(
     "Authorization",
@@ -245,9 +243,7 @@ def _group(kind: str, plural: str, *, lifecycle: bool) -> typer.Typer:
     def export(
         status: str | None = typer.Option(None),
         tag: str | None = typer.Option(None),
-        output: Path | None = typer.Option(
-            None, "-o", "--output", help="write to this file (default stdout)"
-        ),
+        output: Path | None = typer.Option(None, "-o", "--output", help="write to this file (default stdout)"),
         url: str | None = UrlOpt,
         token: str | None = TokenOpt,
         header: str = HeaderOpt,
@@ -277,9 +273,7 @@ def _group(kind: str, plural: str, *, lifecycle: bool) -> typer.Typer:
         async def job(c: AdminClient) -> int:
             docs = _docs(_read_json(file), plural)
             failed: list[tuple[str, CliError]] = []
-            with Progress(
-                TextColumn("import"), BarColumn(), MofNCompleteColumn(), console=err_console
-            ) as bar:
+            with Progress(TextColumn("import"), BarColumn(), MofNCompleteColumn(), console=err_console) as bar:
                 task = bar.add_task(plural, total=len(docs))
                 for doc in docs:
                     try:
@@ -370,16 +364,13 @@ def _status(
     async def job(c: AdminClient) -> None:
         view = (await c.admin("PATCH", f"/{plural}/{object_id}/status", json=body))["data"]
         console.print(
-            f"{kind} {object_id}: version {view['version']} {view['status']} "
-            f"({view.get('rollout_percentage', 100)}%)"
+            f"{kind} {object_id}: version {view['version']} {view['status']} ({view.get('rollout_percentage', 100)}%)"
         )
 
     _run(url, token, header, job)
 
 
-async def _apply_one(
-    c: AdminClient, kind: str, plural: str, doc: Any, activate: bool
-) -> tuple[str, dict[str, Any]]:
+async def _apply_one(c: AdminClient, kind: str, plural: str, doc: Any, activate: bool) -> tuple[str, dict[str, Any]]:
     if not isinstance(doc, dict):
         raise CliError(f"each {kind} must be a JSON object", "BAD_FILE", EXIT_CODES["usage"])
     ident = _doc_id(kind, doc)
@@ -397,9 +388,7 @@ async def _apply_one(
             await c.admin("POST", f"/{plural}/{ident}/versions")
         view, result = (await c.admin("PUT", f"/{plural}/{ident}", json=doc))["data"], "updated"
     if activate:
-        view = (await c.admin("PATCH", f"/{plural}/{view[f'{kind}_id']}/status", json={"status": "active"}))[
-            "data"
-        ]
+        view = (await c.admin("PATCH", f"/{plural}/{view[f'{kind}_id']}/status", json={"status": "active"}))["data"]
         result += ", activated"
     return result, view
 
@@ -529,9 +518,7 @@ def send(
     channel: str = typer.Argument(..., help="channel name (or REST path under /api/v1/data/)"),
     data: str = typer.Option("{}", "-d", "--data", help="request data as JSON"),
     is_async: bool = typer.Option(False, "--async", help="submit asynchronously; prints the trace id"),
-    url: str | None = typer.Option(
-        None, "--url", envvar="QUASAR_URL", help="gateway (default http://127.0.0.1:8080)"
-    ),
+    url: str | None = typer.Option(None, "--url", envvar="QUASAR_URL", help="gateway (default http://127.0.0.1:8080)"),
     token: str | None = TokenOpt,
     header: str = HeaderOpt,
 ) -> None:
@@ -551,9 +538,7 @@ traces_app = typer.Typer(help="Read request traces through the gateway.", no_arg
 @traces_app.command("get")
 def traces_get(
     trace_id: str = typer.Argument(..., metavar="ID"),
-    url: str | None = typer.Option(
-        None, "--url", envvar="QUASAR_URL", help="gateway (default http://127.0.0.1:8080)"
-    ),
+    url: str | None = typer.Option(None, "--url", envvar="QUASAR_URL", help="gateway (default http://127.0.0.1:8080)"),
     token: str | None = TokenOpt,
     header: str = HeaderOpt,
 ) -> None:

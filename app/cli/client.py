@@ -59,9 +59,7 @@ class AdminClient:
         self.http = http
         self.mode = mode
 
-    async def request(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
-    ) -> Any:
+    async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
         """`path` is absolute (`/api/v1/...`). Returns the decoded JSON body (None for 204)."""
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         content = orjson.dumps(json) if json is not None else None
@@ -141,9 +139,7 @@ async def _direct(settings: Settings, timeout_s: float) -> AsyncIterator[AdminCl
     try:
         bootstrap_of(settings)
     except QuasarError as exc:
-        raise CliError(
-            f"{exc.message}; or pass --url http://HOST:PORT to use a running gateway", exc.code, 1
-        ) from None
+        raise CliError(f"{exc.message}; or pass --url http://HOST:PORT to use a running gateway", exc.code, 1) from None
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(router)
@@ -159,9 +155,7 @@ async def _direct(settings: Settings, timeout_s: float) -> AsyncIterator[AdminCl
     app.state.config_writer = ConfigWriter(reader)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://quasar-direct", timeout=timeout_s
-        ) as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://quasar-direct", timeout=timeout_s) as http:
             yield AdminClient(http, "direct")
     finally:
         await reader.stop()

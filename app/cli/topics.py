@@ -28,9 +28,7 @@ def _fail(exc: QuasarError) -> typer.Exit:
 
 @app.command("apply")
 def apply(
-    specs_dir: Path | None = typer.Option(
-        None, "--specs", help="Directory of topic specs (default: topics/)."
-    ),
+    specs_dir: Path | None = typer.Option(None, "--specs", help="Directory of topic specs (default: topics/)."),
     timeout: float = typer.Option(15.0, help="Broker timeout in seconds."),
 ) -> None:
     """Create missing topics and check existing ones. Exit 0 if all match, 2 on a partition mismatch."""

@@ -288,9 +288,7 @@ class Rollout(Operation):
         cur = _live(kind, object_id, current)
         active = cur.active
         if len(active) != 2:
-            raise BadRequest(
-                f"{_label(kind, object_id)} needs two active versions for a rollout, it has {len(active)}"
-            )
+            raise BadRequest(f"{_label(kind, object_id)} needs two active versions for a rollout, it has {len(active)}")
         newer, older = active
         versions = _copy(cur)
         _set(versions, newer, now, rollout_percentage=p)

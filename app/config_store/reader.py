@@ -223,9 +223,7 @@ class ConfigReader:
         """Produce one record (default topic: config) without waiting for the fold; returns its offset."""
         if self._producer is None:
             # linger 0: config writes are rare and someone is waiting for each one.
-            self._producer = AsyncProducer(
-                producer_config(self.settings, client_id=self._name, **{"linger.ms": 0})
-            )
+            self._producer = AsyncProducer(producer_config(self.settings, client_id=self._name, **{"linger.ms": 0}))
         msg = await self._producer.produce(topic or self.topic, value, key.encode())
         offset = msg.offset()
         return offset if offset is not None else -1
@@ -279,9 +277,7 @@ class ConfigReader:
             started = time.perf_counter()
             try:
                 self._snapshot = build_snapshot(self.state, engine_factory=self._engine_factory)
-                M.observe_reload(
-                    time.perf_counter() - started, ok=True, active_workflows=len(self._snapshot.workflows)
-                )
+                M.observe_reload(time.perf_counter() - started, ok=True, active_workflows=len(self._snapshot.workflows))
             except Exception as exc:
                 M.observe_reload(time.perf_counter() - started, ok=False)
                 self.snapshot_errors += 1

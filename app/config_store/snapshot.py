@@ -115,9 +115,7 @@ def default_engine_factory(channels: Mapping[str, list[tuple[Any, tuple[int, int
     """Build `app.engine.Engine` from compiled workflows and their rollout ranges."""
     from app.engine import ChannelWorkflow, Engine
 
-    return Engine(
-        {name: [ChannelWorkflow(wf, rollout=rng) for wf, rng in wfs] for name, wfs in channels.items()}
-    )
+    return Engine({name: [ChannelWorkflow(wf, rollout=rng) for wf, rng in wfs] for name, wfs in channels.items()})
 
 
 def _workflow_ids(doc: Mapping[str, Any]) -> list[str]:
@@ -135,9 +133,7 @@ def _int(value: object, default: int = 0) -> int:
     return value if type(value) is int else default
 
 
-def build_snapshot(
-    state: ConfigState, *, engine_factory: EngineFactory | None = default_engine_factory
-) -> Snapshot:
+def build_snapshot(state: ConfigState, *, engine_factory: EngineFactory | None = default_engine_factory) -> Snapshot:
     """The runtime view of `state` (pure apart from what the engine factory does)."""
     problems: list[Mapping[str, Any]] = []
 
@@ -176,9 +172,7 @@ def build_snapshot(
                         "kind": "channel",
                         "id": obj.id,
                         "version": n,
-                        "errors": [
-                            {"field": "workflow_id", "message": f"workflow '{wid}' has no active version"}
-                        ],
+                        "errors": [{"field": "workflow_id", "message": f"workflow '{wid}' has no active version"}],
                     }
                 )
                 continue
@@ -194,9 +188,7 @@ def build_snapshot(
                 existing.workflows + tuple(bound_wfs),
             )
         else:
-            channels[name] = ChannelView(
-                obj.id, name, n, doc, result.compiled if result else None, tuple(bound_wfs)
-            )
+            channels[name] = ChannelView(obj.id, name, n, doc, result.compiled if result else None, tuple(bound_wfs))
 
     routes = []
     for view in channels.values():
@@ -223,9 +215,7 @@ def build_snapshot(
             n, doc = _newest_active(obj)
             result = obj.compiled.get(n)
             if result is not None and not result.valid:
-                problems.append(
-                    {"kind": "connector", "id": obj.id, "version": n, "errors": list(result.errors)}
-                )
+                problems.append({"kind": "connector", "id": obj.id, "version": n, "errors": list(result.errors)})
                 continue
             connectors[obj.id] = doc
 

@@ -45,9 +45,7 @@ KINDS: tuple[str, ...] = ("workflow", "channel", "connector")
 STATUSES: tuple[str, ...] = ("draft", "active", "archived")
 MARKER_PREFIX = "__marker__/"
 # Lifecycle fields the store owns; everything else in a version document is the user's definition.
-META_FIELDS: frozenset[str] = frozenset(
-    {"version", "status", "rollout_percentage", "created_at", "updated_at"}
-)
+META_FIELDS: frozenset[str] = frozenset({"version", "status", "rollout_percentage", "created_at", "updated_at"})
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _KEY = re.compile(r"^(workflow|channel|connector)/([^#]+)#(\d+)\.([A-Za-z0-9_-]+)$")
 
@@ -366,9 +364,7 @@ class ConfigState:
 
     def objects(self, kind: str | None = None) -> list[ObjectState]:
         """Live objects (of `kind`), sorted by (kind, id)."""
-        return [
-            o for k, o in sorted(self._objects.items()) if not o.deleted and (kind is None or k[0] == kind)
-        ]
+        return [o for k, o in sorted(self._objects.items()) if not o.deleted and (kind is None or k[0] == kind)]
 
     def fingerprint(self) -> str:
         """Digest of the whole folded state: equal on two readers iff they hold the same config."""

@@ -111,11 +111,7 @@ class ConfigWriter:
                     )
             live = current if current is not None and not current.deleted else None
             change = operation(kind, object_id, live, _now_iso())
-            if (
-                live is not None
-                and change.versions is not None
-                and dict(change.versions) == dict(live.versions)
-            ):
+            if live is not None and change.versions is not None and dict(change.versions) == dict(live.versions):
                 return WriteResult(
                     kind,
                     object_id,

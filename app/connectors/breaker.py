@@ -158,9 +158,7 @@ class CircuitBreaker:
 class BreakerRegistry:
     """All breakers of a process, keyed `channel:connector`; LRU-bounded by `max_breakers`."""
 
-    def __init__(
-        self, config: BreakerConfig | None = None, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, config: BreakerConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config or BreakerConfig()
         self._clock = clock
         self._breakers: OrderedDict[str, CircuitBreaker] = OrderedDict()

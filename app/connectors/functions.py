@@ -480,9 +480,7 @@ def check_connector_references(
             doc = svc.connector(connector, kind)
         except QuasarError as exc:
             known = sorted(n for n, d in svc.connectors.items() if d.connector_type == kind)
-            hint = (
-                f"; known {kind} connectors: {', '.join(known)}" if known else f"; no {kind} connector exists"
-            )
+            hint = f"; known {kind} connectors: {', '.join(known)}" if known else f"; no {kind} connector exists"
             errors.append({"field": field, "message": exc.message + hint})
             continue
         driver = getattr(doc.config, "driver", None)
@@ -490,8 +488,7 @@ def check_connector_references(
             errors.append(
                 {
                     "field": field,
-                    "message": f"connector '{connector}' uses driver {driver}; "
-                    f"{name} needs {'/'.join(drivers)}",
+                    "message": f"connector '{connector}' uses driver {driver}; {name} needs {'/'.join(drivers)}",
                 }
             )
     return errors

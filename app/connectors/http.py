@@ -206,9 +206,7 @@ class HttpConnector:
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            err = ConnectorError(
-                f"connector '{self.name}' answered {response.status_code} with a non-JSON body"
-            )
+            err = ConnectorError(f"connector '{self.name}' answered {response.status_code} with a non-JSON body")
             err.retryable = False
             raise err from exc
         return HttpResult(response.status_code, parsed, attempts)

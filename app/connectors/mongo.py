@@ -72,9 +72,7 @@ class MongoConnector:
                 cursor = coll.find(filter, max_time_ms=int(self.query_timeout * 1000))
                 docs = await cursor.to_list(length=None)
         except (TimeoutError, ExecutionTimeout) as exc:
-            raise Timeout(
-                f"mongo_read on connector '{self.name}' exceeded {self.query_timeout:.3g}s"
-            ) from exc
+            raise Timeout(f"mongo_read on connector '{self.name}' exceeded {self.query_timeout:.3g}s") from exc
         except ConnectionFailure as exc:
             raise ConnectorError(f"connector '{self.name}': {exc}") from exc
         except OperationFailure as exc:

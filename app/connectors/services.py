@@ -154,9 +154,7 @@ class ConnectorServices:
         if mongo and cfg.driver != "mongodb":
             raise ConnectorNotFound(f"connector '{name}' uses driver {cfg.driver}, expected mongodb")
         if not mongo and cfg.driver not in SQL_DRIVERS:
-            raise ConnectorNotFound(
-                f"connector '{name}' uses driver {cfg.driver}, expected one of {SQL_DRIVERS}"
-            )
+            raise ConnectorNotFound(f"connector '{name}' uses driver {cfg.driver}, expected one of {SQL_DRIVERS}")
         return doc, cfg
 
     async def sql(self, name: str) -> SqlConnector:
@@ -208,9 +206,7 @@ class ConnectorServices:
         breaker.on_success()
         return result
 
-    async def produce(
-        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> Any:
+    async def produce(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
         """Produce through the runtime's producer and wait for the broker's ack."""
         if self.producer is None:
             raise ConnectorError("publish_kafka: this runtime has no Kafka producer")

@@ -158,9 +158,7 @@ class SqlConnector(ABC):
     @abstractmethod
     async def aclose(self) -> None: ...
 
-    async def _with_timeout(
-        self, op: Callable[[], Awaitable[T]], on_timeout: Callable[[], None] | None = None
-    ) -> T:
+    async def _with_timeout(self, op: Callable[[], Awaitable[T]], on_timeout: Callable[[], None] | None = None) -> T:
         timer = asyncio.timeout(self.query_timeout)
         try:
             async with timer:

@@ -106,18 +106,14 @@ async def check_host(host: str, port: int, resolver: Resolver = system_resolver)
         why = blocked_reason(address)
         if why is not None:
             shown = host if address == host else f"{host} ({address})"
-            raise UrlBlocked(
-                f"request to {shown} refused: {why}; set allow_private_urls on the connector to allow it"
-            )
+            raise UrlBlocked(f"request to {shown} refused: {why}; set allow_private_urls on the connector to allow it")
     return addresses
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolve, check, then connect to the checked address through `inner` (the real backend)."""
 
-    def __init__(
-        self, inner: httpcore.AsyncNetworkBackend | None = None, resolver: Resolver | None = None
-    ) -> None:
+    def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None, resolver: Resolver | None = None) -> None:
         self._inner = inner if inner is not None else httpcore.AnyIOBackend()
         self._resolver = resolver or system_resolver
 

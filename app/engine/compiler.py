@@ -229,9 +229,7 @@ def analyse(
         if recording and spec.side_effects:
             fn = Recorder(spec.name, t.function.input)
         if t_cond is not None:
-            tasks.append(
-                CompiledTask(t.id, t.name, t_cond, t.continue_on_error, spec.name, fn, spec.side_effects)
-            )
+            tasks.append(CompiledTask(t.id, t.name, t_cond, t.continue_on_error, spec.name, fn, spec.side_effects))
     if errors or condition is None:
         return None, errors, warnings
     return CompiledWorkflow(model, condition, tuple(tasks), registry, recording), errors, warnings

@@ -28,9 +28,7 @@ def _prepare(
     return compile_workflow(workflow, registry, recording=True)
 
 
-def _report(
-    wf: CompiledWorkflow, message: Message, opts: RunOptions, error: QuasarError | None
-) -> dict[str, Any]:
+def _report(wf: CompiledWorkflow, message: Message, opts: RunOptions, error: QuasarError | None) -> dict[str, Any]:
     steps = opts.steps or []
     calls = opts.calls or []
     by_task = {(c["workflow_id"], c["task_id"]): c for c in calls}

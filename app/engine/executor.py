@@ -160,9 +160,7 @@ class Engine:
         meta["processed_at"] = rfc3339()
         meta["engine_version"] = ENGINE_VERSION
         meta["channel"] = ch.name
-        ctx = TaskContext(
-            ch.name, services=opts.services, deadline=opts.deadline, engine=self, calls=opts.calls
-        )
+        ctx = TaskContext(ch.name, services=opts.services, deadline=opts.deadline, engine=self, calls=opts.calls)
         bucket = opts.rollout_bucket
         if bucket is None and ch.partial:
             bucket = random.randrange(100)  # no sticky key given: Orion's per-request random split
@@ -179,9 +177,7 @@ class Engine:
             raise _WorkflowFailed(exc, str(exc))
 
     @staticmethod
-    def _task_failed_status(
-        message: Message, wf: CompiledWorkflow, task: Any, status: int, reason: str | None
-    ) -> None:
+    def _task_failed_status(message: Message, wf: CompiledWorkflow, task: Any, status: int, reason: str | None) -> None:
         text = f"Task {task.id} failed with status {status}" + (f": {reason}" if reason else "")
         if task.continue_on_error:
             # Quasar fix of quirk 5: Orion continues silently; we record why.
@@ -236,9 +232,7 @@ class Engine:
                     steps.append(_step(wf.id, task.id, "skipped"))
                 continue
             if deadline is not None and time.time() > deadline:
-                raise _WorkflowFailed(
-                    Timeout("Deadline exceeded before task " + task.id), "deadline exceeded"
-                )
+                raise _WorkflowFailed(Timeout("Deadline exceeded before task " + task.id), "deadline exceeded")
             ctx.task_id = task.id
             ctx.reason = None
             ctx.changes = _NO_CHANGES
@@ -256,9 +250,7 @@ class Engine:
             _record(message, wf.id, task.id, ctx.changes, status)
             if status == FILTER_HALT:
                 if steps is not None:
-                    steps.extend(
-                        _step(wf.id, t.id, "skipped", None, "halted by filter") for t in tasks[i + 1 :]
-                    )
+                    steps.extend(_step(wf.id, t.id, "skipped", None, "halted by filter") for t in tasks[i + 1 :])
                 return
             if status >= 500:
                 self._task_failed_status(message, wf, task, status, ctx.reason)
@@ -305,9 +297,7 @@ class Engine:
                     steps.append(_step(wf.id, task.id, "skipped"))
                 continue
             if deadline is not None and time.time() > deadline:
-                raise _WorkflowFailed(
-                    Timeout("Deadline exceeded before task " + task.id), "deadline exceeded"
-                )
+                raise _WorkflowFailed(Timeout("Deadline exceeded before task " + task.id), "deadline exceeded")
             ctx.task_id = task.id
             ctx.reason = None
             ctx.changes = _NO_CHANGES
@@ -328,17 +318,13 @@ class Engine:
             _record(message, wf.id, task.id, ctx.changes, status)
             if status == FILTER_HALT:
                 if steps is not None:
-                    steps.extend(
-                        _step(wf.id, t.id, "skipped", None, "halted by filter") for t in tasks[i + 1 :]
-                    )
+                    steps.extend(_step(wf.id, t.id, "skipped", None, "halted by filter") for t in tasks[i + 1 :])
                 return
             if status >= 500:
                 self._task_failed_status(message, wf, task, status, ctx.reason)
 
 
-def _record(
-    message: Message, workflow_id: str, task_id: str, changes: list[tuple[str, Any, Any]], status: int
-) -> None:
+def _record(message: Message, workflow_id: str, task_id: str, changes: list[tuple[str, Any, Any]], status: int) -> None:
     message.audit_trail.append(AuditEntry(workflow_id, task_id, time.time(), changes, status))
     message.context["metadata"]["progress"] = {
         "workflow_id": workflow_id,

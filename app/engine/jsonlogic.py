@@ -253,9 +253,7 @@ def check_logic(rule: Any) -> tuple[list[str], list[str]]:
             diags = []
         for d in diags:
             if d.get("code") == "UnknownOperator":
-                warnings.append(
-                    f"{d.get('message')} (at '{d.get('pointer') or '/'}'): it is kept as a literal"
-                )
+                warnings.append(f"{d.get('message')} (at '{d.get('pointer') or '/'}'): it is kept as a literal")
     return errors, warnings
 
 

@@ -118,9 +118,7 @@ class Message:
         self.audit_trail: list[AuditEntry] = []
 
     @classmethod
-    def from_request(
-        cls, data: Any, metadata: dict[str, Any] | None = None, *, id: str | None = None
-    ) -> Message:
+    def from_request(cls, data: Any, metadata: dict[str, Any] | None = None, *, id: str | None = None) -> Message:
         """A request's `data` becomes the payload; `context.data` starts empty (Orion)."""
         return cls(data, metadata=dict(metadata) if metadata else {}, id=id)
 
@@ -150,9 +148,7 @@ class Message:
     def temp_data(self) -> dict[str, Any]:
         return self.context["temp_data"]  # type: ignore[no-any-return]
 
-    def add_error(
-        self, code: str, message: str, *, workflow_id: str | None = None, task_id: str | None = None
-    ) -> None:
+    def add_error(self, code: str, message: str, *, workflow_id: str | None = None, task_id: str | None = None) -> None:
         self.errors.append(error_info(code, message, workflow_id=workflow_id, task_id=task_id))
 
     def to_response(self) -> dict[str, Any]:

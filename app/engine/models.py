@@ -269,11 +269,7 @@ class StorageConnectorConfig(_Open):
 
 
 ConnectorConfig = Annotated[
-    HttpConnectorConfig
-    | KafkaConnectorConfig
-    | DbConnectorConfig
-    | CacheConnectorConfig
-    | StorageConnectorConfig,
+    HttpConnectorConfig | KafkaConnectorConfig | DbConnectorConfig | CacheConnectorConfig | StorageConnectorConfig,
     Field(discriminator="type"),
 ]
 
@@ -300,9 +296,7 @@ class ConnectorDoc(_Doc):
     @model_validator(mode="after")
     def _types_agree(self) -> ConnectorDoc:
         if self.config.type != self.connector_type:
-            raise ValueError(
-                f"config.type '{self.config.type}' does not match connector_type '{self.connector_type}'"
-            )
+            raise ValueError(f"config.type '{self.config.type}' does not match connector_type '{self.connector_type}'")
         return self
 
     def masked(self) -> dict[str, Any]:

@@ -105,18 +105,14 @@ def _data(item: Any, status: int = 200) -> Response:
     return json_response({"data": item}, status)
 
 
-_JSON_BODY = {
-    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
-}
+_JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
 _JSON_LIST_BODY = {
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": {"type": "array", "items": {}}}},
     }
 }
-_OPTIONAL_BODY = {
-    "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}
-}
+_OPTIONAL_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}}
 
 Limit = Query(None, ge=1, le=1000, description="Page size (default 50)")
 # Upper bounds keep echoed integers in JSON's safe range (orjson refuses ints above 64 bits: was a 500).
@@ -187,9 +183,7 @@ def _crud(kind: str, plural: str, tag: str, *, lifecycle: bool) -> None:
     )
     async def update(object_id: str, request: Request, svc: AdminService = Svc) -> Response:
         return _data(
-            await svc.update(
-                kind, object_id, await _body(request), actor=_actor(request), expected=_if_match(request)
-            )
+            await svc.update(kind, object_id, await _body(request), actor=_actor(request), expected=_if_match(request))
         )
 
     @router.delete(
@@ -220,9 +214,7 @@ def _crud(kind: str, plural: str, tag: str, *, lifecycle: bool) -> None:
             )
         )
 
-    @router.get(
-        f"{base}/{{object_id}}/versions", tags=[tag], summary="Version history", name=f"versions_{kind}"
-    )
+    @router.get(f"{base}/{{object_id}}/versions", tags=[tag], summary="Version history", name=f"versions_{kind}")
     async def versions(
         object_id: str, limit: int | None = Limit, offset: int | None = Offset, svc: AdminService = Svc
     ) -> Response:
@@ -236,9 +228,7 @@ def _crud(kind: str, plural: str, tag: str, *, lifecycle: bool) -> None:
         name=f"new_version_{kind}",
     )
     async def new_version(object_id: str, request: Request, svc: AdminService = Svc) -> Response:
-        return _data(
-            await svc.new_version(kind, object_id, actor=_actor(request), expected=_if_match(request)), 201
-        )
+        return _data(await svc.new_version(kind, object_id, actor=_actor(request), expected=_if_match(request)), 201)
 
     @router.post(
         f"{base}/{{object_id}}/rollback",
@@ -359,9 +349,7 @@ async def backup(svc: AdminService = Svc) -> Response:
     return json_response(await svc.backup())
 
 
-@router.post(
-    "/restore", tags=["Backup"], summary="Restore the whole config from a backup", openapi_extra=_JSON_BODY
-)
+@router.post("/restore", tags=["Backup"], summary="Restore the whole config from a backup", openapi_extra=_JSON_BODY)
 async def restore(
     request: Request,
     prune: bool = Query(True, description="delete objects not in the backup"),

@@ -73,9 +73,7 @@ class AuditLog:
         self.last_error: str | None = None
 
     def _read(self) -> list[dict[str, Any]]:
-        consumer = Consumer(
-            reader_config(self.settings, client_id=f"quasar-audit-{self.settings.instance_id}")
-        )
+        consumer = Consumer(reader_config(self.settings, client_id=f"quasar-audit-{self.settings.instance_id}"))
         entries: deque[dict[str, Any]] = deque(maxlen=self.max_entries)
         try:
             # List all topics and look the audit topic up by name: asking for it by name would make Tansu
@@ -106,9 +104,7 @@ class AuditLog:
                     except orjson.JSONDecodeError:
                         value = {"raw": (raw or b"").decode(errors="replace")}
                     entries.append(
-                        normalise_audit(
-                            value, offset=offset, partition=partition, timestamp_ms=m.timestamp()[1]
-                        )
+                        normalise_audit(value, offset=offset, partition=partition, timestamp_ms=m.timestamp()[1])
                     )
             return list(entries)
         except KafkaException as exc:

@@ -164,9 +164,7 @@ class AdminService:
         _check_kind(kind)
         return self.view(self._object(kind, object_id), version)
 
-    def versions(
-        self, kind: str, object_id: str, *, limit: int | None = None, offset: int | None = None
-    ) -> Page:
+    def versions(self, kind: str, object_id: str, *, limit: int | None = None, offset: int | None = None) -> Page:
         """Version history, newest first."""
         obj = self._object(kind, object_id)
         return _page([self.view(obj, n) for n in sorted(obj.versions, reverse=True)], limit, offset)
@@ -242,9 +240,7 @@ class AdminService:
         if isinstance(body, Mapping):
             given = body.get(id_field(kind)) or body.get("id")
             if given is not None and given != object_id:
-                raise BadRequest(
-                    f"{id_field(kind)} {given!r} in the body does not match the path id {object_id!r}"
-                )
+                raise BadRequest(f"{id_field(kind)} {given!r} in the body does not match the path id {object_id!r}")
         object_id, doc = self._prepare(kind, body, object_id)
         return await self._apply_view(kind, object_id, ops.Update(doc), actor, expected=expected)
 
@@ -354,9 +350,7 @@ class AdminService:
                 await self.create(kind, doc, actor=actor)
                 imported += 1
             except QuasarError as exc:
-                errors.append(
-                    {"index": i, "id": _loose_id(kind, doc), "code": exc.code, "error": exc.message}
-                )
+                errors.append({"index": i, "id": _loose_id(kind, doc), "code": exc.code, "error": exc.message})
             if progress is not None:
                 progress(i + 1, len(items))
         return {"imported": imported, "failed": len(errors), "errors": errors}
@@ -467,9 +461,7 @@ def _items_of(kind: str, body: Any) -> list[Any]:
 
 def _backup_objects(body: Any) -> list[dict[str, Any]]:
     if not isinstance(body, Mapping) or not isinstance(body.get("objects"), list):
-        raise BadRequest(
-            'restore body must be a backup: {"format": "' + BACKUP_FORMAT + '", "objects": [...]}'
-        )
+        raise BadRequest('restore body must be a backup: {"format": "' + BACKUP_FORMAT + '", "objects": [...]}')
     fmt = body.get("format")
     if fmt is not None and fmt != BACKUP_FORMAT:
         raise BadRequest(f"unsupported backup format {fmt!r}; expected {BACKUP_FORMAT!r}")
@@ -481,9 +473,7 @@ def _backup_objects(body: Any) -> list[dict[str, Any]]:
             or not isinstance(entry.get("id"), str)
             or not isinstance(entry.get("versions"), Mapping)
         ):
-            raise BadRequest(
-                f"backup object #{i} must be {{kind, id, versions}} with kind in {', '.join(KINDS)}"
-            )
+            raise BadRequest(f"backup object #{i} must be {{kind, id, versions}} with kind in {', '.join(KINDS)}")
         out.append({"kind": entry["kind"], "id": entry["id"], "versions": dict(entry["versions"])})
     return out
 

@@ -103,9 +103,7 @@ def create_app(
                 from app.config_store.reader import ConfigReader
 
                 # The gateway never runs workflows itself (the worker does): no engine build per change.
-                cfg_reader = ConfigReader(
-                    settings, engine_factory=None, name=f"gateway-{settings.instance_id}"
-                )
+                cfg_reader = ConfigReader(settings, engine_factory=None, name=f"gateway-{settings.instance_id}")
                 stack.push_async_callback(cfg_reader.stop)
             await cfg_reader.ready()
             state.config_reader = cfg_reader

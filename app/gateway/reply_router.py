@@ -141,9 +141,7 @@ class KafkaBridge:
             try:
                 msg = await asyncio.wait_for(delivered, max(0.1, deadline - time.monotonic()))
             except TimeoutError as exc:
-                raise ServiceUnavailable(
-                    f"broker did not acknowledge the reply marker within {timeout:.0f}s"
-                ) from exc
+                raise ServiceUnavailable(f"broker did not acknowledge the reply marker within {timeout:.0f}s") from exc
             marker_offsets[p] = msg.offset() or 0
         self._consumer = Consumer(
             reader_config(
@@ -152,9 +150,7 @@ class KafkaBridge:
                 **{"fetch.wait.max.ms": self.settings.fetch_wait_max_ms, "fetch.error.backoff.ms": 10},
             )
         )
-        self._consumer.assign(
-            [TopicPartition(self.topics.replies, p, marker_offsets[p]) for p in self.partitions]
-        )
+        self._consumer.assign([TopicPartition(self.topics.replies, p, marker_offsets[p]) for p in self.partitions])
         consumer_thread = threading.Thread(target=self._consumer_loop, name="quasar-gw-replies", daemon=True)
         consumer_thread.start()
         self._threads.append(consumer_thread)
@@ -174,8 +170,7 @@ class KafkaBridge:
         total = counts.get(self.topics.replies)
         if not total:
             raise ServiceUnavailable(
-                f"topic {self.topics.replies} does not exist: "
-                "create Quasar's topics first (quasar topics apply)"
+                f"topic {self.topics.replies} does not exist: create Quasar's topics first (quasar topics apply)"
             )
         return choose_partitions(self.settings.instance_id, total, self._partition_count)
 
@@ -228,9 +223,7 @@ class KafkaBridge:
         """Enqueue one record (never awaits); the future resolves on delivery or fails with 503."""
         return self._require_producer().produce(topic, value, key, headers=headers, partition=partition)
 
-    def produce_request(
-        self, topic: str, value: bytes, *, key: str, headers: Headers
-    ) -> asyncio.Future[Message]:
+    def produce_request(self, topic: str, value: bytes, *, key: str, headers: Headers) -> asyncio.Future[Message]:
         """`produce` for channel requests: every record of one linger window goes to one partition.
 
         Why: Tansu's cost is mostly per partition batch (measured ~100 us each, ~5 us per extra record),

@@ -171,9 +171,7 @@ class TraceIndex:
         )
         consumer.assign(assignments)
         self._running = True
-        self._thread = threading.Thread(
-            target=self._run, args=(consumer,), name="quasar-gw-traces", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, args=(consumer,), name="quasar-gw-traces", daemon=True)
         self._thread.start()
 
     def _assignments(self) -> builtins.list[TopicPartition]:

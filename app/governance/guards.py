@@ -81,9 +81,7 @@ def _cacheable(body: bytes) -> bool:
 class Governance(ChannelGuards):
     """Channel guards with shared state. `await start()` in the app's lifespan, `await stop()` after."""
 
-    def __init__(
-        self, settings: Settings, *, store: Store | None = None, hooks: list[Guard] | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, *, store: Store | None = None, hooks: list[Guard] | None = None) -> None:
         super().__init__([self._guard, *(hooks or [])])
         self.store = store if store is not None else open_store(settings.redis_url)
         self.prefix = f"{settings.topic_prefix}gov:"
@@ -127,9 +125,7 @@ class Governance(ChannelGuards):
         rule_ctx: dict[str, Any] | None = None
 
         if policy.api_keys:
-            presented = extract_key(ctx.headers, policy.api_key_header) or extract_key(
-                ctx.headers, "authorization"
-            )
+            presented = extract_key(ctx.headers, policy.api_key_header) or extract_key(ctx.headers, "authorization")
             if not key_matches(presented, policy.api_keys):
                 M.UNAUTHORIZED.labels(channel).inc()
                 raise Unauthorized(f"Missing or invalid API key for channel '{channel}'")
@@ -147,9 +143,7 @@ class Governance(ChannelGuards):
                 allowed, retry = True, 0.0
             if not allowed:
                 M.RATE_LIMITED.labels(channel).inc()
-                return error_response(
-                    RateLimited("Too many requests"), {"retry-after": retry_after_header(retry)}
-                )
+                return error_response(RateLimited("Too many requests"), {"retry-after": retry_after_header(retry)})
 
         dedup_key: str | None = None
         dedup = policy.dedup
@@ -199,9 +193,7 @@ class Governance(ChannelGuards):
                 M.CACHE_HITS.labels(channel).inc()
                 if dedup_key is not None and dedup is not None and dedup.return_original:
                     await self._remember(policy, dedup_key, 200, body)
-                return Response(
-                    body, status_code=200, media_type="application/json", headers={"x-cache": "hit"}
-                )
+                return Response(body, status_code=200, media_type="application/json", headers={"x-cache": "hit"})
             M.CACHE_MISSES.labels(channel).inc()
         return None
 

@@ -110,9 +110,7 @@ def _rate_limit(cfg: Any, problems: list[str]) -> RateLimitPolicy | None:
         problems.append(f"rate_limit.requests_per_second must be a positive number, got {rps!r}")
         return None
     burst = _positive_int(cfg.get("burst"), int(rps / 2) + 1)
-    return RateLimitPolicy(
-        float(rps), burst, _compile(cfg.get("key_logic"), "rate_limit.key_logic", problems)
-    )
+    return RateLimitPolicy(float(rps), burst, _compile(cfg.get("key_logic"), "rate_limit.key_logic", problems))
 
 
 def _dedup(cfg: Any, problems: list[str]) -> DedupPolicy | None:

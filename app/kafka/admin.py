@@ -100,9 +100,7 @@ def wait_for_cluster(
     an exit (an orchestrator restarting a crashing process is a crash loop). librdkafka's own connection
     errors are silenced here (log_level 2): they would print several lines per second.
     """
-    admin = create_admin(
-        settings, **{"log_level": 2, "reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000}
-    )
+    admin = create_admin(settings, **{"log_level": 2, "reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000})
     backoff = first_backoff
     while True:
         try:
@@ -110,10 +108,7 @@ def wait_for_cluster(
             missing = [t for t in topics if t not in present]
             if not missing:
                 return
-            problem = (
-                f"topics missing on {settings.kafka_bootstrap}: {', '.join(missing)} "
-                "(run `quasar topics apply`)"
-            )
+            problem = f"topics missing on {settings.kafka_bootstrap}: {', '.join(missing)} (run `quasar topics apply`)"
         except BrokerUnavailable:
             problem = f"Kafka broker {settings.kafka_bootstrap} is unreachable"
         report(f"{problem}; retrying in {backoff:.1f}s")

@@ -132,13 +132,9 @@ class AsyncProducer:
         report = functools.partial(self._on_delivery, fut)
         part = -1 if partition is None else partition  # -1: the partitioner picks
         try:
-            producer.produce(
-                topic, value, key, part, on_delivery=report, timestamp=timestamp_ms or 0, headers=headers
-            )
+            producer.produce(topic, value, key, part, on_delivery=report, timestamp=timestamp_ms or 0, headers=headers)
         except BufferError:
-            self._produce_when_queue_drains(
-                producer, topic, value, key, part, report, timestamp_ms or 0, headers
-            )
+            self._produce_when_queue_drains(producer, topic, value, key, part, report, timestamp_ms or 0, headers)
         except KafkaException as exc:
             # Refused locally (unknown partition, record too large...): fail the future like a
             # delivery error, so callers handle failures in one place.
@@ -160,9 +156,7 @@ class AsyncProducer:
         while True:
             producer.poll(0.05)
             try:
-                producer.produce(
-                    topic, value, key, partition, on_delivery=report, timestamp=timestamp, headers=headers
-                )
+                producer.produce(topic, value, key, partition, on_delivery=report, timestamp=timestamp, headers=headers)
                 return
             except BufferError:
                 if time.monotonic() >= deadline:

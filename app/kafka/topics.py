@@ -144,9 +144,7 @@ def _parse_spec(path: Path) -> TopicSpec:
         raise TopicSpecError(f"{path}: unknown keys {sorted(unknown)} (allowed: {sorted(_KEYS)})")
     role = raw.get("role")
     if role not in FIXED_ROLES + TEMPLATE_ROLES:
-        raise TopicSpecError(
-            f"{path}: role must be one of {list(FIXED_ROLES + TEMPLATE_ROLES)}, got {role!r}"
-        )
+        raise TopicSpecError(f"{path}: role must be one of {list(FIXED_ROLES + TEMPLATE_ROLES)}, got {role!r}")
     partitions = raw.get("partitions")
     if partitions is None:
         if role in FIXED_ROLES:
@@ -227,9 +225,7 @@ def output_topic_plan(
     specs: Mapping[str, TopicSpec], settings: Settings, channel: str, *, partitions: int | None = None
 ) -> TopicPlan:
     """The result topic of async `channel` (`<prefix>out.<channel>`)."""
-    return _template_plan(
-        specs["output"], TopicNames(settings.topic_prefix).output(channel), settings, partitions
-    )
+    return _template_plan(specs["output"], TopicNames(settings.topic_prefix).output(channel), settings, partitions)
 
 
 def _norm(value: str) -> str:
@@ -297,9 +293,7 @@ def _check(plan: TopicPlan, partitions: int, reported: Mapping[str, str]) -> Top
     ]
     unreported = [k for k in sorted(plan.configs) if k not in reported]
     if drift:
-        return TopicResult(
-            plan.name, "drift", partitions, plan.partitions, "configs differ: " + ", ".join(drift)
-        )
+        return TopicResult(plan.name, "drift", partitions, plan.partitions, "configs differ: " + ", ".join(drift))
     detail = f"broker does not report {', '.join(unreported)}" if unreported else ""
     return TopicResult(plan.name, "ok", partitions, plan.partitions, detail)
 

@@ -18,8 +18,15 @@ import structlog
 __all__ = ["LOG_FORMATS", "configure_logging", "get_logger"]
 
 LOG_FORMATS = ("json", "console")
-_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
+_LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 
 def _shared_processors() -> list[Any]:
@@ -48,9 +55,7 @@ def configure_logging(
     if fmt not in LOG_FORMATS:
         raise ValueError(f"unknown log format {fmt!r}; expected one of {', '.join(LOG_FORMATS)}")
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     shared = _shared_processors()
     structlog.configure(
@@ -78,9 +83,7 @@ def configure_logging(
     root.setLevel(lvl)
 
 
-def _drop_color_message(
-    _logger: Any, _name: str, event: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+def _drop_color_message(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     # uvicorn adds an ANSI-coloured copy of each message as `extra`; it is noise in JSON.
     event.pop("color_message", None)
     return event

@@ -62,7 +62,23 @@ __all__ = [
 
 # Sub-millisecond buckets: a workflow run on this engine takes tens of microseconds.
 _FAST_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
 )
 _ROW = len(_FAST_BUCKETS) + 2  # per-key histogram row: bucket counts (last = +Inf), then the sum
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -90,9 +106,7 @@ HTTP_REQUEST_DURATION = Histogram(
     ["method", "path", "status"],
     buckets=_HTTP_BUCKETS,
 )
-ENGINE_RELOADS = Counter(
-    "engine_reloads_total", "Engine rebuilds after a config change (ok, error).", ["status"]
-)
+ENGINE_RELOADS = Counter("engine_reloads_total", "Engine rebuilds after a config change (ok, error).", ["status"])
 ENGINE_RELOAD_DURATION = Histogram(
     "engine_reload_duration_seconds",
     "Time to rebuild the engine after a config change.",
@@ -114,13 +128,9 @@ RATE_LIMIT_REJECTIONS = Counter(
 
 # -- Quasar additions ---------------------------------------------------------------------------------
 BUILD_INFO = Gauge("quasar_build_info", "Always 1; labels say what runs.", ["version", "component"])
-DLQ_RECORDS = Counter(
-    "quasar_dlq_records_total", "Records sent to the dead letter topic.", ["channel", "code"]
-)
+DLQ_RECORDS = Counter("quasar_dlq_records_total", "Records sent to the dead letter topic.", ["channel", "code"])
 RETRIES = Counter("quasar_retries_total", "Retry attempts of retryable failures.", ["channel"])
-EXPIRED = Counter(
-    "quasar_expired_total", "Requests skipped because their quasar-deadline had passed.", ["channel"]
-)
+EXPIRED = Counter("quasar_expired_total", "Requests skipped because their quasar-deadline had passed.", ["channel"])
 CONFIG_CHANGES_APPLIED = Counter(
     "quasar_config_changes_applied_total",
     "Config proposals folded by this process's config reader, by outcome (applied, rejected).",
@@ -131,9 +141,7 @@ CONFIG_PROPAGATION_DELAY = Histogram(
     "Config record timestamp to applied in this process (only after the initial catch-up).",
     buckets=_PROPAGATION_BUCKETS,
 )
-CONFIG_APPLIED_OFFSET = Gauge(
-    "quasar_config_applied_offset", "Offset of the last config record this process folded."
-)
+CONFIG_APPLIED_OFFSET = Gauge("quasar_config_applied_offset", "Offset of the last config record this process folded.")
 SYNC_IN_FLIGHT = Gauge("quasar_sync_requests_in_flight", "Sync HTTP requests waiting for their reply.")
 REPLY_TIMEOUTS = Counter(
     "quasar_reply_timeouts_total", "Sync requests answered 504 because no reply came in time.", ["channel"]
@@ -199,9 +207,11 @@ class _RunStats(Collector):
         return iter(self._families({}, {}, {}, {}))
 
     def collect(self) -> Iterator[Any]:
-        return iter(self._families(
-            self.workflow_runs.copy(), self.workflow_hist.copy(), self.task_runs.copy(), self.task_hist.copy()
-        ))
+        return iter(
+            self._families(
+                self.workflow_runs.copy(), self.workflow_hist.copy(), self.task_runs.copy(), self.task_hist.copy()
+            )
+        )
 
     @staticmethod
     def _histogram(family: HistogramMetricFamily, hist: dict[Any, list[float]]) -> HistogramMetricFamily:
@@ -222,7 +232,8 @@ class _RunStats(Collector):
         task_hist: dict[Any, list[float]],
     ) -> list[Any]:
         runs = CounterMetricFamily(
-            "quasar_workflow_runs", "Workflow runs (a workflow that executed at least one task).",
+            "quasar_workflow_runs",
+            "Workflow runs (a workflow that executed at least one task).",
             labels=["channel", "workflow"],
         )
         for key, n in wf_runs.items():

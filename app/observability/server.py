@@ -39,9 +39,7 @@ class OpsServer:
         self._thread.join(timeout=5)
 
 
-def _handler(
-    health: HealthFn | None, info: Callable[[], dict[str, Any]] | None
-) -> type[BaseHTTPRequestHandler]:
+def _handler(health: HealthFn | None, info: Callable[[], dict[str, Any]] | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]

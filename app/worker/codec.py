@@ -65,9 +65,7 @@ def decode_json(value: bytes | None) -> tuple[Any, dict[str, Any]]:
     """(data, metadata) of a JSON request envelope."""
     if value is None:
         # A tombstone is not a request; dead-lettered like any other undecodable record, never dropped.
-        raise DecodeError(
-            'null record value (tombstone): expected a JSON object {"data": ..., "metadata": {...}}'
-        )
+        raise DecodeError('null record value (tombstone): expected a JSON object {"data": ..., "metadata": {...}}')
     if not value:
         raise DecodeError('empty record value: expected a JSON object {"data": ..., "metadata": {...}}')
     try:
@@ -134,9 +132,7 @@ def decode_avro(value: bytes | None, schema: Any) -> tuple[Any, dict[str, Any]]:
     try:
         record = fastavro.schemaless_reader(buf, schema, None)
     except Exception as exc:  # EOFError, ValueError, UnicodeDecodeError, ... all mean "does not match"
-        raise AvroMismatch(
-            f"record does not match Avro schema {_name(schema)}: {type(exc).__name__}: {exc}"
-        ) from None
+        raise AvroMismatch(f"record does not match Avro schema {_name(schema)}: {type(exc).__name__}: {exc}") from None
     if buf.tell() != len(value):
         raise AvroMismatch(
             f"record does not match Avro schema {_name(schema)}: {len(value) - buf.tell()} trailing bytes"

@@ -188,9 +188,7 @@ def replay_dlq(
     timeout: float = 30.0,
 ) -> list[DlqEntry]:
     """Re-produce dead letters onto their original topics (attempt + 1); returns the replayed entries."""
-    entries = [
-        e for e in list_dlq(settings, code=code, timeout=timeout) if include_replayed or not e.replayed
-    ]
+    entries = [e for e in list_dlq(settings, code=code, timeout=timeout) if include_replayed or not e.replayed]
     dlq = TopicNames(settings.topic_prefix).dlq
     producer = Producer(producer_config(settings, client_id="quasar-dlq-replay"))
     done: list[DlqEntry] = []

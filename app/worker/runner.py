@@ -92,14 +92,10 @@ def routes_of(snapshot: Snapshot, names: TopicNames) -> dict[str, ChannelRoute]:
         cfg: Mapping[str, Any] = view.config
         output = cfg.get("output")
         output_topic = (
-            output
-            if isinstance(output, str) and output
-            else (names.output(view.name) if output is True else None)
+            output if isinstance(output, str) and output else (names.output(view.name) if output is True else None)
         )
         topic = names.channel(view.name, view.topic)
-        out[topic] = ChannelRoute(
-            view.name, topic, view.channel_type == "async", output_topic, cfg.get("avro_schema")
-        )
+        out[topic] = ChannelRoute(view.name, topic, view.channel_type == "async", output_topic, cfg.get("avro_schema"))
     return out
 
 
@@ -139,9 +135,7 @@ class _Acks:
         # once the local queue is full.
         part = -1 if partition is None else partition  # -1: librdkafka's "unassigned" (partitioner)
         try:
-            self._client.produce(
-                topic, value, key, partition=part, on_delivery=self._cb, headers=headers or None
-            )
+            self._client.produce(topic, value, key, partition=part, on_delivery=self._cb, headers=headers or None)
         except BufferError:
             self._produce_when_room(topic, value, key, part, headers or None)
         self.produced += 1
@@ -153,9 +147,7 @@ class _Acks:
         while True:
             self._client.poll(0.05)  # serve delivery reports: that is what frees the queue
             try:
-                self._client.produce(
-                    topic, value, key, partition=partition, on_delivery=self._cb, headers=headers
-                )
+                self._client.produce(topic, value, key, partition=partition, on_delivery=self._cb, headers=headers)
                 return
             except BufferError:
                 if time.monotonic() >= deadline:
@@ -741,9 +733,7 @@ class ChannelWorker:
             if not engine.is_sync(route.name):
                 # Asynchronous tasks (connectors): run off the batch loop, bounded.
                 options = RunOptions(options.rollout_bucket, options.deadline, self.services)
-                task = asyncio.ensure_future(
-                    self._run_async(msg, route, hm, engine, message, options, attempt_here)
-                )
+                task = asyncio.ensure_future(self._run_async(msg, route, hm, engine, message, options, attempt_here))
                 waits.tasks.append(task)
                 return None
             started = time.perf_counter()
@@ -795,9 +785,7 @@ class ChannelWorker:
         producer's limit would fail delivery and stop the worker)."""
         body: bytes = message.response_json()
         if len(body) > self.max_result_bytes:
-            raise ResponseTooLarge(
-                f"Response of {len(body)} bytes exceeds the limit of {self.max_result_bytes} bytes"
-            )
+            raise ResponseTooLarge(f"Response of {len(body)} bytes exceeds the limit of {self.max_result_bytes} bytes")
         return body
 
     def _reply_to(self, hm: dict[str, str]) -> tuple[str, int] | None:
@@ -972,9 +960,7 @@ class ChannelWorker:
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+")
 # Headers that steer processing: a value that is not UTF-8 makes the envelope invalid (not ignored).
-_CONTROL = frozenset(
-    {H.REPLY_TO, H.CORRELATION_ID, H.DEADLINE, H.CONFIG_OFFSET, H.ATTEMPT, H.MODE, H.ROLLOUT_KEY}
-)
+_CONTROL = frozenset({H.REPLY_TO, H.CORRELATION_ID, H.DEADLINE, H.CONFIG_OFFSET, H.ATTEMPT, H.MODE, H.ROLLOUT_KEY})
 
 
 def _check_control_headers(raw: Any) -> None:
@@ -987,9 +973,7 @@ def _check_control_headers(raw: Any) -> None:
                 raise InvalidEnvelope(f"header {name} is not valid UTF-8: {value[:64]!r}") from None
 
 
-_EXPIRED_BODY = orjson.dumps(
-    {"code": "DEADLINE_EXCEEDED", "message": "the caller's deadline passed before processing"}
-)
+_EXPIRED_BODY = orjson.dumps({"code": "DEADLINE_EXCEEDED", "message": "the caller's deadline passed before processing"})
 
 
 def _error_body(exc: QuasarError) -> dict[str, Any]:

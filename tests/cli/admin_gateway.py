@@ -70,9 +70,7 @@ class AdminGateway:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = app or _make_app(settings)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name=f"admin-gw-{self.port}", daemon=True)
         self._error: BaseException | None = None

@@ -138,9 +138,7 @@ def test_exit_codes_not_found_conflict_validation_and_usage(gateway: AdminGatewa
     assert run(["workflows", "list", "--url", "http://127.0.0.1:9"], env).exit_code == 1
 
 
-def test_export_import_with_progress_and_rollout(
-    gateway: AdminGateway, env: dict[str, str], tmp_path: Path
-) -> None:
+def test_export_import_with_progress_and_rollout(gateway: AdminGateway, env: dict[str, str], tmp_path: Path) -> None:
     url = ["--url", gateway.url]
     ids = [uid("bulk") for _ in range(4)]
     f = write(tmp_path, "many.json", [wf(i) for i in ids])
@@ -163,9 +161,7 @@ def test_export_import_with_progress_and_rollout(
     assert r.exit_code == 0 and "archived" in r.output
 
 
-def test_direct_mode_talks_to_the_config_topic(
-    gateway: AdminGateway, env: dict[str, str], tmp_path: Path
-) -> None:
+def test_direct_mode_talks_to_the_config_topic(gateway: AdminGateway, env: dict[str, str], tmp_path: Path) -> None:
     """Without --url the CLI writes the config topic itself; the gateway sees the change."""
     wid = uid("direct")
     f = write(tmp_path, "wf.json", wf(wid))
@@ -202,15 +198,11 @@ def test_backup_restore_commands(settings: Settings, tmp_path: Path) -> None:
         assert r.exit_code == 0, r.output
         assert {o["id"] for o in json.loads(out.read_text())["objects"]} == {"a", "b"}
         assert run(["workflows", "delete", "a", *url], env).exit_code == 0
-        assert (
-            run(["workflows", "import", "-f", write(tmp_path, "c.json", wf("c")), *url], env).exit_code == 0
-        )
+        assert run(["workflows", "import", "-f", write(tmp_path, "c.json", wf("c")), *url], env).exit_code == 0
 
         r = run(["restore", "-f", str(out)], env)  # direct mode
         assert r.exit_code == 0 and "deleted 1" in r.output, r.output
         sync_gateway(gw)
-        ids = {
-            w["workflow_id"] for w in httpx.get(f"{gw.url}/api/v1/admin/workflows", timeout=30).json()["data"]
-        }
+        ids = {w["workflow_id"] for w in httpx.get(f"{gw.url}/api/v1/admin/workflows", timeout=30).json()["data"]}
         assert ids == {"a", "b"}
         assert run(["restore", "-f", write(tmp_path, "bad.json", {"objects": 1}), *url], env).exit_code == 2

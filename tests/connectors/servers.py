@@ -159,9 +159,7 @@ class LoopbackOnlyBackend(httpcore.AsyncNetworkBackend):
     loopback test server. Any other address fails the test: traffic can never leave the machine.
     """
 
-    def __init__(
-        self, routes: dict[str, tuple[str, int]] | None = None, allow_loopback: bool = False
-    ) -> None:
+    def __init__(self, routes: dict[str, tuple[str, int]] | None = None, allow_loopback: bool = False) -> None:
         self.routes = routes or {}
         self.allow_loopback = allow_loopback
         self.calls: list[tuple[str, int]] = []

@@ -33,9 +33,7 @@ def setup(server: HttpTestServer, clock: ManualClock, threshold: int = 2) -> tup
             "retry": {"max_retries": 1, "retry_delay_ms": 1},
         },
     }
-    breakers = BreakerRegistry(
-        BreakerConfig(failure_threshold=threshold, recovery_timeout_secs=30), clock=clock
-    )
+    breakers = BreakerRegistry(BreakerConfig(failure_threshold=threshold, recovery_timeout_secs=30), clock=clock)
     svc = ConnectorServices({"x": connector}, breakers=breakers)
     wf = compile_workflow(
         {
@@ -156,9 +154,7 @@ def test_breaker_map_is_lru_bounded() -> None:
     assert [s["key"] for s in reg.list()] == ["a:1", "c:1"]
 
 
-@pytest.mark.parametrize(
-    "bad", [{"failure_threshold": 0}, {"recovery_timeout_secs": -1}, {"max_breakers": 0}]
-)
+@pytest.mark.parametrize("bad", [{"failure_threshold": 0}, {"recovery_timeout_secs": -1}, {"max_breakers": 0}])
 def test_bad_breaker_config_is_rejected(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         BreakerConfig(**bad)

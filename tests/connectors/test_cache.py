@@ -44,9 +44,7 @@ def wf(*fns: dict[str, Any]) -> Any:
 
 
 async def run(workflow: Any, svc: ConnectorServices, data: Any) -> Message:
-    return await Engine({"ch": [workflow]}).process(
-        "ch", Message.from_request(data), RunOptions(services=svc)
-    )
+    return await Engine({"ch": [workflow]}).process("ch", Message.from_request(data), RunOptions(services=svc))
 
 
 PARSE = {"name": "parse_json", "input": {"source": "payload", "target": "in"}}

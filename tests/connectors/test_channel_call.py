@@ -57,9 +57,7 @@ async def test_child_data_replaces_parent_data_or_goes_to_response_path() -> Non
         }
     )
     svc = ConnectorServices({})
-    out = await engine.process(
-        "replace", Message.from_request({"x": 4}, {"tenant": "t1"}), RunOptions(services=svc)
-    )
+    out = await engine.process("replace", Message.from_request({"x": 4}, {"tenant": "t1"}), RunOptions(services=svc))
     assert out.data == {"in": {"n": 4}, "doubled": 8, "seen_meta": "t1"}  # Orion: parent data replaced
     out = await engine.process("keep", Message.from_request({"x": 4}), RunOptions(services=svc))
     assert out.data["in"] == {"x": 4} and out.data["child"]["doubled"] == 10
@@ -67,9 +65,7 @@ async def test_child_data_replaces_parent_data_or_goes_to_response_path() -> Non
 
 async def test_default_child_payload_is_the_parents_payload() -> None:
     engine = Engine({"double": [double()], "p": [wf("p", call("double", response_path="data.c"))]})
-    out = await engine.process(
-        "p", Message.from_request({"n": 21}), RunOptions(services=ConnectorServices({}))
-    )
+    out = await engine.process("p", Message.from_request({"n": 21}), RunOptions(services=ConnectorServices({})))
     assert out.data["c"]["doubled"] == 42
 
 
@@ -99,9 +95,7 @@ async def test_self_call_is_a_cycle() -> None:
 async def test_depth_limit() -> None:
     n = 6
     channels = {f"c{i}": [wf(f"w{i}", call(f"c{i + 1}", response_path="data.next"))] for i in range(n)}
-    channels[f"c{n}"] = [
-        wf("leaf", {"name": "map", "input": {"mappings": [{"path": "data.leaf", "logic": True}]}})
-    ]
+    channels[f"c{n}"] = [wf("leaf", {"name": "map", "input": {"mappings": [{"path": "data.leaf", "logic": True}]}})]
     engine = Engine(channels)
     ok = await engine.process(
         "c0", Message.from_request({}), RunOptions(services=ConnectorServices({}, max_channel_call_depth=6))

@@ -103,10 +103,7 @@ def test_unknown_disabled_and_mistyped_connectors_are_reported_at_validation() -
     errors = check_connector_references(doc, CONNECTORS)
     by_field = {e["field"]: e["message"] for e in errors}
     assert "tasks[0].function.input.connector" not in by_field
-    assert (
-        by_field["tasks[1].function.input.connector"]
-        == "connector 'typo' not found; known http connectors: api"
-    )
+    assert by_field["tasks[1].function.input.connector"] == "connector 'typo' not found; known http connectors: api"
     assert "driver mongodb; db_read needs" in by_field["tasks[2].function.input.connector"]
     assert "driver postgres; mongo_read needs mongodb" in by_field["tasks[3].function.input.connector"]
     assert "is disabled" in by_field["tasks[4].function.input.connector"]

@@ -128,9 +128,7 @@ async def test_missing_env_secret_is_a_clear_error(http_server: HttpTestServer) 
 async def test_traceparent_keeps_the_trace_id_with_a_new_span(http_server: HttpTestServer) -> None:
     svc = ConnectorServices({"c1": http_connector(http_server.url)})
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    out = await run(
-        workflow(http_task(path="echo", response_path="data.r")), svc, metadata={"traceparent": parent}
-    )
+    out = await run(workflow(http_task(path="echo", response_path="data.r")), svc, metadata={"traceparent": parent})
     sent = {k.lower(): v for k, v in out.data["r"]["headers"].items()}["traceparent"]
     version, trace_id, span, flags = sent.split("-")
     assert (version, trace_id, flags) == ("00", "0af7651916cd43dd8448eb211c80319c", "01")
@@ -153,9 +151,7 @@ async def test_retries_5xx_with_exponential_backoff_then_succeeds(http_server: H
 
 
 @pytest.mark.parametrize("status", [429, 408, 502])
-async def test_retryable_statuses_are_retried_up_to_max_retries(
-    http_server: HttpTestServer, status: int
-) -> None:
+async def test_retryable_statuses_are_retried_up_to_max_retries(http_server: HttpTestServer, status: int) -> None:
     cfg = HttpConnectorConfig(
         url=http_server.url, allow_private_urls=True, retry={"max_retries": 2, "retry_delay_ms": 1}
     )

@@ -80,9 +80,7 @@ async def test_publish_kafka_produces_key_value_and_headers(settings: Settings, 
         parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         msg = Message.from_request({"id": "o-1", "total": 12}, {"traceparent": parent})
         await engine.process("orders", msg, RunOptions(services=svc))
-        default_value = wf(
-            {"topic": unique_topic, "value_logic": {"cat": ["total=", {"var": "data.order.total"}]}}
-        )
+        default_value = wf({"topic": unique_topic, "value_logic": {"cat": ["total=", {"var": "data.order.total"}]}})
         await Engine({"orders": [default_value]}).process(
             "orders", Message.from_request({"id": "o-2", "total": 3}), RunOptions(services=svc)
         )

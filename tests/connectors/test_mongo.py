@@ -83,9 +83,7 @@ async def test_mongo_read_filters_with_jsonlogic_and_converts_bson(mongo: MongoW
             "output": "data.orders",
         }
     )
-    out = await Engine({"ch": [w]}).process(
-        "ch", Message.from_request({"customer": "c1"}), RunOptions(services=svc)
-    )
+    out = await Engine({"ch": [w]}).process("ch", Message.from_request({"customer": "c1"}), RunOptions(services=svc))
     orders = out.data["orders"]
     assert [o["total"] for o in orders] == [12.5, 1]
     assert orders[0]["_id"] == str(OID)

@@ -49,9 +49,7 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[di
         sleep = "SELECT SLEEP(3)"
     else:
         dsn = f"sqlite:///{tmp_path / 'test.db'}"
-        ddl = (
-            f"CREATE TABLE {table} (id TEXT PRIMARY KEY, qty INT, price REAL, day TEXT, paid INT, note TEXT)"
-        )
+        ddl = f"CREATE TABLE {table} (id TEXT PRIMARY KEY, qty INT, price REAL, day TEXT, paid INT, note TEXT)"
         sleep = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
     connector = {
         "name": "orders-db",
@@ -217,9 +215,7 @@ async def test_unreachable_database_is_retried_then_reported(postgres_dsn: str) 
 
 
 def test_placeholders_are_translated_outside_literals_only() -> None:
-    q, order = translate_placeholders(
-        "SELECT '$1', a FROM t WHERE b = $2 AND c LIKE '5%' AND d = $1", "format", 2
-    )
+    q, order = translate_placeholders("SELECT '$1', a FROM t WHERE b = $2 AND c LIKE '5%' AND d = $1", "format", 2)
     assert q == "SELECT '$1', a FROM t WHERE b = %s AND c LIKE '5%%' AND d = %s"
     assert order == [1, 0]
     q, _ = translate_placeholders("SELECT * FROM t -- $1\nWHERE a = $1", "qmark", 1)

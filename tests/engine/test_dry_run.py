@@ -7,9 +7,7 @@ from tests.engine._support import mapping, parse, task, workflow
 
 
 def test_trace_lists_executed_and_skipped_tasks() -> None:
-    wf = workflow(
-        "w", parse("o"), mapping("big", ("data.o.big", True), condition={">": [{"var": "data.o.n"}, 5]})
-    )
+    wf = workflow("w", parse("o"), mapping("big", ("data.o.big", True), condition={">": [{"var": "data.o.n"}, 5]}))
     report = dry_run(wf, {"n": 1})
     assert report["matched"] is True
     assert [(s["task_id"], s["result"]) for s in report["trace"]["steps"]] == [
@@ -21,9 +19,7 @@ def test_trace_lists_executed_and_skipped_tasks() -> None:
 
 def test_side_effecting_functions_are_recorded_with_evaluated_inputs() -> None:
     http = task("call", "http_call", {"connector": "api", "method": "POST", "body_logic": {"var": "data.o"}})
-    kafka = task(
-        "pub", "publish_kafka", {"connector": "bus", "topic": "t", "key_logic": {"var": "data.o.id"}}
-    )
+    kafka = task("pub", "publish_kafka", {"connector": "bus", "topic": "t", "key_logic": {"var": "data.o.id"}})
     report = dry_run(workflow("w", parse("o"), http, kafka), {"id": 7})
     steps = {s["task_id"]: s for s in report["trace"]["steps"]}
     assert steps["call"]["would_call"] == {
@@ -41,14 +37,10 @@ def test_workflow_condition_false_is_not_matched() -> None:
 
 
 def test_failed_run_reports_the_error_and_partial_output() -> None:
-    wf = workflow(
-        "w", mapping("m", ("data.a", 1)), task("bad", "publish_json", {"source": "x", "target": "y"})
-    )
+    wf = workflow("w", mapping("m", ("data.a", 1)), task("bad", "publish_json", {"source": "x", "target": "y"}))
     report = dry_run(wf, {})
     assert report["error"]["status"] == 400 and report["output"] == {"a": 1}
-    assert (
-        report["trace"]["steps"][-1]["result"] == "executed" and report["trace"]["steps"][-1]["status"] == 500
-    )
+    assert report["trace"]["steps"][-1]["result"] == "executed" and report["trace"]["steps"][-1]["status"] == 500
 
 
 def test_filter_halt_marks_the_rest_skipped() -> None:

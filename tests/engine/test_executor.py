@@ -46,9 +46,7 @@ def test_workflow_conditions_run_before_parse_and_see_empty_data_quirk_1() -> No
 
 
 def test_task_condition_gates_each_task() -> None:
-    wf = workflow(
-        "w", mapping("yes", ("data.a", 1), condition=True), mapping("no", ("data.b", 1), condition=False)
-    )
+    wf = workflow("w", mapping("yes", ("data.a", 1), condition=True), mapping("no", ("data.b", 1), condition=False))
     msg = run(wf)
     assert msg.data == {"a": 1} and [a.task_id for a in msg.audit_trail] == ["yes"]
 
@@ -86,9 +84,7 @@ def test_task_continue_on_error_records_task_error_and_goes_on() -> None:
     assert [a.status for a in msg.audit_trail] == [500, 200]
 
 
-def test_workflow_continue_on_error_records_workflow_error_skips_rest_and_runs_next_workflow_quirk_4() -> (
-    None
-):
+def test_workflow_continue_on_error_records_workflow_error_skips_rest_and_runs_next_workflow_quirk_4() -> None:
     a = workflow("a", _failing(), mapping("rest", ("data.rest", 1)), continue_on_error=True)
     b = workflow("b", mapping("m", ("data.b", 1)), priority=1)
     msg = run(a, b)
@@ -165,9 +161,7 @@ def _registry() -> Any:
 
 async def test_async_functions_are_awaited_and_get_services() -> None:
     reg = _registry()
-    wf = compile_workflow(
-        workflow("w", task("s", "sleepy", {"value": 3}), mapping("m", ("data.after", 1))), reg
-    )
+    wf = compile_workflow(workflow("w", task("s", "sleepy", {"value": 3}), mapping("m", ("data.after", 1))), reg)
     engine = Engine({"ch": [wf]})
     assert not engine.is_sync("ch")
     msg = await engine.process("ch", Message.from_request({}), RunOptions(services="svc"))

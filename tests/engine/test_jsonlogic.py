@@ -140,9 +140,7 @@ def test_string_literal_is_a_constant_not_json_text() -> None:
         ({"/": [1, 0]}, {}, False),
     ],
 )
-def test_is_true_needs_exactly_boolean_true_and_errors_count_as_false(
-    rule: Any, ctx: Any, expected: bool
-) -> None:
+def test_is_true_needs_exactly_boolean_true_and_errors_count_as_false(rule: Any, ctx: Any, expected: bool) -> None:
     assert compile_logic(rule).is_true(ctx) is expected
 
 

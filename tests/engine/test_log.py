@@ -10,9 +10,7 @@ from tests.engine._support import run, task, workflow
 
 
 def test_log_line_has_message_and_fields(caplog: pytest.LogCaptureFixture) -> None:
-    t = task(
-        "l", "log", {"message": {"cat": ["order ", {"var": "data.id"}]}, "fields": {"n": 1, "o": {"a": 1}}}
-    )
+    t = task("l", "log", {"message": {"cat": ["order ", {"var": "data.id"}]}, "fields": {"n": 1, "o": {"a": 1}}})
     with caplog.at_level(logging.INFO, logger="quasar.workflow"):
         msg = run(workflow("w", task("m", "map", {"mappings": [{"path": "data.id", "logic": 5}]}), t))
     assert msg.data == {"id": 5}

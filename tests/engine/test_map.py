@@ -28,9 +28,7 @@ def test_array_index_and_hash_key_paths() -> None:
 
 
 def test_null_result_writes_nothing_and_creates_no_key() -> None:
-    msg = run(
-        workflow("w", mapping("m", ("data.keep", 1), ("data.keep", {"var": "data.nope"}), ("data.new", None)))
-    )
+    msg = run(workflow("w", mapping("m", ("data.keep", 1), ("data.keep", {"var": "data.nope"}), ("data.new", None))))
     assert msg.data == {"keep": 1}
 
 
@@ -41,9 +39,7 @@ def test_root_path_with_object_is_a_shallow_merge() -> None:
 
 def test_metadata_and_temp_data_paths() -> None:
     msg = run(
-        workflow(
-            "w", mapping("m", ("metadata.tag", "x"), ("temp_data.t", 1), ("data.t", {"var": "temp_data.t"}))
-        )
+        workflow("w", mapping("m", ("metadata.tag", "x"), ("temp_data.t", 1), ("data.t", {"var": "temp_data.t"})))
     )
     assert msg.metadata["tag"] == "x" and msg.data == {"t": 1}
     assert set(msg.to_response()) == {"id", "status", "data", "errors"}  # temp_data is never returned
@@ -55,9 +51,7 @@ def test_templating_builds_objects() -> None:
 
 
 def test_copying_an_object_does_not_alias_it() -> None:
-    msg = run(
-        workflow("w", mapping("m", ("data.a", {"x": [1]}), ("data.b", {"var": "data.a"}), ("data.b.x.1", 2)))
-    )
+    msg = run(workflow("w", mapping("m", ("data.a", {"x": [1]}), ("data.b", {"var": "data.a"}), ("data.b.x.1", 2))))
     assert msg.data == {"a": {"x": [1]}, "b": {"x": [1, 2]}}
 
 
@@ -72,9 +66,7 @@ def test_division_by_zero_fails_the_workflow_with_500_but_applies_other_mappings
 
 
 def test_failing_mapping_under_task_continue_on_error_is_recorded_quirk_5_fix() -> None:
-    m = mapping(
-        "m", ("data.ok", 1), ("data.bad", {"+": ["abc", 1]}), ("data.after", 2), continue_on_error=True
-    )
+    m = mapping("m", ("data.ok", 1), ("data.bad", {"+": ["abc", 1]}), ("data.after", 2), continue_on_error=True)
     msg = run(workflow("w", m, mapping("next", ("data.next", True))))
     assert msg.data == {"ok": 1, "after": 2, "next": True}
     assert [e["code"] for e in msg.errors] == ["TASK_ERROR"]

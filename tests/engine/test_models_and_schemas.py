@@ -110,9 +110,7 @@ def test_connector_shapes_from_the_seed_and_secret_masking() -> None:
             "config": {"connection_string": "postgres://u:p@h/db", "driver": "postgres"},
         }
     )
-    cache = ConnectorDoc.model_validate(
-        {"name": "c", "connector_type": "cache", "config": {"backend": "memory"}}
-    )
+    cache = ConnectorDoc.model_validate({"name": "c", "connector_type": "cache", "config": {"backend": "memory"}})
     assert http.masked()["config"]["auth"]["token"] == "******"
     assert db.masked()["config"]["connection_string"] == "******"
     assert cache.config.type == "cache"

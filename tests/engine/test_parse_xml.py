@@ -52,9 +52,7 @@ def test_non_string_or_missing_source_is_a_validation_error(data: object) -> Non
 
 def test_malformed_xml_under_continue_on_error_records_task_error_and_continues() -> None:
     t = dict(XML_TASK, continue_on_error=True)
-    msg = run(
-        workflow("w", t, task("m", "map", {"mappings": [{"path": "data.after", "logic": 1}]})), data="<a"
-    )
+    msg = run(workflow("w", t, task("m", "map", {"mappings": [{"path": "data.after", "logic": 1}]})), data="<a")
     assert msg.data == {"after": 1}
     assert [e["code"] for e in msg.errors] == ["TASK_ERROR"]
     assert msg.errors[0]["message"].startswith("Task x error: Failed to parse XML")

@@ -46,9 +46,7 @@ def test_only_the_dialect_module_imports_datalogic() -> None:
     from pathlib import Path
 
     root = Path(app.engine.__file__).parent
-    importers = sorted(
-        str(p.relative_to(root)) for p in root.rglob("*.py") if "datalogic_py" in p.read_text()
-    )
+    importers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "datalogic_py" in p.read_text())
     assert importers == ["jsonlogic.py"]
 
 

@@ -37,9 +37,7 @@ def test_publish_source_may_be_a_nested_or_data_prefixed_path(source: str) -> No
 @pytest.mark.parametrize(("name", "label"), [("publish_json", "PublishJson"), ("publish_xml", "PublishXml")])
 @pytest.mark.parametrize("payload", [None, {}])
 def test_missing_or_null_source_is_a_400_validation_error(name: str, label: str, payload: object) -> None:
-    wf = workflow(
-        "w", parse("o"), task("pub", name, {"source": "o.missing" if payload == {} else "o", "target": "x"})
-    )
+    wf = workflow("w", parse("o"), task("pub", name, {"source": "o.missing" if payload == {} else "o", "target": "x"}))
     engine = Engine({"ch": [ChannelWorkflow(compile_workflow(wf))]})
     with pytest.raises(ValidationFailed) as info:
         engine.process_sync("ch", Message.from_request(payload))

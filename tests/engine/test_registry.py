@@ -84,14 +84,10 @@ async def test_connector_runtime_plugs_in_through_connector_function() -> None:
     reg = default_registry()
     reg.register(connector_function("cache_read", cache_read), replace=True)
     wf = compile_workflow(
-        workflow(
-            "w", task("c", "cache_read", {"connector": "c", "key": {"cat": ["user:", 1]}, "output": "u"})
-        ),
+        workflow("w", task("c", "cache_read", {"connector": "c", "key": {"cat": ["user:", 1]}, "output": "u"})),
         reg,
     )
-    msg = await Engine({"ch": [wf]}).process(
-        "ch", Message.from_request({}), RunOptions(services={"user:1": "x"})
-    )
+    msg = await Engine({"ch": [wf]}).process("ch", Message.from_request({}), RunOptions(services={"user:1": "x"}))
     assert msg.data == {"u": "x"} and seen == {"key": "user:1"}
 
 
@@ -99,9 +95,7 @@ def test_db_params_and_mongo_filter_are_evaluated_as_jsonlogic_quirk_13() -> Non
     from app.engine.functions.connectors import compile_connector_input
 
     ctx = {"data": {"id": 4}}
-    db = compile_connector_input(
-        "db_read", {"connector": "d", "query": "q", "params": [{"var": "data.id"}, "lit"]}
-    )
+    db = compile_connector_input("db_read", {"connector": "d", "query": "q", "params": [{"var": "data.id"}, "lit"]})
     assert db.params(ctx) == [4, "lit"]
     mongo = compile_connector_input(
         "mongo_read",
@@ -151,9 +145,7 @@ def test_entry_points_register_custom_functions(tmp_path: Path, monkeypatch: pyt
         EntryPoint("hello_plugin", "my_quasar_plugin:SPEC", "quasar.functions"),
         EntryPoint("broken", "my_quasar_plugin:broken", "quasar.functions"),
     ]
-    monkeypatch.setattr(
-        "app.engine.registry.entry_points", lambda group: eps if group == "quasar.functions" else []
-    )
+    monkeypatch.setattr("app.engine.registry.entry_points", lambda group: eps if group == "quasar.functions" else [])
     reg = FunctionRegistry()
     assert reg.load_entry_points() == ["hello_plugin"]  # the broken plugin is logged and skipped
     wf = compile_workflow(workflow("w", task("t", "hello_plugin", {})), reg)

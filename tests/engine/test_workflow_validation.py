@@ -26,9 +26,7 @@ def test_valid_workflow() -> None:
 
 
 def test_id_is_accepted_as_workflow_id() -> None:
-    assert (
-        compile_workflow({"id": "hello", "name": "n", "tasks": [mapping("m", ("data.a", 1))]}).id == "hello"
-    )
+    assert compile_workflow({"id": "hello", "name": "n", "tasks": [mapping("m", ("data.a", 1))]}).id == "hello"
 
 
 def test_missing_workflow_id_gets_a_uuid() -> None:

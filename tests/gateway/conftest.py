@@ -139,9 +139,7 @@ class Admin:
 
     async def channel(self, doc: dict[str, Any]) -> None:
         await self._ok(self.http.post("/api/v1/admin/channels", json=doc))
-        await self._ok(
-            self.http.patch(f"/api/v1/admin/channels/{doc['channel_id']}/status", json={"status": "active"})
-        )
+        await self._ok(self.http.patch(f"/api/v1/admin/channels/{doc['channel_id']}/status", json={"status": "active"}))
 
 
 @pytest.fixture(scope="module")

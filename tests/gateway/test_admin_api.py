@@ -19,9 +19,7 @@ from tests.cli.admin_gateway import AdminGateway, admin_gateway
 A = "/api/v1/admin"
 
 
-def workflow(
-    wid: str | None = None, *, threshold: int = 10000, tags: list[str] | None = None
-) -> dict[str, Any]:
+def workflow(wid: str | None = None, *, threshold: int = 10000, tags: list[str] | None = None) -> dict[str, Any]:
     """The seed's quick-start workflow (parse, then flag orders above `threshold`)."""
     doc: dict[str, Any] = {
         "name": "High-Value Order",
@@ -86,13 +84,9 @@ def test_workflow_lifecycle_create_activate_new_version_rollout_archive(http: ht
     assert (draft["version"], draft["status"]) == (2, "draft")
     # The draft is a copy of the latest version; only it can be changed.
     updated = ok(http.put(f"{A}/workflows/{wid}", json=workflow(threshold=500)))["data"]
-    assert updated["version"] == 2 and updated["tasks"][1]["condition"] == {
-        ">": [{"var": "data.order.total"}, 500]
-    }
+    assert updated["version"] == 2 and updated["tasks"][1]["condition"] == {">": [{"var": "data.order.total"}, 500]}
 
-    canary = ok(
-        http.patch(f"{A}/workflows/{wid}/status", json={"status": "active", "rollout_percentage": 10})
-    )
+    canary = ok(http.patch(f"{A}/workflows/{wid}/status", json={"status": "active", "rollout_percentage": 10}))
     assert (canary["data"]["version"], canary["data"]["rollout_percentage"]) == (2, 10)
     versions = ok(http.get(f"{A}/workflows/{wid}/versions"))
     assert versions["total"] == 2
@@ -108,12 +102,8 @@ def test_workflow_lifecycle_create_activate_new_version_rollout_archive(http: ht
 
     archived = ok(http.patch(f"{A}/workflows/{wid}/status", json={"status": "archived"}))["data"]
     assert archived["status"] == "archived"
-    assert wid not in [
-        w["workflow_id"] for w in ok(http.get(f"{A}/workflows", params={"status": "active"}))["data"]
-    ]
-    assert wid in [
-        w["workflow_id"] for w in ok(http.get(f"{A}/workflows", params={"status": "archived"}))["data"]
-    ]
+    assert wid not in [w["workflow_id"] for w in ok(http.get(f"{A}/workflows", params={"status": "active"}))["data"]]
+    assert wid in [w["workflow_id"] for w in ok(http.get(f"{A}/workflows", params={"status": "archived"}))["data"]]
 
 
 def test_create_accepts_id_or_generates_one(http: httpx.Client) -> None:
@@ -159,11 +149,7 @@ def test_conflicts_existing_id_second_draft_update_of_active_and_stale_if_match(
     assert "revision" in msg
     current = ok(http.get(f"{A}/workflows/{wid}"))["data"]
     assert current["tasks"][1]["condition"][">"][1] == 1  # the stale write changed nothing
-    ok(
-        http.put(
-            f"{A}/workflows/{wid}", json=workflow(threshold=3), headers={"If-Match": str(current["revision"])}
-        )
-    )
+    ok(http.put(f"{A}/workflows/{wid}", json=workflow(threshold=3), headers={"If-Match": str(current["revision"])}))
     err(http.put(f"{A}/workflows/{wid}", json=workflow(), headers={"If-Match": "abc"}), 400, "BAD_REQUEST")
 
     ok(http.patch(f"{A}/workflows/{wid}/status", json={"status": "active"}))
@@ -207,9 +193,7 @@ def test_delete_removes_all_versions(http: httpx.Client) -> None:
 # -- bad input ----------------------------------------------------------------------------------------
 def test_bad_bodies_are_400_or_415_in_the_standard_shape(http: httpx.Client) -> None:
     headers = {"content-type": "application/json"}
-    assert "JSON" in err(
-        http.post(f"{A}/workflows", content=b"{not json", headers=headers), 400, "BAD_REQUEST"
-    )
+    assert "JSON" in err(http.post(f"{A}/workflows", content=b"{not json", headers=headers), 400, "BAD_REQUEST")
     err(http.post(f"{A}/workflows", json=[1, 2]), 400, "BAD_REQUEST")
     err(http.post(f"{A}/workflows", content=b"", headers=headers), 400, "BAD_REQUEST")
     err(http.post(f"{A}/workflows", content=b"name=x", headers={"content-type": "text/plain"}), 415,
@@ -228,9 +212,7 @@ def test_bad_bodies_are_400_or_415_in_the_standard_shape(http: httpx.Client) -> 
     err(http.patch(f"{A}/workflows/{wid}/rollout", json={"rollout_percentage": 50}), 400, "BAD_REQUEST")
     err(http.patch(f"{A}/workflows/{wid}/rollout", json={}), 400, "BAD_REQUEST")
     ok(http.patch(f"{A}/workflows/{wid}/status", json={"status": "active"}))
-    assert "no draft" in err(
-        http.patch(f"{A}/workflows/{wid}/status", json={"status": "active"}), 400, "BAD_REQUEST"
-    )
+    assert "no draft" in err(http.patch(f"{A}/workflows/{wid}/status", json={"status": "active"}), 400, "BAD_REQUEST")
 
 
 def test_invalid_workflow_is_refused_at_create_with_the_field_named(http: httpx.Client) -> None:
@@ -302,9 +284,7 @@ def test_channel_lifecycle_binds_workflows_and_activation_creates_its_topic(
     assert [(v["version"], v["status"]) for v in versions] == [(2, "active"), (1, "archived")]
     listed = ok(http.get(f"{A}/channels", params={"status": "active", "protocol": "http"}))["data"]
     assert cid in [c["channel_id"] for c in listed]
-    assert cid not in [
-        c["channel_id"] for c in ok(http.get(f"{A}/channels", params={"protocol": "kafka"}))["data"]
-    ]
+    assert cid not in [c["channel_id"] for c in ok(http.get(f"{A}/channels", params={"protocol": "kafka"}))["data"]]
     ok(http.patch(f"{A}/channels/{cid}/status", json={"status": "archived"}))
     assert cid not in ok(http.get(f"{A}/engine/status"))["channels"]
 
@@ -318,9 +298,7 @@ SECRET_CONNECTOR = {
         "auth": {"type": "bearer", "token": "sk-live-secret-token"},
         "password": "env://PAYMENTS_PASSWORD",
         "upstreams": [{"name": "x", "api_key": "k-123"}],
-        "nested": {
-            "deeper": {"secret": "s3cr3t", "connection_string": "postgres://u:p@h/db", "key": "raw-key"}
-        },
+        "nested": {"deeper": {"secret": "s3cr3t", "connection_string": "postgres://u:p@h/db", "key": "raw-key"}},
     },
 }
 PLAIN_SECRETS = ("sk-live-secret-token", "k-123", "s3cr3t", "postgres://u:p@h/db", "raw-key")

@@ -105,18 +105,14 @@ async def test_sync_call_returns_the_workflow_result_in_orion_shape(gateway: Gat
     assert r.headers["content-type"].startswith("application/json")
 
 
-async def test_a_generated_request_id_is_echoed_when_the_caller_sends_none(
-    gateway: Gateway, channels: None
-) -> None:
+async def test_a_generated_request_id_is_echoed_when_the_caller_sends_none(gateway: Gateway, channels: None) -> None:
     r = await gateway.http.post("/api/v1/data/orders", json={"data": {"total": 1}})
     assert r.status_code == 200
     assert len(r.headers["x-request-id"]) >= 16
     assert r.json()["data"]["order"]["flagged"] is False
 
 
-async def test_rest_route_puts_params_query_headers_and_method_into_metadata(
-    gateway: Gateway, channels: None
-) -> None:
+async def test_rest_route_puts_params_query_headers_and_method_into_metadata(gateway: Gateway, channels: None) -> None:
     r = await gateway.http.get(
         "/api/v1/data/ORDERS/ORD-9/items/it-3", params={"verbose": "yes"}, headers={"x-tenant-id": "acme"}
     )
@@ -130,16 +126,12 @@ async def test_rest_route_puts_params_query_headers_and_method_into_metadata(
         "tenant": "acme",
     }
     # Body metadata is merged in; the method must be listed on the channel.
-    r = await gateway.http.put(
-        "/api/v1/data/orders/1/items/2", json={"data": {}, "metadata": {"source": "api"}}
-    )
+    r = await gateway.http.put("/api/v1/data/orders/1/items/2", json={"data": {}, "metadata": {"source": "api"}})
     assert r.status_code == 200, r.text
     assert r.json()["data"]["source"] == "api" and r.json()["data"]["method"] == "PUT"
     r = await gateway.http.delete("/api/v1/data/orders/1/items/2")
     assert r.status_code == 404
-    assert r.json() == {
-        "error": {"code": "NOT_FOUND", "message": "No channel matches DELETE /orders/1/items/2"}
-    }
+    assert r.json() == {"error": {"code": "NOT_FOUND", "message": "No channel matches DELETE /orders/1/items/2"}}
 
 
 async def test_async_returns_202_and_the_trace_completes(gateway: Gateway, channels: None) -> None:
@@ -234,15 +226,11 @@ async def test_oversized_chunked_body_is_refused_while_reading(gateway: Gateway,
         for _ in range(100):  # 100 x 1 KiB > 64 KiB, sent without a content-length
             yield b" " * 1024
 
-    r = await gateway.http.post(
-        "/api/v1/data/orders", content=chunks(), headers={"content-type": "application/json"}
-    )
+    r = await gateway.http.post("/api/v1/data/orders", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
 
 
-async def test_validation_logic_and_cors_guard_sync_and_async_requests(
-    gateway: Gateway, channels: None
-) -> None:
+async def test_validation_logic_and_cors_guard_sync_and_async_requests(gateway: Gateway, channels: None) -> None:
     ok = await gateway.http.post("/api/v1/data/guarded", json={"data": {"amount": 5}})
     assert ok.status_code == 200, ok.text
     for path in ("guarded", "guarded/async"):

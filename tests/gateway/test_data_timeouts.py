@@ -21,9 +21,7 @@ pytestmark = pytest.mark.timeout(120)
 async def _cached(ctx: DataContext) -> Response | None:
     # A governance hook as the cache will be: it may answer instead of the worker.
     if ctx.headers.get("x-cached") == "1":
-        return Response(
-            orjson.dumps({"cached": ctx.channel.name, "data": ctx.data}), media_type="application/json"
-        )
+        return Response(orjson.dumps({"cached": ctx.channel.name, "data": ctx.data}), media_type="application/json")
     return None
 
 

@@ -76,9 +76,7 @@ async def test_rate_limit_key_logic(gov: Governance) -> None:
 
 
 async def test_rate_limit_key_logic_error_falls_back_to_client_ip(gov: Governance) -> None:
-    view = make_view(
-        "rle", {"rate_limit": {"requests_per_second": 1, "burst": 1, "key_logic": {"throw": "x"}}}
-    )
+    view = make_view("rle", {"rate_limit": {"requests_per_second": 1, "burst": 1, "key_logic": {"throw": "x"}}})
     pol = _policy(view)
     assert await gov.check(make_ctx(view, client_ip="a"), pol) is None
     assert await gov.check(make_ctx(view, client_ip="b"), pol) is None  # per IP, not one shared bucket
@@ -179,9 +177,7 @@ async def test_cache_whole_data_and_route_params(gov: Governance) -> None:
 
 async def test_channel_api_keys(gov: Governance, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUASAR_TEST_CH_KEY", "from-env")
-    view = make_view(
-        "ak", {"api_keys": ["plain-key", "env://QUASAR_TEST_CH_KEY", "env://QUASAR_TEST_UNSET_VAR"]}
-    )
+    view = make_view("ak", {"api_keys": ["plain-key", "env://QUASAR_TEST_CH_KEY", "env://QUASAR_TEST_UNSET_VAR"]})
     pol = _policy(view)
     for headers in (
         {},
@@ -257,16 +253,12 @@ async def test_dead_redis_fail_open_and_fail_closed() -> None:
                                "cache": {"enabled": True}}  # fmt: skip
         open_view = make_view("fo", cfg)
         closed_view = make_view("fc", {**cfg, "failure_mode": "fail_closed"})
-        before = _metric(
-            "quasar_governance_degraded_total", channel="fo", feature="rate_limit", mode="fail_open"
-        )
+        before = _metric("quasar_governance_degraded_total", channel="fo", feature="rate_limit", mode="fail_open")
         hdr = {"Idempotency-Key": "same"}
         # fail open: everything passes (no limit, no dedup, no cache), and it is counted
         for _ in range(3):
             assert await g.check(make_ctx(open_view, {"a": 1}, hdr), _policy(open_view)) is None
-        after = _metric(
-            "quasar_governance_degraded_total", channel="fo", feature="rate_limit", mode="fail_open"
-        )
+        after = _metric("quasar_governance_degraded_total", channel="fo", feature="rate_limit", mode="fail_open")
         assert after == before + 3
         assert g.health().startswith("degraded")
         # fail closed: 503

@@ -65,9 +65,7 @@ async def gateways(gov_settings: Settings, worker: Any) -> AsyncIterator[tuple[G
         await admin.channel(_channel("dedup", {"deduplication": {"window_secs": 60}}))
         await admin.channel(_channel("dedup-async", {"deduplication": {}}, "async"))
         await admin.channel(_channel("dedup-orig", {"deduplication": {"return_original": True}}))
-        await admin.channel(
-            _channel("cached", {"cache": {"enabled": True, "cache_key_fields": ["data.user"]}})
-        )
+        await admin.channel(_channel("cached", {"cache": {"enabled": True, "cache_key_fields": ["data.user"]}}))
         await admin.channel(_channel("keyed", {"api_keys": ["chan-key-1"]}))
         # instance b sees the config once its reader applied it: wait for a channel to resolve there
         await _until_served(b, "/api/v1/data/keyed")
@@ -145,9 +143,7 @@ async def test_return_original_replays_the_first_answer_on_the_other_instance(
 ) -> None:
     a, b = gateways
     key = {"Idempotency-Key": uuid.uuid4().hex}
-    first = await a.http.post(
-        "/api/v1/data/dedup-orig", json={"data": {"v": 1}}, headers={**key, "x-request-id": "r1"}
-    )
+    first = await a.http.post("/api/v1/data/dedup-orig", json={"data": {"v": 1}}, headers={**key, "x-request-id": "r1"})
     assert first.status_code == 200, first.text
     replay = await b.http.post(
         "/api/v1/data/dedup-orig", json={"data": {"v": 2}}, headers={**key, "x-request-id": "r2"}
@@ -160,9 +156,7 @@ async def test_return_original_replays_the_first_answer_on_the_other_instance(
 async def test_cached_response_is_served_by_the_other_instance(gateways: tuple[Gateway, Gateway]) -> None:
     a, b = gateways
     user = uuid.uuid4().hex
-    first = await a.http.post(
-        "/api/v1/data/cached", json={"data": {"user": user}}, headers={"x-request-id": "c-1"}
-    )
+    first = await a.http.post("/api/v1/data/cached", json={"data": {"user": user}}, headers={"x-request-id": "c-1"})
     assert first.status_code == 200 and "x-cache" not in first.headers
     hit = await b.http.post(
         "/api/v1/data/cached", json={"data": {"user": user, "other": 1}}, headers={"x-request-id": "c-2"}
@@ -219,9 +213,7 @@ async def test_redis_outage_fails_open_or_closed_and_health_degrades(
     private.start()
     gw: Gateway | None = None
     try:
-        gw = await start_gateway(
-            gov_settings.model_copy(update={"instance_id": "gov-c", "redis_url": private.url})
-        )
+        gw = await start_gateway(gov_settings.model_copy(update={"instance_id": "gov-c", "redis_url": private.url}))
         for ch in ("open-ch", "closed-ch"):
             await _until_served(gw, f"/api/v1/data/{ch}")
         health = await gw.http.get("/health")
@@ -241,8 +233,7 @@ async def test_redis_outage_fails_open_or_closed_and_health_degrades(
         assert health.json()["components"]["governance"].startswith("degraded")
         metrics = (await gw.http.get("/metrics")).text
         assert (
-            'quasar_governance_degraded_total{channel="closed-ch",feature="rate_limit",mode="fail_closed"}'
-            in metrics
+            'quasar_governance_degraded_total{channel="closed-ch",feature="rate_limit",mode="fail_closed"}' in metrics
         )
 
         private.start()  # back: the probe clears the flag, fail_closed channels serve again

@@ -72,10 +72,7 @@ def test_record_key_sources() -> None:
     headers = {"x-user": "u1"}
     data = {"customer": {"id": 42}}
     assert record_rollout_key(make_view("a", {"rollout_key": "X-User"}), b"k", headers, data, {}) == "u1"
-    assert (
-        record_rollout_key(make_view("b", {"rollout_key": {"kafka_key": True}}), b"k1", headers, data, {})
-        == "k1"
-    )
+    assert record_rollout_key(make_view("b", {"rollout_key": {"kafka_key": True}}), b"k1", headers, data, {}) == "k1"
     assert record_rollout_key(make_view("c", {"rollout_key": "$kafka_key"}), None, headers, data, {}) is None
     logic = make_view("d", {"rollout_key": {"var": "data.customer.id"}})
     assert record_rollout_key(logic, b"k", headers, data, {}) == "42"  # non-strings are JSON-encoded
@@ -85,6 +82,6 @@ def test_record_key_sources() -> None:
     assert record_rollout_key(make_view("f", {}), b"k", headers, data, {}) is None
     assert record_rollout_key(None, b"k", headers, data, {}) is None
     # the bucket is the engine's own sticky hash of the key
-    assert record_rollout_bucket(
-        make_view("g", {"rollout_key": "$kafka_key"}), b"abc", {}, {}, {}
-    ) == rollout_bucket("abc")
+    assert record_rollout_bucket(make_view("g", {"rollout_key": "$kafka_key"}), b"abc", {}, {}, {}) == rollout_bucket(
+        "abc"
+    )

@@ -17,8 +17,19 @@ DASHBOARDS = ROOT / "ops" / "grafana" / "dashboards"
 ALERTS = ROOT / "ops" / "prometheus" / "alerts.yml"
 
 _KEYWORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
-    "inf", "nan",
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
 }
 
 
@@ -68,7 +79,7 @@ def metric_names_in(expr: str) -> set[str]:
     names = set()
     for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
         name = m.group(0)
-        rest = text[m.end():].lstrip()
+        rest = text[m.end() :].lstrip()
         if rest.startswith("(") or name.lower() in _KEYWORDS:
             continue
         # A number like 1e-9 yields "e"; numbers are never followed by letters in our expressions.

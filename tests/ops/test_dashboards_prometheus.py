@@ -27,8 +27,12 @@ from tests.ops.conftest import OpsStack, poll
 # Counters that only exist after an event this test cannot cause without a failing external system
 # (breaker) or that the governance layer may not count (rate limit, retries); their panels end in
 # `or vector(0)`. Everything else must be present in Prometheus after the traffic below.
-_EVENT_ONLY = {"circuit_breaker_trips_total", "circuit_breaker_rejections_total",
-               "rate_limit_rejections_total", "quasar_retries_total"}
+_EVENT_ONLY = {
+    "circuit_breaker_trips_total",
+    "circuit_breaker_rejections_total",
+    "rate_limit_rejections_total",
+    "quasar_retries_total",
+}
 
 SYNC_CALLS = 30
 ASYNC_CALLS = 10
@@ -54,18 +58,30 @@ def _workflow(wid: str) -> dict[str, Any]:
         "workflow_id": wid,
         "name": wid,
         "tasks": [
-            {"id": "parse", "name": "parse",
-             "function": {"name": "parse_json", "input": {"source": "payload", "target": "order"}}},
-            {"id": "flag", "name": "flag",
-             "function": {"name": "map",
-                          "input": {"mappings": [{"path": "data.order.flagged", "logic": True}]}}},
+            {
+                "id": "parse",
+                "name": "parse",
+                "function": {"name": "parse_json", "input": {"source": "payload", "target": "order"}},
+            },
+            {
+                "id": "flag",
+                "name": "flag",
+                "function": {"name": "map", "input": {"mappings": [{"path": "data.order.flagged", "logic": True}]}},
+            },
         ],
     }
 
 
 def _channel(name: str, kind: str = "sync", **config: Any) -> dict[str, Any]:
-    return {"channel_id": name, "name": name, "channel_type": kind, "protocol": "http", "methods": ["POST"],
-            "workflow_id": "ops-wf", "config": config}
+    return {
+        "channel_id": name,
+        "name": name,
+        "channel_type": kind,
+        "protocol": "http",
+        "methods": ["POST"],
+        "workflow_id": "ops-wf",
+        "config": config,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +91,18 @@ def traffic(ops_stack: OpsStack) -> Iterator[dict[str, Any]]:
     before = {"worker": _samples(stack.worker_url), "gateway": _samples(stack.gateway_url)}
     request_id = f"ops-{uuid.uuid4().hex[:8]}"
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as http:
+
         def ok(r: httpx.Response) -> None:
             assert r.status_code < 300, r.text
 
         ok(http.post("/api/v1/admin/workflows", json=_workflow("ops-wf")))
         ok(http.patch("/api/v1/admin/workflows/ops-wf/status", json={"status": "active"}))
-        for doc in (_channel("orders"), _channel("events", "async"), _channel("slow", timeout_ms=1),
-                    _channel("limited", rate_limit={"requests_per_second": 1, "burst": 1})):
+        for doc in (
+            _channel("orders"),
+            _channel("events", "async"),
+            _channel("slow", timeout_ms=1),
+            _channel("limited", rate_limit={"requests_per_second": 1, "burst": 1}),
+        ):
             ok(http.post("/api/v1/admin/channels", json=doc))
             ok(http.patch(f"/api/v1/admin/channels/{doc['channel_id']}/status", json={"status": "active"}))
         statuses: dict[str, list[int]] = {"orders": [], "events": [], "slow": [], "limited": []}
@@ -98,10 +119,18 @@ def traffic(ops_stack: OpsStack) -> Iterator[dict[str, Any]]:
         statuses["missing"] = [http.get("/api/v1/data/nope").status_code]
     # One undecodable record straight onto the channel topic: the worker dead-letters it.
     producer = Producer({"bootstrap.servers": str(stack.settings.kafka_bootstrap)})
-    produce_sync(producer, TopicNames(stack.settings.topic_prefix).channel("orders"), b"\xff not json",
-                 b"bad", headers=[(H.REQUEST_ID, request_id.encode()), (H.CHANNEL, b"orders")])
-    poll(lambda: _value(_samples(stack.worker_url), "quasar_dlq_records_total", channel="orders") >= 1,
-         within=30, what="the bad record dead-lettered")
+    produce_sync(
+        producer,
+        TopicNames(stack.settings.topic_prefix).channel("orders"),
+        b"\xff not json",
+        b"bad",
+        headers=[(H.REQUEST_ID, request_id.encode()), (H.CHANNEL, b"orders")],
+    )
+    poll(
+        lambda: _value(_samples(stack.worker_url), "quasar_dlq_records_total", channel="orders") >= 1,
+        within=30,
+        what="the bad record dead-lettered",
+    )
     yield {"before": before, "statuses": statuses, "request_id": request_id}
 
 
@@ -116,9 +145,13 @@ def test_sync_async_and_timeout_traffic_got_the_expected_answers(traffic: dict[s
 def test_worker_metrics_move_with_traffic(ops_stack: OpsStack, traffic: dict[str, Any]) -> None:
     before = traffic["before"]["worker"]
     after = poll(
-        lambda: (s := _samples(ops_stack.worker_url))
-        and _value(s, "messages_total", channel="events", status="ok") >= ASYNC_CALLS and s,
-        within=30, what="async records processed",
+        lambda: (
+            (s := _samples(ops_stack.worker_url))
+            and _value(s, "messages_total", channel="events", status="ok") >= ASYNC_CALLS
+            and s
+        ),
+        within=30,
+        what="async records processed",
     )
 
     def moved(name: str, **labels: str) -> float:
@@ -173,9 +206,7 @@ def _query(prom: str, expr: str) -> dict[str, Any]:
     return body
 
 
-def test_every_dashboard_panel_returns_data_from_prometheus(
-    ops_stack: OpsStack, traffic: dict[str, Any]
-) -> None:
+def test_every_dashboard_panel_returns_data_from_prometheus(ops_stack: OpsStack, traffic: dict[str, Any]) -> None:
     exprs = dashboard_exprs()
     prom = ops_stack.prometheus_url
     variables = [e for e in exprs if "variable" in e.where]
@@ -225,9 +256,7 @@ def test_every_alert_rule_loads_evaluates_and_parses(ops_stack: OpsStack, traffi
         assert body["status"] == "success", (rule["alert"], body.get("error"))
 
 
-def test_metrics_named_by_panels_and_rules_exist_in_prometheus(
-    ops_stack: OpsStack, traffic: dict[str, Any]
-) -> None:
+def test_metrics_named_by_panels_and_rules_exist_in_prometheus(ops_stack: OpsStack, traffic: dict[str, Any]) -> None:
     prom = ops_stack.prometheus_url
     used = {n for e in dashboard_exprs() for n in metric_names_in(e.expr)}
     used |= {n for r in alert_rules() for n in metric_names_in(r["expr"])}
@@ -252,9 +281,7 @@ def test_gateway_health_lists_components(ops_stack: OpsStack, traffic: dict[str,
     assert {"broker", "config", "engine", "redis"} <= set(body["components"])
 
 
-def test_worker_logs_are_json_lines_carrying_the_request_id(
-    ops_stack: OpsStack, traffic: dict[str, Any]
-) -> None:
+def test_worker_logs_are_json_lines_carrying_the_request_id(ops_stack: OpsStack, traffic: dict[str, Any]) -> None:
     lines = [json.loads(line) for line in ops_stack.log("worker").splitlines() if line.startswith("{")]
     assert lines, ops_stack.log("worker")[-2000:]
     dead = [entry for entry in lines if "dead-lettered" in entry.get("event", "")]

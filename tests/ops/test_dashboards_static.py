@@ -40,8 +40,11 @@ def test_every_alert_rule_uses_only_exported_metrics() -> None:
     exported = _exported()
     rules = alert_rules()
     assert {r["alert"] for r in rules} >= {
-        "QuasarConsumerLagGrowing", "QuasarDeadLettersHigh", "QuasarErrorRatioHigh",
-        "QuasarReplyTimeouts", "QuasarCircuitBreakerOpen",
+        "QuasarConsumerLagGrowing",
+        "QuasarDeadLettersHigh",
+        "QuasarErrorRatioHigh",
+        "QuasarReplyTimeouts",
+        "QuasarCircuitBreakerOpen",
     }
     unknown = {r["alert"]: sorted(metric_names_in(r["expr"]) - exported) for r in rules}
     assert {k: v for k, v in unknown.items() if v} == {}
@@ -97,8 +100,13 @@ def test_dashboards_are_valid_grafana_documents() -> None:
     assert len(uids) == 3
     channel = json.loads((DASHBOARDS / "quasar-channel.json").read_text())
     assert [v["name"] for v in channel["templating"]["list"]] == ["channel"]
-    assert all('$channel' in t["expr"] for p in channel["panels"] if p["type"] != "row"
-               for t in p["targets"] if "quasar_task" not in t["expr"] or "channel" in t["expr"])
+    assert all(
+        "$channel" in t["expr"]
+        for p in channel["panels"]
+        if p["type"] != "row"
+        for t in p["targets"]
+        if "quasar_task" not in t["expr"] or "channel" in t["expr"]
+    )
 
 
 def _promtool() -> str:

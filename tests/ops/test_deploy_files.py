@@ -80,8 +80,10 @@ def test_ports_agree_between_settings_compose_prometheus_and_dockerfile() -> Non
     services = _compose()["services"]
     env = services["gateway"]["environment"]
     gw_port, worker_port = int(env["QUASAR_GATEWAY_PORT"]), int(env["QUASAR_WORKER_METRICS_PORT"])
-    assert (gw_port, worker_port) == (Settings.model_fields["gateway_port"].default,
-                                      Settings.model_fields["worker_metrics_port"].default)
+    assert (gw_port, worker_port) == (
+        Settings.model_fields["gateway_port"].default,
+        Settings.model_fields["worker_metrics_port"].default,
+    )
     assert f"{gw_port}:{gw_port}" in services["gateway"]["ports"]
     assert str(worker_port) in services["worker"]["expose"]
     assert services["worker"]["environment"]["QUASAR_HEALTH_URL"].startswith(f"http://127.0.0.1:{worker_port}/")

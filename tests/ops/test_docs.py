@@ -56,16 +56,23 @@ def _families() -> set[str]:
 
 
 _ORION = {
-    "messages_total", "message_duration_seconds", "errors_total", "http_requests_total",
-    "http_request_duration_seconds", "engine_reloads_total", "engine_reload_duration_seconds",
-    "active_workflows", "circuit_breaker_trips_total", "circuit_breaker_rejections_total",
+    "messages_total",
+    "message_duration_seconds",
+    "errors_total",
+    "http_requests_total",
+    "http_request_duration_seconds",
+    "engine_reloads_total",
+    "engine_reload_duration_seconds",
+    "active_workflows",
+    "circuit_breaker_trips_total",
+    "circuit_breaker_rejections_total",
     "rate_limit_rejections_total",
 }
 
 
 def test_metrics_reference_matches_the_code() -> None:
     text = (DOCS / "operations.md").read_text()
-    table = text[text.index("## Metrics reference"):text.index("## Logs")]
+    table = text[text.index("## Metrics reference") : text.index("## Logs")]
     documented = set(re.findall(r"^\| `([a-z_]+)`|, `([a-z_]+)`|^\| `[a-z_]+`, `([a-z_]+)`", table, re.M))
     documented_names = {n for group in documented for n in group if n}
     documented_names |= set(re.findall(r"`(quasar_[a-z_]+)`", table))

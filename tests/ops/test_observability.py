@@ -63,12 +63,21 @@ async def test_http_metrics_label_by_route_template_never_raw_path() -> None:
 def test_traceparent_parsing_accepts_w3c_and_rejects_garbage() -> None:
     good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     assert context.parse_traceparent(good) == "4bf92f3577b34da6a3ce929d0e0e4736"
-    for bad in (None, "", "00-xyz", "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", good + "-extra"):
+    for bad in (
+        None,
+        "",
+        "00-xyz",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        good + "-extra",
+    ):
         assert context.parse_traceparent(bad) is None, bad
     hm = {H.REQUEST_ID: "r1", H.CHANNEL: "orders", H.TRACEPARENT: good, H.TRACE_ID: "other"}
     assert context.context_from_headers(hm) == {
-        "request_id": "r1", "channel": "orders", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
+        "request_id": "r1",
+        "channel": "orders",
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    }
     assert context.context_from_headers({H.TRACE_ID: "t-1"}) == {"trace_id": "t-1"}
 
 
@@ -100,9 +109,7 @@ def test_json_logs_carry_the_bound_context_for_stdlib_loggers() -> None:
         root.setLevel(saved[1])
 
 
-@pytest.mark.parametrize(
-    ("level", "fmt", "message"), [("loud", "json", "log level"), ("info", "xml", "log format")]
-)
+@pytest.mark.parametrize(("level", "fmt", "message"), [("loud", "json", "log level"), ("info", "xml", "log format")])
 def test_bad_logging_settings_are_clear_errors(level: str, fmt: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         configure_logging(level, fmt, stream=io.StringIO())
@@ -110,14 +117,30 @@ def test_bad_logging_settings_are_clear_errors(level: str, fmt: str, message: st
 
 async def test_workflow_observer_counts_each_workflow_and_task_of_a_real_run() -> None:
     wid = f"wf-{uuid.uuid4().hex[:6]}"
-    wf = compile_workflow({"workflow_id": wid, "name": wid, "tasks": [
-        {"id": "parse", "name": "p",
-         "function": {"name": "parse_json", "input": {"source": "payload", "target": "o"}}},
-        {"id": "skip", "name": "s", "condition": False,
-         "function": {"name": "map", "input": {"mappings": [{"path": "data.x", "logic": 1}]}}},
-        {"id": "mark", "name": "m",
-         "function": {"name": "map", "input": {"mappings": [{"path": "data.y", "logic": 2}]}}},
-    ]})
+    wf = compile_workflow(
+        {
+            "workflow_id": wid,
+            "name": wid,
+            "tasks": [
+                {
+                    "id": "parse",
+                    "name": "p",
+                    "function": {"name": "parse_json", "input": {"source": "payload", "target": "o"}},
+                },
+                {
+                    "id": "skip",
+                    "name": "s",
+                    "condition": False,
+                    "function": {"name": "map", "input": {"mappings": [{"path": "data.x", "logic": 1}]}},
+                },
+                {
+                    "id": "mark",
+                    "name": "m",
+                    "function": {"name": "map", "input": {"mappings": [{"path": "data.y", "logic": 2}]}},
+                },
+            ],
+        }
+    )
     engine = Engine({"ch": [ChannelWorkflow(wf, rollout=(0, 100))]})
     observer = WorkflowObserver()
     for i in range(4):
@@ -143,9 +166,16 @@ def test_consumer_lag_is_watermark_minus_position_on_the_real_broker(
     # One record per produce call: one record per batch keeps Tansu's high watermark exact.
     for i in range(5):
         produce_sync(producer, topic, f"v{i}".encode(), None, partition=0)
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"lag-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "fetch.wait.max.ms": 10, "session.timeout.ms": 6000})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"lag-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+            "session.timeout.ms": 6000,
+        }
+    )
     untrack = LAG.track("lag-test", lambda: consumer)
     try:
         from confluent_kafka import TopicPartition
@@ -168,8 +198,12 @@ def test_consumer_lag_is_watermark_minus_position_on_the_real_broker(
         untrack()
         consumer.close()
     assert consumer_lag(consumer) == {}  # closed: reported as nothing, not an error
-    assert REGISTRY.get_sample_value(
-        "quasar_consumer_lag_records", {"group": "lag-test", "topic": topic, "partition": "0"}) is None
+    assert (
+        REGISTRY.get_sample_value(
+            "quasar_consumer_lag_records", {"group": "lag-test", "topic": topic, "partition": "0"}
+        )
+        is None
+    )
 
 
 def test_ops_server_reports_degraded_components_with_503() -> None:

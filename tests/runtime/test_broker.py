@@ -133,9 +133,7 @@ async def test_async_producer_reports_delivery_failure(settings: Settings, uniqu
             await producer.produce(unique_topic, b"x", partition=7)  # the topic has 1 partition
 
 
-def test_read_to_end_sees_a_whole_batch_even_when_the_watermark_lies(
-    settings: Settings, unique_topic: str
-) -> None:
+def test_read_to_end_sees_a_whole_batch_even_when_the_watermark_lies(settings: Settings, unique_topic: str) -> None:
     # Several records in one batch: Tansu then reports a high watermark short of the real end.
     batcher = Producer(producer_config(settings, **_props(linger_ms=50)))
     for i in range(25):

@@ -69,9 +69,7 @@ def test_create_conflicts_when_the_object_exists() -> None:
         ("workflow", "wf", {**WF, "workflow_id": "other"}, BadRequest, "does not match"),
     ],
 )
-def test_create_rejects_bad_input(
-    kind: str, oid: str, doc: Any, error: type[QuasarError], match: str
-) -> None:
+def test_create_rejects_bad_input(kind: str, oid: str, doc: Any, error: type[QuasarError], match: str) -> None:
     with pytest.raises(error, match=match):
         Create(doc)(kind, oid, None, NOW)
 
@@ -213,9 +211,7 @@ def test_restore_rejects_bad_backup_entries(versions: Any, match: str) -> None:
 
 
 def test_restore_sets_the_whole_object() -> None:
-    change = Restore({"1": {**WF, "status": "archived"}, "2": {**WF, "status": "active"}})(
-        "workflow", "wf", None, NOW
-    )
+    change = Restore({"1": {**WF, "status": "archived"}, "2": {**WF, "status": "active"}})("workflow", "wf", None, NOW)
     assert change.versions is not None and change.versions[2]["workflow_id"] == "wf"
     assert summarize(change.versions) == {
         "1": {"status": "archived", "rollout_percentage": None},

@@ -38,9 +38,7 @@ class Store:
                 "revision": rev + 1,
                 "object": {"versions": {str(n): d for n, d in change.versions.items()}},
             }
-            out = self.state.apply(
-                self.state.offset + 1, proposal_key(kind, oid, rev + 1, "n"), orjson.dumps(value)
-            )
+            out = self.state.apply(self.state.offset + 1, proposal_key(kind, oid, rev + 1, "n"), orjson.dumps(value))
             assert out.applied, out
         return self
 
@@ -67,9 +65,7 @@ def test_channels_bind_workflows_and_the_engine_gets_every_active_version() -> N
     s.op(
         "channel",
         "orders",
-        Create(
-            {"name": "orders", "channel_type": "sync", "protocol": "rest", "workflow_ids": ["wf", "other"]}
-        ),
+        Create({"name": "orders", "channel_type": "sync", "protocol": "rest", "workflow_ids": ["wf", "other"]}),
         Activate(),
     )
     s.op("channel", "draft-only", Create({"name": "draft-only", "workflow_id": "wf"}))
@@ -121,9 +117,7 @@ def test_route_table_is_ordered_like_orion() -> None:
         Create({"protocol": "rest", "route_pattern": "/orders/{id}", "methods": ["get"]}),
         Activate(),
     )
-    s.op(
-        "channel", "b", Create({"protocol": "rest", "route_pattern": "/orders/{id}/items/{item}"}), Activate()
-    )
+    s.op("channel", "b", Create({"protocol": "rest", "route_pattern": "/orders/{id}/items/{item}"}), Activate())
     s.op("channel", "c", Create({"protocol": "rest", "route_pattern": "/x", "priority": 5}), Activate())
     s.op("channel", "k", Create({"protocol": "kafka", "topic": "t"}), Activate())
     snap = build_snapshot(s.state, engine_factory=None)

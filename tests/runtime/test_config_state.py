@@ -34,9 +34,7 @@ def jsonlogic_compiler(kind: str, object_id: str, definition: Mapping[str, Any])
     return CompileResult(errors=tuple(errors)) if errors else CompileResult(compiled=("wf", object_id))
 
 
-def record(
-    kind: str, oid: str, expected: int, versions: Mapping[int, Any] | None, op: str = "x"
-) -> tuple[str, bytes]:
+def record(kind: str, oid: str, expected: int, versions: Mapping[int, Any] | None, op: str = "x") -> tuple[str, bytes]:
     key = proposal_key(kind, oid, expected + 1, uuid.uuid4().hex[:8])
     value = {
         "kind": kind,
@@ -67,9 +65,7 @@ class Log:
         cur = self.state.get_any(kind, oid)
         revision = cur.revision if cur else 0
         change = operation(kind, oid, cur if cur and not cur.deleted else None, NOW)
-        return self.append(
-            *record(kind, oid, revision if expected is None else expected, change.versions, change.op)
-        )
+        return self.append(*record(kind, oid, revision if expected is None else expected, change.versions, change.op))
 
 
 WF = {"name": "orders", "condition": True, "tasks": [{"id": "t1", "name": "t1", "function": {"name": "log"}}]}
@@ -97,9 +93,7 @@ def busy_log(seed: int) -> Log:
         elif cur.draft is not None:
             choices = [Update({**WF, "name": f"n{rnd.random()}"}), Activate(rnd.choice([10, 50, 100]))]
         else:
-            choices = [NewVersion(), Delete()] + (
-                [Rollout(rnd.choice([30, 100]))] if len(cur.active) == 2 else []
-            )
+            choices = [NewVersion(), Delete()] + ([Rollout(rnd.choice([30, 100]))] if len(cur.active) == 2 else [])
         operation = rnd.choice(choices)
         log.op("workflow", oid, operation)
         if rnd.random() < 0.3 and cur is not None:

@@ -72,9 +72,7 @@ async def test_writer_returns_only_after_its_change_is_applied(readers: Readers)
     assert created.object is not None and created.object.draft == 1
 
     await writer.apply("workflow", "orders", Activate(), actor="alice")
-    await writer.apply(
-        "channel", "orders", Create({"name": "orders", "workflow_id": "orders"}), actor="alice"
-    )
+    await writer.apply("channel", "orders", Create({"name": "orders", "workflow_id": "orders"}), actor="alice")
     activated = await writer.apply("channel", "orders", Activate(), actor="alice")
     snap = reader.snapshot
     assert snap.offset >= activated.offset
@@ -97,9 +95,7 @@ async def test_a_later_reader_becomes_ready_via_a_marker_and_folds_the_same_stat
     await writer.apply(
         "connector",
         "api",
-        Create(
-            {"name": "api", "connector_type": "http", "config": {"type": "http", "url": "http://127.0.0.1:1"}}
-        ),
+        Create({"name": "api", "connector_type": "http", "config": {"type": "http", "url": "http://127.0.0.1:1"}}),
     )
     late = await readers()
     assert late.is_ready
@@ -256,11 +252,7 @@ async def test_backup_and_restore_round_trip(
     names = TopicNames(target_settings.topic_prefix)
     apply_topics(
         kafka_admin,
-        [
-            p
-            for p in fixed_topic_plans(load_specs(), target_settings)
-            if p.name in (names.config, names.audit)
-        ],
+        [p for p in fixed_topic_plans(load_specs(), target_settings) if p.name in (names.config, names.audit)],
     )
     target = ConfigReader(target_settings)
     try:

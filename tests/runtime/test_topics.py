@@ -51,9 +51,7 @@ def test_plans_take_names_from_the_prefix_and_default_partitions() -> None:
     assert plans["acme.replies"].partitions == SPECS["replies"].partitions
     ch = channel_topic_plan(SPECS, s, "orders")
     assert (ch.name, ch.partitions) == ("acme.ch.orders", 6)
-    assert (
-        channel_topic_plan(SPECS, s, "orders", declared="legacy-orders", partitions=3).name == "legacy-orders"
-    )
+    assert channel_topic_plan(SPECS, s, "orders", declared="legacy-orders", partitions=3).name == "legacy-orders"
     assert output_topic_plan(SPECS, s, "orders").name == "acme.out.orders"
     with pytest.raises(TopicSpecError, match="invalid topic name"):
         channel_topic_plan(SPECS, s, "orders", declared="bad name!")
@@ -109,9 +107,7 @@ def test_apply_creates_every_topic_then_is_idempotent(kafka_admin: AdminClient, 
     assert topic_partitions(kafka_admin) == on_broker  # nothing created or changed
 
 
-def test_partition_mismatch_refuses_with_a_clear_message(
-    kafka_admin: AdminClient, settings: Settings
-) -> None:
+def test_partition_mismatch_refuses_with_a_clear_message(kafka_admin: AdminClient, settings: Settings) -> None:
     replies = TopicNames(settings.topic_prefix).replies
     apply_topics(kafka_admin, [TopicPlan(replies, 3)])
     plans = fixed_topic_plans(SPECS, settings)

@@ -90,7 +90,5 @@ async def test_causal_wait_covers_the_worker_routes_not_only_the_reader(rt: Runt
     await _until(lambda: worker.processed >= 1)  # consumed while the routes were still the old ones
     gate.set()
     await _until(lambda: worker.view_offset >= offset)
-    records = await asyncio.to_thread(
-        read_records, rt.settings, moved, until=lambda r: len(r) >= 1, timeout=20
-    )
+    records = await asyncio.to_thread(read_records, rt.settings, moved, until=lambda r: len(r) >= 1, timeout=20)
     assert [r.key() for r in records] == [b"m-1"]

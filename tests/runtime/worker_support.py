@@ -73,9 +73,7 @@ def read_records(
     try:
         while not until(out):
             if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"condition not met on {topic} within {timeout}s; read {len(out)} records"
-                )
+                raise AssertionError(f"condition not met on {topic} within {timeout}s; read {len(out)} records")
             for msg in consumer.consume(1000, 0.2):
                 if msg.error() is None:
                     out.append(msg)
@@ -144,14 +142,10 @@ class Runtime:
         )
 
     def outputs(self, channel: str, n: int, timeout: float = 20.0) -> list[Message]:
-        return read_records(
-            self.settings, self.names.output(channel), until=lambda r: len(r) >= n, timeout=timeout
-        )
+        return read_records(self.settings, self.names.output(channel), until=lambda r: len(r) >= n, timeout=timeout)
 
     def dlq(self, n: int, timeout: float = 20.0) -> list[Message]:
-        return read_records(
-            self.settings, self.names.dlq, until=lambda r: len(_real(r)) >= n, timeout=timeout
-        )
+        return read_records(self.settings, self.names.dlq, until=lambda r: len(_real(r)) >= n, timeout=timeout)
 
     def traces(self, until: Callable[[list[Message]], bool], timeout: float = 20.0) -> list[Message]:
         return read_records(self.settings, self.names.traces, until=until, timeout=timeout)

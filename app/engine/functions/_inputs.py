@@ -46,9 +46,7 @@ def opt_bool(inp: Mapping[str, Any], key: str, default: bool, prefix: str = "") 
     return value
 
 
-def opt_int(
-    inp: Mapping[str, Any], key: str, default: int | None, prefix: str = "", *, minimum: int = 0
-) -> int | None:
+def opt_int(inp: Mapping[str, Any], key: str, default: int | None, prefix: str = "", *, minimum: int = 0) -> int | None:
     value = inp.get(key)
     if value is None:
         return default

@@ -50,9 +50,7 @@ def _compile_validation(raw: Mapping[str, Any]) -> ValidationFunction:
         message = r.get("message")
         if not isinstance(message, str) or not message:
             # Quasar fix of Orion quirk 8: rejected up front instead of a 500 at run time.
-            raise FunctionInputError(
-                field + ".message", "is required: the error text reported when the rule fails"
-            )
+            raise FunctionInputError(field + ".message", "is required: the error text reported when the rule fails")
         rules.append((logic_at(r["logic"], field + ".logic"), message))
     return ValidationFunction(rules)
 
