@@ -20,32 +20,32 @@ from typing import Any, Final
 
 from app.engine.paths import clone
 
-__all__ = ["FALLBACK", "FastRule", "compile_fast"]
+__all__ = ["FALLBACK", "MISSING", "FastRule", "compile_fast", "lookup"]
 
 FALLBACK: Final[Any] = object()
-_MISSING: Final[Any] = object()
+MISSING: Final[Any] = object()
 _EXACT: Final = 1 << 53
 
 FastRule = Callable[[Any], Any]
 
 
-def _lookup(root: Any, segments: tuple[str, ...]) -> Any:
+def lookup(root: Any, segments: tuple[str, ...]) -> Any:
     """datalogic's `var` walk: object keys, numeric segments index arrays, anything else is missing."""
     cur = root
     for seg in segments:
         if type(cur) is dict:
-            cur = cur.get(seg, _MISSING)
-            if cur is _MISSING:
-                return _MISSING
+            cur = cur.get(seg, MISSING)
+            if cur is MISSING:
+                return MISSING
         elif type(cur) is list:
             if not seg.isdigit():
-                return _MISSING
+                return MISSING
             idx = int(seg)
             if idx >= len(cur):
-                return _MISSING
+                return MISSING
             cur = cur[idx]
         else:
-            return _MISSING
+            return MISSING
     return cur
 
 
@@ -126,16 +126,16 @@ def _var(arg: Any) -> FastRule | None:
             if type(ctx) is dict:
                 d = ctx.get(k0)
                 if type(d) is dict:
-                    v = d.get(k1, _MISSING)
-                    return default if v is _MISSING else v
-            found = _lookup(ctx, segments)
-            return default if found is _MISSING else found
+                    v = d.get(k1, MISSING)
+                    return default if v is MISSING else v
+            found = lookup(ctx, segments)
+            return default if found is MISSING else found
 
         return var2
 
     def var(ctx: Any) -> Any:
-        found = _lookup(ctx, segments)
-        return default if found is _MISSING else found
+        found = lookup(ctx, segments)
+        return default if found is MISSING else found
 
     return var
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import datalogic_py as _dl
 
-from app.engine.fastlogic import FALLBACK, FastRule, compile_fast
+from app.engine.fastlogic import FALLBACK, MISSING, FastRule, compile_fast, lookup
 from app.engine.paths import clone
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
 ]
 
 _ENGINE: Final = _dl.Engine(templating=True)
-_MISSING: Final = object()
 
 
 class LogicError(Exception):
@@ -52,26 +51,6 @@ def _copy_json(value: Any) -> Any:
 
 def _split_var_path(path: str) -> tuple[str, ...]:
     return tuple(path.split(".")) if path else ()
-
-
-def _lookup(root: Any, segments: tuple[str, ...]) -> Any:
-    """datalogic's `var` walk: object keys, numeric segments index arrays, anything else is missing."""
-    cur = root
-    for seg in segments:
-        if isinstance(cur, dict):
-            cur = cur.get(seg, _MISSING)
-            if cur is _MISSING:
-                return _MISSING
-        elif isinstance(cur, list):
-            if not seg.isdigit():
-                return _MISSING
-            idx = int(seg)
-            if idx >= len(cur):
-                return _MISSING
-            cur = cur[idx]
-        else:
-            return _MISSING
-    return cur
 
 
 # A read trie: key -> sub-trie, or None for "the whole value at this key".
@@ -119,8 +98,8 @@ def _project(src: dict[str, Any], trie: ReadTrie) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for key, sub in trie.items():
-        value = src.get(key, _MISSING)
-        if value is _MISSING:
+        value = src.get(key, MISSING)
+        if value is MISSING:
             continue
         out[key] = value if sub is None or type(value) is not dict else _project(value, sub)
     return out
@@ -178,8 +157,8 @@ class Logic:
         if kind == "const":
             return self._value
         if kind == "var":
-            found = _lookup(context, self._segments)
-            return self._default if found is _MISSING else _copy_json(found)
+            found = lookup(context, self._segments)
+            return self._default if found is MISSING else _copy_json(found)
         fast = self._fast
         if fast is not None:
             value = fast(context)
@@ -201,8 +180,8 @@ class Logic:
         if kind == "const":
             return self._value is True
         if kind == "var":
-            found = _lookup(context, self._segments)
-            return (self._default if found is _MISSING else found) is True
+            found = lookup(context, self._segments)
+            return (self._default if found is MISSING else found) is True
         fast = self._fast
         if fast is not None:
             value = fast(context)
