@@ -169,7 +169,11 @@ class Engine:
     # -- shared per-task bookkeeping (kept out of the loops so both paths behave the same) ------
 
     @staticmethod
-    def _task_raised(message: Message, wf: CompiledWorkflow, task: Any, exc: BaseException) -> None:
+    def _task_raised(
+        message: Message, wf: CompiledWorkflow, task: Any, exc: BaseException, steps: list[dict[str, Any]] | None
+    ) -> None:
+        if steps is not None:
+            steps.append(_step(wf.id, task.id, "executed", 500, str(exc)))
         text = f"Task {task.id} error: {exc}"
         message.add_error("TASK_ERROR", text, workflow_id=wf.id, task_id=task.id)
         _record(message, wf.id, task.id, _NO_CHANGES, 500)
@@ -224,36 +228,16 @@ class Engine:
         self, wf: CompiledWorkflow, message: Message, ctx: TaskContext, steps: list[dict[str, Any]] | None
     ) -> None:
         context = message.context
-        deadline = ctx.deadline
-        tasks = wf.tasks
-        for i, task in enumerate(tasks):
-            if not (task.always or task.condition.is_true(context)):
-                if steps is not None:
-                    steps.append(_step(wf.id, task.id, "skipped"))
+        for i, task in enumerate(wf.tasks):
+            if not self._task_starts(wf, task, context, ctx, steps):
                 continue
-            if deadline is not None and time.time() > deadline:
-                raise _WorkflowFailed(Timeout("Deadline exceeded before task " + task.id), "deadline exceeded")
-            ctx.task_id = task.id
-            ctx.reason = None
-            ctx.changes = _NO_CHANGES
             try:
                 status = task.function.run(message, ctx)
             except Exception as exc:
-                if steps is not None:
-                    steps.append(_step(wf.id, task.id, "executed", 500, str(exc)))
-                self._task_raised(message, wf, task, exc)
+                self._task_raised(message, wf, task, exc, steps)
                 continue
-            if steps is not None:
-                steps.append(_step(wf.id, task.id, "executed", status, ctx.reason))
-            if status == FILTER_SKIP:
-                continue
-            _record(message, wf.id, task.id, ctx.changes, status)
-            if status == FILTER_HALT:
-                if steps is not None:
-                    steps.extend(_step(wf.id, t.id, "skipped", None, "halted by filter") for t in tasks[i + 1 :])
+            if self._task_finished(message, wf, i, status, ctx, steps):
                 return
-            if status >= 500:
-                self._task_failed_status(message, wf, task, status, ctx.reason)
 
     # -- the general (async) path ---------------------------------------------------------------
 
@@ -289,39 +273,62 @@ class Engine:
         self, wf: CompiledWorkflow, message: Message, ctx: TaskContext, steps: list[dict[str, Any]] | None
     ) -> None:
         context = message.context
-        deadline = ctx.deadline
-        tasks = wf.tasks
-        for i, task in enumerate(tasks):
-            if not (task.always or task.condition.is_true(context)):
-                if steps is not None:
-                    steps.append(_step(wf.id, task.id, "skipped"))
+        for i, task in enumerate(wf.tasks):
+            if not self._task_starts(wf, task, context, ctx, steps):
                 continue
-            if deadline is not None and time.time() > deadline:
-                raise _WorkflowFailed(Timeout("Deadline exceeded before task " + task.id), "deadline exceeded")
-            ctx.task_id = task.id
-            ctx.reason = None
-            ctx.changes = _NO_CHANGES
             try:
                 if task.is_async:
                     status = await task.function.arun(message, ctx)
                 else:
                     status = task.function.run(message, ctx)
             except Exception as exc:
-                if steps is not None:
-                    steps.append(_step(wf.id, task.id, "executed", 500, str(exc)))
-                self._task_raised(message, wf, task, exc)
+                self._task_raised(message, wf, task, exc, steps)
                 continue
-            if steps is not None:
-                steps.append(_step(wf.id, task.id, "executed", status, ctx.reason))
-            if status == FILTER_SKIP:
-                continue
-            _record(message, wf.id, task.id, ctx.changes, status)
-            if status == FILTER_HALT:
-                if steps is not None:
-                    steps.extend(_step(wf.id, t.id, "skipped", None, "halted by filter") for t in tasks[i + 1 :])
+            if self._task_finished(message, wf, i, status, ctx, steps):
                 return
-            if status >= 500:
-                self._task_failed_status(message, wf, task, status, ctx.reason)
+
+    # -- one task's bookkeeping, shared by both paths ---------------------------------------------
+
+    @staticmethod
+    def _task_starts(
+        wf: CompiledWorkflow, task: Any, context: dict[str, Any], ctx: TaskContext, steps: list[dict[str, Any]] | None
+    ) -> bool:
+        """Whether `task` runs: its strict-true condition holds and the deadline has not passed."""
+        if not (task.always or task.condition.is_true(context)):
+            if steps is not None:
+                steps.append(_step(wf.id, task.id, "skipped"))
+            return False
+        deadline = ctx.deadline
+        if deadline is not None and time.time() > deadline:
+            raise _WorkflowFailed(Timeout("Deadline exceeded before task " + task.id), "deadline exceeded")
+        ctx.task_id = task.id
+        ctx.reason = None
+        ctx.changes = _NO_CHANGES
+        return True
+
+    def _task_finished(
+        self,
+        message: Message,
+        wf: CompiledWorkflow,
+        i: int,
+        status: int,
+        ctx: TaskContext,
+        steps: list[dict[str, Any]] | None,
+    ) -> bool:
+        """Record task `i`'s status; True when a filter halted the rest of the workflow."""
+        task = wf.tasks[i]
+        if steps is not None:
+            steps.append(_step(wf.id, task.id, "executed", status, ctx.reason))
+        if status == FILTER_SKIP:
+            return False
+        _record(message, wf.id, task.id, ctx.changes, status)
+        if status == FILTER_HALT:
+            if steps is not None:
+                steps.extend(_step(wf.id, t.id, "skipped", None, "halted by filter") for t in wf.tasks[i + 1 :])
+            return True
+        if status >= 500:
+            self._task_failed_status(message, wf, task, status, ctx.reason)
+        return False
 
 
 def _record(message: Message, workflow_id: str, task_id: str, changes: list[tuple[str, Any, Any]], status: int) -> None:
