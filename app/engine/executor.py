@@ -196,6 +196,20 @@ class Engine:
             return
         raise map_engine_error(failure.error) from failure.error
 
+    @staticmethod
+    def _workflow_selected(
+        entry: _Entry, bucket: int | None, context: dict[str, Any], steps: list[dict[str, Any]] | None
+    ) -> bool:
+        """Whether a channel entry runs: its rollout range holds the bucket and its condition is strictly true."""
+        if entry.partial and not (entry.lo <= bucket < entry.hi):  # type: ignore[operator]
+            return False
+        wf = entry.workflow
+        if wf.always or wf.condition.is_true(context):
+            return True
+        if steps is not None:
+            steps.append({"workflow_id": wf.id, "task_id": None, "result": "skipped"})
+        return False
+
     # -- the synchronous fast path --------------------------------------------------------------
 
     def process_sync(self, channel: str, message: Message, options: RunOptions | None = None) -> Message:
@@ -212,11 +226,7 @@ class Engine:
         steps = opts.steps
         for entry in ch.entries:
             wf = entry.workflow
-            if entry.partial and not (entry.lo <= bucket < entry.hi):  # type: ignore[operator]
-                continue
-            if not (wf.always or wf.condition.is_true(context)):
-                if steps is not None:
-                    steps.append({"workflow_id": wf.id, "task_id": None, "result": "skipped"})
+            if not self._workflow_selected(entry, bucket, context, steps):
                 continue
             ctx.workflow_id = wf.id
             try:
@@ -253,11 +263,7 @@ class Engine:
         steps = opts.steps
         for entry in ch.entries:
             wf = entry.workflow
-            if entry.partial and not (entry.lo <= bucket < entry.hi):  # type: ignore[operator]
-                continue
-            if not (wf.always or wf.condition.is_true(context)):
-                if steps is not None:
-                    steps.append({"workflow_id": wf.id, "task_id": None, "result": "skipped"})
+            if not self._workflow_selected(entry, bucket, context, steps):
                 continue
             ctx.workflow_id = wf.id
             try:
