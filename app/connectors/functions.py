@@ -195,30 +195,27 @@ class DbRead(_ConnectorTask):
     function = "db_read"
 
     async def arun(self, message: Message, ctx: TaskContext) -> int:
+        return await self._sql(message, ctx, write=False)
+
+    async def _sql(self, message: Message, ctx: TaskContext, *, write: bool) -> int:
+        """One parameterized statement; db_read writes the rows, db_write `{"rows_affected": n}`."""
         svc = _services(ctx, self.function)
         query: str = self.input.get("query")
         params = _params(self.input, message.context)
         if svc.dry_run:
             return _record(ctx, self.function, self.connector, {"query": query, "params": params})
         db = await svc.sql(self.connector)
-        rows = await svc.guarded(ctx.channel, self.connector, lambda: db.read(query, params))
-        _write(message, ctx, self.output, self.output_parts, rows)
+        run = db.write if write else db.read
+        result = await svc.guarded(ctx.channel, self.connector, lambda: run(query, params))
+        _write(message, ctx, self.output, self.output_parts, {"rows_affected": result} if write else result)
         return 200
 
 
-class DbWrite(_ConnectorTask):
+class DbWrite(DbRead):
     function = "db_write"
 
     async def arun(self, message: Message, ctx: TaskContext) -> int:
-        svc = _services(ctx, self.function)
-        query: str = self.input.get("query")
-        params = _params(self.input, message.context)
-        if svc.dry_run:
-            return _record(ctx, self.function, self.connector, {"query": query, "params": params})
-        db = await svc.sql(self.connector)
-        count = await svc.guarded(ctx.channel, self.connector, lambda: db.write(query, params))
-        _write(message, ctx, self.output, self.output_parts, {"rows_affected": count})
-        return 200
+        return await self._sql(message, ctx, write=True)
 
 
 # --- cache -------------------------------------------------------------------------------------
