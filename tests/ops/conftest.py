@@ -7,8 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,25 +21,10 @@ from app.kafka.broker import free_port
 from app.kafka.topics import apply_topics, fixed_topic_plans, load_specs
 from app.settings import Settings
 from tests.fixtures.kafka import make_test_settings
+from tests.fixtures.polling import poll
 from tests.ops._promql import ALERTS
 
 __all__ = ["OpsStack", "poll"]
-
-
-def poll(check: Callable[[], Any], *, within: float, what: str, every: float = 0.2) -> Any:
-    """Re-run `check` until it returns something truthy; AssertionError after `within` seconds."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (httpx.HTTPError, OSError) as exc:  # not listening yet
-            last = exc
-        # Polling an HTTP endpoint of another process: there is no event to wait on.
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {within}s (last: {last!r})")
 
 
 @dataclass

@@ -31,6 +31,7 @@ from app.kafka.names import TopicNames
 from app.kafka.topics import apply_topics, fixed_topic_plans, load_specs
 from app.settings import Settings
 from tests.fixtures.kafka import make_test_settings
+from tests.fixtures.polling import poll
 
 __all__ = [
     "AVRO_CHANNEL",
@@ -81,22 +82,6 @@ FUZZ_ENV: dict[str, str] = {
 SYNC_CHANNEL = "echo"  # sync, HTTP
 JSON_CHANNEL = "fz-json"  # async, JSON, with an output topic
 AVRO_CHANNEL = "fz-avro"  # async, Avro (schemas/order.avsc), with an output topic
-
-
-def poll(check: Callable[[], Any], *, within: float, what: str, every: float = 0.05) -> Any:
-    """Re-run `check` until truthy; AssertionError after `within` s (HTTP/OS errors count as not yet)."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (httpx.HTTPError, OSError) as exc:
-            last = exc
-        # Polling another process (HTTP / procfs): there is no event to wait on.
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {within}s (last: {last!r})")
 
 
 def assert_error_shape(response: httpx.Response) -> dict[str, Any]:
