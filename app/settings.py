@@ -31,6 +31,19 @@ class Settings(BaseSettings):
         "are rare and each poll costs the broker CPU; a longer wait only delays requests right after an admin "
         "write (they carry the config offset and the worker waits for it).",
     )
+    gateway_linger_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="linger.ms of the gateway's request producer; each linger window's requests share one "
+        "partition batch (Tansu's cost is per batch).",
+    )
+    worker_linger_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description="linger.ms of the worker's producer (replies, outputs, traces). A sync reply waits up to "
+        "this long; the records of one consumed batch are batched whatever the value (5 ms measured "
+        "~20% fewer sync req/s than 1 ms).",
+    )
     session_timeout_ms: int = Field(
         default=10000, description="Consumer group session timeout (Tansu joins take about half of it)."
     )

@@ -26,6 +26,7 @@ from app.gateway.errors import install_error_handlers
 from app.gateway.limits import RequestLimitsMiddleware
 from app.gateway.reply_router import KafkaBridge
 from app.gateway.traces import TraceIndex
+from app.heap import settle_heap
 from app.kafka.headers import REQUEST_ID
 from app.observability import context as log_context
 from app.observability.http import HttpMetricsMiddleware, metrics_endpoint
@@ -116,7 +117,12 @@ def create_app(
 
             kafka = bridge
             if kafka is None:
-                kafka = KafkaBridge(settings, partitions=reply_partitions, max_in_flight=max_in_flight)
+                kafka = KafkaBridge(
+                    settings,
+                    partitions=reply_partitions,
+                    max_in_flight=max_in_flight,
+                    linger_ms=settings.gateway_linger_ms,
+                )
                 stack.push_async_callback(kafka.stop)
                 await kafka.start()
             state.bridge = kafka
@@ -142,6 +148,7 @@ def create_app(
                 state.governance = channel_guards  # /health reports its store
             state.data_service = DataService(settings, cfg_reader, kafka, index, channel_guards)
             state.started_at = time.monotonic()
+            settle_heap()
             log.info(
                 "gateway %s ready (config offset %s, replies %s)",
                 settings.instance_id,

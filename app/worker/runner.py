@@ -44,6 +44,7 @@ from app.engine.message import Message as EngineMessage
 from app.errors import EngineFailure, NotFound, QuasarError, ResponseTooLarge, ServiceUnavailable
 from app.governance.kafka_ingest import KafkaIngestGovernance, duplicate_trace
 from app.governance.rollout import record_rollout_key
+from app.heap import settle_heap
 from app.kafka import headers as H
 from app.kafka.config import consumer_config, producer_config
 from app.kafka.names import TopicNames
@@ -267,7 +268,7 @@ class ChannelWorker:
             producer_config(
                 self.settings,
                 client_id=f"quasar-worker-{self.settings.instance_id}",
-                **{"linger.ms": 5},  # 5 ms: bigger produce requests, fewer broker round trips
+                **{"linger.ms": self.settings.worker_linger_ms},
             )
         )
         # Large fetches: the loop takes whole batches; latency is still fetch.wait.max.ms.
@@ -294,6 +295,7 @@ class ChannelWorker:
         await self._apply_snapshot(self.reader.snapshot)
         self._committer = asyncio.create_task(self._commit_loop(), name="quasar-worker-commit")
         self._task = asyncio.create_task(self._consume_loop(), name="quasar-worker-consume")
+        settle_heap()
 
     async def stop(self) -> None:
         """Stop consuming, finish and commit what was consumed, close clients."""
