@@ -363,7 +363,7 @@ class _Reloader(threading.Thread):
 
 
 def bench_worker(bootstrap: str, args: argparse.Namespace, rows: list[Row]) -> None:
-    from bench.worker import _create_topics, _fill, _worker_run, raw_loop
+    from bench.worker import _create_topics, _fill, _worker_run, engine_only, raw_loop
 
     src, dst = f"bench-in-{uuid.uuid4().hex[:8]}", f"bench-out-{uuid.uuid4().hex[:8]}"
     _create_topics(bootstrap, [src, dst], 4)
@@ -378,7 +378,19 @@ def bench_worker(bootstrap: str, args: argparse.Namespace, rows: list[Row]) -> N
             "msgs/s",
             raw,
             "raw confluent-kafka loop msgs/s",
-            f"{args.messages} msgs, outputs + traces on",
+            f"{args.messages} msgs, outputs + traces on, steady-state rate",
+        )
+    )
+    # The ceiling for any worker running this workflow in one Python process: the engine alone.
+    rows.append(
+        Row(
+            "async throughput (one process)",
+            "engine alone (no Kafka), complex workflow msgs/s",
+            args.messages / engine_only(args.messages),
+            "msgs/s",
+            raw,
+            "raw confluent-kafka loop msgs/s",
+            "decode -> 4 tasks -> encode, in process",
         )
     )
     print(_table(rows[-1:]), flush=True)
@@ -644,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each HTTP load run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50, 100])
-    parser.add_argument("--messages", type=int, default=20_000, help="records of the async throughput runs")
+    parser.add_argument("--messages", type=int, default=50_000, help="records of the async throughput runs")
     parser.add_argument("--rounds", type=int, default=20, help="activations measured for propagation")
     parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument("--records", type=int, default=10_000)

@@ -1,0 +1,27 @@
+"""The worker benchmark's steady-state window: warm-up and tail do not decide the rate."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.worker import steady_seconds
+
+
+def test_even_stream_rate_is_its_own_rate() -> None:
+    stamps = list(range(0, 10_000, 2))  # 5,000 records over 10 s: 500 per second
+    assert 5_000 / steady_seconds(stamps) == pytest.approx(500, rel=0.01)
+
+
+def test_a_slow_start_and_a_late_straggler_are_outside_the_window() -> None:
+    warm_up = [0] * 5  # a few records, then a 3 s group join
+    steady = list(range(3_000, 4_000))  # 1,000 records in 1 s
+    straggler = [60_000]  # one record delivered a minute later
+    stamps = warm_up + steady + straggler
+    rate = len(stamps) / steady_seconds(stamps)
+    assert rate == pytest.approx(1_000, rel=0.05)
+    # the naive first-to-last rate would be 60x lower
+    assert len(stamps) / ((stamps[-1] - stamps[0]) / 1000) < rate / 50
+
+
+def test_identical_stamps_do_not_divide_by_zero() -> None:
+    assert steady_seconds([7] * 100) > 0
