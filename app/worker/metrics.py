@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from app.observability.metrics import DLQ_RECORDS, ERRORS, EXPIRED, MESSAGE_DURATION, MESSAGES, RETRIES
+from app.observability.metrics import DLQ_RECORDS, ERRORS, EXPIRED, MESSAGES, RETRIES
 
-__all__ = ["DLQ_RECORDS", "ERRORS", "EXPIRED", "MESSAGES", "MESSAGE_DURATION", "RETRIES"]
+__all__ = ["DLQ_RECORDS", "ERRORS", "EXPIRED", "MESSAGES", "RETRIES"]

@@ -84,6 +84,7 @@ class ChannelRoute:
     is_async: bool
     output_topic: str | None
     avro_schema: Any  # declaration (name or inline), None for JSON
+    rollout_view: Any = None  # the ChannelView when it declares a `rollout_key` (most channels: None)
 
 
 def routes_of(snapshot: Snapshot, names: TopicNames) -> dict[str, ChannelRoute]:
@@ -96,7 +97,14 @@ def routes_of(snapshot: Snapshot, names: TopicNames) -> dict[str, ChannelRoute]:
             output if isinstance(output, str) and output else (names.output(view.name) if output is True else None)
         )
         topic = names.channel(view.name, view.topic)
-        out[topic] = ChannelRoute(view.name, topic, view.channel_type == "async", output_topic, cfg.get("avro_schema"))
+        out[topic] = ChannelRoute(
+            view.name,
+            topic,
+            view.channel_type == "async",
+            output_topic,
+            cfg.get("avro_schema"),
+            view if "rollout_key" in cfg else None,
+        )
     return out
 
 
@@ -249,7 +257,6 @@ class ChannelWorker:
         self.failure: BaseException | None = None
         self.processed = 0  # records fully handled (any outcome), for tests and the bench
         self.committed: dict[tuple[str, int], int] = {}
-        self._durations: dict[str, Any] = {}
         self._workflows = M.WorkflowObserver()
         self._untrack_lag: Callable[[], None] | None = None
         # Connector runtime handed to connector-backed functions (http_call, db_*, ...): without it
@@ -537,12 +544,6 @@ class ChannelWorker:
             if not self._pending:
                 self._idle.set()
 
-    def _duration(self, channel: str) -> Any:
-        child = self._durations.get(channel)
-        if child is None:
-            child = self._durations[channel] = M.MESSAGE_DURATION.labels(channel)
-        return child
-
     def _new_acks(self) -> _Acks:
         assert self._producer is not None and self._loop is not None
         return _Acks(self._producer.client, 10.0)
@@ -721,9 +722,9 @@ class ChannelWorker:
                 raise NotFound(f"Channel '{route.name}' not found")
             trace_id = _trace_id(msg, hm)
             message = EngineMessage.from_request(data, metadata, id=hm.get(H.REQUEST_ID) or trace_id)
-            rkey = hm.get(H.ROLLOUT_KEY) or record_rollout_key(  # governance: Kafka-ingested sticky key
-                self.reader.snapshot.channels.get(route.name), msg.key(), hm, data, metadata
-            )
+            rkey = hm.get(H.ROLLOUT_KEY)
+            if not rkey and route.rollout_view is not None:  # governance: Kafka-ingested sticky key
+                rkey = record_rollout_key(route.rollout_view, msg.key(), hm, data, metadata)
             options = (
                 RunOptions(
                     rollout_bucket=rollout_bucket(rkey) if rkey else None,
@@ -740,8 +741,7 @@ class ChannelWorker:
                 return None
             started = time.perf_counter()
             engine.process_sync(route.name, message, options)
-            self._duration(route.name).observe(time.perf_counter() - started)
-            self._workflows.observe(route.name, message.audit_trail, now)
+            self._workflows.observe(route.name, message.audit_trail, now, time.perf_counter() - started)
             body = self._result(message)
         except QuasarError as exc:
             return self._failed(msg, route, hm, exc, waits, attempt_here)
@@ -768,8 +768,7 @@ class ChannelWorker:
             wall = time.time()
             try:
                 await engine.process(route.name, message, options)
-                M.MESSAGE_DURATION.labels(route.name).observe(time.perf_counter() - started)
-                self._workflows.observe(route.name, message.audit_trail, wall)
+                self._workflows.observe(route.name, message.audit_trail, wall, time.perf_counter() - started)
                 self._deliver_ok(msg, route, hm, self._result(message), self._reply_to(hm), waits, now)
                 M.MESSAGES.labels(route.name, "ok").inc()
             except QuasarError as exc:
