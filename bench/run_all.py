@@ -393,7 +393,7 @@ def bench_worker(bootstrap: str, args: argparse.Namespace, rows: list[Row]) -> N
             "decode -> 4 tasks -> encode, in process",
         )
     )
-    print(_table(rows[-1:]), flush=True)
+    print(_table(rows[-2:]), flush=True)
 
 
 # -- 3. config propagation -----------------------------------------------------------------------------
