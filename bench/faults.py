@@ -801,6 +801,10 @@ async def _admin_conflicts(bootstrap: str, writers: int) -> dict[str, Any]:
             clients.append(
                 via_http(http_a, tag) if i % 3 == 0 else via_http(http_b, tag) if i % 3 == 1 else direct(tag)
             )
+        # Read barrier first: the create returned once gateway A applied it; gateway B and the direct
+        # writer's reader may still be a fetch wait behind (seen as a missing workflow on a fast box).
+        await app_b.state.config_reader.sync()
+        await reader.sync()
         futures = [asyncio.ensure_future(c) for c in clients]
         started = time.monotonic()
         start.set()
