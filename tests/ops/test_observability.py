@@ -158,6 +158,19 @@ async def test_workflow_observer_counts_each_workflow_and_task_of_a_real_run() -
     assert _sample("quasar_workflow_runs_total", channel="ch", workflow=wid) == 4
 
 
+def test_message_duration_is_exported_per_channel_from_the_observer() -> None:
+    """`message_duration_seconds` (Orion's name) comes from the lock-free stats, with Orion's label."""
+    channel = f"dur-{uuid.uuid4().hex[:6]}"
+    observer = WorkflowObserver()
+    observer.observe(channel, [], time.time(), 0.002)
+    observer.observe(channel, [], time.time(), 0.004)
+    observer.observe(channel, [], time.time())  # no duration measured: not counted
+    assert _sample("message_duration_seconds_count", channel=channel) == 2
+    assert _sample("message_duration_seconds_sum", channel=channel) == pytest.approx(0.006)
+    assert _sample("message_duration_seconds_bucket", channel=channel, le="0.001") == 0
+    assert _sample("message_duration_seconds_bucket", channel=channel, le="+Inf") == 2
+
+
 def test_consumer_lag_is_watermark_minus_position_on_the_real_broker(
     kafka_bootstrap: str, topic_factory: TopicFactory
 ) -> None:
