@@ -328,8 +328,16 @@ def _faust_variant(variant: str, bootstrap: str, src: str, dst: str) -> None:
 
 
 def _run_sub(args: list[str], bootstrap: str, dst: str, n: int, timeout: float) -> float:
+    return _measure_process([sys.executable, "-m", "bench.worker", *args], None, bootstrap, dst, n, timeout)
+
+
+def _measure_process(
+    cmd: list[str], env: dict[str, str] | None, bootstrap: str, dst: str, n: int, timeout: float
+) -> float:
+    """Run `cmd` while measuring `n` outputs on `dst` (see `_measure_output`); always stop it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.worker", *args],
+        cmd,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=None if os.environ.get("BENCH_VERBOSE") else subprocess.DEVNULL,
     )
@@ -358,21 +366,7 @@ def _worker_run(bootstrap: str, n: int, timeout: float) -> float:
     env.setdefault("QUASAR_WORKER_METRICS_PORT", "0")
     src, dst = setup_complex_channel(bootstrap, prefix, COMPLEX_WORKFLOW)
     _fill(bootstrap, src, n)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=None if os.environ.get("BENCH_VERBOSE") else subprocess.DEVNULL,
-    )
-    try:
-        return _measure_output(bootstrap, dst, n, timeout)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    return _measure_process([sys.executable, "-m", "app.cli", "worker"], env, bootstrap, dst, n, timeout)
 
 
 # ---------------------------------------------------------------- the engine alone (no Kafka)
