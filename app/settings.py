@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import socket
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
 
@@ -55,6 +56,11 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     worker_metrics_port: int = 9091
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of the worker's ops port (no auth: loopback unless a scraper needs it; "
+        "the container image sets 0.0.0.0).",
+    )
     worker_max_attempts: int = Field(
         default=3, description="Attempts for a retryable failure (with backoff) before the record goes to the DLQ."
     )
@@ -69,6 +75,24 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=65_536, description="Max total request header bytes (431 above).")
     body_read_timeout_ms: int = Field(
         default=30_000, description="Max time to receive a whole request body (408 above: slow clients)."
+    )
+    header_read_timeout_ms: int = Field(
+        default=10_000,
+        gt=0,
+        description="Max time to receive a request head (request line + headers) once a connection is open "
+        "or the next request has begun (408 and close above; held half-sent heads cost a connection each).",
+    )
+    max_connections_per_client: int = Field(
+        default=1000,
+        gt=0,
+        description="Max connections one client address may hold open to the gateway at once (more are "
+        "closed at once). Behind a proxy every client shares its address: raise it there.",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed "
+        "(comma-separated). Empty: the client is always the connecting address, so rate "
+        "limits and audit entries cannot be steered by a forged header.",
     )
     worker_max_record_bytes: int = Field(
         default=2_097_152,
@@ -107,6 +131,13 @@ class Settings(BaseSettings):
     # Logging
     log_level: str = "info"
     log_format: str = Field(default="json", description="json or console")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 @lru_cache(maxsize=1)

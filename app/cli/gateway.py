@@ -27,6 +27,7 @@ def gateway(
     import uvicorn
 
     from app.gateway.app import create_app
+    from app.gateway.server import server_config
 
     settings = settings_waiting_for_cluster(
         "gateway", lambda names: (names.config, names.replies, names.traces), instance_id=instance_id or None
@@ -35,13 +36,12 @@ def gateway(
 
     configure_logging(log_level or settings.log_level, settings.log_format, take_over=True)
     application = create_app(settings, reply_partitions=reply_partition or None)
-    uvicorn.run(
+    config = server_config(
         application,
+        settings,
         host=host or settings.gateway_host,
         port=port or settings.gateway_port,
         log_level=(log_level or settings.log_level).lower(),
-        log_config=None,  # keep the structlog handler installed above (uvicorn would replace it)
-        access_log=False,  # one line per request costs more than the request on the hot path
         loop="uvloop",
-        http="httptools",
     )
+    uvicorn.Server(config).run()

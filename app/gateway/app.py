@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import __version__
 from app.gateway import data, health
@@ -184,7 +185,10 @@ def create_app(
         max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(HttpMetricsMiddleware)  # outermost: times everything, errors included
+    app.add_middleware(HttpMetricsMiddleware)  # times everything, errors included
+    if settings.trusted_proxies:
+        # Outermost: only a configured proxy may say who the client is (X-Forwarded-For, right to left).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(health.router)
     # The admin API is written separately; include it when its module is part of this build.

@@ -245,13 +245,9 @@ def _is_json(content_type: str | None) -> bool:
     return mime == "application/json" or mime.endswith("+json")
 
 
-def _client_ip(headers: Mapping[str, str], scope: Scope) -> str:
-    forwarded = headers.get("x-forwarded-for")
-    if forwarded:
-        return forwarded.split(",", 1)[0].strip()
-    real = headers.get("x-real-ip")
-    if real:
-        return real.strip()
+def _client_ip(scope: Scope) -> str:
+    # The connecting address; behind a configured proxy the app's ProxyHeadersMiddleware has already put
+    # the forwarded client here. Never the raw X-Forwarded-For / X-Real-IP: anyone can send those.
     client = scope.get("client")
     return client[0] if client else "unknown"
 
@@ -376,7 +372,7 @@ class DataService:
         # RequestIdMiddleware already chose it (the caller's, or a fresh one) and echoes it back.
         request_id = scope.get("state", {}).get("request_id") or fast_uuid4()
         trace_id = fast_uuid4()
-        ctx = DataContext(view, resolution, data, metadata, headers, _client_ip(headers, scope), request_id, trace_id)
+        ctx = DataContext(view, resolution, data, metadata, headers, _client_ip(scope), request_id, trace_id)
         short_circuit = await self.guards.check(ctx, policy)
         if short_circuit is not None:
             return short_circuit

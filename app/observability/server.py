@@ -2,6 +2,11 @@
 
 A stdlib threading HTTP server (the worker has no web framework): scrapes and probes are served on
 their own threads and never touch the event loop; health callbacks must therefore only read state.
+
+The port is unauthenticated, so it is bounded: it binds loopback unless told otherwise
+(`worker_metrics_host`), a connection that sends nothing for `IDLE_TIMEOUT_S` is closed, and at most
+`MAX_HANDLER_THREADS` connections are served at once (more are closed at once instead of each holding a
+thread: 300 idle connections used to hold 300 threads).
 """
 
 from __future__ import annotations
@@ -14,12 +19,41 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-__all__ = ["HealthFn", "OpsServer", "start_ops_server"]
+__all__ = ["IDLE_TIMEOUT_S", "MAX_HANDLER_THREADS", "HealthFn", "OpsServer", "start_ops_server"]
+
+IDLE_TIMEOUT_S = 5.0
+MAX_HANDLER_THREADS = 16
 
 # Returns the component map: {"broker": "ok", "config": "not_ready", ...}; all "ok" = healthy.
 HealthFn = Callable[[], dict[str, str]]
 # Components that decide readiness (a Redis outage degrades health but governance fails open/closed).
 _READY_KEYS = ("broker", "config", "engine")
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A threading HTTP server serving at most `max_threads` connections at once; extra ones are closed."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_threads: int) -> None:
+        self._slots = threading.BoundedSemaphore(max_threads)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: refuse rather than queue a thread per connection
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class OpsServer:
@@ -39,8 +73,12 @@ class OpsServer:
         self._thread.join(timeout=5)
 
 
-def _handler(health: HealthFn | None, info: Callable[[], dict[str, Any]] | None) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    health: HealthFn | None, info: Callable[[], dict[str, Any]] | None, idle_timeout: float
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = idle_timeout  # socket timeout: a silent or slow client is dropped, its thread freed
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
@@ -81,17 +119,18 @@ def _handler(health: HealthFn | None, info: Callable[[], dict[str, Any]] | None)
 
 def start_ops_server(
     port: int,
-    host: str = "0.0.0.0",
+    host: str = "127.0.0.1",
     *,
     health: HealthFn | None = None,
     info: Callable[[], dict[str, Any]] | None = None,
+    max_threads: int = MAX_HANDLER_THREADS,
+    idle_timeout: float = IDLE_TIMEOUT_S,
 ) -> OpsServer | None:
     """Serve the ops endpoints on `host:port` in a daemon thread; port 0 (the settings' "off") or
     below returns None."""
     if port <= 0:
         return None
-    server = ThreadingHTTPServer((host, port), _handler(health, info))
-    server.daemon_threads = True
+    server = _BoundedServer((host, port), _handler(health, info, idle_timeout), max_threads)
     thread = threading.Thread(target=server.serve_forever, name="quasar-ops-http", daemon=True)
     thread.start()
     return OpsServer(server, thread)

@@ -44,6 +44,7 @@ class ChannelService(Service):
         # /metrics and /health(z) answer from the start: a worker catching up reports not_ready.
         self.ops = start_ops_server(
             self.settings.worker_metrics_port,
+            self.settings.worker_metrics_host,
             health=lambda: worker_components(self.worker, self.settings.redis_url),
             info=lambda: {
                 "instance": self.settings.instance_id,

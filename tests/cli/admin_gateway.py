@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from app.gateway.server import server_config
 from app.kafka.admin import create_admin
 from app.kafka.broker import free_port
 from app.kafka.topics import apply_topics, fixed_topic_plans, load_specs
@@ -70,7 +71,7 @@ class AdminGateway:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = app or _make_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = server_config(self.app, settings, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name=f"admin-gw-{self.port}", daemon=True)
         self._error: BaseException | None = None

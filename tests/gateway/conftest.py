@@ -19,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.gateway.app import create_app
+from app.gateway.server import server_config
 from app.kafka.admin import create_admin
 from app.kafka.broker import free_port
 from app.kafka.topics import apply_topics, fixed_topic_plans, load_specs
@@ -48,9 +49,7 @@ async def start_gateway(settings: Settings, **kwargs: Any) -> Gateway:
     """Serve `create_app(settings, **kwargs)` on a free loopback port; returns once it serves (= ready)."""
     app = create_app(settings, **kwargs)
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", loop="none", lifespan="on", access_log=False
-    )
+    config = server_config(app, settings, host="127.0.0.1", port=port, log_level="warning", loop="none")
     server = uvicorn.Server(config)
     # uvicorn installs signal handlers only in the main thread's serve(); harmless here.
     task = asyncio.create_task(server.serve(), name=f"gateway-{settings.instance_id}")

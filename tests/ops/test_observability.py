@@ -28,6 +28,7 @@ from app.observability.logs import configure_logging
 from app.observability.metrics import LAG, WorkflowObserver, consumer_lag
 from app.observability.server import start_ops_server
 from tests.fixtures.kafka import TopicFactory
+from tests.fixtures.polling import poll
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -253,4 +254,35 @@ def test_a_failing_health_check_is_reported_not_raised() -> None:
         r = httpx.get(f"http://127.0.0.1:{port}/health")
         assert r.status_code == 503 and "reader gone" in r.json()["components"]["health_check"]
     finally:
+        server.close()
+
+
+def test_ops_server_binds_loopback_by_default_and_bounds_idle_connections() -> None:
+    """Issue 14 item 13: no auth on this port, so loopback by default, idle sockets dropped, threads bounded."""
+    import socket
+    import threading
+
+    port = free_port()
+    server = start_ops_server(port, health=lambda: {"broker": "ok"}, max_threads=4, idle_timeout=0.5)
+    assert server is not None
+    idle: list[socket.socket] = []
+    try:
+        assert server._server.server_address[0] == "127.0.0.1"
+        before = threading.active_count()
+        for _ in range(30):  # connect and send nothing, like a held scraper connection
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        # Never more than max_threads handler threads, however many connections are held.
+        assert threading.active_count() - before <= 4
+        # The idle ones are closed by the server (recv returns EOF) instead of holding a thread forever.
+        for sock in idle:
+            assert sock.recv(1) == b""
+        ok = poll(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200,
+            within=10,
+            what="ops server answers after idle connections",
+        )
+        assert ok
+    finally:
+        for sock in idle:
+            sock.close()
         server.close()

@@ -1,0 +1,130 @@
+"""Issue 14: who the caller is decides governance, and the caller cannot choose it.
+
+- item 7: X-Forwarded-For / X-Real-IP are believed only from `trusted_proxies` (rotating them used to
+  bypass the rate limit 20/20);
+- Low: the audit actor cannot be forged through X-Forwarded-For either.
+
+Real broker, real worker, real gateways on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from app.settings import Settings
+from tests.fixtures.kafka import make_test_settings
+from tests.gateway.conftest import Admin, Gateway, apply_quasar_topics, map_task, parse_task, start_gateway
+
+pytestmark = pytest.mark.timeout(240)
+
+ECHO_WF = {
+    "workflow_id": "scope-echo",
+    "name": "scope-echo",
+    "tasks": [parse_task("req"), map_task("mark", ("data.handled", True))],
+}
+
+
+def _channel(name: str, config: dict[str, Any], channel_type: str = "sync") -> dict[str, Any]:
+    return {"channel_id": name, "name": name, "channel_type": channel_type, "protocol": "http",
+            "methods": ["POST"], "workflow_id": "scope-echo", "config": config}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def scope_settings(kafka_bootstrap: str) -> Settings:
+    settings = make_test_settings(kafka_bootstrap, instance_id="scope-a", processing_timeout_ms=10_000)
+    apply_quasar_topics(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+async def worker(scope_settings: Settings) -> AsyncIterator[Any]:
+    from app.worker.runner import ChannelWorker
+
+    w = ChannelWorker(scope_settings.model_copy(update={"instance_id": "scope-worker"}))
+    await w.start()
+    yield w
+    await w.stop()
+
+
+@pytest.fixture(scope="module")
+async def gateway(scope_settings: Settings, worker: Any) -> AsyncIterator[Gateway]:
+    gw = await start_gateway(scope_settings)
+    try:
+        admin = Admin(gw.http)
+        await admin.workflow(ECHO_WF)
+        await admin.channel(_channel("limited", {"rate_limit": {"requests_per_second": 0.1, "burst": 3}}))
+        await admin.channel(_channel("proxied", {"rate_limit": {"requests_per_second": 0.1, "burst": 1}}))
+        yield gw
+    finally:
+        await gw.stop()
+
+
+@pytest.fixture(scope="module")
+async def behind_proxy(scope_settings: Settings, gateway: Gateway) -> AsyncIterator[Gateway]:
+    """A gateway that trusts loopback as its reverse proxy."""
+    trusting = scope_settings.model_copy(update={"instance_id": "scope-b", "trusted_proxies": ["127.0.0.1"]})
+    gw = await start_gateway(trusting)
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+async def _statuses(gw: Gateway, path: str, headers: list[dict[str, str]]) -> list[int]:
+    out = []
+    for h in headers:
+        r = await gw.http.post(path, json={"data": {}}, headers=h)
+        out.append(r.status_code)
+    return out
+
+
+async def test_rotating_forwarded_headers_does_not_bypass_the_rate_limit(gateway: Gateway) -> None:
+    forged = [{"X-Forwarded-For": f"203.0.113.{i}", "X-Real-IP": f"198.51.100.{i}"} for i in range(1, 11)]
+    statuses = await _statuses(gateway, "/api/v1/data/limited", forged)
+    assert set(statuses) <= {200, 429, 504}, statuses
+    # One client (the loopback address) with a burst of 3: the forged addresses are not separate clients.
+    assert statuses.count(429) >= 7, statuses
+
+
+async def test_a_trusted_proxy_names_the_client(behind_proxy: Gateway) -> None:
+    # Each forwarded client has its own bucket (burst 1): two distinct clients both pass once...
+    first = await _statuses(behind_proxy, "/api/v1/data/proxied", [{"X-Forwarded-For": "203.0.113.7"}])
+    other = await _statuses(behind_proxy, "/api/v1/data/proxied", [{"X-Forwarded-For": "203.0.113.8"}])
+    again = await _statuses(behind_proxy, "/api/v1/data/proxied", [{"X-Forwarded-For": "203.0.113.7"}])
+    assert first[0] != 429 and other[0] != 429, (first, other)
+    assert again == [429]
+
+
+async def test_the_audit_actor_cannot_be_forged_with_forwarded_headers(
+    gateway: Gateway, scope_settings: Settings
+) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from app.kafka.config import reader_config
+    from app.kafka.names import TopicNames
+
+    wf = {**ECHO_WF, "workflow_id": f"forged-{uuid.uuid4().hex[:8]}", "name": "forged"}
+    r = await gateway.http.post("/api/v1/admin/workflows", json=wf, headers={"X-Forwarded-For": "10.6.6.6"})
+    assert r.status_code < 300, r.text
+    topic = TopicNames(scope_settings.topic_prefix).audit
+    consumer = Consumer(reader_config(scope_settings))
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + 30
+        found: list[bytes] = []
+        while time.monotonic() < deadline:
+            msg = await asyncio.to_thread(consumer.poll, 0.5)
+            if msg is not None and msg.error() is None and wf["workflow_id"].encode() in (msg.value() or b""):
+                found.append(msg.value())
+                break
+        assert found, "no audit record for the write"
+        assert b"10.6.6.6" not in found[0]
+        assert b"127.0.0.1" in found[0]
+    finally:
+        consumer.close()
