@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     # Admin API authentication (Orion's [admin_auth]); the key may be an env://VAR reference
     admin_auth_enabled: bool = Field(default=False, description="Require admin credentials on /api/v1/admin.")
     admin_api_key: str | None = Field(default=None, description="Admin API key (or env://VAR).", repr=False)
+    admin_keys: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description='Bootstrap admin keys with roles: JSON list of {"name", "role", "key" (or env://VAR), '
+        '"scope": {"ids": [globs], "tags": [globs]}}; roles reader, editor, approver, admin.',
+        repr=False,
+    )
     admin_auth_header: str = Field(
         default="Authorization", description="Authorization (Bearer <key>) or a header with the raw key."
     )

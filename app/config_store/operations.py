@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.config_store.state import KINDS, STATUSES, ObjectState, definition_of, id_field, valid_object_id
+from app.config_store.state import DIRECT_KINDS, KINDS, STATUSES, ObjectState, definition_of, id_field, valid_object_id
 from app.errors import BadRequest, Conflict, NotFound
 
 __all__ = [
@@ -160,7 +160,7 @@ class Create(Operation):
     def run(self, kind: str, object_id: str, current: ObjectState | None, now: str) -> Change:
         if current is not None and not current.deleted:
             raise Conflict(f"{_label(kind, object_id)} already exists")
-        status = "active" if kind == "connector" else "draft"
+        status = "active" if kind in DIRECT_KINDS else "draft"
         doc = _version_doc(kind, object_id, 1, _clean(kind, object_id, self.doc), status, 100, now, now)
         return Change(self.name, {1: doc}, 1)
 
@@ -179,7 +179,7 @@ class Update(Operation):
         cur = _live(kind, object_id, current)
         definition = _clean(kind, object_id, self.doc)
         versions = _copy(cur)
-        if kind == "connector":
+        if kind in DIRECT_KINDS:
             return _connector_update(kind, object_id, versions, definition, now, self.name)
         n = cur.draft
         if n is None:
@@ -221,7 +221,7 @@ class Put(Operation):
     name = "put"
 
     def run(self, kind: str, object_id: str, current: ObjectState | None, now: str) -> Change:
-        if kind != "connector":
+        if kind not in DIRECT_KINDS:
             raise BadRequest("put is only for connectors; workflows and channels use create/update/activate")
         if current is None or current.deleted:
             return Create(self.doc).run(kind, object_id, current, now)
@@ -233,8 +233,8 @@ class Put(Operation):
 
 
 def _lifecycle_only(kind: str, op: str) -> None:
-    if kind == "connector":
-        raise BadRequest(f"{op} does not apply to connectors (they have no drafts or rollouts)")
+    if kind in DIRECT_KINDS:
+        raise BadRequest(f"{op} does not apply to {kind}s (they have no drafts or rollouts)")
 
 
 @dataclass(frozen=True)

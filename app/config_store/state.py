@@ -25,6 +25,7 @@ from typing import Any, Literal
 import orjson
 
 __all__ = [
+    "DIRECT_KINDS",
     "KINDS",
     "MARKER_PREFIX",
     "META_FIELDS",
@@ -41,13 +42,15 @@ __all__ = [
     "valid_object_id",
 ]
 
-KINDS: tuple[str, ...] = ("workflow", "channel", "connector")
+KINDS: tuple[str, ...] = ("workflow", "channel", "connector", "apikey")
+# Kinds without drafts: every create/update is a new active version (the previous one is archived).
+DIRECT_KINDS: frozenset[str] = frozenset({"connector", "apikey"})
 STATUSES: tuple[str, ...] = ("draft", "active", "archived")
 MARKER_PREFIX = "__marker__/"
 # Lifecycle fields the store owns; everything else in a version document is the user's definition.
 META_FIELDS: frozenset[str] = frozenset({"version", "status", "rollout_percentage", "created_at", "updated_at"})
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_KEY = re.compile(r"^(workflow|channel|connector)/([^#]+)#(\d+)\.([A-Za-z0-9_-]+)$")
+_KEY = re.compile(r"^(" + "|".join(KINDS) + r")/([^#]+)#(\d+)\.([A-Za-z0-9_-]+)$")
 
 
 def valid_object_id(object_id: object) -> bool:
@@ -122,6 +125,10 @@ def default_compiler(
             from app.engine import ChannelDoc
 
             return CompileResult(compiled=ChannelDoc.model_validate({"channel_id": object_id, **definition}))
+        if kind == "apikey":
+            from app.identity import ApiKeyDoc
+
+            return CompileResult(compiled=ApiKeyDoc.model_validate(definition))
         from app.engine import ConnectorDoc
 
         return CompileResult(compiled=ConnectorDoc.model_validate({"connector_id": object_id, **definition}))

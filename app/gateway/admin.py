@@ -13,29 +13,79 @@ Dependencies come from `request.app.state`: `config_reader`, `config_writer`, `s
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from app.errors import BadRequest, ServiceUnavailable, UnsupportedMediaType
+from app.errors import BadRequest, Forbidden, ServiceUnavailable, UnsupportedMediaType
 from app.gateway.admin_audit import AuditLog
 from app.gateway.admin_service import AdminService, ensure_channel_topic_for
 from app.gateway.data import loads_body, read_body
 from app.gateway.errors import json_response
+from app.identity import Permission, Principal, required_permission
 from app.settings import Settings
 
 __all__ = ["get_admin_service", "router"]
 
 
 async def _authenticate(request: Request) -> None:
-    """Admin auth hook: `app.state.admin_auth(request)` decides (set by the governance part)."""
+    """Admin auth hook: `app.state.admin_auth(request)` names the caller (401 otherwise); its role must grant
+    the route's permission and, for writes, its scope must cover the object (403 otherwise)."""
     check = getattr(request.app.state, "admin_auth", None)
     principal = None
     if check is not None:
         principal = check(request)
         if inspect.isawaitable(principal):
             principal = await principal
-    request.state.admin_principal = principal if isinstance(principal, str) and principal else None
+    if isinstance(principal, str) and principal:
+        principal = Principal(principal, "admin")
+    request.state.principal = principal if isinstance(principal, Principal) else None
+    request.state.admin_principal = request.state.principal.name if request.state.principal else None
+    if request.state.principal is not None:
+        _authorize(request, request.state.principal)
+
+
+def _authorize(request: Request, principal: Principal) -> None:
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    need = required_permission(request.method, route)
+    if not principal.allows(need):
+        raise Forbidden(
+            f"{principal.name} (role {principal.role}) may not {request.method} {route}: "
+            f"it needs the {need.name.lower()} permission"
+        )
+    if need is Permission.READ or principal.scope.unrestricted:
+        return
+    parts = route.removeprefix(router.prefix).split("/")
+    kind = _KIND_OF.get(parts[1]) if len(parts) > 1 else None
+    object_id = request.path_params.get("object_id")
+    if kind is None or (object_id is None and not _SCOPE_CHECKED_IN_HANDLER.search(route)):
+        raise Forbidden(f"{principal.name} is scoped to some objects and may not {request.method} {route}")
+    if object_id is not None:
+        _check_scope(request, kind, object_id, None)
+
+
+# Create and import name their objects in the body: the handler checks the scope once it has parsed it.
+_SCOPE_CHECKED_IN_HANDLER = re.compile(r"^/api/v1/admin/[a-z]+(/import)?$")
+_KIND_OF = {"workflows": "workflow", "channels": "channel", "connectors": "connector"}
+
+
+def _check_scope(request: Request, kind: str, object_id: str, doc: Any) -> None:
+    """A scoped principal may write only objects whose id or tags its scope covers (stored tags and new ones)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None or principal.scope.unrestricted:
+        return
+    tags: list[str] = []
+    if isinstance(doc, dict) and isinstance(doc.get("tags"), list):
+        tags += [t for t in doc["tags"] if isinstance(t, str)]
+    reader = getattr(request.app.state, "config_reader", None)
+    current = reader.state.get(kind, object_id) if reader is not None else None
+    if current is not None and current.latest is not None:
+        stored = current.versions[current.latest].get("tags")
+        if isinstance(stored, list):
+            tags += [t for t in stored if isinstance(t, str)]
+    if not principal.may_write(object_id, tags):
+        raise Forbidden(f"{principal.name} is not allowed to change {kind} {object_id!r} (outside its scope)")
 
 
 router = APIRouter(prefix="/api/v1/admin", tags=["Admin"], dependencies=[Depends(_authenticate)])
@@ -101,6 +151,15 @@ async def _body(request: Request, *, required: bool = True) -> Any:
     return loads_body(raw)
 
 
+def _id_in(kind: str, doc: Any) -> str:
+    """The id a create/import document names (`<kind>_id`, `id`, or a connector's `name`); '' if none."""
+    if isinstance(doc, dict):
+        for key in (f"{kind}_id", "id", "name"):
+            if isinstance(doc.get(key), str):
+                return str(doc[key])
+    return ""
+
+
 def _data(item: Any, status: int = 200) -> Response:
     return json_response({"data": item}, status)
 
@@ -135,7 +194,9 @@ def _crud(kind: str, plural: str, tag: str, *, lifecycle: bool) -> None:
         name=f"create_{kind}",
     )
     async def create(request: Request, svc: AdminService = Svc) -> Response:
-        return _data(await svc.create(kind, await _body(request), actor=_actor(request)), 201)
+        body = await _body(request)
+        _check_scope(request, kind, _id_in(kind, body), body)
+        return _data(await svc.create(kind, body, actor=_actor(request)), 201)
 
     @router.get(base, tags=[tag], summary=f"List {plural}", name=f"list_{plural}")
     async def list_(
@@ -166,7 +227,10 @@ def _crud(kind: str, plural: str, tag: str, *, lifecycle: bool) -> None:
         name=f"import_{plural}",
     )
     async def import_(request: Request, svc: AdminService = Svc) -> Response:
-        return json_response(await svc.import_(kind, await _body(request), actor=_actor(request)))
+        body = await _body(request)
+        for doc in body if isinstance(body, list) else []:
+            _check_scope(request, kind, _id_in(kind, doc), doc)
+        return json_response(await svc.import_(kind, body, actor=_actor(request)))
 
     @router.get(f"{base}/{{object_id}}", tags=[tag], summary=f"Get {kind}", name=f"get_{kind}")
     async def get(
@@ -356,3 +420,73 @@ async def restore(
     svc: AdminService = Svc,
 ) -> Response:
     return json_response(await svc.restore(await _body(request), actor=_actor(request), prune=prune))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Admin API keys with roles (stored hashed on the config topic; the key itself is shown once)
+# ---------------------------------------------------------------------------------------------------
+def _writer(request: Request) -> Any:
+    writer = getattr(request.app.state, "config_writer", None)
+    if writer is None:
+        raise ServiceUnavailable("admin API unavailable: the config store is not running on this instance")
+    return writer
+
+
+def _key_view(obj: Any) -> dict[str, Any]:
+    n = obj.active[0] if obj.active else obj.latest
+    doc = obj.versions[n]
+    return {
+        "name": obj.id,
+        "role": doc.get("role"),
+        "scope": doc.get("scope") or {"ids": [], "tags": []},
+        "description": doc.get("description", ""),
+        "created_by": doc.get("created_by", ""),
+        "created_at": doc.get("created_at"),
+        "updated_at": doc.get("updated_at"),
+        "status": "active" if obj.active else "revoked",
+        "principal": f"key:{obj.id}",
+    }
+
+
+@router.post("/keys", status_code=201, tags=["Keys"], summary="Create an admin API key", openapi_extra=_JSON_BODY)
+async def key_create(request: Request) -> Response:
+    from app.config_store.operations import Create
+    from app.config_store.state import valid_object_id
+    from app.identity import ApiKeyDoc, hash_key, new_key
+
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise BadRequest("key definition must be a JSON object")
+    name = body.get("name")
+    if not valid_object_id(name):
+        raise BadRequest("name must match ^[A-Za-z0-9][A-Za-z0-9._-]*$ (at most 128 characters)")
+    unknown = sorted(set(body) - {"name", "role", "scope", "description"})
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)} (allowed: name, role, scope, description)")
+    key = new_key()
+    fields = {k: v for k, v in body.items() if k != "name"}
+    try:
+        doc = ApiKeyDoc.model_validate({**fields, "key_hash": hash_key(key), "created_by": _actor(request)})
+    except ValueError as exc:
+        from app.errors import ValidationFailed
+
+        raise ValidationFailed(f"invalid key definition: {exc}") from None
+    result = await _writer(request).apply("apikey", name, Create(doc.model_dump(mode="json")), actor=_actor(request))
+    return _data({**_key_view(result.object), "key": key}, 201)
+
+
+@router.get("/keys", tags=["Keys"], summary="List admin API keys (never the keys or their hashes)")
+async def key_list(svc: AdminService = Svc) -> Response:
+    items = [_key_view(o) for o in svc.state.objects("apikey")]
+    return json_response({"data": items, "total": len(items)})
+
+
+@router.delete("/keys/{name}", status_code=204, tags=["Keys"], summary="Revoke an admin API key")
+async def key_revoke(name: str, request: Request, svc: AdminService = Svc) -> Response:
+    from app.config_store.operations import Delete
+    from app.errors import NotFound
+
+    if svc.state.get("apikey", name) is None:
+        raise NotFound(f"API key '{name}' not found")
+    await _writer(request).apply("apikey", name, Delete(), actor=_actor(request))
+    return Response(status_code=204)

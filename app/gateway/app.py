@@ -174,9 +174,14 @@ def create_app(
     app.state.started_at = time.monotonic()
     app.state.data_service = None
     install_error_handlers(app)
-    from app.governance.auth import AdminAuth  # governance: admin API authentication ([admin_auth])
+    from app.governance.auth import AdminAuth, StoredKeys  # admin API authentication ([admin_auth]), roles
+
+    def config_state() -> Any:
+        return getattr(getattr(app.state, "config_reader", None), "state", None)
 
     app.state.admin_auth = AdminAuth.from_settings(settings)
+    # Keys created through the API live on the config topic, folded by this gateway's reader.
+    app.state.admin_auth.key_lookup = StoredKeys(config_state)
     # Innermost: the data API's hot path, behind request ids and metrics, in front of FastAPI's router.
     app.add_middleware(DataFastPath, state=app.state)
     app.add_middleware(
