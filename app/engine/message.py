@@ -97,7 +97,7 @@ class AuditEntry:
 class Message:
     """The unit of work flowing through a channel's workflows."""
 
-    __slots__ = ("audit_trail", "context", "errors", "id", "payload")
+    __slots__ = ("audit_trail", "context", "errors", "explain", "id", "payload")
 
     def __init__(
         self,
@@ -116,6 +116,9 @@ class Message:
         }
         self.errors: list[dict[str, Any]] = []
         self.audit_trail: list[AuditEntry] = []
+        # Decision explanations: None (the default, nothing recorded) or a list that rule functions
+        # (decision_table, rule) append their decision paths to; see docs/rules.md "Explanations".
+        self.explain: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_request(cls, data: Any, metadata: dict[str, Any] | None = None, *, id: str | None = None) -> Message:

@@ -12,6 +12,7 @@ from app.engine.functions.parse import PARSE_JSON, PARSE_XML
 from app.engine.functions.publish import PUBLISH_JSON, PUBLISH_XML
 from app.engine.functions.validate import VALIDATE, VALIDATION
 from app.engine.registry import FunctionRegistry, FunctionSpec
+from app.engine.rules.functions import DECISION_TABLE, RULE
 
 __all__ = [
     "BUILTIN_FUNCTIONS",
@@ -32,6 +33,8 @@ BUILTIN_FUNCTIONS: tuple[FunctionSpec, ...] = (
     LOG,
     PUBLISH_JSON,
     PUBLISH_XML,
+    DECISION_TABLE,
+    RULE,
 )
 
 
