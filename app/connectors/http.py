@@ -5,6 +5,10 @@ headers, lowest precedence first: connector headers, auth, `content-type: applic
 (only with a body), task headers. Retries on network errors and 5xx/429/408 with exponential
 backoff; a timeout is not retried (it already spent the caller's budget). The response must be
 2xx and JSON and is read as a stream, stopped as soon as it exceeds `max_response_size`.
+
+Redirects are followed (at most `MAX_REDIRECTS`, each hop SSRF-checked), but a hop to another origin
+(scheme, host or port) carries none of the headers the connector or the task set: httpx strips only
+`Authorization`, and an `X-API-Key` or connector header used to reach the redirect target.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import base64
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import httpcore
 import httpx
@@ -23,7 +28,7 @@ from app.connectors.errors import ConnectorError, UpstreamStatus
 from app.connectors.retry import with_retries
 from app.connectors.ssrf import GuardedBackend, Resolver
 from app.engine.models import ApiKeyAuth, BasicAuth, BearerAuth, HttpConnectorConfig
-from app.errors import ResponseTooLarge, Timeout
+from app.errors import ResponseTooLarge, Timeout, ValidationFailed
 from app.secrets import resolve_secret
 
 __all__ = ["DEFAULT_TIMEOUT_MS", "HttpConnector", "HttpResult", "build_url"]
@@ -34,6 +39,23 @@ MAX_REDIRECTS = 10
 
 
 def build_url(base: str, path: str) -> str:
+    """Connector url + task path (Orion's join). The path stays below the base: dot segments (also
+    percent-encoded) that climb out of it, encoded slashes and control characters (CRLF) are refused
+    with `ValidationFailed` (a path built from request data must not reach other endpoints)."""
+    rest = path.split("?", 1)[0]
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+        raise ValidationFailed("http_call path contains control characters")
+    depth = 0
+    for segment in rest.split("/"):
+        decoded = unquote(segment)
+        if "/" in decoded or "\\" in decoded:
+            raise ValidationFailed(f"http_call path segment {segment!r} encodes a path separator")
+        if decoded == "..":
+            depth -= 1
+            if depth < 0:
+                raise ValidationFailed(f"http_call path {path!r} escapes the connector's base URL")
+        elif decoded not in ("", "."):
+            depth += 1
     return base.rstrip("/") + "/" + path.lstrip("/")
 
 
@@ -87,8 +109,7 @@ class HttpConnector:
         backend = inner if config.allow_private_urls else GuardedBackend(inner, resolver)
         self._client = httpx.AsyncClient(
             transport=_GuardedTransport(backend, max_connections),
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
+            follow_redirects=False,  # followed by `_send`, which strips credentials across origins
             trust_env=False,
         )
 
@@ -169,11 +190,9 @@ class HttpConnector:
             request = self._client.build_request(
                 method, url, headers=headers, content=content, timeout=httpx.Timeout(budget)
             )
-            response = await self._client.send(request, stream=True)
+            response = await self._send(request, headers)
         except httpx.TimeoutException:
             raise
-        except httpx.TooManyRedirects as exc:
-            raise ConnectorError(f"connector '{self.name}': too many redirects") from exc
         except httpx.TransportError as exc:
             raise _NetworkError(f"connector '{self.name}': {type(exc).__name__}: {exc}") from exc
         try:
@@ -210,6 +229,24 @@ class HttpConnector:
             err.retryable = False
             raise err from exc
         return HttpResult(response.status_code, parsed, attempts)
+
+    async def _send(self, request: httpx.Request, sent: httpx.Headers) -> httpx.Response:
+        """Send, following redirects; a hop to another origin drops every header we set but content-type."""
+        origin = request.url.copy_with(path="/", query=None, fragment=None)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await self._client.send(request, stream=True)
+            following = response.next_request
+            if following is None:
+                return response
+            await response.aclose()
+            hop = following.url.copy_with(path="/", query=None, fragment=None)
+            if hop != origin:
+                for name in sent:
+                    if name.lower() != "content-type":
+                        following.headers.pop(name, None)
+                following.headers.pop("cookie", None)
+            request = following
+        raise ConnectorError(f"connector '{self.name}': too many redirects")
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -277,3 +277,59 @@ async def test_client_is_pooled_and_rebuilt_when_the_connector_changes(http_serv
     await asyncio.gather(*(second.call("GET", "echo") for _ in range(20)))
     assert http_server.hits["/echo"] == 20
     await svc.aclose()
+
+
+async def test_credentials_do_not_follow_a_redirect_to_another_origin(http_server: HttpTestServer) -> None:
+    """Issue 14 item 10: connector headers, API-key auth and cookies stay with the connector's origin."""
+    other = await HttpTestServer().start()
+    try:
+        cfg = HttpConnectorConfig(
+            url=http_server.url,
+            allow_private_urls=True,
+            headers={"X-Tenant-Token": "tenant-secret", "Cookie": "session=cookie-secret"},
+            auth={"type": "apikey", "header": "X-API-Key", "key": "api-secret"},  # type: ignore[arg-type]
+        )
+        client = HttpConnector("api", cfg)
+        try:
+            same = await client.call("GET", "/redirect?to=/echo/same", headers={"X-Task": "task-secret"})
+            assert same.body["headers"]["X-API-Key"] == "api-secret"  # same origin: kept
+            assert same.body["headers"]["X-Task"] == "task-secret"
+            cross = await client.call("GET", f"/redirect?to={other.url}/echo/cross", headers={"X-Task": "task-secret"})
+        finally:
+            await client.aclose()
+        assert cross.body["path"] == "/echo/cross"
+        leaked = str(other.requests[-1]["headers"])
+        for secret in ("tenant-secret", "cookie-secret", "api-secret", "task-secret"):
+            assert secret not in leaked, leaked
+    finally:
+        await other.stop()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../../../echo/delete-all",
+        "/x/../../../echo/evil",
+        "%2e%2e/%2E%2E/echo/evil",
+        "x/..%2f..%2f..%2fecho%2fevil",
+        "x\r\nX-Injected: 1",
+        "x/..\\..\\..\\echo\\evil",
+    ],
+)
+async def test_path_logic_cannot_leave_the_connector_base(http_server: HttpTestServer, path: str) -> None:
+    """Issue 14 item 12 (and the Low CRLF item): a path from request data stays below the connector URL."""
+    svc = ConnectorServices({"c1": http_connector(http_server.url + "/echo/base")})
+    try:
+        with pytest.raises(ValidationFailed):
+            await run(workflow(http_task(path_logic={"var": "metadata.p"})), svc, metadata={"p": path})
+    finally:
+        await svc.aclose()
+    assert not http_server.hits
+
+
+def test_paths_that_stay_below_the_base_are_joined() -> None:
+    assert (
+        build_url("https://a.test/v1", "orders/../items/./7?q=a/../b")
+        == "https://a.test/v1/orders/../items/./7?q=a/../b"
+    )
+    assert build_url("https://a.test/v1", "a%20b") == "https://a.test/v1/a%20b"
