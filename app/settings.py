@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import socket
 from functools import lru_cache
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "get_settings", "property_name", "read_properties_file"]
 
 
 class Settings(BaseSettings):
@@ -18,6 +19,60 @@ class Settings(BaseSettings):
     # Kafka
     kafka_bootstrap: str | None = Field(
         default=None, description="Kafka bootstrap servers. Unset: `quasar dev` starts the embedded broker."
+    )
+    # Connection and security of every Kafka client Quasar creates (producers, consumers, admin, the Faust
+    # app). Secrets may be `env://VAR` references. Any other librdkafka property: `QUASAR_KAFKA__<NAME>`
+    # (e.g. QUASAR_KAFKA__SSL_CIPHER_SUITES) or a Java-style properties file; see docs/operations.md.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = Field(
+        default=None, description="security.protocol (unset: librdkafka's default, PLAINTEXT)."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        default=None, description="sasl.mechanism for SASL_PLAINTEXT / SASL_SSL."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="sasl.username (PLAIN, SCRAM).")
+    kafka_sasl_password: str | None = Field(
+        default=None, description="sasl.password (PLAIN, SCRAM); or env://VAR.", repr=False
+    )
+    kafka_sasl_oauthbearer_method: Literal["default", "oidc"] | None = Field(
+        default=None,
+        description="OAUTHBEARER token source: `oidc` (client-credentials grant against the token endpoint) or "
+        "`default` (a token provider callable, see kafka_oauth_token_provider).",
+    )
+    kafka_sasl_oauthbearer_token_endpoint_url: str | None = Field(
+        default=None, description="OIDC token endpoint (sasl.oauthbearer.token.endpoint.url)."
+    )
+    kafka_sasl_oauthbearer_client_id: str | None = Field(default=None, description="OIDC client id.")
+    kafka_sasl_oauthbearer_client_secret: str | None = Field(
+        default=None, description="OIDC client secret; or env://VAR.", repr=False
+    )
+    kafka_sasl_oauthbearer_scope: str | None = Field(default=None, description="OIDC scope (optional).")
+    kafka_sasl_oauthbearer_extensions: str | None = Field(
+        default=None, description="SASL extensions, `key=value,key=value` (Confluent Cloud: logicalCluster...)."
+    )
+    kafka_oauth_token_provider: str | None = Field(
+        default=None,
+        description="`module:callable` returning `(token, expiry_epoch_seconds)` for OAUTHBEARER (method "
+        "`default`), called by every client when a token is due: e.g. an AWS MSK IAM signer.",
+    )
+    kafka_ssl_ca_location: str | None = Field(default=None, description="CA bundle (PEM) the broker is verified with.")
+    kafka_ssl_certificate_location: str | None = Field(default=None, description="Client certificate (PEM, mTLS).")
+    kafka_ssl_key_location: str | None = Field(default=None, description="Client private key (PEM, mTLS).")
+    kafka_ssl_key_password: str | None = Field(
+        default=None, description="Password of the client key; or env://VAR.", repr=False
+    )
+    kafka_ssl_endpoint_identification: bool = Field(
+        default=True, description="Verify the broker's hostname against its certificate (https)."
+    )
+    kafka_properties_file: Path | None = Field(
+        default=None,
+        description="Java-style `key=value` librdkafka properties (e.g. the client config Confluent Cloud "
+        "downloads), applied to every client; QUASAR_KAFKA__* and the typed settings above win over it.",
+    )
+    kafka: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties for every client: QUASAR_KAFKA__SOCKET_KEEPALIVE_ENABLE=true "
+        "sets socket.keepalive.enable (underscores become dots; values may be env://VAR).",
+        repr=False,
     )
     topic_prefix: str = Field(default="quasar.", description="Prefix of every topic Quasar owns.")
     fetch_wait_max_ms: int = Field(
@@ -144,6 +199,52 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _bootstrap_from_properties(self) -> Settings:
+        """A properties file or QUASAR_KAFKA__BOOTSTRAP_SERVERS may name the cluster (Confluent Cloud's file does)."""
+        if not self.kafka_bootstrap:
+            self.kafka_bootstrap = self.kafka_user_properties().get("bootstrap.servers") or None
+        return self
+
+    def kafka_user_properties(self) -> dict[str, str]:
+        """The user's librdkafka properties: the properties file, then QUASAR_KAFKA__* (which wins).
+
+        Values are as written (`env://VAR` references are resolved when a client config is built).
+        """
+        merged = read_properties_file(self.kafka_properties_file) if self.kafka_properties_file else {}
+        merged.update({property_name(k): str(v) for k, v in self.kafka.items()})
+        return merged
+
+
+# librdkafka properties whose names contain underscores (every other one is dotted).
+_UNDERSCORE_PROPERTIES = frozenset({"log_level"})
+
+
+def property_name(key: str) -> str:
+    """librdkafka name of a passthrough key: `SSL_CA_LOCATION` / `ssl_ca_location` -> `ssl.ca.location`."""
+    lowered = key.strip().lower()
+    if "." in lowered or lowered in _UNDERSCORE_PROPERTIES:
+        return lowered
+    return lowered.replace("_", ".")
+
+
+def read_properties_file(path: Path) -> dict[str, str]:
+    """`key=value` lines (Java properties style: `#`/`!` comments, `:` also separates, blank lines skipped)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read Kafka properties file {path}: {exc.strerror or exc}") from None
+    properties: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        cut = min((i for i in (line.find("="), line.find(":")) if i > 0), default=-1)
+        if cut < 0:
+            raise ValueError(f"{path}:{number}: expected `key=value`, got {line[:80]!r}")
+        properties[line[:cut].strip()] = line[cut + 1 :].strip()
+    return properties
 
 
 @lru_cache(maxsize=1)

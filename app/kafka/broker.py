@@ -89,9 +89,13 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
         binary: Path | str | None = None,
         startup_timeout: float = 15.0,
+        advertised: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        # host:port clients are told to connect to (metadata): a TLS terminator in front of the broker
+        # advertises itself, so clients never reach the plaintext listener directly.
+        self.advertised = advertised
         self.binary = Path(binary) if binary else None
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -120,9 +124,10 @@ class EmbeddedBroker:
         if self.port is None:
             self.port = free_port(self.host)
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.advertised}" if self.advertised else url
         self._log = tempfile.NamedTemporaryFile(prefix="quasar-tansu-", suffix=".log")  # noqa: SIM115
         # Tansu reads its options from env vars too (LISTENER_URL, STORAGE_ENGINE...): pass all explicitly.
-        cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                "--storage-engine", "memory://tansu/"]  # fmt: skip
         main = threading.current_thread() is threading.main_thread()
         self._proc = subprocess.Popen(

@@ -17,6 +17,7 @@ from mode import Service
 
 from app import __version__
 from app.kafka.config import bootstrap_of
+from app.kafka.faust_auth import faust_credentials
 from app.observability.health import worker_components
 from app.observability.logs import configure_logging
 from app.observability.metrics import BUILD_INFO
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         f"{settings.topic_prefix}worker-app",
         broker=broker_url(bootstrap_of(settings)),
+        broker_credentials=faust_credentials(settings),  # same security as every librdkafka client
         web_enabled=False,
         topic_allow_declare=False,
         broker_session_timeout=max(1.0, settings.session_timeout_ms / 1000.0),
