@@ -42,7 +42,7 @@ __all__ = [
     "valid_object_id",
 ]
 
-KINDS: tuple[str, ...] = ("workflow", "channel", "connector", "apikey")
+KINDS: tuple[str, ...] = ("workflow", "channel", "connector", "apikey", "flow", "schedule")
 # Kinds without drafts: every create/update is a new active version (the previous one is archived).
 DIRECT_KINDS: frozenset[str] = frozenset({"connector", "apikey"})
 STATUSES: tuple[str, ...] = ("draft", "active", "archived")
@@ -129,6 +129,14 @@ def default_compiler(
             from app.identity import ApiKeyDoc
 
             return CompileResult(compiled=ApiKeyDoc.model_validate(definition))
+        if kind == "flow":
+            from app.flows import compile_flow
+
+            return CompileResult(compiled=compile_flow({"flow_id": object_id, **definition}, registry))
+        if kind == "schedule":
+            from app.flows import compile_schedule
+
+            return CompileResult(compiled=compile_schedule({"schedule_id": object_id, **definition}))
         from app.engine import ConnectorDoc
 
         return CompileResult(compiled=ConnectorDoc.model_validate({"connector_id": object_id, **definition}))

@@ -243,8 +243,8 @@ class ScheduleDoc(_Managed):
     """A cron trigger: starts `flow_id` (its active version, or `flow_version`) at each fire time."""
 
     schedule_id: str = Field(validation_alias=AliasChoices("schedule_id", "id"), pattern=ID_PATTERN, max_length=128)
-    name: str | None = None
-    cron: str = Field(min_length=9, max_length=256)
+    name: str = Field(min_length=1, max_length=255, pattern=r"\S")
+    cron: str = Field(min_length=1, max_length=256)
     timezone: str = "UTC"
     flow_id: str = Field(pattern=ID_PATTERN, max_length=128)
     flow_version: int | None = Field(default=None, ge=1)

@@ -67,7 +67,13 @@ def _authorize(request: Request, principal: Principal) -> None:
 
 # Create and import name their objects in the body: the handler checks the scope once it has parsed it.
 _SCOPE_CHECKED_IN_HANDLER = re.compile(r"^/api/v1/admin/[a-z]+(/import)?$")
-_KIND_OF = {"workflows": "workflow", "channels": "channel", "connectors": "connector"}
+_KIND_OF = {
+    "workflows": "workflow",
+    "channels": "channel",
+    "connectors": "connector",
+    "flows": "flow",
+    "schedules": "schedule",
+}
 
 
 def _check_scope(request: Request, kind: str, object_id: str, doc: Any) -> None:
@@ -317,6 +323,8 @@ async def validate_workflow(request: Request, svc: AdminService = Svc) -> Respon
 
 
 _crud("workflow", "workflows", "Workflows", lifecycle=True)
+_crud("flow", "flows", "Flows", lifecycle=True)
+_crud("schedule", "schedules", "Schedules", lifecycle=True)
 
 
 @router.patch(

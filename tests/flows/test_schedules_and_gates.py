@@ -12,7 +12,7 @@ T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC).timestamp()
 
 
 def schedule(**extra: Any) -> Any:
-    return compile_schedule({"id": "s", "cron": "*/5 * * * *", "flow_id": "f", **extra})
+    return compile_schedule({"id": "s", "name": "S", "cron": "*/5 * * * *", "flow_id": "f", **extra})
 
 
 def fire(state: ScheduleState | None, sched: Any, at: float) -> tuple[ScheduleState, list[Any]]:
