@@ -100,13 +100,24 @@ def test_not_an_object() -> None:
 
 
 def test_schedules_validate_cron_timezone_and_horizon() -> None:
-    schedule = compile_schedule({"id": "daily", "name": "D", "cron": "0 9 * * MON-FRI", "timezone": "Europe/Berlin", "flow_id": "f"})
+    schedule = compile_schedule(
+        {"id": "daily", "name": "D", "cron": "0 9 * * MON-FRI", "timezone": "Europe/Berlin", "flow_id": "f"}
+    )
     assert schedule.doc.overlap == "skip" and schedule.catch_up == 0
     with pytest.raises(FlowInvalid) as caught:
-        compile_schedule({"id": "bad", "name": "B", "cron": "0 25 * * *", "timezone": "UTC", "flow_id": "f", "catch_up": "forever"})
+        compile_schedule(
+            {"id": "bad", "name": "B", "cron": "0 25 * * *", "timezone": "UTC", "flow_id": "f", "catch_up": "forever"}
+        )
     assert {e["field"] for e in caught.value.errors} == {"cron", "catch_up"}
     with pytest.raises(FlowInvalid) as caught:
         compile_schedule(
-            {"id": "bad", "name": "B", "cron": "0 9 * * *", "timezone": "Atlantis/Capital", "flow_id": "f", "overlap": "maybe"}
+            {
+                "id": "bad",
+                "name": "B",
+                "cron": "0 9 * * *",
+                "timezone": "Atlantis/Capital",
+                "flow_id": "f",
+                "overlap": "maybe",
+            }
         )
     assert {e["field"] for e in caught.value.errors} == {"overlap"}

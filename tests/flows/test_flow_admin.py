@@ -57,7 +57,13 @@ def test_an_invalid_flow_is_refused_with_every_field_named(http: httpx.Client) -
 
 def test_schedule_lifecycle_and_validation(http: httpx.Client) -> None:
     schedule_id = f"sc-{uuid.uuid4().hex[:8]}"
-    doc = {"schedule_id": schedule_id, "name": "Mornings", "cron": "0 9 * * MON-FRI", "timezone": "Europe/Berlin", "flow_id": "x"}
+    doc = {
+        "schedule_id": schedule_id,
+        "name": "Mornings",
+        "cron": "0 9 * * MON-FRI",
+        "timezone": "Europe/Berlin",
+        "flow_id": "x",
+    }
     assert http.post(f"{A}/schedules", json=doc).status_code == 201
     assert http.patch(f"{A}/schedules/{schedule_id}/status", json={"status": "active"}).status_code == 200
     bad = http.post(f"{A}/schedules", json={**doc, "schedule_id": schedule_id + "b", "cron": "0 9 * *"})
