@@ -16,6 +16,7 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "PayloadTooLarge",
+    "PolicyRefused",
     "QuasarError",
     "RateLimited",
     "ResponseTooLarge",
@@ -62,6 +63,12 @@ class Unauthorized(QuasarError):
 
 class Forbidden(QuasarError):
     code, status = "FORBIDDEN", 403
+
+
+class PolicyRefused(QuasarError):
+    """A release policy refused the change (the config fold decides; every instance the same way)."""
+
+    code, status = "POLICY_REFUSED", 409
 
 
 class NotFound(QuasarError):

@@ -149,9 +149,9 @@ def required_permission(method: str, route: str) -> Permission:
     if collection == "releases":
         if path.endswith(("/approve", "/reject")):
             return Permission.APPROVE
-        if method == "POST" and (len(parts) == 1 or path.endswith("/comments")):
-            return Permission.EDIT  # request a release, comment on one
-        return Permission.ADMIN  # execute, rollback, cancel
+        if method == "POST" and (len(parts) == 1 or path.endswith(("/comments", "/execute", "/cancel"))):
+            return Permission.EDIT  # request, comment, execute once approved, cancel (the fold checks who)
+        return Permission.ADMIN
     if collection in _EDIT_COLLECTIONS:
         if method == "POST" and len(parts) == 1:
             return Permission.EDIT  # create a draft

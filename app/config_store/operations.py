@@ -47,6 +47,7 @@ class Change:
     op: str
     versions: Versions | None
     version: int | None = None
+    releases: dict[str, dict[str, Any]] | None = None  # None: the object's releases stay as they are
 
 
 def summarize(versions: Mapping[int, Mapping[str, Any]] | None) -> dict[str, Any] | None:

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import orjson
 
+from app.config_store.releases import RELEASE_KINDS, Proposed, active_set, check_proposal, effective_policy
+
 __all__ = [
     "DIRECT_KINDS",
     "KINDS",
@@ -42,9 +44,9 @@ __all__ = [
     "valid_object_id",
 ]
 
-KINDS: tuple[str, ...] = ("workflow", "channel", "connector", "apikey", "flow", "schedule")
+KINDS: tuple[str, ...] = ("workflow", "channel", "connector", "apikey", "policy", "flow", "schedule")
 # Kinds without drafts: every create/update is a new active version (the previous one is archived).
-DIRECT_KINDS: frozenset[str] = frozenset({"connector", "apikey"})
+DIRECT_KINDS: frozenset[str] = frozenset({"connector", "apikey", "policy"})
 STATUSES: tuple[str, ...] = ("draft", "active", "archived")
 MARKER_PREFIX = "__marker__/"
 # Lifecycle fields the store owns; everything else in a version document is the user's definition.
@@ -137,6 +139,10 @@ def default_compiler(
             from app.flows import compile_schedule
 
             return CompileResult(compiled=compile_schedule({"schedule_id": object_id, **definition}))
+        if kind == "policy":
+            from app.config_store.releases import ReleasePolicyDoc
+
+            return CompileResult(compiled=ReleasePolicyDoc.model_validate(definition))
         from app.engine import ConnectorDoc
 
         return CompileResult(compiled=ConnectorDoc.model_validate({"connector_id": object_id, **definition}))
@@ -161,6 +167,8 @@ class ObjectState:
     key: str  # key of the accepted proposal that produced this state (GC must keep it)
     offset: int
     deleted: bool = False
+    # Release id -> release document (requests, approvals, executions: see config_store/releases.py).
+    releases: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def by_status(self, status: str) -> list[int]:
         """Version numbers with `status`, newest first."""
@@ -192,6 +200,7 @@ class ObjectState:
             "deleted": self.deleted,
             "versions": {str(n): dict(d) for n, d in sorted(self.versions.items())},
             "invalid": {str(n): list(r.errors) for n, r in sorted(self.compiled.items()) if not r.valid},
+            **({"releases": {k: dict(v) for k, v in sorted(self.releases.items())}} if self.releases else {}),
         }
 
 
@@ -199,7 +208,7 @@ class ObjectState:
 class Outcome:
     """What the fold did with one record."""
 
-    status: Literal["applied", "rejected", "ignored"]
+    status: Literal["applied", "rejected", "refused", "ignored"]  # refused: a release policy said no
     reason: str
     offset: int
     key: str | None = None
@@ -220,6 +229,8 @@ class _Proposal:
     expected_revision: int
     revision: int
     versions: dict[int, dict[str, Any]] | None
+    releases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ts: int | None = None
 
 
 class _Malformed(Exception):
@@ -253,9 +264,11 @@ def _parse(key: str, value: bytes) -> _Proposal:
     op = body.get("op")
     if not isinstance(op, str):
         raise _Malformed("op must be a string")
+    ts = body.get("ts")
+    ts = ts if type(ts) is int and ts >= 0 else None
     obj = body.get("object")
     if obj is None:
-        return _Proposal(kind, object_id, op, expected, revision, None)
+        return _Proposal(kind, object_id, op, expected, revision, None, ts=ts)
     if not isinstance(obj, dict) or not isinstance(obj.get("versions"), dict):
         raise _Malformed('object must be null or {"versions": {...}}')
     versions: dict[int, dict[str, Any]] = {}
@@ -273,7 +286,12 @@ def _parse(key: str, value: bytes) -> _Proposal:
         raise _Malformed("more than one draft")
     if sum(1 for d in versions.values() if d["status"] == "active") > 2:
         raise _Malformed("more than two active versions")
-    return _Proposal(kind, object_id, op, expected, revision, versions)
+    releases = obj.get("releases") or {}
+    if not isinstance(releases, dict) or not all(
+        isinstance(r, dict) and isinstance(r.get("events"), list) for r in releases.values()
+    ):
+        raise _Malformed('releases must be {"<id>": {"events": [...], ...}}')
+    return _Proposal(kind, object_id, op, expected, revision, versions, releases, ts)
 
 
 def _content_hash(kind: str, object_id: str, definition: Mapping[str, Any]) -> str:
@@ -290,6 +308,8 @@ class ConfigState:
     generation: int = 0  # bumped on every applied proposal: snapshots rebuild only when it moves
     _objects: dict[tuple[str, str], ObjectState] = field(default_factory=dict)
     _cache: dict[str, CompileResult] = field(default_factory=dict)
+    _policy_generation: int = 0  # bumped when a policy object changes
+    _policy_cache: tuple[int, list[tuple[str, Any]]] | None = None
 
     # -- the fold ---------------------------------------------------------------------------------
     def apply(
@@ -325,14 +345,71 @@ class ConfigState:
                 p.id,
                 p.revision,
             )
+        refusal = self._governed(p, current)
+        if refusal is not None:
+            return Outcome("refused", refusal, offset, key, p.kind, p.id, p.revision)
         if p.versions is None:
             new = ObjectState(p.kind, p.id, p.revision, {}, {}, key, offset, deleted=True)
         else:
             compiled = {n: self._compile(p.kind, p.id, doc) for n, doc in p.versions.items()}
-            new = ObjectState(p.kind, p.id, p.revision, p.versions, compiled, key, offset)
+            new = ObjectState(p.kind, p.id, p.revision, p.versions, compiled, key, offset, releases=p.releases)
         self._objects[(p.kind, p.id)] = new
         self.generation += 1
+        if p.kind == "policy":
+            self._policy_generation += 1
         return Outcome("applied", p.op, offset, key, p.kind, p.id, p.revision)
+
+    def _governed(self, p: _Proposal, current: ObjectState | None) -> str | None:
+        """Release policies (config_store/releases.py): why `p` is refused, or None."""
+        if p.kind not in RELEASE_KINDS or p.op == "restore":
+            return None  # restore is disaster recovery: admin-only and audited
+        follows = p.expected_revision == (current.revision if current is not None else 0)
+        if not follows:
+            return None  # compaction removed the proposals in between: this one was judged when first folded
+        live = current if current is not None and not current.deleted else None
+        if p.versions is None:  # delete
+            return self.policy_refusal(p.kind, p.id, live, None, {}, p.op, p.ts)
+        return self.policy_refusal(p.kind, p.id, live, p.versions, p.releases, p.op, p.ts)
+
+    def policy_refusal(
+        self,
+        kind: str,
+        object_id: str,
+        live: ObjectState | None,
+        versions: Mapping[int, Mapping[str, Any]] | None,
+        releases: Mapping[str, Mapping[str, Any]],
+        op: str,
+        ts: int | None,
+    ) -> str | None:
+        """The fold's release-policy decision for a change of (kind, id); writers call it before proposing."""
+        if kind not in RELEASE_KINDS:
+            return None
+        prev_versions = live.versions if live is not None else {}
+        tags: set[str] = set()
+        for d in [*prev_versions.values(), *(versions or {}).values()]:
+            if isinstance(d.get("tags"), list):
+                tags.update(t for t in d["tags"] if isinstance(t, str))
+        policy = effective_policy(self.policies(), kind, object_id, tags)
+        if versions is None:
+            if policy is not None and active_set(prev_versions):
+                return (
+                    f"{kind} '{object_id}' has active versions under release policy {', '.join(policy.names)}: "
+                    "archive it through a release first"
+                )
+            return None
+        proposed = Proposed(kind, object_id, op, 0, versions, releases, ts)
+        return check_proposal(proposed, prev_versions, live.releases if live is not None else {}, policy)
+
+    def policies(self) -> list[tuple[str, Any]]:
+        """(name, ReleasePolicyDoc) of every active, valid release policy."""
+        if self._policy_cache is None or self._policy_cache[0] != self._policy_generation:
+            found = []
+            for o in self.objects("policy"):
+                for n in o.active:
+                    if o.compiled[n].valid:
+                        found.append((o.id, o.compiled[n].compiled))
+            self._policy_cache = (self._policy_generation, found)
+        return self._policy_cache[1]
 
     def _compile(self, kind: str, object_id: str, doc: Mapping[str, Any]) -> CompileResult:
         definition = definition_of(kind, doc)

@@ -26,7 +26,7 @@ import orjson
 from app.config_store.operations import Change, Delete, Operation, Restore, summarize
 from app.config_store.reader import ConfigReader
 from app.config_store.state import KINDS, ObjectState, Outcome, proposal_key
-from app.errors import BadRequest, Conflict, EngineFailure, ValidationFailed
+from app.errors import BadRequest, Conflict, EngineFailure, PolicyRefused, ValidationFailed
 from app.kafka.names import TopicNames
 
 __all__ = ["BACKUP_FORMAT", "ConfigWriter", "WriteResult"]
@@ -53,6 +53,35 @@ class WriteResult:
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def proposal_record(
+    kind: str,
+    object_id: str,
+    change: Change,
+    releases: Mapping[str, Any],
+    revision: int,
+    actor: str,
+    ts: int,
+) -> tuple[str, bytes]:
+    """The config record (key, value) proposing `change` on top of `revision` (docs/internals.md)."""
+    key = proposal_key(kind, object_id, revision + 1, uuid.uuid4().hex[:16])
+    value = {
+        "kind": kind,
+        "id": object_id,
+        "op": change.op,
+        "expected_revision": revision,
+        "revision": revision + 1,
+        "actor": actor,
+        "ts": ts,
+        "object": None
+        if change.versions is None
+        else {
+            "versions": {str(n): d for n, d in sorted(change.versions.items())},
+            **({"releases": dict(releases)} if releases else {}),
+        },
+    }
+    return key, orjson.dumps(value)
 
 
 class ConfigWriter:
@@ -110,8 +139,16 @@ class ConfigWriter:
                         "it was changed meanwhile; read it again"
                     )
             live = current if current is not None and not current.deleted else None
+            ts = int(time.time() * 1000)
             change = operation(kind, object_id, live, _now_iso())
-            if live is not None and change.versions is not None and dict(change.versions) == dict(live.versions):
+            releases = change.releases if change.releases is not None else (dict(live.releases) if live else {})
+            unchanged_releases = live is not None and releases == dict(live.releases)
+            if (
+                live is not None
+                and change.versions is not None
+                and dict(change.versions) == dict(live.versions)
+                and unchanged_releases
+            ):
                 return WriteResult(
                     kind,
                     object_id,
@@ -125,7 +162,11 @@ class ConfigWriter:
                 )
             if validate and change.op in _VALIDATED_OPS:
                 self._validate(kind, object_id, change)
-            outcome, key = await self._propose(kind, object_id, change, revision, actor)
+            if change.op != "restore":  # the fold's own decision, asked before writing anything
+                refusal = state.policy_refusal(kind, object_id, live, change.versions, releases, change.op, ts)
+                if refusal is not None:
+                    raise PolicyRefused(refusal)
+            outcome, key = await self._propose(kind, object_id, change, releases, revision, actor, ts)
             if outcome.status == "applied":
                 after = state.get(kind, object_id)
                 if self.gc and current is not None:
@@ -145,6 +186,8 @@ class ConfigWriter:
                 )
             if self.gc:
                 await self.reader.write(key, None)
+            if outcome.status == "refused":  # the policy changed between our check and our record
+                raise PolicyRefused(outcome.reason)
             if outcome.status == "ignored":
                 raise EngineFailure(f"config proposal {key!r} was ignored by the fold: {outcome.reason}")
             if expected_revision is not None or not operation.retry_safe:
@@ -170,22 +213,17 @@ class ConfigWriter:
             )
 
     async def _propose(
-        self, kind: str, object_id: str, change: Change, revision: int, actor: str
+        self,
+        kind: str,
+        object_id: str,
+        change: Change,
+        releases: Mapping[str, Any],
+        revision: int,
+        actor: str,
+        ts: int,
     ) -> tuple[Outcome, str]:
-        key = proposal_key(kind, object_id, revision + 1, uuid.uuid4().hex[:16])
-        value = {
-            "kind": kind,
-            "id": object_id,
-            "op": change.op,
-            "expected_revision": revision,
-            "revision": revision + 1,
-            "actor": actor,
-            "ts": int(time.time() * 1000),
-            "object": None
-            if change.versions is None
-            else {"versions": {str(n): d for n, d in sorted(change.versions.items())}},
-        }
-        outcome = await self.reader.propose(key, orjson.dumps(value), self.write_timeout)
+        key, value = proposal_record(kind, object_id, change, releases, revision, actor, ts)
+        outcome = await self.reader.propose(key, value, self.write_timeout)
         return outcome, key
 
     async def _audit(

@@ -201,5 +201,8 @@ def create_app(
         from app.gateway.admin import router as admin_router
 
         app.include_router(admin_router)
+        from app.gateway.admin_releases import router as releases_router
+
+        app.include_router(releases_router)
     app.include_router(data.router)
     return app

@@ -382,7 +382,7 @@ def test_backup_restore_round_trip_of_the_whole_config(settings: Settings) -> No
                                               "config": {"type": "db", "connection_string": "env://DB_URL"}}),
            201)  # fmt: skip
         backup = ok(http.post(f"{A}/backup"))
-        assert backup["counts"] == {"workflow": 1, "channel": 1, "connector": 1, "apikey": 0, "flow": 0, "schedule": 0}
+        assert {k: n for k, n in backup["counts"].items() if n} == {"workflow": 1, "channel": 1, "connector": 1}
         before = {(o["kind"], o["id"]): o["versions"] for o in backup["objects"]}
         assert set(before["workflow", "keep"]) == {"1", "2"}
 

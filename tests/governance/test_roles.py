@@ -51,7 +51,9 @@ def admin_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
         ("POST", "/api/v1/admin/keys", Permission.ADMIN),
         ("POST", "/api/v1/admin/releases", Permission.EDIT),
         ("POST", "/api/v1/admin/releases/{release_id}/approve", Permission.APPROVE),
-        ("POST", "/api/v1/admin/releases/{release_id}/execute", Permission.ADMIN),
+        ("POST", "/api/v1/admin/releases/{release_id}/execute", Permission.EDIT),
+        ("POST", "/api/v1/admin/releases/{release_id}/reject", Permission.APPROVE),
+        ("PUT", "/api/v1/admin/policies/{name}", Permission.ADMIN),
         ("POST", "/api/v1/admin/something-new", Permission.ADMIN),  # unclassified writes are closed
     ],
 )

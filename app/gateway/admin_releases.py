@@ -1,0 +1,214 @@
+"""Releases and release policies over HTTP (`/api/v1/admin/releases`, `/api/v1/admin/policies`).
+
+Thin: each route builds a pure operation (config_store/release_ops.py) and hands it to the config writer;
+the config fold decides (config_store/releases.py), identically on every instance. The caller's principal
+and role come from admin authentication (with auth off, everyone is `anonymous@<ip>` with role admin).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from app.config_store.operations import Delete, Put
+from app.config_store.release_ops import ExecuteRelease, RequestRelease, ReviewRelease
+from app.config_store.releases import RELEASE_KINDS, RELEASE_STATES, ReleasePolicyDoc, effective_policy
+from app.config_store.state import ConfigState, ObjectState, valid_object_id
+from app.errors import BadRequest, NotFound, ServiceUnavailable, ValidationFailed
+from app.gateway.admin import _actor, _authenticate, _body, _data
+from app.gateway.errors import json_response
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/admin", dependencies=[Depends(_authenticate)])
+
+
+def _writer(request: Request) -> Any:
+    writer = getattr(request.app.state, "config_writer", None)
+    if writer is None:
+        raise ServiceUnavailable("admin API unavailable: the config store is not running on this instance")
+    return writer
+
+
+def _state(request: Request) -> ConfigState:
+    state: ConfigState = _writer(request).reader.state
+    return state
+
+
+def _who(request: Request) -> tuple[str, str]:
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        return principal.name, principal.role
+    return _actor(request), "admin"  # admin auth off: Orion's open admin API
+
+
+def _policy_of(state: ConfigState, obj: ObjectState) -> Any:
+    tags = {t for d in obj.versions.values() for t in (d.get("tags") or []) if isinstance(t, str)}
+    return effective_policy(state.policies(), obj.kind, obj.id, tags)
+
+
+def _parse_rid(rid: str) -> tuple[str, str]:
+    parts = rid.split(":")
+    if len(parts) != 3 or parts[0] not in RELEASE_KINDS or not parts[2].isdigit():
+        raise BadRequest(f"release id {rid!r} is not <kind>:<id>:<n>")
+    return parts[0], parts[1]
+
+
+def _view(obj: ObjectState, rid: str, rel: Any, state: ConfigState) -> dict[str, Any]:
+    policy = _policy_of(state, obj)
+    approvals = [e["by"] for e in rel.get("events", ()) if e.get("type") == "approved"]
+    return {
+        "id": rid,
+        "kind": obj.kind,
+        "object_id": obj.id,
+        **{k: v for k, v in rel.items() if k != "events"},
+        "approvals": approvals,
+        "approvals_needed": policy.needed(str(rel.get("action"))) if policy is not None else 0,
+        "policies": list(policy.names) if policy is not None else [],
+        "events": rel.get("events", []),
+    }
+
+
+def _object(state: ConfigState, kind: str, object_id: str) -> ObjectState:
+    obj = state.get(kind, object_id)
+    if obj is None:
+        raise NotFound(f"{kind} '{object_id}' not found")
+    return obj
+
+
+async def _apply(request: Request, kind: str, object_id: str, op: Any) -> dict[str, Any]:
+    result = await _writer(request).apply(kind, object_id, op, actor=_who(request)[0])
+    return {"object": result.object, "revision": result.revision}
+
+
+@router.post("/releases", status_code=201, tags=["Releases"], summary="Request a release")
+async def release_request(request: Request) -> Response:
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise BadRequest("release request must be a JSON object")
+    kind, object_id = str(body.get("kind")), str(body.get("id"))
+    if kind not in RELEASE_KINDS or not valid_object_id(object_id):
+        raise BadRequest(f"a release names 'kind' (one of {', '.join(RELEASE_KINDS)}) and the object's 'id'")
+    unknown = set(body) - {"kind", "id", "action", "version", "rollout_percentage", "comment"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    state = _state(request)
+    obj = _object(state, kind, object_id)
+    by, role = _who(request)
+    op = RequestRelease(
+        action=body.get("action", "activate"),
+        by=by,
+        role=role,
+        policy=_policy_of(state, obj),
+        version=body.get("version"),
+        rollout_percentage=body.get("rollout_percentage", 100),
+        comment=body.get("comment"),
+    )
+    out = await _apply(request, kind, object_id, op)
+    after: ObjectState = out["object"]
+    rid = max(after.releases, key=lambda r: int(r.rsplit(":", 1)[1]))
+    return _data(_view(after, rid, after.releases[rid], state), 201)
+
+
+@router.get("/releases", tags=["Releases"], summary="List releases (newest first)")
+async def release_list(
+    request: Request,
+    state_: str | None = Query(None, alias="state", description=", ".join(RELEASE_STATES)),
+    kind: str | None = Query(None),
+    object_id: str | None = Query(None, alias="id"),
+) -> Response:
+    state = _state(request)
+    items = [
+        _view(obj, rid, rel, state)
+        for k in RELEASE_KINDS
+        if kind in (None, k)
+        for obj in state.objects(k)
+        if object_id in (None, obj.id)
+        for rid, rel in obj.releases.items()
+        if state_ in (None, rel.get("state"))
+    ]
+    items.sort(key=lambda v: str(v.get("requested_at", "")), reverse=True)
+    return json_response({"data": items, "total": len(items)})
+
+
+@router.get("/releases/{release_id}", tags=["Releases"], summary="One release with its events")
+async def release_get(release_id: str, request: Request) -> Response:
+    kind, object_id = _parse_rid(release_id)
+    state = _state(request)
+    obj = _object(state, kind, object_id)
+    if release_id not in obj.releases:
+        raise NotFound(f"release '{release_id}' not found")
+    return _data(_view(obj, release_id, obj.releases[release_id], state))
+
+
+async def _review(request: Request, release_id: str, event: str) -> Response:
+    kind, object_id = _parse_rid(release_id)
+    body = await _body(request, required=False) or {}
+    comment = body.get("comment") if isinstance(body, dict) else None
+    state = _state(request)
+    obj = _object(state, kind, object_id)
+    by, role = _who(request)
+    op = ReviewRelease(release_id, event, by, role, _policy_of(state, obj), comment)
+    after: ObjectState = (await _apply(request, kind, object_id, op))["object"]
+    return _data(_view(after, release_id, after.releases[release_id], state))
+
+
+@router.post("/releases/{release_id}/approve", tags=["Releases"], summary="Approve a release")
+async def release_approve(release_id: str, request: Request) -> Response:
+    return await _review(request, release_id, "approved")
+
+
+@router.post("/releases/{release_id}/reject", tags=["Releases"], summary="Reject a release")
+async def release_reject(release_id: str, request: Request) -> Response:
+    return await _review(request, release_id, "rejected")
+
+
+@router.post("/releases/{release_id}/comments", tags=["Releases"], summary="Comment on a release")
+async def release_comment(release_id: str, request: Request) -> Response:
+    return await _review(request, release_id, "commented")
+
+
+@router.post("/releases/{release_id}/cancel", tags=["Releases"], summary="Cancel a release (author or admin)")
+async def release_cancel(release_id: str, request: Request) -> Response:
+    return await _review(request, release_id, "cancelled")
+
+
+@router.post("/releases/{release_id}/execute", tags=["Releases"], summary="Execute an approved release")
+async def release_execute(release_id: str, request: Request) -> Response:
+    kind, object_id = _parse_rid(release_id)
+    body = await _body(request, required=False) or {}
+    pct = body.get("rollout_percentage") if isinstance(body, dict) else None
+    state = _state(request)
+    obj = _object(state, kind, object_id)
+    by, role = _who(request)
+    op = ExecuteRelease(release_id, by, role, _policy_of(state, obj), pct)
+    after: ObjectState = (await _apply(request, kind, object_id, op))["object"]
+    return _data(_view(after, release_id, after.releases[release_id], state))
+
+
+# -- policies (admin) --------------------------------------------------------------------------------
+@router.put("/policies/{name}", tags=["Releases"], summary="Create or replace a release policy")
+async def policy_put(name: str, request: Request) -> Response:
+    body = await _body(request)
+    try:
+        doc = ReleasePolicyDoc.model_validate(body)
+    except ValueError as exc:
+        raise ValidationFailed(f"invalid release policy: {exc}") from None
+    await _writer(request).apply("policy", name, Put(doc.model_dump(mode="json")), actor=_actor(request))
+    return _data({"name": name, **doc.model_dump(mode="json")})
+
+
+@router.get("/policies", tags=["Releases"], summary="List release policies")
+async def policy_list(request: Request) -> Response:
+    state = _state(request)
+    items = [{"name": n, **p.model_dump(mode="json")} for n, p in state.policies()]
+    return json_response({"data": items, "total": len(items)})
+
+
+@router.delete("/policies/{name}", status_code=204, tags=["Releases"], summary="Delete a release policy")
+async def policy_delete(name: str, request: Request) -> Response:
+    if _state(request).get("policy", name) is None:
+        raise NotFound(f"release policy '{name}' not found")
+    await _writer(request).apply("policy", name, Delete(), actor=_actor(request))
+    return Response(status_code=204)

@@ -1,0 +1,142 @@
+"""Releases on the real broker: two gateways and a direct config writer reach the same decisions, because the
+config fold makes them (min_approvers 2 + exclude_author; racing executions; audit of a rollback)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from app.config_store.reader import ConfigReader
+from app.config_store.release_ops import ReviewRelease
+from app.config_store.writer import ConfigWriter
+from app.errors import PolicyRefused
+from tests.fixtures.kafka import make_test_settings
+from tests.gateway.conftest import Gateway, apply_quasar_topics, eventually, start_gateway
+
+TASKS = [{"id": "t", "name": "t", "function": {"name": "map", "input": {"mappings": [{"path": "data.x", "logic": 1}]}}}]
+KEYS = {"root": "admin", "ed": "editor", "ann": "approver", "bob": "approver"}
+A = "/api/v1/admin"
+
+
+def h(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer key-of-{name}"}
+
+
+@pytest.fixture(scope="module")
+def settings(kafka_bootstrap: str) -> Any:
+    keys = [{"name": n, "role": r, "key": f"key-of-{n}"} for n, r in KEYS.items()]
+    s = make_test_settings(kafka_bootstrap, instance_id="rel-a", admin_auth_enabled=True, admin_keys=keys)
+    apply_quasar_topics(s)
+    return s
+
+
+@pytest.fixture(scope="module")
+async def gateways(settings: Any) -> AsyncIterator[tuple[Gateway, Gateway]]:
+    a = await start_gateway(settings)
+    b = await start_gateway(settings.model_copy(update={"instance_id": "rel-b"}))
+    yield a, b
+    await b.stop()
+    await a.stop()
+
+
+async def ok(resp: Any, status: int = 200) -> Any:
+    r = await resp
+    assert r.status_code == status, r.text
+    return r.json()["data"] if r.content else None
+
+
+async def test_policy_blocks_self_approval_the_same_way_everywhere(
+    gateways: tuple[Gateway, Gateway], settings: Any
+) -> None:
+    a, b = gateways
+    policy = {"match": {"kinds": ["workflow"], "ids": ["pay-*"]}, "min_approvers": 2, "exclude_author": True}
+    await ok(a.http.put(f"{A}/policies/payments", json=policy, headers=h("root")))
+    await ok(a.http.post(f"{A}/workflows", json={"workflow_id": "pay-1", "name": "p", "tasks": TASKS},
+                         headers=h("ed")), 201)  # fmt: skip
+
+    # Direct activation is refused on both gateways with the way forward.
+    for gw in (a, b):
+        r = await gw.http.patch(f"{A}/workflows/pay-1/status", json={"status": "active"}, headers=h("root"))
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "POLICY_REFUSED" and "/releases" in r.json()["error"]["message"]
+
+    rel = await ok(a.http.post(f"{A}/releases", json={"kind": "workflow", "id": "pay-1"}, headers=h("root")), 201)
+    rid = rel["id"]
+    assert rel["state"] == "requested" and rel["approvals_needed"] == 2 and rel["policies"] == ["payments"]
+
+    # Self-approval: refused on gateway B (its reader folds A's record) ...
+    r = await b.http.post(f"{A}/releases/{rid}/approve", json={}, headers=h("root"))
+    assert r.status_code == 409 and "authored this release" in r.json()["error"]["message"]
+    # ... and by a direct writer (the CLI's or a GitOps tool's own reader and writer).
+    reader = ConfigReader(settings.model_copy(update={"instance_id": "rel-cli"}), engine_factory=None, name="cli")
+    try:
+        await reader.ready()
+        writer = ConfigWriter(reader)
+        obj = reader.state.get("workflow", "pay-1")
+        assert obj is not None and rid in obj.releases
+        from app.config_store.releases import effective_policy
+
+        pol = effective_policy(reader.state.policies(), "workflow", "pay-1", ())
+        with pytest.raises(PolicyRefused, match="authored"):
+            await writer.apply("workflow", "pay-1", ReviewRelease(rid, "approved", "key:root", "admin", pol))
+    finally:
+        await reader.stop()
+
+    # Two different approvers, one on each gateway; then the author executes.
+    await ok(a.http.post(f"{A}/releases/{rid}/approve", json={"comment": "lgtm"}, headers=h("ann")))
+    approved = await ok(b.http.post(f"{A}/releases/{rid}/approve", json={}, headers=h("bob")))
+    assert approved["state"] == "approved" and approved["approvals"] == ["key:ann", "key:bob"]
+    # An editor cannot approve at all (role), whatever the policy.
+    r = await a.http.post(f"{A}/releases/{rid}/approve", json={}, headers=h("ed"))
+    assert r.status_code == 403
+    done = await ok(b.http.post(f"{A}/releases/{rid}/execute", json={}, headers=h("ed")))
+    assert done["state"] == "active"
+    for gw in (a, b):
+
+        async def active(gw: Gateway = gw) -> bool:
+            r = await gw.http.get(f"{A}/workflows/pay-1", headers=h("ann"))
+            return bool(r.json()["data"]["status"] == "active")
+
+        await eventually(active)
+
+
+async def test_racing_executions_exactly_one_wins_and_rollback_is_audited(gateways: tuple[Gateway, Gateway]) -> None:
+    a, b = gateways
+    await ok(a.http.post(f"{A}/workflows/pay-1/versions", headers=h("ed")), 201)
+    rid = (await ok(a.http.post(f"{A}/releases", json={"kind": "workflow", "id": "pay-1"}, headers=h("ed")), 201))["id"]
+    await ok(a.http.post(f"{A}/releases/{rid}/approve", json={}, headers=h("ann")))
+    await ok(a.http.post(f"{A}/releases/{rid}/approve", json={}, headers=h("bob")))
+    await eventually(lambda: _state_is(b, rid, "approved"))
+    results = await asyncio.gather(
+        a.http.post(f"{A}/releases/{rid}/execute", json={}, headers=h("ed")),
+        b.http.post(f"{A}/releases/{rid}/execute", json={}, headers=h("ed")),
+    )
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200, 409], [r.text for r in results]
+
+    back = await ok(
+        a.http.post(f"{A}/releases", json={"kind": "workflow", "id": "pay-1", "action": "rollback", "version": 1},
+                    headers=h("ed")), 201)  # fmt: skip
+    assert back["state"] == "approved"  # rollback_min_approvers defaults to 0
+    await ok(a.http.post(f"{A}/releases/{back['id']}/execute", json={}, headers=h("ed")))
+    assert (await ok(a.http.get(f"{A}/releases/{rid}", headers=h("ann"))))["state"] == "rolled_back"
+
+    async def audited() -> list[Any]:
+        r = await a.http.get(f"{A}/audit-logs", params={"resource_id": "pay-1"}, headers=h("ann"))
+        return [e for e in r.json()["data"] if e.get("action") == "release.execute"]
+
+    entries = await eventually(lambda: _at_least(audited, 3))
+    assert {e["principal"] for e in entries} == {"key:ed"}
+
+
+async def _state_is(gw: Gateway, rid: str, state: str) -> bool:
+    r = await gw.http.get(f"{A}/releases/{rid}", headers=h("ann"))
+    return bool(r.status_code == 200 and r.json()["data"]["state"] == state)
+
+
+async def _at_least(fetch: Any, n: int) -> Any:
+    items = await fetch()
+    return items if len(items) >= n else None
