@@ -1,4 +1,5 @@
-"""Decoding channel request records: JSON envelope `{"data", "metadata"}` or Avro (fastavro, schemaless).
+"""Decoding channel request records: raw JSON (the whole value is the payload, Orion's Kafka format), the
+JSON envelope `{"data", "metadata"}` (the HTTP bridge's format) or Avro (fastavro, schemaless).
 
 A channel declares Avro with `config.avro_schema`: either the name of `schemas/<name>.avsc` or an inline
 schema object. The decoded Avro record is the request's `data` (metadata empty). Every failure is a
@@ -28,6 +29,7 @@ __all__ = [
     "check_record_size",
     "decode_avro",
     "decode_json",
+    "decode_raw",
 ]
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -61,13 +63,12 @@ def check_record_size(value: bytes | None, limit: int) -> None:
         raise RecordTooLarge(f"record value of {len(value)} bytes exceeds the worker limit of {limit} bytes")
 
 
-def decode_json(value: bytes | None) -> tuple[Any, dict[str, Any]]:
-    """(data, metadata) of a JSON request envelope."""
+def _loads(value: bytes | None, expected: str) -> Any:
     if value is None:
         # A tombstone is not a request; dead-lettered like any other undecodable record, never dropped.
-        raise DecodeError('null record value (tombstone): expected a JSON object {"data": ..., "metadata": {...}}')
+        raise DecodeError(f"null record value (tombstone): expected {expected}")
     if not value:
-        raise DecodeError('empty record value: expected a JSON object {"data": ..., "metadata": {...}}')
+        raise DecodeError(f"empty record value: expected {expected}")
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -75,6 +76,17 @@ def decode_json(value: bytes | None) -> tuple[Any, dict[str, Any]]:
     if json_too_deep(value, doc):
         # orjson reads 1024 levels but writes only 255: the reply could not be encoded.
         raise DecodeError(f"record value nests JSON deeper than {MAX_JSON_DEPTH} levels")
+    return doc
+
+
+def decode_raw(value: bytes | None) -> tuple[Any, dict[str, Any]]:
+    """(data, {}) of a raw JSON record: the whole value is the payload (Orion's Kafka channels)."""
+    return _loads(value, "a JSON value"), {}
+
+
+def decode_json(value: bytes | None) -> tuple[Any, dict[str, Any]]:
+    """(data, metadata) of a JSON request envelope."""
+    doc = _loads(value, 'a JSON object {"data": ..., "metadata": {...}}')
     if type(doc) is not dict:
         raise InvalidEnvelope(f"request must be a JSON object with a 'data' field, got {type(doc).__name__}")
     if "data" not in doc:

@@ -1,4 +1,4 @@
-"""The dead letter topic: building DLQ records, listing them, replaying them.
+"""The dead letter topic: listing dead letters, replaying them (the pipeline builds them).
 
 A DLQ record keeps the original key, value and headers and adds Kafka Connect's error-context headers
 (`app/kafka/headers.py`). Replay re-produces the original onto its topic with `quasar-attempt` + 1 and
@@ -9,7 +9,6 @@ records already replayed (unless asked for all) and `list` can show it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, Message, Producer
@@ -23,69 +22,15 @@ from app.kafka.names import TopicNames
 from app.kafka.producer import produce_sync
 from app.settings import Settings
 
-__all__ = ["DLQ_MAX_RECORD_BYTES", "DlqEntry", "dlq_headers", "dlq_value", "list_dlq", "replay_dlq"]
-
-# Under librdkafka's default message.max.bytes (1,000,000) with room for the batch overhead: a DLQ
-# record above it would fail delivery and stop the worker on a record it can never get past.
-DLQ_MAX_RECORD_BYTES = 990_000
+__all__ = ["DlqEntry", "list_dlq", "replay_dlq"]
 
 _REPLAYED = MARKER_PREFIX + b"replayed/"
-# Headers the worker adds; stripped from the original before new ones are added (replays fail again).
-_CONTEXT = frozenset(
-    {
-        H.ATTEMPT,
-        H.DLQ_CHANNEL,
-        H.DLQ_ERROR_CODE,
-        H.DLQ_ERROR_MESSAGE,
-        H.DLQ_ATTEMPTS,
-        H.DLQ_FIRST_FAILED_AT,
-        H.DLQ_ORIGINAL_TOPIC,
-        H.DLQ_ORIGINAL_PARTITION,
-        H.DLQ_ORIGINAL_OFFSET,
-        H.DLQ_VALUE_DROPPED,
-    }
-)
+# Headers a dead letter adds; stripped from the original before replaying it (a replay that fails again
+# gets fresh ones).
+_CONTEXT = H.DLQ_CONTEXT | {H.ATTEMPT}
 
 # The list form confluent-kafka hands out and accepts (values are bytes on consumed records).
 HeaderList = list[tuple[str, str | bytes | None]]
-
-
-def dlq_headers(
-    original: H.RawHeaders,
-    *,
-    channel: str,
-    error: QuasarError,
-    attempts: int,
-    first_failed_ms: int,
-    topic: str,
-    partition: int,
-    offset: int,
-) -> HeaderList:
-    """Original headers (minus old error context) + the error context of this failure."""
-    items = original.items() if isinstance(original, Mapping) else original or ()
-    out: HeaderList = [(k, v) for k, v in items if k not in _CONTEXT]
-    out += [
-        (H.DLQ_CHANNEL, channel.encode()),
-        (H.DLQ_ERROR_CODE, error.code.encode()),
-        (H.DLQ_ERROR_MESSAGE, error.message.encode()[:4096]),
-        (H.DLQ_ATTEMPTS, str(attempts).encode()),
-        (H.DLQ_FIRST_FAILED_AT, str(first_failed_ms).encode()),
-        (H.DLQ_ORIGINAL_TOPIC, topic.encode()),
-        (H.DLQ_ORIGINAL_PARTITION, str(partition).encode()),
-        (H.DLQ_ORIGINAL_OFFSET, str(offset).encode()),
-    ]
-    return out
-
-
-def dlq_value(value: bytes | None, headers: HeaderList) -> tuple[bytes | None, HeaderList]:
-    """The DLQ copy of `value`: itself, or None plus `quasar-dlq-value-dropped: <size>` when the record
-    would be too large to produce (the original stays readable at its topic/partition/offset)."""
-    if value is None:
-        return None, headers
-    size = len(value) + sum(len(k) + len(v or b"") for k, v in headers)
-    if size <= DLQ_MAX_RECORD_BYTES:
-        return value, headers
-    return None, [*headers, (H.DLQ_VALUE_DROPPED, str(len(value)).encode())]
 
 
 @dataclass

@@ -50,6 +50,11 @@ async def _until(cond: Callable[[], bool], seconds: float = 20.0) -> None:
         await asyncio.sleep(0.005)
 
 
+def _request_id(msg: Message) -> str:
+    """Outputs keep the input key; the request id travels in the propagated headers."""
+    return H.header_map(msg.headers())[H.REQUEST_ID]
+
+
 def _all_records(settings: Settings, topic: str) -> list[Message]:
     """Every record of `topic` so far: a marker goes to each partition and is read back (Tansu's end
     offsets cannot be trusted), so a record absent from the answer was never written before the call."""
@@ -98,7 +103,7 @@ async def test_records_faster_than_the_limit_are_all_processed_at_the_limit_rate
     await _committed(worker, sent)
     # None lost, none run twice, none dead-lettered.
     outputs = await asyncio.to_thread(_all_records, rt.settings, rt.names.output("paced"))
-    assert sorted(m.key().decode() for m in outputs) == sorted(ids)
+    assert sorted(_request_id(m) for m in outputs) == sorted(ids)
     assert await asyncio.to_thread(_all_records, rt.settings, rt.names.dlq) == []
     assert worker.failure is None and not worker.governance.throttle.held
 
@@ -112,7 +117,7 @@ async def test_key_logic_gives_each_client_its_own_bucket(rt: Runtime, redis_url
     for c in clients:
         rt.send("per-client", {"data": {"client": c}}, key="same-key", headers={H.REQUEST_ID: c})
     outs = await asyncio.to_thread(rt.outputs, "per-client", len(clients))
-    assert sorted(m.key().decode() for m in outs) == clients
+    assert sorted(_request_id(m) for m in outs) == clients
     assert worker.governance.throttle.pauses == 0
     store = redis.Redis.from_url(redis_url)
     try:
@@ -153,7 +158,7 @@ async def test_duplicate_kafka_record_is_traced_as_duplicate_and_not_run_again(r
     ]
     await _committed(worker, sent)
     outputs = await asyncio.to_thread(_all_records, rt.settings, rt.names.output("dedup"))
-    assert sorted(m.key().decode() for m in outputs) == ["a", "c", "d"]
+    assert sorted(_request_id(m) for m in outputs) == ["a", "c", "d"]
     traces = {m.key().decode(): orjson.loads(m.value())
               for m in await asyncio.to_thread(_all_records, rt.settings, rt.names.traces)}  # fmt: skip
     assert traces["a"]["status"] == "completed" and traces["c"]["status"] == "completed"
@@ -197,7 +202,7 @@ async def test_redis_outage_fails_open_or_pauses_until_redis_is_back(
         )
         private_redis.start()
         outs = await asyncio.to_thread(rt.outputs, "closed", 3, 30)
-        assert sorted(m.key().decode() for m in outs) == ["c0", "c1", "c2"]
+        assert sorted(_request_id(m) for m in outs) == ["c0", "c1", "c2"]
         await _committed(worker, sent)
         assert await asyncio.to_thread(_all_records, rt.settings, rt.names.dlq) == []
     finally:

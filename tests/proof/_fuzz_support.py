@@ -241,7 +241,8 @@ def start_fuzz_stack(bootstrap: str, tmp: Path, env: Mapping[str, str]) -> Itera
         poll(lambda: ready(stack.gateway_url), within=60, what="gateway ready", every=0.1)
         poll(lambda: ready(stack.worker_url), within=60, what="worker ready", every=0.1)
         stack.activate(SYNC_CHANNEL, ECHO, channel_type="sync", config={})
-        stack.activate(JSON_CHANNEL, ECHO, channel_type="async", config={"output": True})
+        # The JSON corpus is about the {"data", "metadata"} envelope (a raw channel takes any JSON value).
+        stack.activate(JSON_CHANNEL, ECHO, channel_type="async", config={"output": True, "envelope": "quasar"})
         avro = {"output": True, "avro_schema": "order"}
         stack.activate(AVRO_CHANNEL, ECHO, channel_type="async", config=avro)
         yield stack

@@ -5,7 +5,8 @@ origin (topic / partition / offset) in the headers, key and value kept; the work
 records produced after the corpus are processed normally. Decisions recorded here:
 - a tombstone (null value) is not a request: DLQ'd as DECODE_ERROR, never silently dropped;
 - a null key is legal Kafka: a valid record without a key is processed, a bad one is DLQ'd with key None;
-- malformed Quasar control headers (deadline, reply-to, non-UTF-8 values) make the envelope invalid.
+- malformed Quasar control headers (deadline, non-UTF-8 values) make the envelope invalid; a reply-to that
+  is not one of the configured reply topics is refused (REPLY_TO_REFUSED, nothing written there).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def corpus(replies: str) -> list[Bad]:
             "reply-to-no-partition",
             JSON_CHANNEL,
             b'{"data": {}}',
-            "INVALID_ENVELOPE",
+            "REPLY_TO_REFUSED",
             headers=[(H.REPLY_TO, b"nowhere"), (H.CORRELATION_ID, b"c-1")],
             message_part=H.REPLY_TO,
         ),
@@ -116,29 +117,29 @@ def corpus(replies: str) -> list[Bad]:
             "reply-to-without-correlation",
             JSON_CHANNEL,
             b'{"data": {}}',
-            "INVALID_ENVELOPE",
+            "REPLY_TO_REFUSED",
             headers=[(H.REPLY_TO, f"{replies}:0".encode())],
         ),
         Bad(
             "reply-to-missing-partition",  # the partition does not exist: must not stop the worker
             JSON_CHANNEL,
             b'{"data": {}}',
-            "INVALID_ENVELOPE",
+            "REPLY_TO_REFUSED",
             headers=[(H.REPLY_TO, f"{replies}:9999".encode()), (H.CORRELATION_ID, b"c-2")],
         ),
         Bad(
             "reply-to-unknown-topic",
             JSON_CHANNEL,
             b'{"data": {}}',
-            "INVALID_ENVELOPE",
+            "REPLY_TO_REFUSED",
             headers=[(H.REPLY_TO, f"{replies}-nobody:0".encode()), (H.CORRELATION_ID, b"c-5")],
-            message_part="no such reply topic",
+            message_part="not a reply topic",
         ),
         Bad(
             "reply-to-bad-topic-name",
             JSON_CHANNEL,
             b'{"data": {}}',
-            "INVALID_ENVELOPE",
+            "REPLY_TO_REFUSED",
             headers=[(H.REPLY_TO, b"no such/topic!:0"), (H.CORRELATION_ID, b"c-3")],
         ),
         Bad(

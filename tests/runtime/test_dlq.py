@@ -35,8 +35,8 @@ FAILING = {  # parse_xml on a JSON payload: a non-retryable VALIDATION_ERROR (40
         }
     ],
 }
-RETRYABLE = {  # a connector task without a connector runtime: ENGINE_ERROR (500, retryable)
-    "name": "retryable",
+UNKNOWN_CONNECTOR = {  # a connector that does not exist: deterministic, never retried
+    "name": "unknown-connector",
     "condition": True,
     "tasks": [
         {
@@ -97,7 +97,7 @@ async def test_avro_channel_decodes_matching_records_and_dead_letters_the_rest(r
     schema = fastavro.parse_schema(orjson.loads((SCHEMAS_DIR / "order.avsc").read_bytes()))
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, schema, {"amount": 12.5, "product": "pen", "country": "DE"})
-    rt.send("avro", buf.getvalue(), headers={H.TRACE_ID: "good"})
+    rt.send("avro", buf.getvalue(), key="good", headers={H.TRACE_ID: "good"})
     rt.send("avro", b"\x02\xff\xff", headers={H.TRACE_ID: "bad"})  # truncated: not an Order
     (out,) = await asyncio.to_thread(rt.outputs, "avro", 1)
     assert out.key() == b"good" and orjson.loads(out.value())["status"] == "ok"
@@ -117,8 +117,8 @@ async def test_workflow_failure_goes_to_dlq_without_retry(rt: Runtime) -> None:
     assert "parse_xml" in hm[H.DLQ_ERROR_MESSAGE]
 
 
-async def test_retryable_failure_is_retried_with_bounded_attempts_then_dead_lettered(rt: Runtime) -> None:
-    await rt.activate("flaky", RETRYABLE)
+async def test_deterministic_failure_is_dead_lettered_at_once_with_its_cause(rt: Runtime) -> None:
+    await rt.activate("flaky", UNKNOWN_CONNECTOR)
     before = M.RETRIES.labels("flaky")._value.get()
     await rt.worker()
     rt.send("flaky", {"data": {}}, headers={H.TRACE_ID: "f-1"})
@@ -126,8 +126,12 @@ async def test_retryable_failure_is_retried_with_bounded_attempts_then_dead_lett
     dead = await asyncio.to_thread(rt.dlq, 2)
     for d in dead:
         hm = dlq_headers(d)
-        assert hm[H.DLQ_ERROR_CODE] == "ENGINE_ERROR" and hm[H.DLQ_ATTEMPTS] == "3"
-    assert M.RETRIES.labels("flaky")._value.get() == before + 4  # 2 records x 2 retries
+        assert hm[H.DLQ_ERROR_CODE] == "ENGINE_ERROR" and hm[H.DLQ_ATTEMPTS] == "1"
+        # the cause: task, function and inner message (Kafka Connect's context headers)
+        assert hm[H.DLQ_TASK_ID] == "call" and hm[H.DLQ_CLASS_NAME] == "http_call"
+        assert "nowhere" in hm[H.DLQ_ERROR_MESSAGE] and hm[H.DLQ_CONNECTOR_NAME] == "flaky"
+        assert hm[H.DLQ_STAGE] == "TASK_PUT"
+    assert M.RETRIES.labels("flaky")._value.get() == before  # an unknown connector does not heal
     traces = await asyncio.to_thread(rt.traces, lambda r: {b"f-1", b"f-2"} <= {m.key() for m in r})
     assert all(orjson.loads(m.value())["status"] == "failed" for m in traces)
 
@@ -135,7 +139,7 @@ async def test_retryable_failure_is_retried_with_bounded_attempts_then_dead_lett
 async def test_replay_reprocesses_dead_letters_once_after_the_fix(rt: Runtime) -> None:
     await rt.activate("fixme", FAILING)
     await rt.worker()
-    rt.send("fixme", {"data": {"n": 1}}, headers={H.TRACE_ID: "x-1"})
+    rt.send("fixme", {"data": {"n": 1}}, key="x-1", headers={H.TRACE_ID: "x-1"})
     rt.send("fixme", b"{broken", headers={H.TRACE_ID: "x-2"})
     await asyncio.to_thread(rt.dlq, 2)
     await rt.new_workflow_version("fixme", COMPLEX)  # the fix

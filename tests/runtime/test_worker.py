@@ -41,6 +41,7 @@ async def test_async_channel_results_go_to_output_and_traces(rt: Runtime) -> Non
         rt.send(
             "orders",
             {"data": {"amount": 750}, "metadata": {"rid": rid}},
+            key=rid,
             headers={H.REQUEST_ID: rid, H.TRACE_ID: rid},
         )
     outs = await asyncio.to_thread(rt.outputs, "orders", 20)
@@ -85,12 +86,12 @@ async def test_expired_deadline_is_skipped_counted_and_traced(rt: Runtime) -> No
     past = str(int(time.time() * 1000) - 1000)
     rt.send("late", {"data": {}}, headers={H.DEADLINE: past, H.TRACE_ID: "expired-1"})
     future = str(int(time.time() * 1000) + 60_000)
-    rt.send("late", {"data": {}}, headers={H.DEADLINE: future, H.TRACE_ID: "fresh-1"})
+    rt.send("late", {"data": {}}, key="fresh-1", headers={H.DEADLINE: future, H.TRACE_ID: "fresh-1"})
     traces = await asyncio.to_thread(rt.traces, lambda r: {b"expired-1", b"fresh-1"} <= {m.key() for m in r})
     expired = orjson.loads(next(m.value() for m in traces if m.key() == b"expired-1"))
     assert expired["status"] == "failed" and expired["error"]["code"] == "DEADLINE_EXCEEDED"
     outs = await asyncio.to_thread(rt.outputs, "late", 1)
-    assert [m.key() for m in outs] == [b"fresh-1"]  # the expired request produced no result
+    assert [m.key() for m in outs] == [b"fresh-1"]  # the expired request produced no result (outputs keep the key)
     assert M.EXPIRED.labels("late")._value.get() == before + 1
 
 
@@ -98,7 +99,7 @@ async def test_new_channel_is_picked_up_without_restart(rt: Runtime) -> None:
     await rt.activate("first")
     worker = await rt.worker()
     offset = await rt.activate("second")
-    rt.send("second", {"data": {"n": 1}}, headers={H.CONFIG_OFFSET: str(offset), H.TRACE_ID: "s-1"})
+    rt.send("second", {"data": {"n": 1}}, key="s-1", headers={H.CONFIG_OFFSET: str(offset), H.TRACE_ID: "s-1"})
     outs = await asyncio.to_thread(rt.outputs, "second", 1)
     assert outs[0].key() == b"s-1"
     assert rt.names.channel("second") in worker._subscribed
@@ -123,7 +124,7 @@ async def test_restart_resumes_from_committed_offsets_without_loss(rt: Runtime) 
     total = 600
     ids = [f"r{i}" for i in range(total)]
     for rid in ids:
-        rt.send("steady", {"data": {}}, headers={H.TRACE_ID: rid})
+        rt.send("steady", {"data": {}}, key=rid, headers={H.TRACE_ID: rid})
     first = await rt.worker(batch_size=50)
     await _until(lambda: first.processed >= 50)
     await first.abort()  # crash: whatever was not committed yet is redelivered

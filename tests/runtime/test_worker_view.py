@@ -86,7 +86,7 @@ async def test_causal_wait_covers_the_worker_routes_not_only_the_reader(rt: Runt
     offset = await _move_output(rt, "moving", moved)
     await _until(lambda: worker.reader.applied_offset >= offset)  # the reader has the change...
     assert worker.view_offset < offset  # ...the worker's routes do not, while topic creation is held
-    rt.send("moving", {"data": {"n": 1}}, headers={H.CONFIG_OFFSET: str(offset), H.TRACE_ID: "m-1"})
+    rt.send("moving", {"data": {"n": 1}}, key="m-1", headers={H.CONFIG_OFFSET: str(offset), H.TRACE_ID: "m-1"})
     await _until(lambda: worker.processed >= 1)  # consumed while the routes were still the old ones
     gate.set()
     await _until(lambda: worker.view_offset >= offset)

@@ -102,8 +102,12 @@ class Runtime:
         output: bool = True,
         channel_type: str = "async",
         config: Mapping[str, Any] | None = None,
+        envelope: str | None = "quasar",
     ) -> int:
-        """Create + activate workflow `channel` and channel `channel`; returns the config offset."""
+        """Create + activate workflow `channel` and channel `channel`; returns the config offset.
+
+        The channel reads `{"data", "metadata"}` envelopes unless `envelope` says otherwise (None: the
+        default of a `protocol: kafka` channel, raw)."""
         await self.writer.apply("workflow", channel, Create(dict(workflow)))
         await self.writer.apply("workflow", channel, Activate())
         doc = {
@@ -111,7 +115,7 @@ class Runtime:
             "channel_type": channel_type,
             "protocol": "kafka",
             "workflow_id": channel,
-            "config": {"output": output, **(config or {})},
+            "config": {"output": output, **({"envelope": envelope} if envelope else {}), **(config or {})},
         }
         await self.writer.apply("channel", channel, Create(doc))
         return (await self.writer.apply("channel", channel, Activate())).offset

@@ -1,0 +1,774 @@
+"""The record pipeline: one consumed record -> what to produce, or when to try it again.
+
+`Pipeline.handle(record, view, clock)` is the whole per-record contract of the worker, as a function a test
+can drive without a broker: it returns an `Outcome` holding the reply / output / trace / DLQ records (topic,
+value, key, headers, partition) or a retry decision. The only IO it does is the workflow run itself (the
+engine, with the connector runtime for connector tasks). The consume loop (`app/worker/runner.py`) feeds
+records in, and the delivery tracker (`app/worker/delivery.py`) produces what comes out and commits.
+
+The record contract (docs/concepts.md, "The record contract"):
+- keys: an output keeps the input record's key unless the channel declares `key_logic`; a reply is keyed
+  by the caller's correlation id, a trace by its trace id, a dead letter by the input key;
+- headers: application headers, `traceparent` and `x-request-id` travel to every record the input causes;
+  control headers (`quasar-*`) do not; the propagated set is bounded (`quasar-headers-dropped` says so);
+- envelopes: `raw` (the whole value is the payload, Orion's Kafka format, default for `protocol: kafka`)
+  or `quasar` (`{"data", "metadata"}`, the HTTP bridge's format); every message gets
+  `metadata.kafka_topic/partition/offset/key`; client metadata never supplies `_quasar_*` fields;
+- failures: deterministic ones (decode, validation, engine errors, unknown function) are dead-lettered at
+  once; transient ones (connection errors, 5xx, 429, circuit open, config lag) are retried with backoff,
+  and only while no side-effecting task of the record has completed (a side effect happens once per
+  delivery); the DLQ record carries the cause (task id, function, inner message);
+- trust: `quasar-reply-to` must name a configured reply topic, else the record is dead-lettered
+  (`REPLY_TO_REFUSED`) and nothing is written anywhere else;
+- bounds: every produced record fits the producer's limit (messages truncated, oversized values and
+  headers dropped with a header saying so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from app.config_store import Snapshot
+from app.engine.executor import RunOptions, rollout_bucket
+from app.engine.jsonlogic import Logic, compile_logic, is_truthy
+from app.engine.message import Message as EngineMessage
+from app.errors import (
+    BadRequest,
+    CircuitOpen,
+    EngineFailure,
+    NotFound,
+    QuasarError,
+    ResponseTooLarge,
+    ServiceUnavailable,
+)
+from app.governance.rollout import record_rollout_key
+from app.kafka import headers as H
+from app.kafka.names import TopicNames
+from app.worker.codec import InvalidEnvelope, SchemaCache, check_record_size, decode_avro, decode_json, decode_raw
+
+__all__ = [
+    "MAX_HEADER_VALUE",
+    "MAX_PRODUCE_BYTES",
+    "ChannelRoute",
+    "Clock",
+    "HeaderList",
+    "Outcome",
+    "Pipeline",
+    "Produce",
+    "Record",
+    "RecordLike",
+    "ReplyToRefused",
+    "WorkerView",
+    "is_transient",
+    "propagated_headers",
+    "routes_of",
+]
+
+# Under librdkafka's default message.max.bytes (1,000,000) with room for the batch overhead: a record above
+# it is refused by the producer, so nothing the pipeline returns may be larger.
+MAX_PRODUCE_BYTES = 990_000
+MAX_MESSAGE_CHARS = 4096  # error messages in replies, traces and DLQ headers
+MAX_HEADER_VALUE = 8192  # one propagated header value
+MAX_HEADERS_TOTAL = 32_768  # all propagated headers of one record
+
+Clock = Callable[[], float]  # epoch seconds
+HeaderList = list[tuple[str, str | bytes | None]]  # what confluent-kafka's produce() takes
+Produce = tuple[str, bytes | None, bytes | str | None, HeaderList | None, int]
+"""One record to produce: (topic, value, key, headers, partition or -1 for the partitioner)."""
+
+
+class RecordLike(Protocol):
+    """What the pipeline reads of a consumed record (confluent-kafka's `Message` has exactly this)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> Any: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record built in code (tests, failed deliveries); same accessors as a consumed `Message`."""
+
+    topic_: str
+    value_: bytes | None
+    key_: bytes | None = None
+    headers_: Sequence[tuple[str, bytes | None]] | None = None
+    partition_: int = 0
+    offset_: int = 0
+    timestamp_ms: int = 0
+
+    def topic(self) -> str:
+        return self.topic_
+
+    def partition(self) -> int:
+        return self.partition_
+
+    def offset(self) -> int:
+        return self.offset_
+
+    def key(self) -> bytes | None:
+        return self.key_
+
+    def value(self) -> bytes | None:
+        return self.value_
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return list(self.headers_) if self.headers_ is not None else None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self.timestamp_ms) if self.timestamp_ms else (0, -1)
+
+
+class ReplyToRefused(BadRequest):
+    """`quasar-reply-to` names a topic that is not a configured reply topic (or no such partition)."""
+
+    code = "REPLY_TO_REFUSED"
+
+
+class ValidationRefused(BadRequest):
+    """The channel's `validation_logic` refused the record (same rule as over HTTP)."""
+
+    code = "VALIDATION_ERROR"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRoute:
+    """What the worker needs to know about one active channel (rebuilt on every config change)."""
+
+    name: str
+    topic: str
+    is_async: bool
+    output_topic: str | None
+    avro_schema: Any  # declaration (name or inline), None for JSON
+    rollout_view: Any = None  # the ChannelView when it declares a `rollout_key` (most channels: None)
+    envelope: str = "quasar"  # "raw": the whole value is the payload; "quasar": {"data", "metadata"}
+    key_logic: Logic | None = None  # output record key; None keeps the input key
+    validation: Logic | None = None  # `validation_logic`, also applied to Kafka-ingested records
+    config_error: str | None = None  # a setting that cannot be used: every record is dead-lettered
+
+
+def _compiled(rule: Any, what: str) -> tuple[Logic | None, str | None]:
+    if rule is None:
+        return None, None
+    try:
+        return compile_logic(rule), None
+    except Exception as exc:
+        return None, f"channel {what} does not compile: {exc}"
+
+
+def routes_of(snapshot: Snapshot, names: TopicNames) -> dict[str, ChannelRoute]:
+    """Request topic -> route for every active channel of `snapshot`."""
+    out: dict[str, ChannelRoute] = {}
+    for view in snapshot.channels.values():
+        cfg: Mapping[str, Any] = view.config
+        output = cfg.get("output")
+        output_topic = (
+            output if isinstance(output, str) and output else (names.output(view.name) if output is True else None)
+        )
+        topic = names.channel(view.name, view.topic)
+        envelope = cfg.get("envelope") or ("raw" if view.protocol == "kafka" else "quasar")
+        key_logic, key_error = _compiled(cfg.get("key_logic"), "key_logic")
+        validation, validation_error = _compiled(cfg.get("validation_logic"), "validation_logic")
+        problem = key_error or validation_error
+        if envelope not in ("raw", "quasar"):
+            problem = f"channel envelope must be 'raw' or 'quasar', got {envelope!r}"
+        out[topic] = ChannelRoute(
+            view.name,
+            topic,
+            view.channel_type == "async",
+            output_topic,
+            cfg.get("avro_schema"),
+            view if "rollout_key" in cfg else None,
+            envelope,
+            key_logic,
+            validation,
+            problem,
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """The worker's compiled config snapshot: routes by request topic, the engine, the reply topics."""
+
+    routes: Mapping[str, ChannelRoute]
+    engine: Any
+    reply_topics: Mapping[str, int] = field(default_factory=dict)  # allowed reply topic -> partition count
+
+    def reply_to(self, hm: Mapping[str, str]) -> tuple[str, int] | None:
+        """The validated reply address of a record, or None when it asks for no reply."""
+        raw = hm.get(H.REPLY_TO)
+        if raw is None:
+            return None
+        topic, sep, part = raw.rpartition(":")
+        if not sep or not topic or not part.isdigit():
+            raise ReplyToRefused(f"malformed {H.REPLY_TO} header {raw[:200]!r}: expected '<topic>:<partition>'")
+        if H.CORRELATION_ID not in hm:
+            raise ReplyToRefused(f"{H.REPLY_TO} without {H.CORRELATION_ID}")
+        partitions = self.reply_topics.get(topic)
+        if partitions is None:
+            raise ReplyToRefused(f"{H.REPLY_TO} names {topic[:200]!r}, which is not a reply topic")
+        if int(part) >= partitions:
+            raise ReplyToRefused(f"{H.REPLY_TO} {raw[:200]!r}: reply topic has no partition {part}")
+        return topic, int(part)
+
+
+class Outcome:
+    """What one record caused: records to produce and a status, or a retry after `retry_in` seconds."""
+
+    __slots__ = ("channel", "error", "first_failed_ms", "records", "retry_in", "status")
+
+    def __init__(
+        self,
+        status: str,
+        channel: str,
+        records: list[Produce],
+        *,
+        retry_in: float = 0.0,
+        error: QuasarError | None = None,
+        first_failed_ms: int = 0,
+    ) -> None:
+        self.status = status  # ok | dlq | expired | retry
+        self.channel = channel
+        self.records = records
+        self.retry_in = retry_in
+        self.error = error
+        self.first_failed_ms = first_failed_ms
+
+
+# Headers that steer processing (never propagated). A value that is not UTF-8 makes the record invalid.
+_CONTROL = frozenset(
+    {H.REPLY_TO, H.CORRELATION_ID, H.DEADLINE, H.CONFIG_OFFSET, H.ATTEMPT, H.MODE, H.ROLLOUT_KEY, H.CHANNEL}
+)
+_NOT_PROPAGATED = _CONTROL | {H.STATUS, H.TRACE_ID, H.HEADERS_DROPPED} | H.DLQ_CONTEXT
+_DLQ_LEAVE_OUT = H.DLQ_CONTEXT | {H.ATTEMPT, H.HEADERS_DROPPED}
+_STATUS_200 = (H.STATUS, b"200")
+_EXPIRED = {"code": "DEADLINE_EXCEEDED", "message": "the caller's deadline passed before processing"}
+_NO_OPTIONS = RunOptions()
+_READ_ONLY = frozenset({"db_read", "cache_read", "mongo_read"})  # tasks whose re-run changes nothing
+
+
+def propagated_headers(raw: Any, leave_out: frozenset[str] = _NOT_PROPAGATED) -> HeaderList:
+    """The input headers every produced record carries (control headers removed), bounded in size."""
+    if not raw:
+        return []
+    out: HeaderList = []
+    total = dropped = 0
+    for name, value in raw.items() if isinstance(raw, Mapping) else raw:
+        if name in leave_out or name.startswith(H.CONNECT_PREFIX):
+            continue
+        data = value.encode() if isinstance(value, str) else value  # None stays None (a header without value)
+        length = len(data) if data is not None else 0
+        size = len(name) + length
+        if length > MAX_HEADER_VALUE or total + size > MAX_HEADERS_TOTAL:
+            dropped += 1
+            continue
+        total += size
+        out.append((name, data))
+    if dropped:
+        out.append((H.HEADERS_DROPPED, str(dropped).encode()))
+    return out
+
+
+def _check_control_headers(raw: Any) -> None:
+    for name, value in raw.items() if isinstance(raw, Mapping) else raw:
+        if name in _CONTROL and isinstance(value, bytes):
+            try:
+                value.decode()
+            except UnicodeDecodeError:
+                raise InvalidEnvelope(f"header {name} is not valid UTF-8: {value[:64]!r}") from None
+
+
+def _clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure that may heal by itself: connection errors, upstream 5xx / 408 / 429, an open circuit, a
+    service (config, store) not ready. Timeouts are not (the connector's own `retry` policy decides), nor
+    is anything deterministic (engine errors, validation, unknown function, bad input)."""
+    from app.connectors.errors import ConnectorError  # connectors sit beside the worker, loaded lazily
+
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, ConnectorError | CircuitOpen):
+            return bool(err.retryable)
+        if isinstance(err, ServiceUnavailable):
+            return bool(err.retryable)
+        err = err.__cause__
+    return False
+
+
+@dataclass(slots=True)
+class _Cause:
+    task_id: str | None = None
+    function: str | None = None
+    inner: str | None = None
+    stage: str = "TASK_PUT"  # Kafka Connect's stage names
+    stacktrace: str | None = None
+
+
+class Pipeline:
+    """Turns records into outcomes. One per worker; holds no per-record state."""
+
+    def __init__(
+        self,
+        names: TopicNames,
+        *,
+        max_record_bytes: int,
+        max_result_bytes: int,
+        max_attempts: int = 3,
+        retry_backoff_s: float = 0.5,
+        schemas: SchemaCache | None = None,
+        services: Any = None,
+        observe: Callable[[str, Any, float, float], None] | None = None,
+    ) -> None:
+        self.names = names
+        self.max_record_bytes = max_record_bytes
+        self.max_result_bytes = min(max_result_bytes, MAX_PRODUCE_BYTES - MAX_HEADERS_TOTAL - 1024)
+        self.max_attempts = max(1, max_attempts)
+        self.retry_backoff_s = retry_backoff_s
+        self.schemas = schemas or SchemaCache()
+        self.services = services
+        self._observe = observe
+        self._tasks: tuple[Any, dict[tuple[str, str], Any]] = (None, {})
+
+    # -- the contract ------------------------------------------------------------------------------
+    async def handle(
+        self,
+        record: RecordLike,
+        view: WorkerView,
+        clock: Clock = time.time,
+        *,
+        attempt: int = 1,
+        first_failed_ms: int = 0,
+    ) -> Outcome:
+        """Process one record. Never raises for anything a record can contain."""
+        topic = record.topic() or ""
+        route = view.routes.get(topic)
+        raw = record.headers()
+        hm = H.header_map(raw) if raw else {}
+        if route is None:
+            route = ChannelRoute(hm.get(H.CHANNEL, "")[:255], topic, True, None, None)
+            return self.failed(record, route, hm, NotFound(f"no active channel reads topic '{topic}'"), view, clock)
+        now = clock()
+        deadline = hm.get(H.DEADLINE)
+        if deadline is not None and deadline.isdigit() and int(deadline) <= now * 1000:
+            return Outcome("expired", route.name, [self._trace(record, route, hm, now, clock, failed=_EXPIRED)])
+        message: EngineMessage | None = None
+        try:
+            if route.config_error is not None:
+                raise BadRequest(route.config_error)
+            if deadline is not None and not deadline.isdigit():
+                raise InvalidEnvelope(f"malformed {H.DEADLINE} header {deadline[:64]!r}: expected epoch ms")
+            if raw and len(raw) != len(hm):  # some value was dropped as undecodable
+                _check_control_headers(raw)
+            reply_to = view.reply_to(hm)
+            value = record.value()
+            check_record_size(value, self.max_record_bytes)
+            if route.avro_schema is not None:
+                data, metadata = decode_avro(value, self.schemas.get(route.avro_schema))
+            elif route.envelope == "raw":
+                data, metadata = decode_raw(value)
+            else:
+                data, metadata = decode_json(value)
+            _ingest_metadata(metadata, record, topic)
+            if route.validation is not None:
+                _validate(route.validation, data, metadata)
+            engine = view.engine
+            if engine is None or not engine.has_channel(route.name):
+                raise NotFound(f"Channel '{route.name}' not found")
+            trace_id = _trace_id(record, hm)
+            message = EngineMessage.from_request(data, metadata, id=hm.get(H.REQUEST_ID) or trace_id)
+            options = self._options(record, route, hm, data, metadata, deadline, engine)
+            started = time.perf_counter()
+            if options.services is None:
+                engine.process_sync(route.name, message, options)
+            else:
+                await engine.process(route.name, message, options)
+            if self._observe is not None:
+                self._observe(route.name, message.audit_trail, now, time.perf_counter() - started)
+            body: bytes = message.response_json()
+            if len(body) > self.max_result_bytes:
+                raise ResponseTooLarge(
+                    f"Response of {len(body)} bytes exceeds the limit of {self.max_result_bytes} bytes"
+                )
+        except QuasarError as exc:
+            return self.failed(
+                record, route, hm, exc, view, clock, message=message, attempt=attempt, first_failed_ms=first_failed_ms
+            )
+        except Exception as exc:  # an engine bug must not stop the partition
+            err = EngineFailure("An internal engine error occurred")
+            err.__cause__ = exc
+            return self.failed(
+                record, route, hm, err, view, clock, message=message, attempt=attempt, first_failed_ms=first_failed_ms
+            )
+        return self._ok(record, route, hm, body, reply_to, now, clock, trace_id, message)
+
+    def failed(
+        self,
+        record: RecordLike,
+        route: ChannelRoute,
+        hm: Mapping[str, str],
+        exc: QuasarError,
+        view: WorkerView,
+        clock: Clock = time.time,
+        *,
+        message: EngineMessage | None = None,
+        attempt: int = 1,
+        first_failed_ms: int = 0,
+    ) -> Outcome:
+        """A retry decision (transient failure, attempts left, no side effect done) or the DLQ outcome:
+        the dead letter, the error reply to a sync caller and the failed trace."""
+        now = clock()
+        first = hm.get(H.DLQ_FIRST_FAILED_AT)
+        first_ms = int(first) if first and first.isdigit() else (first_failed_ms or int(now * 1000))
+        done = self._side_effects_done(route, message, view.engine)
+        if is_transient(exc) and attempt < self.max_attempts and not done:
+            delay = self.retry_backoff_s * (2 ** (attempt - 1))
+            return Outcome("retry", route.name, [], retry_in=delay, error=exc, first_failed_ms=first_ms)
+        cause = self._cause(exc, message, route, view.engine)
+        text = exc.message
+        if cause.inner and cause.inner not in text:
+            where = f"task '{cause.task_id}' ({cause.function})" if cause.task_id else "cause"
+            text = f"{text}; {where}: {cause.inner}"
+        if done and is_transient(exc):
+            text += f" (not retried: task '{done}' already completed)"
+        text = _clip(text)
+        prior = hm.get(H.ATTEMPT)
+        attempts = (int(prior) - 1 if prior and prior.isdigit() else 0) + attempt
+        topic, partition, offset = _where(record)
+        headers = _dlq_headers(
+            record.headers(),
+            channel=route.name,
+            code=exc.code,
+            message=text,
+            attempts=attempts,
+            first_failed_ms=first_ms,
+            where=(topic, partition, offset),
+            cause=cause,
+        )
+        value = record.value()
+        value, headers = _bounded_dlq(value, record.key(), headers)
+        out: list[Produce] = [(self.names.dlq, value, record.key(), headers, -1)]
+        reply_to = None
+        if not isinstance(exc, ReplyToRefused):
+            with contextlib.suppress(QuasarError):
+                reply_to = view.reply_to(hm)
+        error_doc: dict[str, Any] = {"code": exc.code, "message": _clip(exc.message)}
+        if reply_to is not None:
+            reply_headers = [(H.STATUS, str(exc.status).encode()), *propagated_headers(record.headers())]
+            body = orjson.dumps({"error": error_doc})
+            out.append((reply_to[0], body, hm[H.CORRELATION_ID], reply_headers, reply_to[1]))
+        trace_error = dict(error_doc)
+        if cause.task_id:
+            trace_error["task_id"] = cause.task_id
+            trace_error["function"] = cause.function
+        if cause.inner:
+            trace_error["cause"] = _clip(cause.inner)
+        out.append(self._trace(record, route, hm, now, clock, failed=trace_error))
+        return Outcome("dlq", route.name, out, error=exc, first_failed_ms=first_ms)
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def _options(
+        self,
+        record: RecordLike,
+        route: ChannelRoute,
+        hm: Mapping[str, str],
+        data: Any,
+        metadata: Any,
+        deadline: str | None,
+        engine: Any,
+    ) -> RunOptions:
+        rkey = hm.get(H.ROLLOUT_KEY)
+        if not rkey and route.rollout_view is not None:  # governance: Kafka-ingested sticky key
+            rkey = record_rollout_key(route.rollout_view, record.key(), hm, data, metadata)
+        if engine.is_sync(route.name):
+            if not rkey and not deadline:
+                return _NO_OPTIONS
+            return RunOptions(
+                rollout_bucket=rollout_bucket(rkey) if rkey else None,
+                deadline=int(deadline) / 1000.0 if deadline else None,
+            )
+        return RunOptions(
+            rollout_bucket(rkey) if rkey else None,
+            int(deadline) / 1000.0 if deadline else None,
+            self.services if self.services is not None else _NoServices(),
+        )
+
+    def _ok(
+        self,
+        record: RecordLike,
+        route: ChannelRoute,
+        hm: Mapping[str, str],
+        body: bytes,
+        reply_to: tuple[str, int] | None,
+        now: float,
+        clock: Clock,
+        trace_id: str,
+        message: EngineMessage,
+    ) -> Outcome:
+        carried = propagated_headers(record.headers())
+        out: list[Produce] = []
+        if reply_to is not None:
+            out.append((reply_to[0], body, hm[H.CORRELATION_ID], [_STATUS_200, *carried], reply_to[1]))
+        if route.output_topic is not None and route.is_async:
+            headers = [(H.CHANNEL, route.name.encode()), (H.TRACE_ID, trace_id.encode()), *carried]
+            out.append((route.output_topic, body, self._output_key(route, record, message), headers, -1))
+        out.append(self._trace(record, route, hm, now, clock, result=body, trace_id=trace_id, carried=carried))
+        return Outcome("ok", route.name, out)
+
+    @staticmethod
+    def _output_key(route: ChannelRoute, record: RecordLike, message: EngineMessage) -> bytes | str | None:
+        key = record.key()
+        if route.key_logic is None:
+            return key
+        ctx = message.context
+        try:
+            value = route.key_logic.evaluate(
+                {"data": ctx["data"], "metadata": ctx["metadata"], "payload": message.payload, "key": _text(key)}
+            )
+        except Exception:
+            return key  # a rule that cannot be evaluated keeps the input key (never loses the record)
+        if value is None or value == "":
+            return key
+        return value if isinstance(value, str) else orjson.dumps(value)
+
+    def _trace(
+        self,
+        record: RecordLike,
+        route: ChannelRoute,
+        hm: Mapping[str, str],
+        now: float,
+        clock: Clock,
+        *,
+        result: bytes | None = None,
+        failed: Mapping[str, Any] | None = None,
+        trace_id: str | None = None,
+        carried: HeaderList | None = None,
+    ) -> Produce:
+        trace_id = trace_id or _trace_id(record, hm)
+        created = record.timestamp()[1]
+        done_ms = int(clock() * 1000)
+        if created <= 0:
+            created = int(now * 1000)
+        # The same bytes as orjson.dumps({"id", "status", "mode", "channel", "created_at", "completed_at",
+        # "duration_ms", "result" | "error"}), but the constant middle is encoded once per (channel,
+        # status, mode) and the result body is spliced in, never parsed again.
+        completed = failed is None
+        mode = hm.get(H.MODE) or ("sync" if H.REPLY_TO in hm else "async")
+        middle = _trace_middle(route.name, completed, mode)
+        if completed:
+            tail = b',"result":' + (result if result is not None else b"null")
+        else:
+            tail = b',"error":' + orjson.dumps(failed)
+        value = b'{"id":%b%b"created_at":"%b","completed_at":"%b","duration_ms":%d%b}' % (
+            orjson.dumps(trace_id),
+            middle,
+            _iso(created).encode(),
+            _iso(done_ms).encode(),
+            max(0, done_ms - created),
+            tail,
+        )
+        if carried is None:
+            carried = propagated_headers(record.headers())
+        return (self.names.traces, value, trace_id, carried or None, -1)
+
+    def _task_index(self, engine: Any) -> dict[tuple[str, str], Any]:
+        """(workflow id, task id) -> compiled task, for the engine of the current snapshot."""
+        cached_for, index = self._tasks
+        if cached_for is engine:
+            return index
+        index = {}
+        for channel in getattr(engine, "channels", ()):
+            for wf in engine.workflows(channel):
+                for task in wf.tasks:
+                    index[(wf.id, task.id)] = task
+        self._tasks = (engine, index)
+        return index
+
+    def _side_effects_done(self, route: ChannelRoute, message: EngineMessage | None, engine: Any) -> str | None:
+        """The id of a task with side effects that completed on this delivery (None: re-running is safe)."""
+        if message is None or not message.audit_trail:
+            return None
+        index = self._task_index(engine)
+        for entry in message.audit_trail:
+            if entry.status >= 400:
+                continue
+            task = index.get((entry.workflow_id, entry.task_id))
+            if task is not None and task.side_effects and task.function_name not in _READ_ONLY:
+                return str(entry.task_id)
+        return None
+
+    def _cause(self, exc: QuasarError, message: EngineMessage | None, route: ChannelRoute, engine: Any) -> _Cause:
+        cause = _Cause()
+        if message is None:
+            cause.stage = "VALUE_CONVERTER" if exc.status < 500 else "TASK_PUT"
+        failing = next((e for e in reversed(message.errors) if e.get("task_id")), None) if message else None
+        if failing is not None:  # a task raised: the engine recorded a TASK_ERROR
+            cause.task_id = str(failing.get("task_id"))
+            workflow_id = str(failing.get("workflow_id"))
+            cause.inner = str(failing.get("message", ""))
+        elif message is not None and message.audit_trail and message.audit_trail[-1].status >= 500:
+            last = message.audit_trail[-1]  # a task answered a failure status
+            cause.task_id, workflow_id = str(last.task_id), str(last.workflow_id)
+        if cause.task_id is not None:
+            task = self._task_index(engine).get((workflow_id, cause.task_id))
+            cause.function = task.function_name if task is not None else None
+        inner = exc.__cause__
+        if inner is not None:
+            text = getattr(inner, "message", None) or str(inner)
+            if not cause.inner:
+                cause.inner = f"{type(inner).__name__}: {text}"
+            if not isinstance(inner, QuasarError):  # a bug: keep where it happened
+                cause.stacktrace = "".join(traceback.format_exception(inner))[-MAX_HEADER_VALUE:]
+        return cause
+
+
+class _NoServices:
+    """Connector runtime of a pipeline built without one: every connector task fails clearly."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ServiceUnavailable("no connector runtime in this worker")
+
+
+def _validate(rule: Logic, data: Any, metadata: Mapping[str, Any]) -> None:
+    # The gateway's context: Orion's real paths (metadata.headers/params) and its documented ones.
+    context = {
+        "data": data,
+        "metadata": metadata,
+        "headers": metadata.get("headers", {}),
+        "path": metadata.get("params", {}),
+        "params": metadata.get("params", {}),
+        "query": metadata.get("query", {}),
+    }
+    try:
+        ok = is_truthy(rule.evaluate(context))
+    except Exception as exc:
+        raise ValidationRefused(f"Input validation error: {exc}") from None
+    if not ok:
+        raise ValidationRefused("Input validation failed")
+
+
+def _ingest_metadata(metadata: dict[str, Any], record: RecordLike, topic: str) -> None:
+    """Drop client-supplied internal fields; say where the record came from."""
+    if metadata:
+        internal = [k for k in metadata if k.startswith("_quasar_")]
+        for k in internal:
+            del metadata[k]
+    metadata["kafka_topic"] = topic
+    metadata["kafka_partition"] = record.partition()
+    metadata["kafka_offset"] = record.offset()
+    metadata["kafka_key"] = _text(record.key())
+
+
+def _text(key: bytes | None) -> str | None:
+    return None if key is None else key.decode("utf-8", "replace")
+
+
+def _dlq_headers(
+    original: Any,
+    *,
+    channel: str,
+    code: str,
+    message: str,
+    attempts: int,
+    first_failed_ms: int,
+    where: tuple[str, int, int],
+    cause: _Cause,
+) -> HeaderList:
+    """Original headers (bounded, minus old error context) + Kafka Connect's error context + Quasar's."""
+    topic, partition, offset = where
+    out = propagated_headers(original, _DLQ_LEAVE_OUT)  # control headers kept: a replay needs them
+    out += [
+        (H.DLQ_ORIGINAL_TOPIC, topic.encode()),
+        (H.DLQ_ORIGINAL_PARTITION, str(partition).encode()),
+        (H.DLQ_ORIGINAL_OFFSET, str(offset).encode()),
+        (H.DLQ_CONNECTOR_NAME, channel.encode()),
+        (H.DLQ_TASK_ID, (cause.task_id or "").encode()),
+        (H.DLQ_STAGE, cause.stage.encode()),
+        (H.DLQ_CLASS_NAME, (cause.function or "quasar.worker").encode()),
+        (H.DLQ_ERROR_CODE, code.encode()),
+        (H.DLQ_ERROR_MESSAGE, message.encode()[:MAX_HEADER_VALUE]),
+        (H.DLQ_CHANNEL, channel.encode()),
+        (H.DLQ_ATTEMPTS, str(attempts).encode()),
+        (H.DLQ_FIRST_FAILED_AT, str(first_failed_ms).encode()),
+    ]
+    if cause.stacktrace:
+        out.append((H.DLQ_STACKTRACE, cause.stacktrace.encode()[-MAX_HEADER_VALUE:]))
+    return out
+
+
+def _bounded_dlq(value: bytes | None, key: bytes | None, headers: HeaderList) -> tuple[bytes | None, HeaderList]:
+    """The DLQ copy of `value`: itself, or None plus `quasar-dlq-value-dropped: <size>` when the record
+    would be too large to produce (the original stays readable at its topic/partition/offset)."""
+    if value is None:
+        return None, headers
+    size = len(value) + len(key or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+    if size <= MAX_PRODUCE_BYTES:
+        return value, headers
+    return None, [*headers, (H.DLQ_VALUE_DROPPED, str(len(value)).encode())]
+
+
+_MIDDLES: dict[tuple[str, bool, str], bytes] = {}
+
+
+def _trace_middle(channel: str, completed: bool, mode: str) -> bytes:
+    """`,"status":..,"mode":..,"channel":..,` of a trace record, encoded once per combination."""
+    key = (channel, completed, mode)
+    middle = _MIDDLES.get(key)
+    if middle is None:
+        middle = (
+            b',"status":'
+            + (b'"completed"' if completed else b'"failed"')
+            + b',"mode":'
+            + orjson.dumps(mode[:32])
+            + b',"channel":'
+            + orjson.dumps(channel)
+            + b","
+        )
+        if mode in ("sync", "async") and len(_MIDDLES) < 4096:  # `mode` is a header: cache the known ones
+            _MIDDLES[key] = middle
+    return middle
+
+
+def _where(record: RecordLike) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed record; confluent types them optional, but a record
+    without an error always has all three (the fallbacks only satisfy the types)."""
+    topic, partition, offset = record.topic(), record.partition(), record.offset()
+    return topic or "", -1 if partition is None else partition, -1 if offset is None else offset
+
+
+def _trace_id(record: RecordLike, hm: Mapping[str, str]) -> str:
+    # Deterministic fallback: a redelivered record overwrites its own trace instead of adding one.
+    found = hm.get(H.TRACE_ID) or hm.get(H.CORRELATION_ID) or hm.get(H.REQUEST_ID)
+    if found:
+        return found[:256]
+    return f"{record.topic()}-{record.partition()}-{record.offset()}"
+
+
+_SECONDS: dict[int, str] = {}
+
+
+def _iso(ms: int) -> str:
+    """RFC 3339 UTC with milliseconds; the seconds part is cached (records of a batch share a few)."""
+    secs, rem = divmod(ms, 1000)
+    text = _SECONDS.get(secs)
+    if text is None:
+        if len(_SECONDS) > 64:
+            _SECONDS.clear()
+        text = _SECONDS[secs] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{text}.{rem:03d}Z"
