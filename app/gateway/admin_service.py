@@ -27,9 +27,9 @@ from app.settings import Settings
 
 __all__ = ["BACKUP_FORMAT", "AdminService", "Page", "ensure_channel_topic_for"]
 
-# Kinds whose documents may hold secrets (connector credentials, a channel's api_keys): masked on
-# read, and a masked value sent back on write keeps the stored secret (governance).
-_MASKED_KINDS = ("connector", "channel")
+# Every kind may hold secrets (connector credentials, a channel's api_keys, an http_call task's inline
+# headers): masked on read, and a masked value sent back on write keeps the stored secret.
+_MASKED_KINDS = KINDS
 
 
 _DEFAULT_LIMIT = 50

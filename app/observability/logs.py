@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from app.secrets import MASK, is_secret_field, mask_secrets, mask_text
+
 __all__ = ["LOG_FORMATS", "configure_logging", "get_logger"]
 
 LOG_FORMATS = ("json", "console")
@@ -70,6 +72,7 @@ def configure_logging(
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _drop_color_message,
             structlog.processors.format_exc_info,
+            _mask_secrets,
             renderer,
         ],
     )
@@ -81,6 +84,16 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(lvl)
+
+
+def _mask_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """No secret in a log line, whoever logged it (httpx logs request URLs with their userinfo)."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = MASK if is_secret_field(key) and key != "event" else mask_text(value)
+        elif isinstance(value, dict | list):
+            event[key] = mask_secrets(value)
+    return event
 
 
 def _drop_color_message(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
