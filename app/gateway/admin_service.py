@@ -28,8 +28,9 @@ from app.settings import Settings
 __all__ = ["BACKUP_FORMAT", "AdminService", "Page", "ensure_channel_topic_for"]
 
 # Every kind may hold secrets (connector credentials, a channel's api_keys, an http_call task's inline
-# headers): masked on read, and a masked value sent back on write keeps the stored secret.
-_MASKED_KINDS = KINDS
+# headers): masked on read, and a masked value sent back on write keeps the stored secret. API-key
+# records hold only hashes, which a backup must carry to restore them (their routes never show them).
+_MASKED_KINDS = tuple(kind for kind in KINDS if kind != "apikey")
 
 
 _DEFAULT_LIMIT = 50
