@@ -127,6 +127,17 @@ def create_app(
                 stack.push_async_callback(kafka.stop)
                 await kafka.start()
             state.bridge = kafka
+            if bridge is None:  # a real bridge: watch the cluster too (/health, /readyz)
+                from app.kafka.names import TopicNames
+                from app.kafka.probe import BrokerProbe
+
+                probe = BrokerProbe(
+                    settings,
+                    topic=TopicNames(settings.topic_prefix).config,
+                    name=f"gateway-probe-{settings.instance_id}",
+                ).start()
+                stack.callback(probe.stop)
+                state.broker_probe = probe
 
             index = traces
             if index is None:

@@ -33,12 +33,13 @@ def components(request: Request) -> dict[str, Any]:
     traces = getattr(state, "trace_index", None)
     out: dict[str, Any] = {}
 
+    probe = getattr(state, "broker_probe", None)  # the cluster answering metadata (app/kafka/probe.py)
     if bridge is None or not bridge.ready:
         out["broker"] = "not_connected"
     elif time.monotonic() - bridge.last_poll_at > _POLL_STALE_S:
         out["broker"] = f"reply consumer stalled ({bridge.last_error or 'no poll'})"
     else:
-        out["broker"] = "ok"
+        out["broker"] = "ok" if probe is None else probe.status()
 
     if reader is None or not reader.is_ready:
         out["config"] = "not_ready"

@@ -41,9 +41,10 @@ def redis_status(url: str | None, *, timeout: float = 0.5) -> str:
     return status
 
 
-def worker_components(worker: Any, redis_url: str | None) -> dict[str, str]:
-    """Component map of a `ChannelWorker`: broker (consume loop alive), config (caught up), engine,
-    redis. `not_configured` Redis counts as ok (the in-memory backend is a valid choice)."""
+def worker_components(worker: Any, redis_url: str | None, probe: Any = None) -> dict[str, str]:
+    """Component map of a `ChannelWorker`: broker (consume loop alive and, with a `BrokerProbe`, the
+    cluster answering), config (caught up), engine, redis. `not_configured` Redis counts as ok (the
+    in-memory backend is a valid choice)."""
     out: dict[str, str] = {}
     task = getattr(worker, "_task", None)
     failure = getattr(worker, "failure", None)
@@ -52,7 +53,7 @@ def worker_components(worker: Any, redis_url: str | None) -> dict[str, str]:
     elif task is None or task.done():
         out["broker"] = "not_running"
     else:
-        out["broker"] = "ok"
+        out["broker"] = "ok" if probe is None else probe.status()
     reader: Any = getattr(worker, "reader", None)
     out["config"] = "ok" if reader is not None and reader.is_ready else "not_ready"
     snapshot = getattr(reader, "snapshot", None)

@@ -18,6 +18,8 @@ from mode import Service
 from app import __version__
 from app.kafka.config import bootstrap_of
 from app.kafka.faust_auth import faust_credentials
+from app.kafka.names import TopicNames
+from app.kafka.probe import BrokerProbe
 from app.observability.health import worker_components
 from app.observability.logs import configure_logging
 from app.observability.metrics import BUILD_INFO
@@ -37,16 +39,24 @@ class ChannelService(Service):
         self.settings = settings
         self.worker = ChannelWorker(settings)
         self.ops: OpsServer | None = None
+        self.probe: BrokerProbe | None = None
 
     async def on_start(self) -> None:
         # Faust has set up its own logging by now; take over the root handlers (one JSON line per log).
         configure_logging(self.settings.log_level, self.settings.log_format, take_over=True)
         BUILD_INFO.labels(__version__, "worker").set(1)
         # /metrics and /health(z) answer from the start: a worker catching up reports not_ready.
+        # The cluster answering (health) and every channel topic's committed-offset lag (metrics).
+        self.probe = BrokerProbe(
+            self.settings,
+            topic=TopicNames(self.settings.topic_prefix).config,
+            lag_targets=self.worker.subscriptions,
+            name=f"worker-probe-{self.settings.instance_id}",
+        ).start()
         self.ops = start_ops_server(
             self.settings.worker_metrics_port,
             self.settings.worker_metrics_host,
-            health=lambda: worker_components(self.worker, self.settings.redis_url),
+            health=lambda: worker_components(self.worker, self.settings.redis_url, self.probe),
             info=lambda: {
                 "instance": self.settings.instance_id,
                 "config_offset": self.worker.reader.applied_offset,
@@ -62,6 +72,8 @@ class ChannelService(Service):
 
     async def on_stop(self) -> None:
         await self.worker.stop()
+        if self.probe is not None:
+            self.probe.stop()
         if self.ops is not None:
             self.ops.close()
 

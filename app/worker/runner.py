@@ -137,6 +137,13 @@ class ChannelWorker:
         self.governance = KafkaIngestGovernance(settings)
 
     # -- lifecycle ---------------------------------------------------------------------------------
+    def subscriptions(self) -> list[tuple[str, str]]:
+        """(group, topic) of every channel topic this worker's group consumes (for committed-offset lag).
+
+        Called from the broker probe's thread: `list()` of the dict is one atomic step under the GIL.
+        """
+        return [(self.group_id, topic) for topic in list(self._routes)]
+
     async def start(self) -> None:
         """Catch up with the config, subscribe to the active channels, start consuming."""
         self._loop = asyncio.get_running_loop()

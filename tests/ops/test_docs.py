@@ -8,6 +8,7 @@ import re
 
 from prometheus_client import REGISTRY
 
+import app.kafka.probe  # registers the group-lag collector
 import app.observability.metrics  # noqa: F401  (registers every metric)
 from app.settings import Settings
 from tests.ops._promql import ROOT
