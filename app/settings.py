@@ -188,6 +188,12 @@ class Settings(BaseSettings):
     admin_auth_header: str = Field(
         default="Authorization", description="Authorization (Bearer <key>) or a header with the raw key."
     )
+    ingest_seal_key: str | None = Field(
+        default=None,
+        description="Key gateways seal their channel records with (or env://VAR; default: admin_api_key). Workers "
+        "skip Kafka-path governance (rate limit, dedup) only for records whose seal verifies.",
+        repr=False,
+    )
 
     # Logging
     log_level: str = "info"

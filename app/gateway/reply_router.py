@@ -33,9 +33,10 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from app.errors import ServiceUnavailable
+from app.governance.seal import seal, seal_key
 from app.kafka.admin import create_admin, topic_partitions
 from app.kafka.config import producer_config, reader_config
-from app.kafka.headers import CORRELATION_ID, STATUS, RawHeaders
+from app.kafka.headers import CORRELATION_ID, GATEWAY_SEAL, STATUS, RawHeaders
 from app.kafka.names import TopicNames
 from app.kafka.producer import AsyncProducer, Headers
 from app.settings import Settings
@@ -82,6 +83,7 @@ class KafkaBridge:
     ) -> None:
         self.settings = settings
         self.topics = TopicNames(settings.topic_prefix)
+        self._seal_key = seal_key(settings)
         self.max_in_flight = max_in_flight
         self._wanted = list(partitions) if partitions is not None else None
         self._partition_count = partition_count
@@ -232,6 +234,9 @@ class KafkaBridge:
         key stays the correlation id. Until the topic's partition count is known the key decides.
         """
         partition = self._sticky_partition(topic)
+        if self._seal_key is not None:  # governed here: the worker must not govern it again
+            sealed = list(headers.items()) if isinstance(headers, dict) else list(headers)
+            headers = [*sealed, (GATEWAY_SEAL, seal(self._seal_key, topic, value))]
         fut = self._require_producer().produce(topic, value, key, headers=headers, partition=partition)
         if partition is not None and fut.done() and fut.exception() is not None:
             # Refused locally (e.g. the topic was re-created smaller): forget what we knew of it.

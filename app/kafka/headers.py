@@ -26,6 +26,7 @@ __all__ = [
     "DLQ_STAGE",
     "DLQ_TASK_ID",
     "DLQ_VALUE_DROPPED",
+    "GATEWAY_SEAL",
     "HEADERS_DROPPED",
     "MODE",
     "REPLY_TO",
@@ -50,6 +51,7 @@ TRACE_ID = "quasar-trace-id"
 ROLLOUT_KEY = "quasar-rollout-key"
 CHANNEL = "quasar-channel"
 STATUS = "quasar-status"  # HTTP status of a reply
+GATEWAY_SEAL = "quasar-gateway-seal"  # the gateway governed this record (app/governance/seal.py)
 
 # Propagated input headers left off a produced record because of their size (their count).
 HEADERS_DROPPED = "quasar-headers-dropped"

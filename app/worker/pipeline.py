@@ -249,7 +249,17 @@ class Outcome:
 
 # Headers that steer processing (never propagated). A value that is not UTF-8 makes the record invalid.
 _CONTROL = frozenset(
-    {H.REPLY_TO, H.CORRELATION_ID, H.DEADLINE, H.CONFIG_OFFSET, H.ATTEMPT, H.MODE, H.ROLLOUT_KEY, H.CHANNEL}
+    {
+        H.REPLY_TO,
+        H.CORRELATION_ID,
+        H.DEADLINE,
+        H.CONFIG_OFFSET,
+        H.ATTEMPT,
+        H.MODE,
+        H.ROLLOUT_KEY,
+        H.CHANNEL,
+        H.GATEWAY_SEAL,
+    }
 )
 _NOT_PROPAGATED = _CONTROL | {H.STATUS, H.TRACE_ID, H.HEADERS_DROPPED} | H.DLQ_CONTEXT
 _DLQ_LEAVE_OUT = H.DLQ_CONTEXT | {H.ATTEMPT, H.HEADERS_DROPPED}

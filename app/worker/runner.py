@@ -39,6 +39,7 @@ from app.connectors.breaker import BreakerConfig, BreakerRegistry
 from app.connectors.services import ConnectorServices
 from app.errors import QuasarError, ServiceUnavailable
 from app.governance.kafka_ingest import KafkaIngestGovernance, duplicate_trace
+from app.governance.seal import seal_key, verify
 from app.heap import settle_heap
 from app.kafka import headers as H
 from app.kafka.config import consumer_config, producer_config
@@ -135,6 +136,7 @@ class ChannelWorker:
         self.services: ConnectorServices | None = None
         # Rate limit (pause/resume) and dedup of records produced straight to channel topics.
         self.governance = KafkaIngestGovernance(settings)
+        self._seal_key = seal_key(settings)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def subscriptions(self) -> list[tuple[str, str]]:
@@ -429,8 +431,8 @@ class ChannelWorker:
             route = view.routes.get(topic)
             raw_headers = msg.headers()
             hm = H.header_map(raw_headers) if raw_headers else {}
-            if governed and route is not None and H.MODE not in hm and route.name in governed:
-                # Produced straight to the topic (the gateway governs its own records, `quasar-mode`).
+            if governed and route is not None and route.name in governed and not self._sealed(msg, hm):
+                # Produced straight to the topic (the gateway seals the records it governed itself).
                 verdict = await self._govern(msg, route, hm, governed[route.name], acks)
                 if verdict == "hold":
                     stopped.add((topic, partition))
@@ -586,6 +588,15 @@ class ChannelWorker:
             acks.send((self.names.traces, value, key, None, -1))
             return "duplicate"
         return None
+
+    def _sealed(self, msg: Message, hm: dict[str, str]) -> bool:
+        """The gateway produced (and governed) this record: its seal verifies. Without a seal key
+        (development), the gateway's `quasar-mode` header is trusted."""
+        if H.MODE not in hm:
+            return False
+        if self._seal_key is None:
+            return True
+        return verify(self._seal_key, msg.topic() or "", msg.value(), hm.get(H.GATEWAY_SEAL))
 
     def _behind(self, needed: str) -> bool:
         try:

@@ -18,6 +18,7 @@ from confluent_kafka import Message, Producer
 from prometheus_client import REGISTRY
 
 from app.connectors.breaker import BreakerConfig
+from app.governance.seal import seal
 from app.kafka import headers as H
 from app.kafka.admin import create_admin, topic_partitions
 from app.kafka.config import producer_config
@@ -140,6 +141,31 @@ async def test_records_from_the_gateway_are_not_charged_twice(rt: Runtime, redis
         assert store.keys(f"{rt.settings.topic_prefix}gov:rl:*") == []
     finally:
         store.close()
+
+
+async def test_a_forged_mode_header_does_not_skip_governance_when_records_are_sealed(
+    settings: Settings, redis_url: str
+) -> None:
+    rt = await _runtime(settings.model_copy(update={"ingest_seal_key": "seal-secret"}), redis_url)
+    try:
+        await rt.activate("sealed", config={"rate_limit": {"requests_per_second": 50, "burst": 50}})
+        await rt.worker()
+        topic = rt.names.channel("sealed")
+        value = orjson.dumps({"data": {}})
+        good = seal(b"seal-secret", topic, value).decode()
+        rt.send("sealed", value, key="gw", headers={H.MODE: "async", H.GATEWAY_SEAL: good, H.REQUEST_ID: "gw"})
+        rt.send("sealed", value, key="forged", headers={H.MODE: "async", H.REQUEST_ID: "forged"})
+        rt.send("sealed", value, key="bad", headers={H.MODE: "async", H.GATEWAY_SEAL: "0" * 32, H.REQUEST_ID: "bad"})
+        outs = await asyncio.to_thread(rt.outputs, "sealed", 3)
+        assert sorted(_request_id(m) for m in outs) == ["bad", "forged", "gw"]
+        store = redis.Redis.from_url(redis_url)
+        try:
+            charged = sorted(k.decode().rsplit(":", 1)[1] for k in store.keys(f"{rt.settings.topic_prefix}gov:rl:*"))
+        finally:
+            store.close()
+        assert charged == ["bad", "forged"]  # only the sealed record was governed by the gateway
+    finally:
+        await rt.close()
 
 
 async def test_duplicate_kafka_record_is_traced_as_duplicate_and_not_run_again(rt: Runtime) -> None:
