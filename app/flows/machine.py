@@ -69,7 +69,7 @@ from app.flows.timing import (
     zone,
 )
 
-__all__ = ["MAX_INBOX", "MAX_TIMELINE", "Transition", "apply", "merge_patch"]
+__all__ = ["MAX_INBOX", "MAX_TIMELINE", "Transition", "apply", "merge_patch", "resume_effects"]
 
 MAX_TIMELINE = 500
 MAX_INBOX = 100
@@ -548,7 +548,7 @@ class _Run:
         if s.timers.pop(event.timer_id, None) is None:
             self.duplicate = True
             return
-        self.note("timer_fired", timer=event.timer_id, lateness=round(event.fired_at - event.due, 3))
+        self.note("timer_fired", timer=event.timer_id, due=event.due, lateness=round(event.fired_at - event.due, 3))
         if event.timer_id == "deadline":
             self.fail("TIMEOUT", "the instance's deadline passed")
             return
@@ -641,3 +641,53 @@ class _Run:
         assert self.flow is not None
         step = self.flow.steps.get(step_id)
         return step.signal if isinstance(step, WaitForSignalStep) else None
+
+
+def resume_effects(flow: CompiledFlow | None, state: InstanceState) -> list[Effect]:
+    """What a new partition owner must redo for an instance it recovered from the changelog.
+
+    Every pending timer is scheduled again (firing is idempotent: a timer fires once per state), and
+    work that was in flight is issued again with the same ids: a task step runs again (at-least-once,
+    same idempotency key), an external task is published again (same task id), a child start is sent
+    again (idempotent). Steps that completed are never redone: their results are in the snapshot.
+    """
+    effects: list[Effect] = [ScheduleTimer(state.id, t, due) for t, due in state.timers.items()]
+    if flow is None or state.terminal:
+        return effects
+    if not state.admitted and state.concurrency_key is not None and flow.doc.concurrency is not None:
+        effects.append(RequestSlot(state.concurrency_key, state.id, flow.doc.concurrency.limit))
+    run = _Run(flow, state.model_copy(deep=True), state.updated_at)
+    for branch in state.branches.values():
+        step = flow.steps.get(branch.step_id)
+        if branch.phase == "backoff" or step is None:
+            continue
+        item = None
+        if branch.owner is not None and state.fanout is not None and state.fanout.items and branch.index is not None:
+            item = state.fanout.items[branch.index]
+        ctx = run.logic_context(branch.index if branch.owner is not None else None, item)
+        if isinstance(step, TaskStep) and branch.phase == "running":
+            key = f"{state.id}:{branch.key}:{branch.attempt}"
+            effects.append(RunTask(state.id, branch.key, step.id, branch.attempt, clone(ctx), key))
+        elif isinstance(step, ExternalTaskStep) and branch.task_id is not None:
+            rule = flow.logic.get(f"{step.id}.input")
+            try:
+                payload = rule.evaluate(ctx) if rule is not None else clone(ctx["data"])
+            except LogicError:
+                continue  # it failed the first time too; the step's timeout (if any) decides
+            timeout = flow.timeout.get(step.id)
+            deadline = branch.started_at + timeout if timeout is not None else None
+            effects.append(
+                PublishExternalTask(
+                    state.id, branch.task_id, step.handler, branch.key, branch.attempt, payload, deadline
+                )
+            )
+        elif isinstance(step, CallFlowStep) and branch.task_id is not None:
+            rule = flow.logic.get(f"{step.id}.input")
+            try:
+                payload = rule.evaluate(ctx) if rule is not None else clone(ctx["data"])
+            except LogicError:
+                continue
+            effects.append(
+                StartChild(state.id, branch.key, branch.attempt, branch.task_id, step.flow_id, step.version, payload)
+            )
+    return effects

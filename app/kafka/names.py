@@ -21,6 +21,10 @@ class TopicNames:
         self.replies = f"{prefix}replies"
         self.traces = f"{prefix}traces"
         self.dlq = f"{prefix}dlq"
+        # Durable flows (docs/flows.md): events and state are co-partitioned (same partition count).
+        self.flow_events = f"{prefix}flows.events"
+        self.flow_state = f"{prefix}flows.state"
+        self.flow_results = f"{prefix}flows.results"
 
     def channel(self, channel: str, declared: str | None = None) -> str:
         """A channel's request topic: its own declared `topic`, else `<prefix>ch.<channel>`."""
@@ -28,3 +32,7 @@ class TopicNames:
 
     def output(self, channel: str) -> str:
         return f"{self.prefix}out.{channel}"
+
+    def tasks(self, handler: str) -> str:
+        """Where an `external_task` step publishes work for `handler`'s workers."""
+        return f"{self.prefix}tasks.{handler}"

@@ -52,10 +52,20 @@ __all__ = [
     "load_specs",
     "output_topic_plan",
     "partition_mismatches",
+    "tasks_topic_plan",
 ]
 
-FIXED_ROLES: tuple[str, ...] = ("config", "audit", "replies", "traces", "dlq")
-TEMPLATE_ROLES: tuple[str, ...] = ("channel", "output")
+FIXED_ROLES: tuple[str, ...] = (
+    "config",
+    "audit",
+    "replies",
+    "traces",
+    "dlq",
+    "flow_events",
+    "flow_state",
+    "flow_results",
+)
+TEMPLATE_ROLES: tuple[str, ...] = ("channel", "output", "tasks")
 _KEYS = {"role", "partitions", "description", "configs"}
 
 Status = Literal["created", "ok", "drift", "mismatch"]
@@ -219,6 +229,11 @@ def channel_topic_plan(
     """The request topic of `channel` (its declared topic, else `<prefix>ch.<channel>`)."""
     name = TopicNames(settings.topic_prefix).channel(channel, declared)
     return _template_plan(specs["channel"], name, settings, partitions)
+
+
+def tasks_topic_plan(specs: Mapping[str, TopicSpec], settings: Settings, handler: str) -> TopicPlan:
+    """The topic external workers of `handler` consume (`<prefix>tasks.<handler>`)."""
+    return _template_plan(specs["tasks"], TopicNames(settings.topic_prefix).tasks(handler), settings, None)
 
 
 def output_topic_plan(

@@ -41,6 +41,14 @@ __all__ = [
     "ENGINE_RELOAD_DURATION",
     "ERRORS",
     "EXPIRED",
+    "FLOW_CRON_FIRES",
+    "FLOW_CRON_MISSED",
+    "FLOW_CRON_SKIPPED",
+    "FLOW_EXTERNAL_TASKS",
+    "FLOW_INSTANCES",
+    "FLOW_SIGNALS",
+    "FLOW_TIMERS_PENDING",
+    "FLOW_TIMER_LATENESS",
     "GOVERNANCE_DEGRADED",
     "HTTP_REQUESTS",
     "HTTP_REQUEST_DURATION",
@@ -152,6 +160,25 @@ GOVERNANCE_DEGRADED = Counter(
     "quasar_governance_degraded_total",
     "Governance decisions taken without the shared store (Redis unreachable), by channel, feature and mode.",
     ["channel", "feature", "mode"],
+)
+# Durable flows (app/flow_runtime): per runner process, over the partitions it owns.
+FLOW_INSTANCES = Gauge("quasar_flow_instances", "Flow instances on this runner's partitions, by status.", ["state"])
+FLOW_TIMERS_PENDING = Gauge(
+    "quasar_flow_timers_pending", "Durable timers this runner holds (delays, timeouts, retries)."
+)
+FLOW_TIMER_LATENESS = Histogram(
+    "quasar_flow_timer_fire_lateness_seconds",
+    "Due time of a durable timer to its event being applied.",
+    buckets=_PROPAGATION_BUCKETS,
+)
+FLOW_SIGNALS = Counter("quasar_flow_signals_total", "Signals applied or refused, by type.", ["type"])
+FLOW_CRON_FIRES = Counter("quasar_flow_cron_fires_total", "Instances started by cron schedules.")
+FLOW_CRON_SKIPPED = Counter("quasar_flow_cron_skipped_total", "Cron fires dropped by the overlap policy.")
+FLOW_CRON_MISSED = Counter("quasar_flow_cron_missed_total", "Cron fires older than the catch-up horizon, not run.")
+FLOW_EXTERNAL_TASKS = Counter(
+    "quasar_flow_external_tasks_total",
+    "External tasks published and results received, by handler and state (published, completed, failed).",
+    ["handler", "state"],
 )
 DATA_UNAUTHORIZED = Counter(
     "quasar_data_unauthorized_total",

@@ -34,7 +34,13 @@ SPECS = load_specs()
 
 
 def test_repo_specs_declare_every_topic_with_the_documented_shape() -> None:
-    assert set(SPECS) == {"config", "audit", "replies", "traces", "dlq", "channel", "output"}
+    assert set(SPECS) == {
+        *("config", "audit", "replies", "traces", "dlq", "channel", "output"),
+        *("flow_events", "flow_state", "flow_results", "tasks"),
+    }
+    # Flow state is co-partitioned with the instance events: one owner per instance for both.
+    assert SPECS["flow_events"].partitions == SPECS["flow_state"].partitions
+    assert SPECS["flow_state"].configs["cleanup.policy"] == "compact"
     config = SPECS["config"]
     assert config.partitions == 1
     assert config.configs["cleanup.policy"] == "compact"
@@ -47,7 +53,8 @@ def test_repo_specs_declare_every_topic_with_the_documented_shape() -> None:
 def test_plans_take_names_from_the_prefix_and_default_partitions() -> None:
     s = Settings(kafka_bootstrap="x:1", topic_prefix="acme.", default_partitions=6)
     plans = {p.name: p for p in fixed_topic_plans(SPECS, s)}
-    assert set(plans) == {f"acme.{role}" for role in FIXED_ROLES}
+    assert set(plans) == {getattr(TopicNames("acme."), role) for role in FIXED_ROLES}
+    assert "acme.flows.events" in plans and "acme.dlq" in plans
     assert plans["acme.replies"].partitions == SPECS["replies"].partitions
     ch = channel_topic_plan(SPECS, s, "orders")
     assert (ch.name, ch.partitions) == ("acme.ch.orders", 6)

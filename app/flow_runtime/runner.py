@@ -1,0 +1,641 @@
+"""`FlowRunner`: owns partitions of the flow events topic and runs the instances keyed to them.
+
+Per owned partition it holds the latest state of every key (instances, concurrency gates, schedules),
+read back from the co-partitioned changelog (`flows.state`) when the partition is assigned, and the
+pending timers of those instances in memory. The loop:
+
+    consume a batch of events -> apply each (pure machine) -> produce the new state to the changelog
+    and the effects' records -> fire due timers as events -> drive cron schedules -> flush, commit.
+
+Why not Faust tables: a Faust table is exactly this (a dict per partition + changelog topic), but its
+recovery trusts the broker's end offsets, which Tansu reports wrongly, and its per-event stream ran at
+2-5k msgs/s on this box (docs/performance.md). Recovery here reads to a marker record it wrote
+(`read_to_end`), the same technique the config reader uses, which is correct on every broker.
+
+Delivery: at-least-once. A state record is produced before the event's offset is committed; an event
+replayed after a crash meets a state that already has it, and the machine treats it as a duplicate.
+Work in flight at a crash is issued again by the new owner (`resume_effects`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.config_store.reader import ConfigReader
+from app.config_store.state import ConfigState, default_compiler
+from app.errors import ValidationFailed
+from app.flow_runtime.catalog import FlowCatalog
+from app.flow_runtime.records import (
+    GATE_PREFIX,
+    SCHEDULE_PREFIX,
+    AnyEvent,
+    AnyState,
+    decode_event,
+    decode_state,
+    encode,
+    encode_state,
+    event_key,
+    partition_for,
+)
+from app.flows.clock import Clock, SystemClock
+from app.flows.compiler import CompiledFlow
+from app.flows.gate import GateEvent, GateState, apply_gate
+from app.flows.instance import (
+    CancelChild,
+    CancelTimer,
+    Effect,
+    Finished,
+    InstanceState,
+    ParentRef,
+    PublishExternalTask,
+    ReleaseSlot,
+    RequestSlot,
+    RunTask,
+    ScheduleTimer,
+    SignalEvent,
+    SignalRejected,
+    SlotGranted,
+    StartChild,
+    StartEvent,
+    StepError,
+    StepResultEvent,
+    TimerFiredEvent,
+)
+from app.flows.local import TimerQueue
+from app.flows.machine import apply, resume_effects
+from app.flows.schedule import CancelInstance, ScheduleEvent, ScheduleState, StartScheduled, apply_schedule, due_fires
+from app.flows.tasks import run_task
+from app.kafka.admin import create_admin, topic_partitions
+from app.kafka.config import consumer_config, producer_config, reader_config
+from app.kafka.consumer import read_to_end
+from app.kafka.names import TopicNames
+from app.kafka.topics import apply_topics, load_specs, tasks_topic_plan
+from app.observability import metrics as M
+from app.settings import Settings
+from app.worker.dlq import dlq_headers, dlq_value
+
+__all__ = ["ExternalResult", "FlowRunner"]
+
+log = logging.getLogger(__name__)
+
+
+class ExternalResult(BaseModel):
+    """What an external worker writes to `flows.results` (see docs/flows.md, "External workers")."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    task_id: str = Field(min_length=1, max_length=400)
+    instance_id: str = Field(min_length=1, max_length=200)
+    step: str = Field(min_length=1, max_length=200)
+    attempt: int = Field(ge=1)
+    status: str = Field(pattern=r"^(completed|failed)$")
+    output: Any = None
+    error: StepError | None = None
+    handler: str | None = None
+
+
+class FlowRunner:
+    """One member of the flow runners' consumer group (`<prefix>flows`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        reader: ConfigReader | None = None,
+        services: Any = None,
+        schedule_every: float = 0.2,
+    ) -> None:
+        self.settings = settings
+        self.names = TopicNames(settings.topic_prefix)
+        self.clock = clock or SystemClock()
+        self.reader = reader or ConfigReader(settings, state=_runtime_state(), engine_factory=None)
+        self._own_reader = reader is None
+        self.catalog = FlowCatalog(self.reader.state)
+        self.services = services
+        self.group_id = f"{settings.topic_prefix}flows"
+        self.partitions = 0
+        self.stores: dict[int, dict[str, AnyState]] = {}
+        self.timers = TimerQueue()
+        self.schedule_every = schedule_every
+        self._fired_up_to: dict[str, float] = {}
+        self._first_seen: dict[str, float] = {}
+        self._last_schedule_pass = 0.0
+        self._task_topics: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="flow-runner")
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._resumed: list[Effect] = []  # effects of recovered instances, run by the loop
+        self._handlers: set[str] = set()  # handlers this runner published to (bounded metric labels)
+        self.applied = 0  # events applied (for tests and health)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._own_reader:
+            await self.reader.start()
+            await self.reader.ready()
+        counts = topic_partitions(create_admin(self.settings))
+        events = counts.get(self.names.flow_events, 0)
+        state = counts.get(self.names.flow_state, 0)
+        if not events or events != state:
+            raise ValidationFailed(
+                f"{self.names.flow_events} ({events} partitions) and {self.names.flow_state} ({state}) must exist "
+                "with the same partition count: run `quasar topics apply`"
+            )
+        self.partitions = events
+        self._producer = Producer(producer_config(self.settings, client_id=f"quasar-flows-{self.settings.instance_id}"))
+        conf = consumer_config(
+            self.settings, group_id=self.group_id, client_id=f"quasar-flows-{self.settings.instance_id}"
+        )
+        self._consumer = Consumer(conf)
+        self._consumer.subscribe(
+            [self.names.flow_events, self.names.flow_results], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        self._loop_task = asyncio.create_task(self._run(), name="flow-runner")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._tasks):
+            task.cancel()
+        loop = asyncio.get_running_loop()
+        if self._consumer is not None:
+            consumer = self._consumer
+            await loop.run_in_executor(self._executor, consumer.close)
+        if self._producer is not None:
+            await loop.run_in_executor(self._executor, self._producer.flush, 10)
+        self._executor.shutdown(wait=False)
+        if self._own_reader:
+            await self.reader.stop()
+
+    async def wait_failed(self) -> BaseException | None:
+        """Returns when the loop ends; its exception, if it crashed."""
+        assert self._loop_task is not None
+        try:
+            await asyncio.shield(self._loop_task)
+        except Exception as exc:
+            return exc
+        return None
+
+    def owned(self) -> list[int]:
+        return sorted(self.stores)
+
+    def instance(self, instance_id: str) -> InstanceState | None:
+        found = self.stores.get(partition_for(instance_id, self.partitions), {}).get(instance_id)
+        return found if isinstance(found, InstanceState) else None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        consumer = self._consumer
+        assert consumer is not None
+        while not self._stopping:
+            wait = self._poll_wait()
+            batch = await loop.run_in_executor(self._executor, _poll_batch, consumer, 500, wait)
+            if self._starts_unknown_flow(batch):
+                await self.reader.sync(10.0)  # a flow activated just now: fold the config up to here first
+            resumed, self._resumed = self._resumed, []
+            for effect in resumed:
+                self._effect(effect)
+            for msg in batch:
+                self._handle(msg)
+            self._fire_timers()
+            self._drive_schedules()
+            if batch:
+                await loop.run_in_executor(self._executor, self._commit, batch)
+            else:
+                assert self._producer is not None
+                self._producer.poll(0)
+
+    def _starts_unknown_flow(self, batch: list[Message]) -> bool:
+        for msg in batch:
+            value = msg.value()
+            if msg.topic() != self.names.flow_events or not value or b'"type":"start"' not in value:
+                continue
+            with contextlib.suppress(ValueError, ValidationError):
+                event = decode_event(value)
+                if isinstance(event, StartEvent) and self.catalog.flow(event.flow_id, event.flow_version) is None:
+                    return True
+        return False
+
+    def _poll_wait(self) -> float:
+        due = self.timers.next_due()
+        if due is None:
+            return 0.1
+        return max(0.0, min(0.1, due - self.clock.now()))
+
+    def _commit(self, batch: list[Message]) -> None:
+        """Flush what the batch produced (state first in each partition's queue), then commit its offsets."""
+        assert self._producer is not None and self._consumer is not None
+        remaining = self._producer.flush(30)
+        if remaining:
+            raise KafkaException(f"{remaining} flow records not delivered within 30 s")
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            offsets[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+        with contextlib.suppress(KafkaException):  # partitions revoked meanwhile: the next owner redoes them
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+            )
+
+    # -- partition ownership -------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        owned = [tp.partition for tp in partitions if tp.topic == self.names.flow_events]
+        assert self._producer is not None
+        reader = Consumer(reader_config(self.settings, client_id=f"quasar-flows-recover-{self.settings.instance_id}"))
+        try:
+            for partition in owned:
+                store: dict[str, AnyState] = {}
+
+                def keep(msg: Message, store: dict[str, AnyState] = store, partition: int = partition) -> None:
+                    key, value = msg.key(), msg.value()
+                    if key is None or key.startswith(b"__marker__/"):
+                        return
+                    if value is None:
+                        store.pop(key.decode(), None)
+                        return
+                    try:
+                        store[key.decode()] = decode_state(value)
+                    except (ValueError, ValidationError):
+                        log.warning("flows: unreadable state record %s[%s]@%s", msg.topic(), partition, msg.offset())
+
+                read_to_end(self._producer, reader, self.names.flow_state, partition, 0, on_message=keep, timeout=60)
+                self.stores[partition] = store
+                for state in store.values():
+                    if isinstance(state, InstanceState):
+                        # Carried out on the event loop after this callback (RunTask needs the loop).
+                        self._resumed.extend(resume_effects(self._flow_of(state), state))
+            log.info("flows: owning partitions %s (%d keys)", owned, sum(len(self.stores[p]) for p in owned))
+        finally:
+            reader.close()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic != self.names.flow_events:
+                continue
+            for key in self.stores.pop(tp.partition, {}):
+                self.timers.forget_instance(key)
+        if self._producer is not None:
+            self._producer.flush(30)
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _handle(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            raise KafkaException(err)
+        value = msg.value()
+        if msg.topic() == self.names.flow_results:
+            self._forward_result(msg, value)
+            return
+        partition = msg.partition()
+        assert partition is not None
+        try:
+            if value is None:
+                raise ValueError("empty record")
+            event = decode_event(value)
+        except (ValueError, ValidationError) as exc:
+            self._dead_letter(msg, "INVALID_FLOW_EVENT", str(exc)[:2000])
+            return
+        if partition_for(event_key(event), self.partitions) != partition:
+            self._dead_letter(msg, "WRONG_PARTITION", f"{event_key(event)!r} belongs to another partition")
+            return
+        store = self.stores.get(partition)
+        if store is None:
+            return  # revoked while the batch was in flight: the new owner processes it
+        try:
+            self._apply(partition, store, event)
+        except _Refused as refused:
+            self._dead_letter(msg, refused.code, refused.reason)
+        except Exception as exc:  # a bug must not stop the partition: park the event with the reason
+            log.exception("flows: applying %s failed", type(event).__name__)
+            self._dead_letter(msg, "FLOW_EVENT_FAILED", f"{type(exc).__name__}: {exc}"[:2000])
+        self.applied += 1
+
+    def _apply(self, partition: int, store: dict[str, AnyState], event: AnyEvent) -> None:
+        now = self.clock.now()
+        if isinstance(event, GateEvent):
+            key = GATE_PREFIX + event.gate
+            current = store.get(key)
+            gate, granted = apply_gate(current if isinstance(current, GateState) else None, event)
+            self._put(partition, store, key, gate)
+            for instance_id in granted:
+                self._emit(SlotGranted(instance_id=instance_id))
+            return
+        if isinstance(event, ScheduleEvent):
+            self._apply_schedule(partition, store, event)
+            return
+        current = store.get(event.instance_id)
+        state = current if isinstance(current, InstanceState) else None
+        if isinstance(event, StartEvent):
+            flow = self.catalog.flow(event.flow_id, event.flow_version)
+            if flow is None and state is None:
+                log.warning(
+                    "flows: start of %s: flow %s v%s unknown", event.instance_id, event.flow_id, event.flow_version
+                )
+        else:
+            flow = self._flow_of(state) if state is not None else None
+        if isinstance(event, SignalEvent):
+            M.FLOW_SIGNALS.labels(event.signal).inc()
+        if isinstance(event, TimerFiredEvent):
+            M.FLOW_TIMER_LATENESS.observe(max(0.0, now - event.due))
+        result = apply(flow, state, event, now)
+        if result.state is not None and not result.duplicate:
+            self._put(partition, store, result.state.id, result.state)
+        for effect in result.effects:
+            self._effect(effect)
+
+    def _apply_schedule(self, partition: int, store: dict[str, AnyState], event: ScheduleEvent) -> None:
+        key = SCHEDULE_PREFIX + event.schedule_id
+        schedule = next((s for s in self.catalog.schedules() if s.id == event.schedule_id), None)
+        current = store.get(key)
+        previous = current if isinstance(current, ScheduleState) else None
+        if schedule is None:
+            if (
+                previous is not None
+                and event.type == "schedule_instance_ended"
+                and event.instance_id in previous.running
+            ):
+                updated = previous.model_copy(deep=True)
+                updated.running.remove(event.instance_id)
+                self._put(partition, store, key, updated)
+            return
+        state, effects = apply_schedule(schedule, previous, event)
+        if state == previous:
+            return
+        if previous is not None and state.skipped > previous.skipped:
+            M.FLOW_CRON_SKIPPED.inc(state.skipped - previous.skipped)
+        self._put(partition, store, key, state)
+        for effect in effects:
+            if isinstance(effect, StartScheduled):
+                version = schedule.doc.flow_version or self.catalog.active_version(schedule.doc.flow_id)
+                if version is None:
+                    log.warning("flows: schedule %s: flow %s has no active version", schedule.id, schedule.doc.flow_id)
+                    continue
+                M.FLOW_CRON_FIRES.inc()
+                self._emit(
+                    StartEvent(
+                        instance_id=effect.instance_id,
+                        flow_id=schedule.doc.flow_id,
+                        flow_version=version,
+                        data=dict(schedule.doc.input),
+                        metadata={"schedule_id": schedule.id, "fire_time": effect.fire_time},
+                        schedule_id=schedule.id,
+                    )
+                )
+            elif isinstance(effect, CancelInstance):
+                self._emit(
+                    SignalEvent(instance_id=effect.instance_id, signal_id=f"{schedule.id}:overlap", signal="cancel")
+                )
+
+    def _put(self, partition: int, store: dict[str, AnyState], key: str, state: AnyState) -> None:
+        store[key] = state
+        assert self._producer is not None
+        self._producer.produce(self.names.flow_state, encode_state(state), key.encode(), partition=partition)
+
+    def _emit(self, event: AnyEvent) -> None:
+        """Produce an event to the partition that owns its key (maybe this runner's own)."""
+        assert self._producer is not None
+        key = event_key(event)
+        self._producer.produce(
+            self.names.flow_events, encode(event), key.encode(), partition=partition_for(key, self.partitions)
+        )
+
+    def _effect(self, effect: Effect) -> None:
+        if isinstance(effect, ScheduleTimer):
+            self.timers.schedule(effect.instance_id, effect.timer_id, effect.due)
+        elif isinstance(effect, CancelTimer):
+            self.timers.cancel(effect.instance_id, effect.timer_id)
+        elif isinstance(effect, RunTask):
+            task = asyncio.get_running_loop().create_task(self._run_task(effect))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif isinstance(effect, PublishExternalTask):
+            self._publish_task(effect)
+        elif isinstance(effect, StartChild):
+            parent = ParentRef(instance_id=effect.parent_id, key=effect.key, attempt=effect.attempt)
+            self._emit(
+                StartEvent(
+                    instance_id=effect.child_id,
+                    flow_id=effect.flow_id,
+                    flow_version=effect.flow_version,
+                    data=effect.data,
+                    parent=parent,
+                )
+            )
+        elif isinstance(effect, CancelChild):
+            self._emit(SignalEvent(instance_id=effect.child_id, signal_id="parent-cancel", signal="cancel"))
+        elif isinstance(effect, RequestSlot):
+            self._emit(
+                GateEvent(type="gate_request", gate=effect.gate, instance_id=effect.instance_id, limit=effect.limit)
+            )
+        elif isinstance(effect, ReleaseSlot):
+            self._emit(GateEvent(type="gate_release", gate=effect.gate, instance_id=effect.instance_id, limit=1))
+        elif isinstance(effect, Finished):
+            self._finished(effect)
+        elif isinstance(effect, SignalRejected):
+            log.info("flows: signal %s to %s refused: %s", effect.signal_id, effect.instance_id, effect.reason)
+            self._produce_dlq(
+                effect.instance_id.encode(),
+                orjson.dumps({"instance_id": effect.instance_id, "signal_id": effect.signal_id}),
+                "SIGNAL_REFUSED",
+                effect.reason,
+                (self.names.flow_events, -1, -1),
+            )
+
+    def _finished(self, effect: Finished) -> None:
+        if effect.parent is not None:
+            self._emit(
+                StepResultEvent(
+                    instance_id=effect.parent.instance_id,
+                    key=effect.parent.key,
+                    attempt=effect.parent.attempt,
+                    ok=effect.status == "completed",
+                    output=effect.output,
+                    error=effect.error,
+                )
+            )
+        if effect.schedule_id is not None:
+            self._emit(
+                ScheduleEvent(
+                    type="schedule_instance_ended", schedule_id=effect.schedule_id, instance_id=effect.instance_id
+                )
+            )
+
+    async def _run_task(self, effect: RunTask) -> None:
+        state = self.instance(effect.instance_id)
+        flow = self._flow_of(state) if state is not None else None
+        if flow is None:
+            return
+        result = await run_task(flow, effect, self.services)
+        self._emit(result)
+
+    def _publish_task(self, effect: PublishExternalTask) -> None:
+        topic = self.names.tasks(effect.handler)
+        if topic not in self._task_topics:
+            # Created on first use from topics/tasks.toml; an existing topic is only checked.
+            plan = tasks_topic_plan(load_specs(), self.settings, effect.handler)
+            apply_topics(create_admin(self.settings), [plan])
+            self._task_topics.add(topic)
+        state = self.instance(effect.instance_id)
+        envelope = {
+            "task_id": effect.task_id,
+            "instance_id": effect.instance_id,
+            "flow_id": state.flow_id if state else None,
+            "flow_version": state.flow_version if state else None,
+            "step": effect.key,
+            "handler": effect.handler,
+            "attempt": effect.attempt,
+            "input": effect.input,
+            "deadline": effect.deadline,
+            "reply_topic": self.names.flow_results,
+        }
+        assert self._producer is not None
+        self._producer.produce(topic, orjson.dumps(envelope), effect.instance_id.encode())
+        self._handlers.add(effect.handler)
+        M.FLOW_EXTERNAL_TASKS.labels(effect.handler, "published").inc()
+
+    def _forward_result(self, msg: Message, value: bytes | None) -> None:
+        try:
+            if value is None:
+                raise ValueError("empty record")
+            result = ExternalResult.model_validate(orjson.loads(value))
+        except (ValueError, ValidationError) as exc:
+            self._dead_letter(msg, "INVALID_TASK_RESULT", str(exc)[:2000])
+            return
+        ok = result.status == "completed"
+        error = result.error or (None if ok else StepError(code="WORKER_FAILED", message="the worker reported failure"))
+        handler = result.handler if result.handler in self._handlers else "other"
+        M.FLOW_EXTERNAL_TASKS.labels(handler, result.status).inc()
+        self._emit(
+            StepResultEvent(
+                instance_id=result.instance_id,
+                key=result.step,
+                attempt=result.attempt,
+                ok=ok,
+                output=result.output,
+                error=error,
+            )
+        )
+
+    # -- timers and cron -----------------------------------------------------------------------
+
+    def _fire_timers(self) -> None:
+        now = self.clock.now()
+        for instance_id, timer_id, due in self.timers.pop_due(now):
+            self._emit(TimerFiredEvent(instance_id=instance_id, timer_id=timer_id, due=due, fired_at=now))
+        M.FLOW_TIMERS_PENDING.set(len(self.timers))
+
+    def _drive_schedules(self) -> None:
+        now = self.clock.now()
+        if now - self._last_schedule_pass < self.schedule_every:
+            return
+        self._last_schedule_pass = now
+        self._update_gauges()
+        for schedule in self.catalog.schedules():
+            key = SCHEDULE_PREFIX + schedule.id
+            store = self.stores.get(partition_for(key, self.partitions))
+            if store is None:
+                continue
+            current = store.get(key)
+            last = current.last_fire if isinstance(current, ScheduleState) else None
+            produced = self._fired_up_to.get(schedule.id)
+            if produced is not None and (last is None or produced > last):
+                last = produced
+            since = self._first_seen.setdefault(schedule.id, now)
+            fires, missed = due_fires(schedule, last, since, now)
+            if missed:
+                M.FLOW_CRON_MISSED.inc(missed)
+            for fire in fires:
+                self._emit(ScheduleEvent(type="schedule_fire", schedule_id=schedule.id, fire_time=fire))
+                self._fired_up_to[schedule.id] = fire
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _flow_of(self, state: InstanceState) -> CompiledFlow | None:
+        return self.catalog.flow(state.flow_id, state.flow_version)
+
+    def _dead_letter(self, msg: Message, code: str, reason: str) -> None:
+        log.warning("flows: %s at %s[%s]@%s: %s", code, msg.topic(), msg.partition(), msg.offset(), reason)
+        self._produce_dlq(
+            msg.key(),
+            msg.value(),
+            code,
+            reason,
+            (msg.topic() or "", msg.partition() or 0, msg.offset() or 0),
+            msg.headers(),
+        )
+
+    def _produce_dlq(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        code: str,
+        reason: str,
+        origin: tuple[str, int, int],
+        headers: Any = None,
+    ) -> None:
+        error = ValidationFailed(reason)
+        error.code = code
+        topic, partition, offset = origin
+        extra = dlq_headers(
+            headers,
+            channel="flows",
+            error=error,
+            attempts=1,
+            first_failed_ms=int(time.time() * 1000),
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        )
+        body, extra = dlq_value(value, extra)
+        assert self._producer is not None
+        self._producer.produce(self.names.dlq, body, key, headers=extra)
+        M.DLQ_RECORDS.labels("flows", code).inc()
+
+    def _update_gauges(self) -> None:
+        counts: dict[str, int] = {}
+        for store in self.stores.values():
+            for state in store.values():
+                if isinstance(state, InstanceState):
+                    counts[state.status] = counts.get(state.status, 0) + 1
+        for status in ("scheduled", "running", "waiting", "paused", "completed", "failed", "cancelled"):
+            M.FLOW_INSTANCES.labels(status).set(counts.get(status, 0))
+        M.FLOW_TIMERS_PENDING.set(len(self.timers))
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _runtime_state() -> ConfigState:
+    import functools
+
+    from app.connectors import connector_registry
+
+    return ConfigState(compiler=functools.partial(default_compiler, registry=connector_registry()))
+
+
+def _poll_batch(consumer: Consumer, limit: int, wait: float) -> list[Message]:
+    first = consumer.poll(wait)
+    return [] if first is None else [first, *consumer.consume(limit - 1, 0)]

@@ -1,0 +1,59 @@
+"""Flows on the real broker: runners own partitions, timers fire once, signals and external workers."""
+
+from __future__ import annotations
+
+from app.flows.clock import VirtualClock
+from app.flows.instance import SignalEvent
+from app.settings import Settings
+from tests.flows.runtime_support import FlowEnv
+
+
+def reminder(flow_id: str, delay: str = "3d") -> dict[str, object]:
+    return {
+        "flow_id": flow_id,
+        "name": "Reminder",
+        "steps": [
+            {
+                "id": "mark",
+                "type": "task",
+                "function": {"name": "map", "input": {"mappings": [{"path": "data.seen", "logic": True}]}},
+            },
+            {"id": "wait", "type": "delay", "delay": {"duration": delay}},
+            {"id": "approve", "type": "wait_for_signal", "signal": "approved"},
+        ],
+    }
+
+
+async def test_an_instance_runs_its_steps_with_a_virtual_clock(settings: Settings) -> None:
+    clock = VirtualClock()
+    async with FlowEnv(settings) as env:
+        await env.flow(reminder("r1"))
+        await env.runner(clock=clock)
+        await env.start("r1", "i-1", {"customer": "c1"})
+        waiting = await env.wait("i-1", "waiting")
+        assert waiting.context["data"] == {"customer": "c1", "seen": True}
+        assert list(waiting.timers) == ["delay:wait"]
+        clock.advance(3 * 86400)  # three days pass in a test
+        state = await env.view.wait_for("i-1", lambda s: s.cursor == "approve", 30)
+        assert state is not None and state.status == "waiting"
+        await env.client.send(
+            SignalEvent(instance_id="i-1", signal_id="s1", signal="custom", name="approved", payload={"by": "ana"})
+        )
+        done = await env.wait("i-1", "completed")
+        assert done.outputs["approve"] == {"by": "ana"}
+        events = [e["event"] for e in done.timeline]
+        assert events.count("timer_fired") == 1
+
+
+async def test_idempotent_start_keeps_the_first_instance(settings: Settings) -> None:
+    async with FlowEnv(settings) as env:
+        await env.flow(reminder("r2"))
+        await env.runner()
+        await env.start("r2", "same", {"n": 1})
+        await env.start("r2", "same", {"n": 2})
+        # Events of one instance are applied in order: once this patch shows, the second start was seen.
+        patch = SignalEvent(instance_id="same", signal_id="u", signal="update_context", payload={"patched": True})
+        await env.client.send(patch)
+        state = await env.view.wait_for("same", lambda s: s.context["data"].get("patched") is True, 60)
+        assert state is not None and state.context["data"]["n"] == 1
+        assert [e["event"] for e in state.timeline].count("started") == 1
