@@ -26,6 +26,11 @@ def _register() -> None:
     cli.add_typer(__import__("app.cli.dlq", fromlist=["app"]).app, name="dlq")
     cli.add_typer(__import__("app.cli.flows", fromlist=["app"]).flows_app, name="flows")
     cli.add_typer(__import__("app.cli.gateway", fromlist=["app"]).app, name="gateway")
+    from app.cli import release
+
+    cli.add_typer(release.keys_app, name="keys")
+    cli.add_typer(release.policies_app, name="policies")
+    cli.add_typer(release.release_app, name="release")
     cli.command("restore")(admin.restore)
     cli.add_typer(__import__("app.cli.flows", fromlist=["app"]).schedules_app, name="schedules")
     cli.command("send")(admin.send)

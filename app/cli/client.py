@@ -13,6 +13,8 @@ Errors come back as `CliError` carrying the exit code scripts rely on (see `EXIT
 from __future__ import annotations
 
 import contextlib
+import getpass
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -140,9 +142,16 @@ async def _direct(settings: Settings, timeout_s: float) -> AsyncIterator[AdminCl
         bootstrap_of(settings)
     except QuasarError as exc:
         raise CliError(f"{exc.message}; or pass --url http://HOST:PORT to use a running gateway", exc.code, 1) from None
+    from app.gateway.admin_releases import router as releases_router
+    from app.identity import Principal
+
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(releases_router)
+    # Direct mode writes the config topic itself (its access is the credential): audit it as the OS user.
+    cli_principal = Principal(f"cli:{getpass.getuser()}@{socket.gethostname()}", "admin")
+    app.state.admin_auth = lambda _request: cli_principal
     # The CLI never serves data, so the reader skips building an engine.
     reader = ConfigReader(settings, engine_factory=None, name="quasar-cli")
     try:

@@ -47,19 +47,6 @@ def gateway(module_settings: Settings) -> Iterator[AdminGateway]:
         yield gw
 
 
-@pytest.fixture
-def env(module_settings: Settings) -> dict[str, str]:
-    """Environment for direct mode: the same broker and topic prefix as the gateway."""
-    return {
-        "QUASAR_KAFKA_BOOTSTRAP": str(module_settings.kafka_bootstrap),
-        "QUASAR_TOPIC_PREFIX": module_settings.topic_prefix,
-        "QUASAR_FETCH_WAIT_MAX_MS": "10",
-        "QUASAR_INSTANCE_ID": "cli-test",
-        "QUASAR_URL": "",
-        "COLUMNS": "200",
-    }
-
-
 def run(args: list[str], env: dict[str, str], input: str | None = None) -> Any:
     result = runner.invoke(cli, args, env=env, input=input)
     return result
