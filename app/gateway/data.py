@@ -38,6 +38,7 @@ from app.errors import (
     QuasarError,
     ResponseTooLarge,
     ServiceUnavailable,
+    Unauthorized,
     UnsupportedMediaType,
 )
 from app.gateway.errors import ChannelTimeout, RequestTimeout, json_response
@@ -510,28 +511,77 @@ def _service(request: Request) -> DataService:
     return service
 
 
-@router.get("/traces", summary="List traces (filters: channel, status, mode)")
+def _trace_visibility(request: Request, service: DataService) -> Callable[[Any], bool] | None:
+    """Which channels' traces this caller may read (None: all of them).
+
+    Admin credentials (any role) read every trace. Otherwise a caller reads the traces of each channel
+    whose API key it presents, plus, while admin auth is off, those of channels without API keys. With
+    admin auth on, a caller with neither gets 401.
+    """
+    from app.governance.auth import extract_key, key_matches
+    from app.governance.policy import policy_for
+
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    auth = getattr(request.app.state, "admin_auth", None)
+    admin_on = bool(auth is not None and auth.enabled)
+    if auth is not None and admin_on:
+        presented = extract_key(headers, auth.header)
+        if presented is not None and auth.identify(presented) is not None:
+            return None
+    unlocked: set[str] = set()
+    keyed: set[str] = set()
+    for name, view in service.reader.snapshot.channels.items():
+        policy = policy_for(view)
+        if not policy.api_keys:
+            continue
+        keyed.add(name)
+        given = extract_key(headers, policy.api_key_header) or extract_key(headers, "authorization")
+        if given is not None and key_matches(given, policy.api_keys):
+            unlocked.add(name)
+    if admin_on:
+        if not unlocked:
+            raise Unauthorized("Reading traces needs admin credentials or a channel API key")
+        return unlocked.__contains__
+    return lambda channel: channel in unlocked or channel not in keyed
+
+
+@router.get("/traces", summary="List traces (filters: channel, status, mode); paginated")
 async def list_traces(
     request: Request,
     channel: str | None = Query(None),
     status: str | None = Query(None, description="pending | running | completed | failed"),
     mode: str | None = Query(None, description="sync | async"),
-    limit: int = Query(50, ge=1, le=1000),
+    limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=2**31 - 1),  # echoed back: keep it in JSON's integer range
 ) -> Response:
     if status is not None and status not in TRACE_STATUSES:
         raise BadRequest(f"status must be one of {', '.join(TRACE_STATUSES)}")
     if mode is not None and mode not in ("sync", "async"):
         raise BadRequest("mode must be sync or async")
-    items, total = _service(request).traces.list(channel=channel, status=status, mode=mode, limit=limit, offset=offset)
-    return json_response({"data": items, "total": total, "limit": limit, "offset": offset})
+    service = _service(request)
+    visible = _trace_visibility(request, service)
+    items, total = service.traces.list(
+        channel=channel, status=status, mode=mode, limit=limit, offset=offset, visible=visible
+    )
+    following = offset + len(items)
+    return json_response(
+        {
+            "data": items,
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "next_offset": following if following < total else None,
+        }
+    )
 
 
 @router.get("/traces/{trace_id}", summary="Get one trace (poll an async request)")
 async def get_trace(request: Request, trace_id: str) -> Response:
-    trace = _service(request).traces.get(trace_id)
-    if trace is None:
-        raise NotFound(f"Trace '{trace_id}' not found")
+    service = _service(request)
+    visible = _trace_visibility(request, service)
+    trace = service.traces.get(trace_id)
+    if trace is None or (visible is not None and not visible(trace.get("channel"))):
+        raise NotFound(f"Trace '{trace_id}' not found")  # another caller's trace: as if it did not exist
     return json_response(trace)
 
 

@@ -14,6 +14,11 @@ parsed and merged, in arrival order, when its trace is read. Other records are p
 Records are merged per trace id, whatever partition they arrive on (the gateway's `pending` record and
 the worker's result may be partitioned by different clients): fields are merged and the status never
 moves backwards (pending < running < completed/failed).
+
+Memory is bounded by entry count and by bytes (`max_bytes`: raw record sizes, or the encoded size of a
+merged trace). Listing never parses into the index: raw records are merged transiently, one at a time,
+and only the requested page is copied (4 concurrent full listings used to parse and keep every trace:
+gateway RSS 195 -> 529 MB). A page also stops at `max_page_bytes`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -62,13 +67,24 @@ def merge_trace(current: Mapping[str, Any] | None, update: Mapping[str, Any]) ->
 class TraceIndex:
     """Bounded, merged view of recent traces, fed by a tail of `quasar.traces`."""
 
-    def __init__(self, settings: Settings, *, capacity: int = 20_000, fetch_wait_ms: int = 200) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        capacity: int = 20_000,
+        fetch_wait_ms: int = 200,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_page_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
         self.settings = settings
         self.fetch_wait_ms = fetch_wait_ms
         self.topic = TopicNames(settings.topic_prefix).traces
         self.capacity = capacity
-        # Per trace id: [merged doc or None, raw records not merged yet (arrival order) or None].
+        self.max_bytes = max_bytes
+        self.max_page_bytes = max_page_bytes
+        # Per trace id: [merged doc or None, raw records not merged yet (arrival order) or None, bytes].
         self._traces: OrderedDict[str, list[Any]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._running = False
@@ -89,20 +105,43 @@ class TraceIndex:
         mode: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        visible: Callable[[Any], bool] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """Newest first, filtered; returns (page, total matching)."""
+        """Newest first, filtered (and by `visible(channel)` when given); returns (page, total matching).
+
+        The page ends early when it reaches `max_page_bytes` (the caller pages on from `offset + len`)."""
         with self._lock:
-            for trace_id in builtins.list(self._traces):
-                self._resolve(trace_id)
-            items = [entry[0] for entry in reversed(self._traces.values()) if entry[0] is not None]
-        matching = [
-            t
-            for t in items
-            if (channel is None or t.get("channel") == channel)
-            and (status is None or t.get("status") == status)
-            and (mode is None or t.get("mode") == mode)
-        ]
-        return [dict(t) for t in matching[offset : offset + limit]], len(matching)
+            # References only: raw lists are copied so the tail thread may go on appending.
+            entries = [
+                (tid, e[0], builtins.list(e[1]) if e[1] is not None else None)
+                for tid, e in reversed(self._traces.items())
+            ]
+        page: list[dict[str, Any]] = []
+        page_bytes = 0
+        full = False
+        total = 0
+        for trace_id, merged, raws in entries:
+            doc = merged if raws is None else _merge_raws(trace_id, merged, raws)
+            if doc is None:
+                continue
+            if (
+                (channel is not None and doc.get("channel") != channel)
+                or (status is not None and doc.get("status") != status)
+                or (mode is not None and doc.get("mode") != mode)
+                or (visible is not None and not visible(doc.get("channel")))
+            ):
+                continue
+            total += 1
+            if full or total <= offset:
+                continue
+            size = len(orjson.dumps(doc, default=str))
+            if page and page_bytes + size > self.max_page_bytes:
+                full = True
+                continue
+            page.append(dict(doc))
+            page_bytes += size
+            full = len(page) >= limit
+        return page, total
 
     def __len__(self) -> int:
         return len(self._traces)
@@ -117,15 +156,20 @@ class TraceIndex:
     def _merge(self, trace_id: str, update: Mapping[str, Any]) -> None:
         # Raw records that arrived earlier merge first: the merge is order-dependent. Lock held.
         current = self._resolve(trace_id)
-        self._traces.pop(trace_id, None)
+        old = self._traces.pop(trace_id, None)
+        if old is not None:
+            self._bytes -= old[2]
         merged = merge_trace(current, update)
         merged.setdefault("id", trace_id)
-        self._traces[trace_id] = [merged, None]
+        size = _size(merged)
+        self._traces[trace_id] = [merged, None, size]
+        self._bytes += size
         self._evict()
 
     def _evict(self) -> None:
-        while len(self._traces) > self.capacity:
-            self._traces.popitem(last=False)
+        while self._traces and (len(self._traces) > self.capacity or self._bytes > self.max_bytes):
+            _, entry = self._traces.popitem(last=False)
+            self._bytes -= entry[2]
 
     def _resolve(self, trace_id: str) -> dict[str, Any] | None:
         """Parse and merge the raw records of `trace_id`; its merged doc (None: unknown). Lock held."""
@@ -154,8 +198,13 @@ class TraceIndex:
             # Nothing valid arrived for this id: as if never seen.
             if self._traces.get(trace_id) is entry:
                 del self._traces[trace_id]
+                self._bytes -= entry[2]
             return None
         entry[0] = merged
+        size = _size(merged)
+        if self._traces.get(trace_id) is entry:  # not evicted meanwhile (a foreign record's merge)
+            self._bytes += size - entry[2]
+        entry[2] = size
         return merged
 
     # -- tailing ------------------------------------------------------------------------------------
@@ -224,14 +273,16 @@ class TraceIndex:
             with self._lock:
                 entry = self._traces.get(trace_id)
                 if entry is None:
-                    self._traces[trace_id] = [None, [value]]
-                    self._evict()
+                    self._traces[trace_id] = [None, [value], len(value)]
                 else:
                     self._traces.move_to_end(trace_id)
                     if entry[1] is None:
                         entry[1] = [value]
                     else:
                         entry[1].append(value)
+                    entry[2] += len(value)
+                self._bytes += len(value)
+                self._evict()
             return
         doc = _parse(value)
         if doc is None:
@@ -240,6 +291,21 @@ class TraceIndex:
         if not isinstance(trace_id, str) or not trace_id:
             return
         self.record(trace_id, doc)
+
+
+def _size(doc: Mapping[str, Any]) -> int:
+    return len(orjson.dumps(doc, default=str))
+
+
+def _merge_raws(trace_id: str, merged: dict[str, Any] | None, raws: builtins.list[bytes]) -> dict[str, Any] | None:
+    """`merged` with `raws` merged on top, in order, without touching the index (listing's view)."""
+    for raw in raws:
+        doc = _parse(raw)
+        if doc is None or (doc.get("id") or doc.get("trace_id")) != trace_id:
+            continue  # a foreign id is filed under its own id when the trace is read
+        merged = merge_trace(merged, doc)
+        merged.setdefault("id", trace_id)
+    return merged
 
 
 def _parse(value: bytes) -> dict[str, Any] | None:

@@ -172,7 +172,7 @@ async def test_traces_are_readable_and_filterable_from_a_second_gateway(
     assert all(t["mode"] == "async" and t["status"] == "completed" for t in listed["data"])
     assert listed["total"] >= 1 and listed["limit"] == 50 and listed["offset"] == 0
     none = (await gateway_b.http.get("/api/v1/data/traces", params={"channel": "no-such-channel"})).json()
-    assert none == {"data": [], "total": 0, "limit": 50, "offset": 0}
+    assert none == {"data": [], "total": 0, "limit": 50, "offset": 0, "next_offset": None}
     bad = await gateway_b.http.get("/api/v1/data/traces", params={"status": "weird"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "BAD_REQUEST"
     missing = await gateway_b.http.get("/api/v1/data/traces/does-not-exist")

@@ -81,3 +81,28 @@ def test_list_filters_and_order_over_unparsed_records() -> None:
     items, _ = index.list()
     assert [t["id"] for t in items] == ["t1", "t3", "t2"]
     assert items[0]["status"] == "completed"  # final statuses rank equal: the later one wins
+
+
+def test_listing_parses_transiently_and_pages_are_bounded_in_bytes() -> None:
+    """Issue 14 item 3: a full listing does not parse every trace into the index; a page has a byte cap."""
+    index = _index(capacity=100)
+    index.max_page_bytes = 3000
+    for i in range(20):
+        _feed(index, f"t{i}".encode(), {"id": f"t{i}", "channel": "c", "status": "completed", "result": "x" * 1000})
+    items, total = index.list(limit=50)
+    assert total == 20
+    assert 1 <= len(items) <= 3  # ~1 kB each: the byte cap ends the page, the caller pages on
+    assert all(entry[0] is None for entry in index._traces.values())  # still raw: nothing kept parsed
+    items, _ = index.list(limit=50, visible=lambda channel: channel != "c")
+    assert items == []
+
+
+def test_the_index_is_bounded_by_bytes_too() -> None:
+    index = _index(capacity=10_000)
+    index.max_bytes = 50_000
+    for i in range(200):
+        _feed(index, f"t{i}".encode(), {"id": f"t{i}", "channel": "c", "status": "completed", "result": "y" * 1000})
+    assert len(index) < 60 and index._bytes <= 50_000
+    assert index.get("t199") is not None and index.get("t0") is None
+    index.record("local", {"status": "pending", "channel": "c", "blob": "z" * 30_000})
+    assert index._bytes <= 50_000

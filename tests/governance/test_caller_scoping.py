@@ -2,7 +2,8 @@
 
 - item 7: X-Forwarded-For / X-Real-IP are believed only from `trusted_proxies` (rotating them used to
   bypass the rate limit 20/20);
-- Low: the audit actor cannot be forged through X-Forwarded-For either.
+- Low: the audit actor cannot be forged through X-Forwarded-For either;
+- item 3: traces are readable with admin credentials, or a channel's key for that channel's traces only.
 
 Real broker, real worker, real gateways on loopback.
 """
@@ -19,7 +20,15 @@ import pytest
 
 from app.settings import Settings
 from tests.fixtures.kafka import make_test_settings
-from tests.gateway.conftest import Admin, Gateway, apply_quasar_topics, map_task, parse_task, start_gateway
+from tests.gateway.conftest import (
+    Admin,
+    Gateway,
+    apply_quasar_topics,
+    eventually,
+    map_task,
+    parse_task,
+    start_gateway,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -60,6 +69,8 @@ async def gateway(scope_settings: Settings, worker: Any) -> AsyncIterator[Gatewa
         await admin.workflow(ECHO_WF)
         await admin.channel(_channel("limited", {"rate_limit": {"requests_per_second": 0.1, "burst": 3}}))
         await admin.channel(_channel("proxied", {"rate_limit": {"requests_per_second": 0.1, "burst": 1}}))
+        await admin.channel(_channel("keyed-a", {"api_keys": ["key-of-a"]}))
+        await admin.channel(_channel("open-b", {}))
         yield gw
     finally:
         await gw.stop()
@@ -128,3 +139,51 @@ async def test_the_audit_actor_cannot_be_forged_with_forwarded_headers(
         assert b"127.0.0.1" in found[0]
     finally:
         consumer.close()
+
+
+@pytest.fixture(scope="module")
+async def admin_gateway(scope_settings: Settings, gateway: Gateway) -> AsyncIterator[Gateway]:
+    """A gateway with admin auth on (the traces API follows it)."""
+    locked = scope_settings.model_copy(
+        update={"instance_id": "scope-c", "admin_auth_enabled": True, "admin_api_key": "admin-secret"}
+    )
+    gw = await start_gateway(locked)
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+async def test_traces_need_admin_credentials_or_the_channel_key(gateway: Gateway, admin_gateway: Gateway) -> None:
+    a = await gateway.http.post("/api/v1/data/keyed-a/async", json={"data": {}}, headers={"X-API-Key": "key-of-a"})
+    b = await gateway.http.post("/api/v1/data/open-b/async", json={"data": {}})
+    assert a.status_code == 202 and b.status_code == 202, (a.text, b.text)
+    trace_a, trace_b = a.json()["trace_id"], b.json()["trace_id"]
+    admin = {"Authorization": "Bearer admin-secret"}
+
+    async def completed(trace_id: str) -> bool:
+        r = await admin_gateway.http.get(f"/api/v1/data/traces/{trace_id}", headers=admin)
+        return r.status_code == 200 and r.json().get("status") == "completed"
+
+    await eventually(lambda: completed(trace_a), within=60)
+    await eventually(lambda: completed(trace_b), within=60)
+
+    # Admin auth on: nothing without credentials.
+    assert (await admin_gateway.http.get("/api/v1/data/traces")).status_code == 401
+    assert (await admin_gateway.http.get(f"/api/v1/data/traces/{trace_b}")).status_code == 401
+    # The channel's key reads that channel's traces only; another channel's trace does not exist for it.
+    key_a = {"X-API-Key": "key-of-a"}
+    listed = (await admin_gateway.http.get("/api/v1/data/traces", headers=key_a)).json()
+    assert {t["channel"] for t in listed["data"]} == {"keyed-a"} and trace_a in {t["id"] for t in listed["data"]}
+    assert (await admin_gateway.http.get(f"/api/v1/data/traces/{trace_a}", headers=key_a)).status_code == 200
+    assert (await admin_gateway.http.get(f"/api/v1/data/traces/{trace_b}", headers=key_a)).status_code == 404
+    # Admin credentials read everything, paginated.
+    page = (await admin_gateway.http.get("/api/v1/data/traces", params={"limit": 1}, headers=admin)).json()
+    assert len(page["data"]) == 1 and page["total"] >= 2 and page["next_offset"] == 1
+
+    # Admin auth off: open channels' traces stay open, a keyed channel's need its key.
+    assert (await gateway.http.get(f"/api/v1/data/traces/{trace_b}")).status_code == 200
+    assert (await gateway.http.get(f"/api/v1/data/traces/{trace_a}")).status_code == 404
+    assert (await gateway.http.get(f"/api/v1/data/traces/{trace_a}", headers=key_a)).status_code == 200
+    listed = (await gateway.http.get("/api/v1/data/traces")).json()
+    assert "keyed-a" not in {t["channel"] for t in listed["data"]}
