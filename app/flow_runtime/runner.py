@@ -74,6 +74,7 @@ from app.flows.local import TimerQueue
 from app.flows.machine import apply, resume_effects
 from app.flows.schedule import CancelInstance, ScheduleEvent, ScheduleState, StartScheduled, apply_schedule, due_fires
 from app.flows.tasks import run_task
+from app.kafka import headers as H
 from app.kafka.admin import create_admin, topic_partitions
 from app.kafka.config import consumer_config, producer_config, reader_config
 from app.kafka.consumer import read_to_end
@@ -81,11 +82,11 @@ from app.kafka.names import TopicNames
 from app.kafka.topics import apply_topics, load_specs, tasks_topic_plan
 from app.observability import metrics as M
 from app.settings import Settings
-from app.worker.dlq import dlq_headers, dlq_value
 
 __all__ = ["ExternalResult", "FlowRunner"]
 
 log = logging.getLogger(__name__)
+_MAX_DLQ_VALUE = 900_000  # under librdkafka's default message.max.bytes with room for headers
 
 
 class ExternalResult(BaseModel):
@@ -592,22 +593,27 @@ class FlowRunner:
         origin: tuple[str, int, int],
         headers: Any = None,
     ) -> None:
-        error = ValidationFailed(reason)
-        error.code = code
         topic, partition, offset = origin
-        extra = dlq_headers(
-            headers,
-            channel="flows",
-            error=error,
-            attempts=1,
-            first_failed_ms=int(time.time() * 1000),
-            topic=topic,
-            partition=partition,
-            offset=offset,
-        )
-        body, extra = dlq_value(value, extra)
+        extra: list[tuple[str, str | bytes | None]] = [
+            (k, v if isinstance(v, bytes) else str(v or "").encode())
+            for k, v in (headers or [])
+            if not k.startswith("__connect.")
+        ]
+        extra += [
+            (H.DLQ_ORIGINAL_TOPIC, topic.encode()),
+            (H.DLQ_ORIGINAL_PARTITION, str(partition).encode()),
+            (H.DLQ_ORIGINAL_OFFSET, str(offset).encode()),
+            (H.DLQ_ERROR_CODE, code.encode()),
+            (H.DLQ_ERROR_MESSAGE, reason.encode()[:4096]),
+            (H.DLQ_CHANNEL, b"flows"),
+            (H.DLQ_ATTEMPTS, b"1"),
+            (H.DLQ_FIRST_FAILED_AT, str(int(time.time() * 1000)).encode()),
+        ]
+        if value is not None and len(value) > _MAX_DLQ_VALUE:
+            extra.append((H.DLQ_VALUE_DROPPED, str(len(value)).encode()))
+            value = None  # the original stays readable at its topic/partition/offset
         assert self._producer is not None
-        self._producer.produce(self.names.dlq, body, key, headers=extra)
+        self._producer.produce(self.names.dlq, value, key, headers=extra)
         M.DLQ_RECORDS.labels("flows", code).inc()
 
     def _update_gauges(self) -> None:
