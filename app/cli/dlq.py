@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import typer
 
@@ -27,30 +28,78 @@ def _when(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _ms(when: str | None, what: str) -> int | None:
+    """ISO 8601 date/time (UTC unless it says otherwise) or epoch milliseconds -> epoch ms."""
+    if when is None:
+        return None
+    if when.isdigit():
+        return int(when)
+    try:
+        parsed = dt.datetime.fromisoformat(when)
+    except ValueError:
+        typer.echo(f"error: {what} must be an ISO 8601 time or epoch milliseconds, got {when!r}", err=True)
+        raise typer.Exit(2) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+_CODE = typer.Option(None, "--code", help="Only dead letters with this error code.")
+_CHANNEL = typer.Option(None, "--channel", help="Only dead letters of this channel.")
+_PARTITION = typer.Option(None, "--partition", help="Only this DLQ partition.")
+_FROM = typer.Option(None, "--from-offset", help="Only DLQ offsets >= this (with --partition for one partition).")
+_TO = typer.Option(None, "--to-offset", help="Only DLQ offsets <= this.")
+_SINCE = typer.Option(None, "--since", help="Only dead-lettered at/after this time (ISO 8601 or epoch ms).")
+_UNTIL = typer.Option(None, "--until", help="Only dead-lettered at/before this time (ISO 8601 or epoch ms).")
+
+
+def _filter(
+    code: str | None,
+    channel: str | None,
+    partition: int | None,
+    from_offset: int | None,
+    to_offset: int | None,
+    since: str | None,
+    until: str | None,
+) -> Any:
+    from app.worker.dlq import DlqFilter
+
+    return DlqFilter(code, channel, partition, from_offset, to_offset, _ms(since, "--since"), _ms(until, "--until"))
+
+
 @app.command("list")
 def list_cmd(
-    code: str | None = typer.Option(None, "--code", help="Only dead letters with this error code."),
+    code: str | None = _CODE,
+    channel: str | None = _CHANNEL,
+    partition: int | None = _PARTITION,
+    from_offset: int | None = _FROM,
+    to_offset: int | None = _TO,
+    since: str | None = _SINCE,
+    until: str | None = _UNTIL,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
 ) -> None:
-    """List dead letters (oldest first)."""
+    """List dead letters (oldest first per partition). Read-only: writes nothing to the DLQ."""
     import orjson
     from rich.console import Console
     from rich.table import Table
 
     from app.worker.dlq import list_dlq
 
-    entries = list_dlq(_settings(), code=code)
+    where = _filter(code, channel, partition, from_offset, to_offset, since, until)
+    entries = list_dlq(_settings(), where=where)
     if as_json:
         for e in entries:
             typer.echo(
                 orjson.dumps(
                     {
+                        "dlq_partition": e.partition,
                         "dlq_offset": e.offset,
                         "channel": e.channel,
                         "code": e.code,
                         "message": e.message,
                         "attempts": e.attempts,
                         "first_failed_at": e.first_failed_at,
+                        "dead_lettered_at": e.dead_lettered_at,
                         "topic": e.topic,
                         "partition": e.original_partition,
                         "offset": e.original_offset,
@@ -60,12 +109,12 @@ def list_cmd(
                 ).decode()
             )
         return
-    table = Table(title=f"{len(entries)} dead letter(s)" + (f" with code {code}" if code else ""))
-    for col in ("offset", "channel", "code", "message", "attempts", "first failed", "from", "replayed"):
+    table = Table(title=f"{len(entries)} dead letter(s) ({where.describe()})")
+    for col in ("dlq", "channel", "code", "message", "attempts", "first failed", "from", "replayed"):
         table.add_column(col)
     for e in entries:
         table.add_row(
-            str(e.offset),
+            f"{e.partition}@{e.offset}",
             e.channel,
             e.code,
             e.message[:80],
@@ -79,11 +128,19 @@ def list_cmd(
 
 @app.command("replay")
 def replay_cmd(
-    code: str | None = typer.Option(None, "--code", help="Only dead letters with this error code."),
+    code: str | None = _CODE,
+    channel: str | None = _CHANNEL,
+    partition: int | None = _PARTITION,
+    from_offset: int | None = _FROM,
+    to_offset: int | None = _TO,
+    since: str | None = _SINCE,
+    until: str | None = _UNTIL,
+    to_topic: str | None = typer.Option(None, "--to-topic", help="Replay onto this topic instead of the original."),
     all_: bool = typer.Option(False, "--all", help="Also replay dead letters that were replayed before."),
 ) -> None:
-    """Re-produce dead letters onto their original topics with quasar-attempt + 1."""
-    from app.worker.dlq import replay_dlq
+    """Re-produce dead letters onto their original topics (or --to-topic) with quasar-attempt + 1."""
+    from app.worker.dlq import replay_report
 
-    done = replay_dlq(_settings(), code=code, include_replayed=all_)
-    typer.echo(f"replayed {len(done)} dead letter(s)")
+    where = _filter(code, channel, partition, from_offset, to_offset, since, until)
+    report = replay_report(_settings(), where=where, include_replayed=all_, to_topic=to_topic)
+    typer.echo(report.explain())

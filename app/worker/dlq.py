@@ -1,9 +1,11 @@
 """The dead letter topic: listing dead letters, replaying them (the pipeline builds them).
 
 A DLQ record keeps the original key, value and headers and adds Kafka Connect's error-context headers
-(`app/kafka/headers.py`). Replay re-produces the original onto its topic with `quasar-attempt` + 1 and
-writes a replay marker (`__marker__/replayed/<partition>/<offset>`) to the DLQ, so a second replay skips
-records already replayed (unless asked for all) and `list` can show it.
+(`app/kafka/headers.py`). Listing is read-only (no marker records, no write rights needed). Replay
+(by code, channel, DLQ offset range or time range; onto the original topic or another one) re-produces the
+original with `quasar-attempt` + 1 and writes a replay marker (`__marker__/replayed/<partition>/<offset>`)
+to the DLQ, so a second replay skips records already replayed (unless asked for all) and `list` shows it;
+its report says why anything matching was not replayed, or why nothing matched.
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from app.errors import QuasarError
 from app.kafka import headers as H
 from app.kafka.admin import create_admin, topic_partitions
 from app.kafka.config import producer_config, reader_config
-from app.kafka.consumer import MARKER_PREFIX, read_to_end
+from app.kafka.consumer import MARKER_PREFIX
 from app.kafka.names import TopicNames
 from app.kafka.producer import produce_sync
 from app.settings import Settings
 
-__all__ = ["DlqEntry", "list_dlq", "replay_dlq"]
+__all__ = ["DlqEntry", "DlqFilter", "ReplayReport", "list_dlq", "replay_dlq", "replay_report"]
 
 _REPLAYED = MARKER_PREFIX + b"replayed/"
 # Headers a dead letter adds; stripped from the original before replaying it (a replay that fails again
@@ -50,6 +52,7 @@ class DlqEntry:
     topic: str
     original_partition: int
     original_offset: int
+    dead_lettered_at: int = 0  # the DLQ record's timestamp (epoch ms)
     replayed: bool = field(default=False)
 
     @classmethod
@@ -73,6 +76,7 @@ class DlqEntry:
             topic=hm.get(H.DLQ_ORIGINAL_TOPIC, ""),
             original_partition=_int(hm.get(H.DLQ_ORIGINAL_PARTITION), -1),
             original_offset=_int(hm.get(H.DLQ_ORIGINAL_OFFSET), -1),
+            dead_lettered_at=max(0, msg.timestamp()[1]),
         )
 
     def replay_headers(self) -> HeaderList:
@@ -91,38 +95,146 @@ def _int(value: str | None, default: int) -> int:
         return default
 
 
-def list_dlq(settings: Settings, *, code: str | None = None, timeout: float = 30.0) -> list[DlqEntry]:
-    """Every dead letter (optionally of one error code), oldest first per partition.
+@dataclass(frozen=True)
+class DlqFilter:
+    """Which dead letters a command is about (every field optional; all given ones must match)."""
 
-    Reads each DLQ partition up to a marker written now (Tansu's end offsets are not trusted).
+    code: str | None = None
+    channel: str | None = None
+    partition: int | None = None  # DLQ partition
+    from_offset: int | None = None  # DLQ offsets, inclusive
+    to_offset: int | None = None
+    since_ms: int | None = None  # time the record was dead-lettered (epoch ms), inclusive
+    until_ms: int | None = None
+
+    def matches(self, e: DlqEntry) -> bool:
+        return (
+            (self.code is None or e.code == self.code)
+            and (self.channel is None or e.channel == self.channel)
+            and (self.partition is None or e.partition == self.partition)
+            and (self.from_offset is None or e.offset >= self.from_offset)
+            and (self.to_offset is None or e.offset <= self.to_offset)
+            and (self.since_ms is None or e.dead_lettered_at >= self.since_ms)
+            and (self.until_ms is None or e.dead_lettered_at <= self.until_ms)
+        )
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in vars(self).items() if v is not None]
+        return ", ".join(parts) or "no filter"
+
+
+def _read_partition_readonly(settings: Settings, topic: str, partition: int, timeout: float) -> list[Message]:
+    """Every record of one DLQ partition, without writing anything (a read needs no write rights).
+
+    Tansu's high watermark can be short when the last batch holds several records, so reading does not
+    stop at it: it goes on until a whole fetch wait (x3) brings nothing new.
     """
+    consumer = Consumer(reader_config(settings, client_id="quasar-dlq"))
+    out: list[Message] = []
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=min(timeout, 10))
+        consumer.assign([TopicPartition(topic, partition, low)])
+        quiet = max(0.5, 3 * settings.fetch_wait_max_ms / 1000)
+        deadline = time.monotonic() + timeout
+        position = low
+        last_news = time.monotonic()
+        while time.monotonic() < deadline:
+            msgs = consumer.consume(500, 0.1)
+            got = [m for m in msgs if m.error() is None and m.partition() == partition]
+            for m in got:
+                out.append(m)
+                position = (m.offset() or 0) + 1
+            if got:
+                last_news = time.monotonic()
+            elif position >= high and time.monotonic() - last_news >= quiet:
+                return out
+        raise QuasarError(f"reading {topic}[{partition}] did not finish within {timeout}s (at offset {position})")
+    finally:
+        consumer.close()
+
+
+def list_dlq(
+    settings: Settings,
+    *,
+    code: str | None = None,
+    where: DlqFilter | None = None,
+    timeout: float = 30.0,
+) -> list[DlqEntry]:
+    """Every dead letter matching the filter, oldest first per partition. Read-only."""
     topic = TopicNames(settings.topic_prefix).dlq
     partitions = topic_partitions(create_admin(settings)).get(topic)
     if partitions is None:
         raise QuasarError(f"DLQ topic {topic!r} does not exist: run `quasar topics apply`")
-    producer = Producer(producer_config(settings, client_id="quasar-dlq", **{"linger.ms": 0}))
+    where = where or DlqFilter(code=code)
     entries: list[DlqEntry] = []
     replayed: set[tuple[int, int]] = set()
     for partition in range(partitions):
-        consumer = Consumer(reader_config(settings, client_id="quasar-dlq"))
-        try:
-
-            def collect(msg: Message, partition: int = partition) -> None:
-                key = msg.key() or b""
-                if key.startswith(_REPLAYED):
-                    p, _, o = key[len(_REPLAYED) :].decode().partition("/")
+        for msg in _read_partition_readonly(settings, topic, partition, timeout):
+            key = msg.key() or b""
+            if key.startswith(_REPLAYED):
+                p, _, o = key[len(_REPLAYED) :].decode(errors="replace").partition("/")
+                if p.isdigit() and o.isdigit():
                     replayed.add((int(p), int(o)))
-                elif not key.startswith(MARKER_PREFIX):
-                    entries.append(DlqEntry.from_message(msg))
-
-            read_to_end(producer, consumer, topic, partition, 0, on_message=collect, timeout=timeout)
-        finally:
-            consumer.close()
+            elif not key.startswith(MARKER_PREFIX):
+                entries.append(DlqEntry.from_message(msg))
     for e in entries:
         e.replayed = (e.partition, e.offset) in replayed
-    if code:
-        entries = [e for e in entries if e.code == code]
-    return entries
+    return [e for e in entries if where.matches(e)]
+
+
+@dataclass
+class ReplayReport:
+    """What a replay did, and why it did not replay the rest."""
+
+    replayed: list[DlqEntry]
+    matched: int  # dead letters matching the filter
+    total: int  # dead letters in the topic
+    skipped: dict[str, int]  # reason -> count
+    where: DlqFilter
+
+    def explain(self) -> str:
+        text = f"replayed {len(self.replayed)} of {self.matched} matching dead letter(s) ({self.where.describe()})"
+        if not self.total:
+            return text + ": the DLQ is empty"
+        if not self.matched:
+            return text + f": none of the {self.total} dead letter(s) matches the filter"
+        reasons = ", ".join(f"{n} {why}" for why, n in self.skipped.items() if n)
+        return text + (f"; skipped: {reasons}" if reasons else "")
+
+
+def replay_report(
+    settings: Settings,
+    *,
+    where: DlqFilter | None = None,
+    include_replayed: bool = False,
+    to_topic: str | None = None,
+    timeout: float = 30.0,
+) -> ReplayReport:
+    """Re-produce matching dead letters onto their original topics (or `to_topic`) with attempt + 1."""
+    where = where or DlqFilter()
+    everything = list_dlq(settings, where=DlqFilter(), timeout=timeout)
+    matched = [e for e in everything if where.matches(e)]
+    skipped = {"already replayed (use --all)": 0, "not a Quasar dead letter": 0, "value too large to copy": 0}
+    dlq = TopicNames(settings.topic_prefix).dlq
+    producer = Producer(producer_config(settings, client_id="quasar-dlq-replay"))
+    done: list[DlqEntry] = []
+    deadline = time.monotonic() + timeout
+    for e in matched:
+        if e.replayed and not include_replayed:
+            skipped["already replayed (use --all)"] += 1
+            continue
+        if not e.topic and not to_topic:
+            skipped["not a Quasar dead letter"] += 1  # nothing says where it came from
+            continue
+        if any(k == H.DLQ_VALUE_DROPPED for k, _ in e.headers):
+            skipped["value too large to copy"] += 1  # still readable at its original offset
+            continue
+        remaining = max(1.0, deadline - time.monotonic())
+        produce_sync(producer, to_topic or e.topic, e.value, e.key, headers=e.replay_headers(), timeout=remaining)
+        marker = _REPLAYED + f"{e.partition}/{e.offset}".encode()
+        produce_sync(producer, dlq, None, marker, partition=e.partition, timeout=remaining)
+        done.append(e)
+    return ReplayReport(done, len(matched), len(everything), skipped, where)
 
 
 def replay_dlq(
@@ -132,20 +244,7 @@ def replay_dlq(
     include_replayed: bool = False,
     timeout: float = 30.0,
 ) -> list[DlqEntry]:
-    """Re-produce dead letters onto their original topics (attempt + 1); returns the replayed entries."""
-    entries = [e for e in list_dlq(settings, code=code, timeout=timeout) if include_replayed or not e.replayed]
-    dlq = TopicNames(settings.topic_prefix).dlq
-    producer = Producer(producer_config(settings, client_id="quasar-dlq-replay"))
-    done: list[DlqEntry] = []
-    deadline = time.monotonic() + timeout
-    for e in entries:
-        if not e.topic:
-            continue  # not a Quasar dead letter: nothing says where it came from
-        if any(k == H.DLQ_VALUE_DROPPED for k, _ in e.headers):
-            continue  # no copy of the value to replay (it is still at its original offset)
-        remaining = max(1.0, deadline - time.monotonic())
-        produce_sync(producer, e.topic, e.value, e.key, headers=e.replay_headers(), timeout=remaining)
-        marker = _REPLAYED + f"{e.partition}/{e.offset}".encode()
-        produce_sync(producer, dlq, None, marker, partition=e.partition, timeout=remaining)
-        done.append(e)
-    return done
+    """`replay_report` by error code; returns the replayed entries."""
+    return replay_report(
+        settings, where=DlqFilter(code=code), include_replayed=include_replayed, timeout=timeout
+    ).replayed

@@ -17,10 +17,12 @@ import orjson
 import pytest
 
 from app.kafka import headers as H
+from app.kafka.admin import create_admin
+from app.kafka.topics import TopicPlan, apply_topics
 from app.settings import Settings
 from app.worker import metrics as M
 from app.worker.codec import SCHEMAS_DIR
-from app.worker.dlq import list_dlq, replay_dlq
+from app.worker.dlq import DlqFilter, list_dlq, replay_dlq, replay_report
 from tests.runtime.worker_support import COMPLEX, Runtime, dlq_headers, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,3 +192,55 @@ async def test_dlq_cli_lists_and_filters(rt: Runtime) -> None:
     rows = [orjson.loads(line) for line in done.stdout.splitlines() if line.strip()]
     assert [r["code"] for r in rows] == ["DECODE_ERROR"]
     assert rows[0]["channel"] == "cli" and rows[0]["topic"] == rt.names.channel("cli")
+    nothing = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app.cli", "dlq", "replay", "--code", "NO_SUCH_CODE"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert nothing.returncode == 0, nothing.stderr
+    assert "replayed 0" in nothing.stdout and "matches the filter" in nothing.stdout
+
+
+async def test_list_is_read_only_and_replay_selects_by_offset_into_another_topic(rt: Runtime) -> None:
+    await rt.activate("pick", FAILING)
+    await rt.worker()
+    for i in range(3):
+        rt.send("pick", {"data": {"i": i}}, key=f"p-{i}")
+    dead = await asyncio.to_thread(rt.dlq, 3)
+    listed = await asyncio.to_thread(list_dlq, rt.settings)
+    assert len(listed) == 3
+    # Listing wrote nothing: the DLQ holds exactly the three dead letters.
+    again = await asyncio.to_thread(read_records, rt.settings, rt.names.dlq, until=lambda r: len(r) >= 3, timeout=10)
+    assert not any((m.key() or b"").startswith(b"__marker__/") for m in again)
+    chosen = next(e for e in listed if e.key == b"p-1")
+    target = f"{rt.settings.topic_prefix}repaired"
+    apply_topics(create_admin(rt.settings), [TopicPlan(target, 1, 1, {})])
+    where = DlqFilter(partition=chosen.partition, from_offset=chosen.offset, to_offset=chosen.offset)
+    report = await asyncio.to_thread(replay_report, rt.settings, where=where, to_topic=target)
+    assert [e.key for e in report.replayed] == [b"p-1"] and report.matched == 1
+    (copy,) = await asyncio.to_thread(read_records, rt.settings, target, until=lambda r: len(r) >= 1)
+    assert copy.key() == b"p-1" and H.header_map(copy.headers())[H.ATTEMPT] == "2"
+    assert len(dead) == 3
+
+
+async def test_a_replay_that_matches_nothing_says_why(rt: Runtime) -> None:
+    await rt.activate("why", FAILING)
+    await rt.worker()
+    rt.send("why", {"data": {}})
+    await asyncio.to_thread(rt.dlq, 1)
+    nothing = await asyncio.to_thread(replay_report, rt.settings, where=DlqFilter(code="NO_SUCH_CODE"))
+    assert nothing.replayed == [] and "none of the 1 dead letter(s) matches" in nothing.explain()
+    (first,) = await asyncio.to_thread(list_dlq, rt.settings)
+    just_it = DlqFilter(channel="why", partition=first.partition, from_offset=first.offset, to_offset=first.offset)
+    once = await asyncio.to_thread(replay_report, rt.settings, where=just_it)
+    assert len(once.replayed) == 1
+    twice = await asyncio.to_thread(replay_report, rt.settings, where=just_it)
+    assert twice.replayed == [] and "1 already replayed (use --all)" in twice.explain()
+    later = await asyncio.to_thread(
+        replay_report, rt.settings, where=DlqFilter(since_ms=int(time.time() * 1000) + 3_600_000)
+    )
+    assert later.matched == 0
