@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from app.connectors.services import ConnectorServices
+from app.engine.budget import BudgetExceeded
 from app.engine.functions import default_registry
 from app.engine.functions._inputs import logic_at
 from app.engine.functions.connectors import ConnectorInput, compile_connector_input
@@ -367,6 +368,7 @@ class ChannelCall(AsyncFunction):
         limit = svc.max_channel_call_depth
         if len(chain) > limit:
             raise ChannelCallRefused(f"channel_call depth limit ({limit}) exceeded: {route}")
+        ctx.budget.count_call(route)  # one budget for the whole call tree of the request
         engine = ctx.engine
         if engine is None:
             raise EngineFailure("channel_call needs the engine in the task context")
@@ -385,15 +387,18 @@ class ChannelCall(AsyncFunction):
         deadline = time.time() + timeout_s
         if ctx.deadline is not None:
             deadline = min(deadline, ctx.deadline)
-        options = RunOptions(deadline=deadline, services=svc, calls=ctx.calls)
+        options = RunOptions(deadline=deadline, services=svc, calls=ctx.calls, budget=ctx.budget)
         timer = asyncio.timeout(max(0.0, deadline - time.time()))
         try:
             async with timer:
+                # Yield first: a call tree of in-process channels would otherwise hold the event loop
+                # (and every other partition) until its last call returns.
+                await asyncio.sleep(0)
                 await engine.process(target, child, options)
         except Exception as exc:
             if timer.expired() or isinstance(exc, TimeoutError | Timeout):
                 raise Timeout(f"channel_call to '{target}' timed out after {timeout_s:.3g}s") from exc
-            if isinstance(exc, ChannelCallRefused):
+            if isinstance(exc, ChannelCallRefused | BudgetExceeded):
                 raise
             why = exc.message if isinstance(exc, QuasarError) else str(exc)
             raise EngineFailure(f"channel_call to '{target}' failed: {why}") from exc

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from app.engine.budget import WorkBudget
 from app.engine.compiler import CompiledWorkflow
 from app.engine.message import AuditEntry, Message, rfc3339
 from app.engine.registry import FunctionRegistry, TaskContext
@@ -72,6 +73,8 @@ class RunOptions:
     # dry-run / tracing: when set, the executor appends one step per workflow/task here
     steps: list[dict[str, Any]] | None = None
     calls: list[dict[str, Any]] | None = field(default=None)
+    # The request's work budget, shared by its channel_calls (None: a fresh one with the defaults).
+    budget: WorkBudget | None = None
 
 
 _DEFAULT_OPTIONS = RunOptions()
@@ -160,7 +163,9 @@ class Engine:
         meta["processed_at"] = rfc3339()
         meta["engine_version"] = ENGINE_VERSION
         meta["channel"] = ch.name
-        ctx = TaskContext(ch.name, services=opts.services, deadline=opts.deadline, engine=self, calls=opts.calls)
+        ctx = TaskContext(
+            ch.name, services=opts.services, deadline=opts.deadline, engine=self, calls=opts.calls, budget=opts.budget
+        )
         bucket = opts.rollout_bucket
         if bucket is None and ch.partial:
             bucket = random.randrange(100)  # no sticky key given: Orion's per-request random split
@@ -307,6 +312,8 @@ class Engine:
         deadline = ctx.deadline
         if deadline is not None and time.time() > deadline:
             raise _WorkflowFailed(Timeout("Deadline exceeded before task " + task.id), "deadline exceeded")
+        # Spent budget fails the whole run (not just this workflow): the record goes no further.
+        ctx.budget.check_time("task " + task.id)
         ctx.task_id = task.id
         ctx.reason = None
         ctx.changes = _NO_CHANGES

@@ -7,6 +7,12 @@ is the Python binding of the same engine, so one `Engine(templating=True)` repro
 Rules are compiled once (`compile_logic`) when a workflow is compiled, never per message. Two
 shapes that dominate real workflows skip the native call entirely: scalar literals and plain
 `{"var": "a.b"}` lookups (same semantics as datalogic, checked by a test).
+
+A rule that iterates (`map`, `filter`, `reduce`, `all`, `some`, `none`) refuses (`LogicError`) input
+holding more than `MAX_ITERATED_ITEMS` array items, or `MAX_NESTED_ITERATED_ITEMS` when iterations nest
+or a `reduce` accumulates with `merge`/`cat` (quadratic work: `reduce`+`merge` over 6,000 items held
+the worker's event loop for 4.7 s). Native evaluation cannot be interrupted, so the input is bounded
+before it starts.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from app.engine.fastlogic import FALLBACK, MISSING, FastRule, compile_fast, look
 from app.engine.paths import clone
 
 __all__ = [
+    "MAX_ITERATED_ITEMS",
+    "MAX_NESTED_ITERATED_ITEMS",
     "Logic",
     "LogicCompileError",
     "LogicError",
@@ -28,6 +36,40 @@ __all__ = [
 ]
 
 _ENGINE: Final = _dl.Engine(templating=True)
+
+MAX_ITERATED_ITEMS: Final = 10_000
+MAX_NESTED_ITERATED_ITEMS: Final = 1_000
+_ITERATING = frozenset({"map", "filter", "reduce", "all", "some", "none"})
+_ACCUMULATING = frozenset({"merge", "cat"})
+
+
+def _iteration_depth(node: Any, inside: int = 0) -> int:
+    """How deeply a rule nests iterations (0: none); accumulation inside an iteration counts as one more."""
+    if isinstance(node, list):
+        return max((_iteration_depth(n, inside) for n in node), default=inside)
+    if not isinstance(node, dict):
+        return inside
+    deepest = inside
+    for op, args in node.items():
+        level = inside + 1 if op in _ITERATING or (inside and op in _ACCUMULATING) else inside
+        deepest = max(deepest, level, _iteration_depth(args, level))
+    return deepest
+
+
+def _items_over(value: Any, limit: int) -> bool:
+    """Whether `value` holds more than `limit` array items in all (stops counting once over)."""
+    stack = [value]
+    count = 0
+    while stack:
+        node = stack.pop()
+        if type(node) is list:
+            count += len(node)
+            if count > limit:
+                return True
+            stack.extend(n for n in node if isinstance(n, dict | list))
+        elif type(node) is dict:
+            stack.extend(n for n in node.values() if isinstance(n, dict | list))
+    return False
 
 
 class LogicError(Exception):
@@ -108,7 +150,7 @@ def _project(src: dict[str, Any], trie: ReadTrie) -> dict[str, Any]:
 class Logic:
     """A compiled JSONLogic rule. `evaluate` returns a fresh value; `is_true` is Orion's strict test."""
 
-    __slots__ = ("_default", "_fast", "_kind", "_reads", "_rule", "_segments", "_value", "source")
+    __slots__ = ("_default", "_fast", "_items", "_kind", "_reads", "_rule", "_segments", "_value", "source")
 
     def __init__(self, source: Any) -> None:
         self.source = source
@@ -118,6 +160,7 @@ class Logic:
         self._segments: tuple[str, ...] = ()
         self._default: Any = None
         self._value: Any = None
+        self._items: int | None = None  # max array items in the input of an iterating rule
         if source is None or isinstance(source, bool | int | float | str):
             self._kind = "const"
             self._value = source
@@ -144,6 +187,9 @@ class Logic:
         except _dl.DataLogicError as exc:
             raise LogicCompileError(str(exc)) from exc
         self._reads = _read_trie(self._rule)
+        depth = _iteration_depth(source)
+        if depth:
+            self._items = MAX_ITERATED_ITEMS if depth == 1 else MAX_NESTED_ITERATED_ITEMS
         # Common shapes (comparisons, if/and/or, cat, in) run in Python; see fastlogic.py.
         self._fast = compile_fast(source)
 
@@ -167,10 +213,11 @@ class Logic:
         rule = self._rule
         assert rule is not None
         reads = self._reads
+        data = _project(context, reads) if reads is not None and type(context) is dict else context
+        if self._items is not None and _items_over(data, self._items):
+            raise LogicError(f"the rule iterates over more than {self._items} array items (limit)")
         try:
-            if reads is not None and type(context) is dict:
-                return rule.evaluate(_project(context, reads))
-            return rule.evaluate(context)
+            return rule.evaluate(data)
         except _dl.DataLogicError as exc:
             raise LogicError(str(exc)) from exc
 
@@ -190,10 +237,11 @@ class Logic:
         rule = self._rule
         assert rule is not None
         reads = self._reads
+        data = _project(context, reads) if reads is not None and type(context) is dict else context
+        if self._items is not None and _items_over(data, self._items):
+            return False  # an error counts as false
         try:
-            if reads is not None and type(context) is dict:
-                return rule.evaluate(_project(context, reads)) is True
-            return rule.evaluate(context) is True
+            return rule.evaluate(data) is True
         except _dl.DataLogicError:
             return False
 

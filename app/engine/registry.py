@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from app.engine.budget import WorkBudget
+
 if TYPE_CHECKING:
     from app.engine.message import Message
 
@@ -61,6 +63,7 @@ class TaskContext:
     """
 
     __slots__ = (
+        "budget",
         "calls",
         "changes",
         "channel",
@@ -80,8 +83,10 @@ class TaskContext:
         deadline: float | None = None,
         engine: Any = None,
         calls: list[dict[str, Any]] | None = None,
+        budget: WorkBudget | None = None,
     ) -> None:
         self.channel = channel
+        self.budget = budget if budget is not None else WorkBudget()
         self.services = services
         self.deadline = deadline
         self.engine = engine
