@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build wheels for Quasar and its dependencies, then install them on a slim image that
-# runs as a non-root user. Linted by hadolint in tests/ops/test_deploy_files.py.
+# runs as a non-root user. No extras: the embedded dev broker (`quasar[embedded]`, 40 MB) stays out. Linted by hadolint in tests/ops/test_deploy_files.py.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -20,6 +20,7 @@ COPY connectors ./connectors
 USER 10001:10001
 # 8080: gateway HTTP (data, admin, /health, /metrics); 9091: worker /metrics and /health.
 ENV QUASAR_GATEWAY_HOST=0.0.0.0 \
+    QUASAR_SCHEMAS_DIR=/srv/quasar/schemas \
     QUASAR_GATEWAY_PORT=8080 \
     QUASAR_WORKER_METRICS_PORT=9091 \
     QUASAR_WORKER_METRICS_HOST=0.0.0.0 \

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         repr=False,
     )
     topic_prefix: str = Field(default="quasar.", description="Prefix of every topic Quasar owns.")
+    schemas_dir: Path | None = Field(
+        default=None,
+        description="Directory of named Avro schemas (`<name>.avsc`). Unset: `schemas/` of the source tree when "
+        "running from a checkout, else `./schemas` (the Docker image sets /srv/quasar/schemas).",
+    )
     fetch_wait_max_ms: int = Field(
         default=100,
         description="Consumer fetch.wait.max.ms. Real Kafka answers as soon as data arrives; Tansu only when "

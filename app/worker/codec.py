@@ -18,6 +18,7 @@ import orjson
 
 from app.errors import BadRequest, PayloadTooLarge
 from app.jsonlimits import MAX_JSON_DEPTH, json_too_deep
+from app.settings import Settings
 
 __all__ = [
     "SCHEMAS_DIR",
@@ -30,9 +31,24 @@ __all__ = [
     "decode_avro",
     "decode_json",
     "decode_raw",
+    "schemas_dir",
 ]
 
+# `schemas/` of a source checkout (next to `app/`); an installed wheel has none there.
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+
+def schemas_dir(settings: Settings | None = None, *, source_tree: Path = SCHEMAS_DIR, cwd: Path | None = None) -> Path:
+    """Where named Avro schemas live: QUASAR_SCHEMAS_DIR, else the source tree's `schemas/`, else `./schemas`.
+
+    The same in every layout: a checkout finds its own `schemas/`; an installed wheel (whose package sits in
+    site-packages) uses the working directory's `schemas/`; the Docker image sets QUASAR_SCHEMAS_DIR.
+    """
+    if settings is not None and settings.schemas_dir is not None:
+        return settings.schemas_dir
+    if source_tree.is_dir():
+        return source_tree
+    return (cwd or Path.cwd()) / "schemas"
 
 
 class DecodeError(BadRequest):
@@ -102,8 +118,8 @@ def decode_json(value: bytes | None) -> tuple[Any, dict[str, Any]]:
 class SchemaCache:
     """Parsed Avro schemas by declaration (a name under `directory`, or an inline schema)."""
 
-    def __init__(self, directory: Path = SCHEMAS_DIR) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory if directory is not None else schemas_dir()
         self._parsed: dict[bytes, Any] = {}
 
     def get(self, declared: object) -> Any:

