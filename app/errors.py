@@ -21,6 +21,7 @@ __all__ = [
     "RateLimited",
     "ResponseTooLarge",
     "ServiceUnavailable",
+    "TestSuiteFailed",
     "Timeout",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -55,6 +56,13 @@ class ValidationFailed(QuasarError):
     """Engine `Validation` errors (parse_xml, publish_*, channel_call config) and invalid documents."""
 
     code, status = "VALIDATION_ERROR", 400
+
+
+class TestSuiteFailed(ValidationFailed):
+    """A version's test suite failed, so it may not be activated (details: the suite report)."""
+
+    __test__ = False  # not a pytest test class
+    code = "TEST_SUITE_FAILED"
 
 
 class Unauthorized(QuasarError):

@@ -200,6 +200,13 @@ class Settings(BaseSettings):
         repr=False,
     )
 
+    # Rules
+    require_passing_tests: bool = Field(
+        default=True,
+        description="Refuse to activate a workflow or ruleset version whose test suite (its `tests`) fails; "
+        "the result is recorded on the version with its content digest.",
+    )
+
     # Logging
     log_level: str = "info"
     log_format: str = Field(default="json", description="json or console")

@@ -17,7 +17,7 @@
 
 `run_workflow` / `send` return the sync HTTP body `{id, status, data, errors}`; a failed run raises
 the same `app.errors.QuasarError` the gateway would map to a status code. `load_bundle` reads a
-`{"workflows": [...], "channels": [...]}` JSON file such as those in `docs/examples/`.
+`{"workflows": [...], "channels": [...], "rulesets": [...]}` JSON file such as those in `docs/examples/`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from app.engine import (
     default_registry,
     dry_run,
 )
+from app.engine.rules import RulesetCatalog, compile_ruleset
 
 __all__ = [
     "assert_no_errors",
@@ -49,6 +50,7 @@ __all__ = [
     "build_engine",
     "dry_run",
     "load_bundle",
+    "ruleset_catalog",
     "run_workflow",
     "send",
 ]
@@ -63,11 +65,13 @@ def build_engine(
     channels: Iterable[ChannelDoc | Mapping[str, Any]],
     *,
     registry: FunctionRegistry | None = None,
+    rulesets: Iterable[Mapping[str, Any]] = (),
 ) -> Engine:
     """An in-memory setup: compile the workflows and bind them to channels by id.
 
     Statuses are ignored (drafts run too) so tests need no activation step. A channel that names
-    an unknown workflow raises `KeyError`.
+    an unknown workflow raises `KeyError`. `rulesets` (documents with `ruleset_id` and optional
+    `version`, default 1) are what `rule` tasks and `call` steps find.
     """
     reg = registry or default_registry()
     by_id = {wf.id: wf for wf in (_compiled(d, reg) for d in workflows)}
@@ -79,7 +83,17 @@ def build_engine(
             if wid not in by_id:
                 raise KeyError(f"channel '{ch.name}' binds unknown workflow '{wid}'")
             entries.append(ChannelWorkflow(by_id[wid]))
-    return Engine(bound)
+    return Engine(bound, rulesets=ruleset_catalog(rulesets))
+
+
+def ruleset_catalog(docs: Iterable[Mapping[str, Any]]) -> RulesetCatalog:
+    """A catalog of ruleset documents (each active at its `version`, default 1), for offline runs."""
+    compiled = []
+    for doc in docs:
+        rid = doc.get("ruleset_id") or doc.get("id")
+        version = doc.get("version", 1)
+        compiled.append(compile_ruleset(doc, str(rid), version if type(version) is int else 1))
+    return RulesetCatalog.of(compiled)
 
 
 def send(
@@ -118,7 +132,9 @@ def run_workflow(
 def load_bundle(path: str | Path, *, registry: FunctionRegistry | None = None) -> Engine:
     """Build an engine from a `{"workflows": [...], "channels": [...]}` JSON file."""
     doc = json.loads(Path(path).read_text())
-    return build_engine(doc.get("workflows", []), doc.get("channels", []), registry=registry)
+    return build_engine(
+        doc.get("workflows", []), doc.get("channels", []), registry=registry, rulesets=doc.get("rulesets", [])
+    )
 
 
 def _subset(actual: Any, expected: Any, where: str) -> None:

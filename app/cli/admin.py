@@ -29,6 +29,7 @@ __all__ = [
     "channels_app",
     "connectors_app",
     "restore",
+    "rulesets_app",
     "send",
     "traces_app",
     "workflows_app",
@@ -129,6 +130,7 @@ _COLUMNS = {
     "workflow": ("workflow_id", "name", "version", "status", "rollout_percentage", "tags"),
     "channel": ("channel_id", "name", "version", "status", "channel_type", "protocol", "route_pattern"),
     "connector": ("connector_id", "name", "connector_type", "version", "status"),
+    "ruleset": ("ruleset_id", "name", "version", "status", "entry", "tags"),
 }
 
 
@@ -396,6 +398,73 @@ async def _apply_one(c: AdminClient, kind: str, plural: str, doc: Any, activate:
 workflows_app = _group("workflow", "workflows", lifecycle=True)
 channels_app = _group("channel", "channels", lifecycle=True)
 connectors_app = _group("connector", "connectors", lifecycle=False)
+rulesets_app = _group("ruleset", "rulesets", lifecycle=True)
+
+
+@rulesets_app.command("test")
+def ruleset_test(
+    object_id: str = typer.Argument(..., metavar="ID"),
+    data: str | None = typer.Option(None, "-d", "--data", help="the ruleset's data as JSON"),
+    file: str | None = typer.Option(None, "-f", "--file", help='JSON file with {"data", "metadata"}'),
+    version: int | None = typer.Option(None, help="version to run (default: the draft, else the latest)"),
+    url: str | None = UrlOpt,
+    token: str | None = TokenOpt,
+    header: str = HeaderOpt,
+) -> None:
+    """Dry-run a ruleset on sample data and print its decision path."""
+
+    async def job(c: AdminClient) -> None:
+        if file is not None:
+            body = _read_json(file)
+        else:
+            body = {"data": _parse_json_arg(data, "--data") if data is not None else {}}
+        result = await c.admin("POST", f"/rulesets/{object_id}/test", json=body, params={"version": version})
+        table = Table(title=f"decision path of {object_id} v{result.get('version')}")
+        for col in ("ruleset", "step", "kind", "taken", "µs"):
+            table.add_column(col)
+        for step in result.get("decisions", []):
+            taken = step.get("next") or (step.get("result") or {}).get("code")
+            if "branch" in step:
+                taken = f"branch {step['branch']} -> {taken}"
+            table.add_row(
+                _cell(step.get("ruleset")),
+                _cell(step.get("step")),
+                _cell(step.get("kind")),
+                _cell(taken),
+                _cell(step.get("elapsed_us")),
+            )
+        console.print(table)
+        _print_json({k: result[k] for k in ("result", "error") if k in result})
+
+    _run(url, token, header, job)
+
+
+@rulesets_app.command("validate")
+def ruleset_validate(
+    file: str = FileOpt,
+    url: str | None = UrlOpt,
+    token: str | None = TokenOpt,
+    header: str = HeaderOpt,
+) -> None:
+    """Validate ruleset definitions without storing them (exit 2 when any is invalid)."""
+
+    async def job(c: AdminClient) -> int:
+        bad = 0
+        for doc in _docs(_read_json(file), "rulesets"):
+            report = await c.admin("POST", "/rulesets/validate", json=doc)
+            ident = _doc_id("ruleset", doc) or (doc.get("name") if isinstance(doc, dict) else None) or "?"
+            if report.get("valid"):
+                console.print(f"[green]valid[/] {ident}")
+            else:
+                bad += 1
+                console.print(f"[red]invalid[/] {ident}")
+                for e in report.get("errors", []):
+                    console.print(f"  {e.get('field') or '(ruleset)'}: {e.get('message')}")
+            for w in report.get("warnings", []):
+                console.print(f"  [yellow]warning[/] {w}")
+        return EXIT_CODES["usage"] if bad else 0
+
+    _run(url, token, header, job)
 
 
 @workflows_app.command("rollout")

@@ -24,25 +24,31 @@ console = Console()
 _REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
 
-def _iter_documents(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Workflows, channels and connectors found in the example files (single docs, lists or bundles)."""
-    workflows: list[dict[str, Any]] = []
-    channels: list[dict[str, Any]] = []
-    connectors: list[dict[str, Any]] = []
+_Docs = list[dict[str, Any]]
+
+
+def _iter_documents(root: Path) -> tuple[_Docs, _Docs, _Docs, _Docs]:
+    """Workflows, channels, connectors and rulesets in the example files (single docs, lists or bundles)."""
+    workflows: _Docs = []
+    channels: _Docs = []
+    connectors: _Docs = []
+    rulesets: _Docs = []
 
     def classify(doc: Any) -> None:
         if isinstance(doc, list):
             for item in doc:
                 classify(item)
         elif isinstance(doc, dict):
-            if "tasks" in doc:
+            if "steps" in doc and "entry" in doc:
+                rulesets.append(doc)
+            elif "tasks" in doc:
                 workflows.append(doc)
             elif "channel_type" in doc or "channel_id" in doc:
                 channels.append(doc)
             elif "connector_type" in doc or ("type" in doc and "config" in doc):
                 connectors.append(doc)
             elif doc.get("load_in_dev", True):
-                for key in ("workflows", "channels", "connectors"):
+                for key in ("rulesets", "workflows", "channels", "connectors"):
                     if key in doc:
                         classify(doc[key])
 
@@ -53,16 +59,18 @@ def _iter_documents(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
             classify(orjson.loads(path.read_bytes()))
         except orjson.JSONDecodeError as exc:
             console.print(f"[yellow]skipping {path}: not JSON ({exc})[/]")
-    return workflows, channels, connectors
+    return workflows, channels, connectors, rulesets
 
 
 def load_examples(base_url: str, root: Path = _REPO_EXAMPLES) -> dict[str, int]:
     """Create and activate every example through the admin API; existing ones are left as they are."""
-    workflows, channels, connectors = _iter_documents(root)
-    counts = {"workflows": 0, "channels": 0, "connectors": 0, "skipped": 0}
+    workflows, channels, connectors, rulesets = _iter_documents(root)
+    counts = {"workflows": 0, "channels": 0, "connectors": 0, "rulesets": 0, "skipped": 0}
     with httpx.Client(base_url=base_url, timeout=30) as http:
         for kind, docs, id_keys in (
             ("connectors", connectors, ("id", "name")),
+            # rulesets before workflows, in file order: a ruleset's pinned callees are activated first
+            ("rulesets", rulesets, ("ruleset_id", "id")),
             ("workflows", workflows, ("workflow_id", "id")),
             ("channels", channels, ("channel_id", "name")),
         ):

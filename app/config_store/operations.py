@@ -111,6 +111,16 @@ def _percentage(p: object, *, lo: int = 1) -> int:
     return p
 
 
+def _whole(kind: str, p: int) -> int:
+    """Rulesets switch versions whole: their callers pin versions, a traffic split belongs to workflows."""
+    if kind == "ruleset" and p != 100:
+        raise BadRequest(
+            "a ruleset has one active version: rollout_percentage must be 100 (split traffic with a workflow "
+            "rollout that runs two ruleset versions)"
+        )
+    return p
+
+
 def _set(versions: Versions, n: int, now: str, **changes: Any) -> None:
     versions[n] = {**versions[n], **changes, "updated_at": now}
 
@@ -262,17 +272,21 @@ class Activate(Operation):
     """Activate the draft at `rollout_percentage` (default 100). 400 without a draft."""
 
     rollout_percentage: int = 100
+    # the draft's test-suite result, recorded on the activated version (see app/engine/rules/testsuite.py)
+    test_suite: Mapping[str, Any] | None = None
     name = "activate"
 
     def run(self, kind: str, object_id: str, current: ObjectState | None, now: str) -> Change:
         _lifecycle_only(kind, self.name)
-        p = _percentage(self.rollout_percentage)
+        p = _whole(kind, _percentage(self.rollout_percentage))
         cur = _live(kind, object_id, current)
         n = cur.draft
         if n is None:
             raise BadRequest(f"{_label(kind, object_id)} has no draft to activate")
         versions = _copy(cur)
         _activate(versions, n, p, now)
+        if self.test_suite is not None:
+            versions[n]["test_suite"] = dict(self.test_suite)
         return Change(self.name, versions, n)
 
 
@@ -285,7 +299,7 @@ class Rollout(Operation):
 
     def run(self, kind: str, object_id: str, current: ObjectState | None, now: str) -> Change:
         _lifecycle_only(kind, self.name)
-        p = _percentage(self.rollout_percentage)
+        p = _whole(kind, _percentage(self.rollout_percentage))
         cur = _live(kind, object_id, current)
         active = cur.active
         if len(active) != 2:
@@ -327,7 +341,7 @@ class Rollback(Operation):
 
     def run(self, kind: str, object_id: str, current: ObjectState | None, now: str) -> Change:
         _lifecycle_only(kind, self.name)
-        p = _percentage(self.rollout_percentage)
+        p = _whole(kind, _percentage(self.rollout_percentage))
         cur = _live(kind, object_id, current)
         if type(self.version) is not int or self.version not in cur.versions:
             raise NotFound(f"{_label(kind, object_id)} has no version {self.version!r}")

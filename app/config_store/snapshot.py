@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.config_store.rulesets import ruleset_catalog
 from app.config_store.state import ConfigState, ObjectState
 
 __all__ = [
@@ -30,8 +31,8 @@ __all__ = [
     "rollout_ranges",
 ]
 
-# {channel name: [(compiled workflow, (lo, hi)), ...]} -> engine
-EngineFactory = Callable[[Mapping[str, list[tuple[Any, tuple[int, int]]]]], Any]
+# ({channel name: [(compiled workflow, (lo, hi)), ...]}, rulesets=<RulesetCatalog>) -> engine
+EngineFactory = Callable[..., Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class Snapshot:
     workflows: Mapping[str, tuple[BoundWorkflow, ...]] = field(default_factory=dict)  # active, by id
     engine: Any = None
     problems: tuple[Mapping[str, Any], ...] = ()
+    rulesets: Any = None  # RulesetCatalog: active and archived ruleset versions (what `rule` tasks call)
 
 
 def rollout_ranges(obj: ObjectState) -> list[tuple[int, tuple[int, int]]]:
@@ -111,11 +113,14 @@ def rollout_ranges(obj: ObjectState) -> list[tuple[int, tuple[int, int]]]:
     return out
 
 
-def default_engine_factory(channels: Mapping[str, list[tuple[Any, tuple[int, int]]]]) -> Any:
-    """Build `app.engine.Engine` from compiled workflows and their rollout ranges."""
+def default_engine_factory(channels: Mapping[str, list[tuple[Any, tuple[int, int]]]], rulesets: Any = None) -> Any:
+    """Build `app.engine.Engine` from compiled workflows and their rollout ranges (and the ruleset catalog)."""
     from app.engine import ChannelWorkflow, Engine
 
-    return Engine({name: [ChannelWorkflow(wf, rollout=rng) for wf, rng in wfs] for name, wfs in channels.items()})
+    return Engine(
+        {name: [ChannelWorkflow(wf, rollout=rng) for wf, rng in wfs] for name, wfs in channels.items()},
+        rulesets=rulesets,
+    )
 
 
 def _workflow_ids(doc: Mapping[str, Any]) -> list[str]:
@@ -219,13 +224,20 @@ def build_snapshot(state: ConfigState, *, engine_factory: EngineFactory | None =
                 continue
             connectors[obj.id] = doc
 
+    for obj in state.objects("ruleset"):
+        for n in obj.active:
+            result = obj.compiled.get(n)
+            if result is not None and not result.valid:
+                problems.append({"kind": "ruleset", "id": obj.id, "version": n, "errors": list(result.errors)})
+    catalog = ruleset_catalog(state)
+
     engine = None
     if engine_factory is not None:
         engine_input = {
             name: [(b.compiled, b.rollout) for b in view.workflows if b.compiled is not None]
             for name, view in channels.items()
         }
-        engine = engine_factory(engine_input)
+        engine = engine_factory(engine_input, rulesets=catalog)
 
     return Snapshot(
         offset=state.offset,
@@ -236,6 +248,7 @@ def build_snapshot(state: ConfigState, *, engine_factory: EngineFactory | None =
         workflows=workflows,
         engine=engine,
         problems=tuple(problems),
+        rulesets=catalog,
     )
 
 

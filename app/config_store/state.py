@@ -44,13 +44,16 @@ __all__ = [
     "valid_object_id",
 ]
 
-KINDS: tuple[str, ...] = ("workflow", "channel", "connector", "apikey", "policy", "flow", "schedule")
+KINDS: tuple[str, ...] = ("workflow", "channel", "connector", "apikey", "policy", "flow", "schedule", "ruleset")
 # Kinds without drafts: every create/update is a new active version (the previous one is archived).
 DIRECT_KINDS: frozenset[str] = frozenset({"connector", "apikey", "policy"})
 STATUSES: tuple[str, ...] = ("draft", "active", "archived")
 MARKER_PREFIX = "__marker__/"
 # Lifecycle fields the store owns; everything else in a version document is the user's definition.
-META_FIELDS: frozenset[str] = frozenset({"version", "status", "rollout_percentage", "created_at", "updated_at"})
+# `test_suite`: the test-suite result recorded when the version was activated (with its content digest).
+META_FIELDS: frozenset[str] = frozenset(
+    {"version", "status", "rollout_percentage", "created_at", "updated_at", "test_suite"}
+)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _KEY = re.compile(r"^(" + "|".join(KINDS) + r")/([^#]+)#(\d+)\.([A-Za-z0-9_-]+)$")
 
@@ -127,6 +130,10 @@ def default_compiler(
             from app.engine import ChannelDoc
 
             return CompileResult(compiled=ChannelDoc.model_validate({"channel_id": object_id, **definition}))
+        if kind == "ruleset":
+            from app.engine.rules import compile_ruleset
+
+            return CompileResult(compiled=compile_ruleset(definition, object_id))
         if kind == "apikey":
             from app.identity import ApiKeyDoc
 

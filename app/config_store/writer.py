@@ -25,6 +25,7 @@ import orjson
 
 from app.config_store.operations import Change, Delete, Operation, Restore, summarize
 from app.config_store.reader import ConfigReader
+from app.config_store.rulesets import check_activation
 from app.config_store.state import KINDS, ObjectState, Outcome, proposal_key
 from app.errors import BadRequest, Conflict, EngineFailure, PolicyRefused, ValidationFailed
 from app.kafka.names import TopicNames
@@ -211,6 +212,9 @@ class ConfigWriter:
                 + "; ".join(f"{e.get('field') or '<root>'}: {e.get('message')}" for e in result.errors),
                 details=list(result.errors),
             )
+        if kind == "ruleset" and doc.get("status") == "active":
+            # Pinned calls are resolved now: a published ruleset never calls a version that may change or vanish.
+            check_activation(self.reader.state, object_id, change.version, result.compiled)
 
     async def _propose(
         self,

@@ -11,6 +11,7 @@ from app.engine.executor import ChannelWorkflow, Engine, RunOptions
 from app.engine.message import Message
 from app.engine.models import WorkflowDoc
 from app.engine.registry import FunctionRegistry
+from app.engine.rules.ruleset import RulesetLookup
 from app.errors import QuasarError
 
 __all__ = ["dry_run", "dry_run_async"]
@@ -43,6 +44,8 @@ def _report(wf: CompiledWorkflow, message: Message, opts: RunOptions, error: Qua
         "output": message.context["data"],
         "errors": message.errors,
     }
+    if message.explain:
+        report["decisions"] = message.explain  # decision paths of decision_table / rule tasks
     if error is not None:
         report["error"] = {"code": error.code, "message": error.message, "status": error.status}
     return report
@@ -55,11 +58,13 @@ async def dry_run_async(
     *,
     registry: FunctionRegistry | None = None,
     services: Any = None,
+    rulesets: RulesetLookup | None = None,
 ) -> dict[str, Any]:
     """Async form of `dry_run` (for custom asynchronous functions without side effects)."""
     wf = _prepare(workflow, registry)
-    engine = Engine({_DRY_CHANNEL: [ChannelWorkflow(wf)]})
+    engine = Engine({_DRY_CHANNEL: [ChannelWorkflow(wf)]}, rulesets=rulesets)
     message = Message.from_request(data, metadata)
+    message.explain = []
     opts = RunOptions(rollout_bucket=0, services=services, steps=[], calls=[])
     error: QuasarError | None = None
     try:
@@ -75,17 +80,21 @@ def dry_run(
     metadata: dict[str, Any] | None = None,
     *,
     registry: FunctionRegistry | None = None,
+    rulesets: RulesetLookup | None = None,
 ) -> dict[str, Any]:
     """Run one workflow alone (even a draft) on `{data, metadata}` without side effects.
 
     Returns `{"matched", "trace": {"steps": [{workflow_id, task_id|null, result, status?,
     message?, would_call?}]}, "output", "errors"}` plus `"error"` when the run failed (the
-    output then holds the partial data). Raises `WorkflowInvalid` for an invalid document.
+    output then holds the partial data) and `"decisions"` (decision paths) when rule functions ran.
+    `rulesets`: where `rule` tasks find rulesets named by id. Raises `WorkflowInvalid` for an invalid
+    document.
     """
     wf = _prepare(workflow, registry)
     if not wf.is_async:
-        engine = Engine({_DRY_CHANNEL: [ChannelWorkflow(wf)]})
+        engine = Engine({_DRY_CHANNEL: [ChannelWorkflow(wf)]}, rulesets=rulesets)
         message = Message.from_request(data, metadata)
+        message.explain = []
         opts = RunOptions(rollout_bucket=0, steps=[], calls=[])
         error: QuasarError | None = None
         try:
@@ -93,4 +102,4 @@ def dry_run(
         except QuasarError as exc:
             error = exc
         return _report(wf, message, opts, error)
-    return asyncio.run(dry_run_async(wf, data, metadata, registry=registry))
+    return asyncio.run(dry_run_async(wf, data, metadata, registry=registry, rulesets=rulesets))

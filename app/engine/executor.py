@@ -29,6 +29,7 @@ from app.engine.budget import WorkBudget
 from app.engine.compiler import CompiledWorkflow
 from app.engine.message import AuditEntry, Message, rfc3339
 from app.engine.registry import FunctionRegistry, TaskContext
+from app.engine.rules.ruleset import RulesetLookup
 from app.errors import EngineFailure, NotFound, QuasarError, Timeout, ValidationFailed
 
 __all__ = [
@@ -132,9 +133,13 @@ class Engine:
         self,
         channels: Mapping[str, Sequence[ChannelWorkflow | CompiledWorkflow]],
         registry: FunctionRegistry | None = None,
+        *,
+        rulesets: RulesetLookup | None = None,
     ) -> None:
         # Workflows arrive compiled; the registry is kept for callers that compile more (channel_call).
         self.registry = registry
+        # Where `rule` tasks find rulesets named by id (the config snapshot's catalog).
+        self.rulesets = rulesets
         self._channels = {name: _Channel(name, entries) for name, entries in channels.items()}
 
     @property

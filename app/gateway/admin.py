@@ -73,6 +73,7 @@ _KIND_OF = {
     "connectors": "connector",
     "flows": "flow",
     "schedules": "schedule",
+    "rulesets": "ruleset",
 }
 
 
@@ -351,6 +352,56 @@ async def workflow_test(
     object_id: str, request: Request, version: int | None = Query(None, ge=1, le=_MAX_INT), svc: AdminService = Svc
 ) -> Response:
     return json_response(svc.test(object_id, await _body(request, required=False), version))
+
+
+@router.post(
+    "/workflows/{object_id}/test-suite",
+    tags=["Workflows"],
+    summary="Run the version's test suite (tests) offline, side effects stubbed",
+    openapi_extra=_OPTIONAL_BODY,
+)
+async def workflow_test_suite(
+    object_id: str, request: Request, version: int | None = Query(None, ge=1, le=_MAX_INT), svc: AdminService = Svc
+) -> Response:
+    return json_response(svc.test_suite("workflow", object_id, await _body(request, required=False), version))
+
+
+# Rulesets: the same lifecycle as workflows (one active version at a time: callers pin versions).
+@router.post(
+    "/rulesets/validate",
+    tags=["Rulesets"],
+    summary="Validate a ruleset definition (graph checks; call checks as warnings)",
+    openapi_extra=_JSON_BODY,
+)
+async def validate_ruleset(request: Request, svc: AdminService = Svc) -> Response:
+    return json_response(svc.validate_ruleset(await _body(request)))
+
+
+_crud("ruleset", "rulesets", "Rulesets", lifecycle=True)
+
+
+@router.post(
+    "/rulesets/{object_id}/test",
+    tags=["Rulesets"],
+    summary="Dry-run on sample data, with the decision path",
+    openapi_extra=_OPTIONAL_BODY,
+)
+async def ruleset_test(
+    object_id: str, request: Request, version: int | None = Query(None, ge=1, le=_MAX_INT), svc: AdminService = Svc
+) -> Response:
+    return json_response(svc.test_ruleset(object_id, await _body(request, required=False), version))
+
+
+@router.post(
+    "/rulesets/{object_id}/test-suite",
+    tags=["Rulesets"],
+    summary="Run the version's test suite (tests)",
+    openapi_extra=_OPTIONAL_BODY,
+)
+async def ruleset_test_suite(
+    object_id: str, request: Request, version: int | None = Query(None, ge=1, le=_MAX_INT), svc: AdminService = Svc
+) -> Response:
+    return json_response(svc.test_suite("ruleset", object_id, await _body(request, required=False), version))
 
 
 _crud("channel", "channels", "Channels", lifecycle=True)

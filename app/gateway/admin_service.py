@@ -19,9 +19,10 @@ from typing import Any
 
 from app.config_store import operations as ops
 from app.config_store.reader import ConfigReader
-from app.config_store.state import KINDS, STATUSES, ConfigState, ObjectState, id_field
+from app.config_store.rulesets import call_problems, check_activation, ruleset_catalog
+from app.config_store.state import KINDS, STATUSES, ConfigState, ObjectState, definition_of, id_field
 from app.config_store.writer import BACKUP_FORMAT, ConfigWriter
-from app.errors import BadRequest, NotFound, QuasarError, ValidationFailed
+from app.errors import BadRequest, NotFound, QuasarError, TestSuiteFailed, ValidationFailed
 from app.secrets import mask_secrets, unmask_with
 from app.settings import Settings
 
@@ -263,7 +264,8 @@ class AdminService:
             if kind == "channel" and obj.draft is not None and self._ensure_topic is not None:
                 # Create the request topic before the channel goes live, so the first request has a home.
                 await self._ensure_topic(dict(obj.versions[obj.draft]))
-            op: ops.Operation = ops.Activate(p if p is not None else 100)
+            suite = self._activation_suite(kind, obj)
+            op: ops.Operation = ops.Activate(p if p is not None else 100, test_suite=suite)
         elif status == "archived":
             op = ops.Archive()
         else:
@@ -321,7 +323,107 @@ class AdminService:
             raise ValidationFailed(f"workflow '{object_id}' v{n} is invalid and cannot run", details=errors)
         from app.engine import dry_run
 
-        return dict(dry_run(result.compiled, body.get("data", {}), dict(metadata)))
+        return dict(
+            dry_run(result.compiled, body.get("data", {}), dict(metadata), rulesets=ruleset_catalog(self.state))
+        )
+
+    # -- test suites ----------------------------------------------------------------------------------
+    def test_suite(self, kind: str, object_id: str, body: Any, version: int | None = None) -> dict[str, Any]:
+        """POST /{workflows|rulesets}/{id}/test-suite: run the version's `tests` (or the body's) offline."""
+        if kind not in ("workflow", "ruleset"):
+            raise BadRequest(f"{kind}s have no test suites")
+        if body is not None and not isinstance(body, Mapping):
+            raise BadRequest('body must be a JSON object like {"tests": [...]} (or empty)')
+        obj = self._object(kind, object_id)
+        n = version if version is not None else (obj.draft or obj.latest)
+        if n is None or n not in obj.versions:
+            raise NotFound(f"{kind.capitalize()} '{object_id}' has no version {n}")
+        doc = obj.versions[n]
+        tests = body.get("tests") if isinstance(body, Mapping) and body.get("tests") is not None else doc.get("tests")
+        if tests is None:
+            raise BadRequest(f"{kind} '{object_id}' v{n} has no tests: add a `tests` list to the version or the body")
+        return self._run_suite(kind, obj, n, tests)
+
+    def _run_suite(self, kind: str, obj: ObjectState, n: int, tests: Any) -> dict[str, Any]:
+        from app.engine.rules.testsuite import content_digest, run_suite
+
+        compiled = self._compiled(kind, obj.id, n)
+        digest = content_digest(definition_of(kind, obj.versions[n]))
+        return run_suite(compiled, tests, catalog=ruleset_catalog(self.state), digest=digest)
+
+    def _activation_suite(self, kind: str, obj: ObjectState) -> dict[str, Any] | None:
+        """Run the draft's suite before activating it; refuse (400 TEST_SUITE_FAILED) when it fails and the
+        policy requires passing tests. Returns the summary recorded on the activated version."""
+        n = obj.draft
+        if kind not in ("workflow", "ruleset") or n is None:
+            return None
+        tests = obj.versions[n].get("tests")
+        if not tests or not self.settings.require_passing_tests:
+            return None
+        result = obj.compiled.get(n)
+        if result is None or not result.valid:
+            return None  # the writer refuses an invalid version with its field errors
+        if kind == "ruleset":  # unresolvable calls first: they would fail every case
+            check_activation(self.state, obj.id, n, result.compiled)
+        report = self._run_suite(kind, obj, n, tests)
+        if not report["ok"]:
+            failed = [c for c in report["cases"] if not c["passed"]]
+            raise TestSuiteFailed(
+                f"{kind} '{obj.id}' v{n}: {report['failed']} of {report['total']} tests failed ("
+                + "; ".join(f"{c['name']}: {c['failures'][0]}" for c in failed[:3])
+                + "); fix them or set QUASAR_REQUIRE_PASSING_TESTS=false",
+                details=report,
+            )
+        return {
+            "digest": report["digest"],
+            "total": report["total"],
+            "passed": report["passed"],
+            "failed": report["failed"],
+            "ran_at": _now_iso(),
+        }
+
+    # -- rulesets: validate and dry-run ---------------------------------------------------------------
+    def validate_ruleset(self, body: Any) -> dict[str, Any]:
+        """POST /rulesets/validate: graph checks now; call checks (which need the config) as warnings."""
+        if not isinstance(body, Mapping):
+            raise BadRequest("ruleset definition must be a JSON object")
+        from app.engine.rules import analyse_ruleset
+
+        object_id = self._id_of("ruleset", body)
+        compiled, errors = analyse_ruleset(dict(body), object_id)
+        warnings: list[str] = []
+        if compiled is not None:
+            warnings = [f"activation would fail: {p['message']}" for p in call_problems(self.state, compiled)]
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            errors = [{"field": "name", "message": "name is required and must not be blank"}, *errors]
+        return {"valid": not errors, "errors": errors, "warnings": warnings}
+
+    def test_ruleset(self, object_id: str, body: Any, version: int | None = None) -> dict[str, Any]:
+        """Dry-run a ruleset version (the draft if there is one, else the latest) with its decision path."""
+        if body is None:
+            body = {}
+        if not isinstance(body, Mapping):
+            raise BadRequest('body must be a JSON object like {"data": {...}, "metadata": {...}}')
+        metadata = body.get("metadata") or {}
+        if not isinstance(metadata, Mapping):
+            raise BadRequest("metadata must be a JSON object")
+        compiled = self._compiled("ruleset", object_id, version)
+        from app.engine.rules.testsuite import run_ruleset
+
+        return run_ruleset(compiled, body.get("data", {}), dict(metadata), ruleset_catalog(self.state))
+
+    def _compiled(self, kind: str, object_id: str, version: int | None) -> Any:
+        obj = self._object(kind, object_id)
+        n = version if version is not None else (obj.draft or obj.latest)
+        if n is None or n not in obj.versions:
+            raise NotFound(f"{kind.capitalize()} '{object_id}' has no version {n}")
+        result = obj.compiled.get(n)
+        if result is None or not result.valid:
+            errors = [dict(e) for e in (result.errors if result else ())]
+            raise ValidationFailed(f"{kind} '{object_id}' v{n} is invalid and cannot run", details=errors)
+        compiled = result.compiled
+        return compiled.at_version(n) if kind == "ruleset" else compiled
 
     def validate(self, body: Any) -> dict[str, Any]:
         """POST /workflows/validate: `{"valid", "errors", "warnings"}` without storing anything."""
@@ -373,6 +475,8 @@ class AdminService:
             "active_channels": len(active_channels),
             "channels": active_channels,
             "connectors_count": len(self.state.objects("connector")),
+            "rulesets_count": len(self.state.objects("ruleset")),
+            "active_rulesets": sum(1 for o in self.state.objects("ruleset") if o.active),
             "invalid_active_versions": invalid,
             "config_offset": self.state.offset,
             "config_generation": self.state.generation,

@@ -102,6 +102,7 @@ def test_a_missing_input_is_null() -> None:
         ("not(-)", "any", "matches nothing"),
         ("<> 3", "any", "cannot parse"),
         ([{"a": 1}], "any", "set members"),
+        ({"==": [1]}, "any", "invalid JSONLogic"),
     ],
 )
 def test_bad_cells_are_refused_with_a_reason(cell: Any, column_type: str, message: str) -> None:

@@ -68,6 +68,7 @@ def test_testing_exports() -> None:
         "build_engine",
         "dry_run",
         "load_bundle",
+        "ruleset_catalog",
         "run_workflow",
         "send",
     }

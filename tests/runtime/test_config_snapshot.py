@@ -71,7 +71,7 @@ def test_channels_bind_workflows_and_the_engine_gets_every_active_version() -> N
     s.op("channel", "draft-only", Create({"name": "draft-only", "workflow_id": "wf"}))
     seen: dict[str, Any] = {}
 
-    def factory(channels: Mapping[str, list[tuple[Any, tuple[int, int]]]]) -> str:
+    def factory(channels: Mapping[str, list[tuple[Any, tuple[int, int]]]], rulesets: Any = None) -> str:
         seen.update(channels)
         return "engine"
 
@@ -99,7 +99,7 @@ def test_invalid_versions_are_left_out_of_the_engine_and_reported() -> None:
     s.op("workflow", "wf", Create({**WF, "broken": True}), Activate())
     s.op("channel", "c", Create({"workflow_id": "wf"}), Activate())
     s.op("channel", "d", Create({"workflow_id": "missing"}), Activate())
-    snap = build_snapshot(s.state, engine_factory=lambda ch: dict(ch))
+    snap = build_snapshot(s.state, engine_factory=lambda ch, **_: dict(ch))
     assert snap.engine == {"c": [], "d": []}
     assert snap.channels["c"].workflows[0].errors[0]["message"] == "broken on purpose"
     problems = {(p["kind"], p["id"]): p["errors"][0]["message"] for p in snap.problems}

@@ -205,6 +205,12 @@ class CompiledRuleset:
     def __repr__(self) -> str:
         return f"CompiledRuleset({self.id!r}, v{self.version}, steps={len(self.steps)})"
 
+    def at_version(self, version: int) -> CompiledRuleset:
+        """The same compiled graph labelled with `version` (compile results are shared by content)."""
+        if version == self.version:
+            return self
+        return CompiledRuleset(self.id, version, self.doc, self.entry, self.steps)
+
     def run(
         self,
         context: dict[str, Any],
