@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test check bench-engine bench proof install clean
+.PHONY: dev test check bench-engine bench-rules bench proof install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3.11 -m venv $(VENV)
@@ -26,6 +26,9 @@ check: $(STAMP)  ## lint and type-check (strict on app/engine)
 
 bench-engine: $(STAMP)  ## engine msgs/s vs Orion's engine (dataflow-wasm under node), same run
 	$(PY) -m bench.engine
+
+bench-rules: $(STAMP)  ## 50-row table and 5-step ruleset per message, next to the complex-workflow row
+	$(PY) -m bench.rules
 
 bench: $(STAMP)  ## every benchmark in one go, one table (+ bench/results/latest.json)
 	$(PY) -m bench.run_all

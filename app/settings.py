@@ -207,6 +207,12 @@ class Settings(BaseSettings):
         "the result is recorded on the version with its content digest.",
     )
 
+    explain_requests: bool = Field(
+        default=True,
+        description="Honour `x-quasar-explain: 1` / `?explain=1` (and the Kafka header `quasar-explain: 1`): the "
+        "reply carries the decision path of decision tables and rulesets. Turn off to keep rule internals private.",
+    )
+
     # Logging
     log_level: str = "info"
     log_format: str = Field(default="json", description="json or console")

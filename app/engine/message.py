@@ -155,16 +155,19 @@ class Message:
         self.errors.append(error_info(code, message, workflow_id=workflow_id, task_id=task_id))
 
     def to_response(self) -> dict[str, Any]:
-        """The sync HTTP 200 body: `{id, status: "ok", data, errors}`."""
-        return {"id": self.id, "status": "ok", "data": self.context["data"], "errors": self.errors}
+        """The sync HTTP 200 body: `{id, status: "ok", data, errors}` (+ `explain` when it was requested)."""
+        response = {"id": self.id, "status": "ok", "data": self.context["data"], "errors": self.errors}
+        if self.explain is not None:
+            response["explain"] = self.explain
+        return response
 
     def response_json(self) -> bytes:
         """`to_response()` as compact JSON bytes (insertion order kept)."""
         return orjson.dumps(self.to_response())
 
     def to_dict(self) -> dict[str, Any]:
-        """The whole message, as Orion stores it on a trace."""
-        return {
+        """The whole message, as Orion stores it on a trace (+ `explain` when it was requested)."""
+        out = {
             "id": self.id,
             "payload": self.payload,
             "context": {
@@ -175,3 +178,6 @@ class Message:
             "audit_trail": [a.to_dict() for a in self.audit_trail],
             "errors": self.errors,
         }
+        if self.explain is not None:
+            out["explain"] = self.explain
+        return out

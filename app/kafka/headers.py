@@ -26,6 +26,7 @@ __all__ = [
     "DLQ_STAGE",
     "DLQ_TASK_ID",
     "DLQ_VALUE_DROPPED",
+    "EXPLAIN",
     "GATEWAY_SEAL",
     "HEADERS_DROPPED",
     "MODE",
@@ -52,6 +53,7 @@ ROLLOUT_KEY = "quasar-rollout-key"
 CHANNEL = "quasar-channel"
 STATUS = "quasar-status"  # HTTP status of a reply
 GATEWAY_SEAL = "quasar-gateway-seal"  # the gateway governed this record (app/governance/seal.py)
+EXPLAIN = "quasar-explain"  # "1": record decision paths in the reply/output (docs/rules.md)
 
 # Propagated input headers left off a produced record because of their size (their count).
 HEADERS_DROPPED = "quasar-headers-dropped"

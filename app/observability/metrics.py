@@ -57,6 +57,7 @@ __all__ = [
     "RATE_LIMIT_REJECTIONS",
     "REPLY_TIMEOUTS",
     "RETRIES",
+    "RULE_STATS",
     "RUN_STATS",
     "SYNC_IN_FLIGHT",
     "ConsumerLagCollector",
@@ -300,6 +301,43 @@ class _RunStats(Collector):
 
 RUN_STATS = _RunStats()
 REGISTRY.register(RUN_STATS)
+
+
+class _RuleStatsCollector(Collector):
+    """Exports the pure engine's rule counters (`app.engine.rules.stats`) at scrape time.
+
+    The engine counts with dict increments (no prometheus-client locks on the decision path); the row
+    label is bounded by the engine (rows above 100 share `other`).
+    """
+
+    def describe(self) -> Iterator[Any]:
+        return iter(self._families({}, {}, {}))
+
+    def collect(self) -> Iterator[Any]:
+        from app.engine.rules.stats import rule_stats
+
+        stats = rule_stats()
+        return iter(self._families(stats.results.copy(), stats.table_hits.copy(), stats.metrics.copy()))
+
+    @staticmethod
+    def _families(
+        results: dict[tuple[str, str], int], hits: dict[tuple[str, str], int], metrics: dict[tuple[str, str], int]
+    ) -> list[CounterMetricFamily]:
+        out = []
+        for name, doc, labels, values in (
+            ("rule_results", "Ruleset results by result code (`rule` tasks).", ["ruleset", "code"], results),
+            ("decision_table_hits", "Decision table rows selected (row numbers from 1).", ["table", "row"], hits),
+            ("rule_metric", "`metric` counts of ruleset action steps.", ["ruleset", "name"], metrics),
+        ):
+            family = CounterMetricFamily(name, doc, labels=labels)
+            for key, value in values.items():
+                family.add_metric(list(key), value)
+            out.append(family)
+        return out
+
+
+RULE_STATS = _RuleStatsCollector()
+REGISTRY.register(RULE_STATS)
 
 
 class WorkflowObserver:

@@ -39,6 +39,7 @@ from app.config_store import Snapshot
 from app.engine.executor import RunOptions, rollout_bucket
 from app.engine.jsonlogic import Logic, compile_logic, is_truthy
 from app.engine.message import Message as EngineMessage
+from app.engine.rules.explain import explain_requested, is_yes
 from app.errors import (
     BadRequest,
     CircuitOpen,
@@ -345,8 +346,10 @@ class Pipeline:
         schemas: SchemaCache | None = None,
         services: Any = None,
         observe: Callable[[str, Any, float, float], None] | None = None,
+        explain_requests: bool = True,
     ) -> None:
         self.names = names
+        self.explain_requests = explain_requests  # honour x-quasar-explain / ?explain=1 (docs/rules.md)
         self.max_record_bytes = max_record_bytes
         self.max_result_bytes = min(max_result_bytes, MAX_PRODUCE_BYTES - MAX_HEADERS_TOTAL - 1024)
         self.max_attempts = max(1, max_attempts)
@@ -403,6 +406,8 @@ class Pipeline:
                 raise NotFound(f"Channel '{route.name}' not found")
             trace_id = _trace_id(record, hm)
             message = EngineMessage.from_request(data, metadata, id=hm.get(H.REQUEST_ID) or trace_id)
+            if self.explain_requests and (is_yes(hm.get(H.EXPLAIN)) or explain_requested(metadata)):
+                message.explain = []  # rule functions record their decision paths (docs/rules.md)
             options = self._options(record, route, hm, data, metadata, deadline, engine)
             started = time.perf_counter()
             if options.services is None:

@@ -104,6 +104,7 @@ class ChannelWorker:
             retry_backoff_s=settings.worker_retry_backoff_ms / 1000.0,
             schemas=self.schemas,
             observe=self._workflows.observe,
+            explain_requests=settings.explain_requests,
         )
         self._reply_topics: dict[str, int] = {}  # configured reply topic -> partition count
         self.drain_timeout = drain_timeout

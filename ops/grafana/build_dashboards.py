@@ -204,6 +204,34 @@ def _overview() -> _Board:
         "Config changes",
         [(f"sum by (kind, outcome) (increase(quasar_config_changes_applied_total[{R}]))", "{{kind}} {{outcome}}")],
     )
+    b.row("Rules")
+    b.panel(
+        "Decision results",
+        [(f"sum by (ruleset, code) (rate(rule_results_total[{R}]))", "{{ruleset}} {{code}}")],
+        unit="ops",
+        description="Ruleset results of `rule` tasks per second, by result code.",
+    )
+    b.panel(
+        "Result distribution and ruleset activations",
+        [
+            (
+                f"sum by (ruleset, code) (rate(rule_results_total[{R}])) / ignoring (code) group_left sum by (ruleset) (rate(rule_results_total[{R}]))",
+                "{{ruleset}} {{code}}",
+            ),
+            (
+                f'sum(increase(quasar_config_changes_applied_total{{kind="ruleset", outcome="applied"}}[{R}])) or vector(0)',
+                "ruleset changes",
+            ),
+        ],
+        unit="percentunit",
+        description="Share of each result code per ruleset; a ruleset change (activation) next to a shift in the shares explains it.",
+    )
+    b.panel(
+        "Decision table rows hit",
+        [(f"topk(10, sum by (table, row) (rate(decision_table_hits_total[{R}])))", "{{table}} row {{row}}")],
+        unit="ops",
+        description="The ten most selected decision table rows.",
+    )
     return b
 
 

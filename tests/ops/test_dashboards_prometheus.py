@@ -72,6 +72,56 @@ def _workflow(wid: str) -> dict[str, Any]:
     }
 
 
+RULE_CALLS = 6
+_RULESET = {
+    "ruleset_id": "ops-rules",
+    "name": "ops rules",
+    "entry": "size",
+    "steps": {
+        "size": {
+            "kind": "decision",
+            "branches": [{"when": {">": [{"var": "data.total"}, 100]}, "next": "big"}],
+            "default": "small",
+        },
+        "big": {"kind": "terminal", "code": "BIG"},
+        "small": {"kind": "terminal", "code": "SMALL"},
+    },
+}
+_RULE_WORKFLOW = {
+    "workflow_id": "ops-rule-wf",
+    "name": "ops rule wf",
+    "tasks": [
+        {
+            "id": "parse",
+            "name": "parse",
+            "function": {"name": "parse_json", "input": {"source": "payload", "target": "order"}},
+        },
+        {
+            "id": "band",
+            "name": "band",
+            "function": {
+                "name": "decision_table",
+                "input": {
+                    "name": "ops_band",
+                    "hit_policy": "first",
+                    "inputs": [{"name": "total", "expression": "data.order.total", "type": "number"}],
+                    "outputs": [{"name": "band", "path": "data.band"}],
+                    "rules": [{"when": ["< 100"], "then": ["low"]}, {"when": ["-"], "then": ["high"]}],
+                },
+            },
+        },
+        {
+            "id": "decide",
+            "name": "decide",
+            "function": {
+                "name": "rule",
+                "input": {"ruleset": "ops-rules", "input": {"total": {"var": "data.order.total"}}},
+            },
+        },
+    ],
+}
+
+
 def _channel(name: str, kind: str = "sync", **config: Any) -> dict[str, Any]:
     return {
         "channel_id": name,
@@ -97,6 +147,13 @@ def traffic(ops_stack: OpsStack) -> Iterator[dict[str, Any]]:
 
         ok(http.post("/api/v1/admin/workflows", json=_workflow("ops-wf")))
         ok(http.patch("/api/v1/admin/workflows/ops-wf/status", json={"status": "active"}))
+        ok(http.post("/api/v1/admin/rulesets", json=_RULESET))
+        ok(http.patch("/api/v1/admin/rulesets/ops-rules/status", json={"status": "active"}))
+        ok(http.post("/api/v1/admin/workflows", json=_RULE_WORKFLOW))
+        ok(http.patch("/api/v1/admin/workflows/ops-rule-wf/status", json={"status": "active"}))
+        decisions = {**_channel("decisions"), "workflow_id": "ops-rule-wf"}
+        ok(http.post("/api/v1/admin/channels", json=decisions))
+        ok(http.patch("/api/v1/admin/channels/decisions/status", json={"status": "active"}))
         for doc in (
             _channel("orders"),
             _channel("events", "async"),
@@ -117,6 +174,9 @@ def traffic(ops_stack: OpsStack) -> Iterator[dict[str, Any]]:
         for i in range(5):
             statuses["limited"].append(http.post("/api/v1/data/limited", json={"data": {"i": i}}).status_code)
         statuses["missing"] = [http.get("/api/v1/data/nope").status_code]
+        statuses["decisions"] = [
+            http.post("/api/v1/data/decisions", json={"data": {"total": 50 * i}}).status_code for i in range(RULE_CALLS)
+        ]
     # One undecodable record straight onto the channel topic: the worker dead-letters it.
     producer = Producer({"bootstrap.servers": str(stack.settings.kafka_bootstrap)})
     produce_sync(
@@ -140,6 +200,7 @@ def test_sync_async_and_timeout_traffic_got_the_expected_answers(traffic: dict[s
     assert statuses["events"] == [202] * ASYNC_CALLS
     assert statuses["slow"] == [504] * SLOW_CALLS
     assert set(statuses["limited"]) <= {200, 429}
+    assert statuses["decisions"] == [200] * RULE_CALLS
 
 
 def test_worker_metrics_move_with_traffic(ops_stack: OpsStack, traffic: dict[str, Any]) -> None:
@@ -169,6 +230,10 @@ def test_worker_metrics_move_with_traffic(ops_stack: OpsStack, traffic: dict[str
     assert moved("quasar_config_changes_applied_total", kind="channel", outcome="applied") >= 8
     assert moved("quasar_config_propagation_delay_seconds_count") >= 10
     assert moved("engine_reloads_total", status="ok") >= 1
+    assert moved("rule_results_total", ruleset="ops-rules", code="SMALL") == 3  # totals 0, 50, 100
+    assert moved("rule_results_total", ruleset="ops-rules", code="BIG") == 3
+    assert moved("decision_table_hits_total", table="ops_band", row="1") == 2
+    assert moved("decision_table_hits_total", table="ops_band", row="2") == 4
     assert _value(after, "active_workflows") >= 1
     assert _value(after, "quasar_build_info", component="worker") == 1
     lag = {dict(ls)["topic"] for (n, ls) in after if n == "quasar_consumer_lag_records"}
@@ -197,7 +262,7 @@ def test_gateway_metrics_move_with_traffic(ops_stack: OpsStack, traffic: dict[st
 
 
 def _ok(traffic: dict[str, Any]) -> int:
-    return traffic["statuses"]["limited"].count(200)
+    return traffic["statuses"]["limited"].count(200) + traffic["statuses"]["decisions"].count(200)
 
 
 def _query(prom: str, expr: str) -> dict[str, Any]:

@@ -16,7 +16,8 @@ A JSON list cell is a set, a JSON number/bool an exact value. Comparisons never 
 cell does not match the string "500", and `true` is not the number 1.
 
 Each cell compiles to a Python boolean expression over the column's raw value `v<i>`, its numeric
-view `n<i>` (the value when it is an int/float, else None) and its string view `s<i>`; the table
+view `n<i>` (the value when it is an int/float, else NaN, which every comparison rejects) and its
+string view `s<i>` (else None); the table
 compiler joins them into one generated function per table. `domain` is what static overlap
 detection for `unique` tables reasons about (None = cannot be decided statically).
 """
@@ -144,13 +145,15 @@ class Cell:
                 return _equals(i, self.value)
             if op == "!=":
                 return f"not ({_equals(i, self.value)})"
-            view = _view(i, self.value)
-            return f"({view} is not None and {view} {op} {self.value!r})"
+            if _kind_of(self.value) == "number":  # n<i> is NaN for non-numbers: every comparison is False
+                return f"n{i} {op} {self.value!r}"
+            return f"(s{i} is not None and s{i} {op} {self.value!r})"
         if kind == "range":
-            view = _view(i, self.low)
             lo_op = "<=" if self.low_closed else "<"
             hi_op = "<=" if self.high_closed else "<"
-            return f"({view} is not None and {self.low!r} {lo_op} {view} {hi_op} {self.high!r})"
+            if _kind_of(self.low) == "number":
+                return f"{self.low!r} {lo_op} n{i} {hi_op} {self.high!r}"
+            return f"(s{i} is not None and {self.low!r} {lo_op} s{i} {hi_op} {self.high!r})"
         if kind == "set":
             parts = []
             nums = frozenset(m for m in self.members if _kind_of(m) == "number")
@@ -183,10 +186,6 @@ def _kind_of(value: Any) -> str:
     if isinstance(value, str):
         return "string"
     return "other"
-
-
-def _view(i: int, value: Any) -> str:
-    return f"n{i}" if _kind_of(value) == "number" else f"s{i}"
 
 
 def _equals(i: int, value: Any) -> str:

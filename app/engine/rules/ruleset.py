@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from app.engine.jsonlogic import Logic, LogicCompileError, LogicError, compile_logic
+from app.engine.jsonlogic import Logic, LogicCompileError, LogicError, check_logic, compile_logic
 from app.engine.paths import MISSING, PathPart, compile_path, get_path, set_path
 from app.engine.rules.errors import RuleError, RulesetUnavailable
 from app.engine.rules.stats import rule_stats
@@ -176,10 +176,31 @@ class _Call(_Step):
         self.next: Any = next_step
 
 
+class _ObjectTemplate:
+    """`{"name": JSONLogic, ...}`: what templating mode makes of an object that is not an operator, with
+    each value evaluated on its own (so `{"var": ...}` values take the fast path instead of one native call)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: dict[str, Logic]) -> None:
+        self.values = tuple(values.items())
+
+    def evaluate(self, context: Any) -> dict[str, Any]:
+        return {name: logic.evaluate(context) for name, logic in self.values}
+
+
+def _is_object_template(raw: dict[str, Any]) -> bool:
+    """True when templating mode keeps `raw` as a literal object (several keys, or one unknown operator)."""
+    if len(raw) != 1:
+        return True
+    _errors, warnings = check_logic(raw)
+    return any(w.endswith("(at '/'): it is kept as a literal") for w in warnings)
+
+
 class _Terminal(_Step):
     __slots__ = ("code", "message", "output")
 
-    def __init__(self, step_id: str, code: str, message: Logic, output: Logic | None) -> None:
+    def __init__(self, step_id: str, code: str, message: Logic, output: Logic | _ObjectTemplate | None) -> None:
         super().__init__(step_id, "terminal")
         self.code = code
         self.message = message
@@ -501,9 +522,14 @@ def _compile_step(sid: str, field: str, step: Mapping[str, Any], err: _Err) -> _
             err(f"{field}.code", "is required: the result code (for example APPROVED)")
             return None
         message = _logic(step.get("message", ""), f"{field}.message", err)
-        output = None
-        if step.get("output") is not None:
-            output = _logic(step["output"], f"{field}.output", err)
+        output: Logic | _ObjectTemplate | None = None
+        raw_output = step.get("output")
+        if isinstance(raw_output, dict) and _is_object_template(raw_output):
+            values = {str(k): _logic(v, f"{field}.output.{k}", err) for k, v in raw_output.items()}
+            if all(v is not None for v in values.values()):
+                output = _ObjectTemplate({k: v for k, v in values.items() if v is not None})
+        elif raw_output is not None:
+            output = _logic(raw_output, f"{field}.output", err)
         if message is None:
             return None
         return _Terminal(sid, code, message, output)

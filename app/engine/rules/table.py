@@ -26,6 +26,7 @@ row conditions of a table are joined into one function (`first` returns at the f
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,7 +65,10 @@ _ALIASES = {
     "rule order": ("rule_order", None),
 }
 _SINGLE = frozenset({"unique", "first", "priority", "any"})
-MAX_ROWS = 10_000
+MAX_ROWS = 5_000
+# Static overlap detection compares every pair of rows; above this many rows only the run-time check
+# (DECISION_NOT_UNIQUE) guards a unique table, so a large table cannot stall every config reader.
+MAX_OVERLAP_CHECK_ROWS = 1_000
 
 
 class TableInvalid(ValueError):
@@ -104,6 +108,7 @@ class CompiledTable:
 
     __slots__ = (
         "aggregation",
+        "constant_rows",
         "default",
         "descriptions",
         "hit_policy",
@@ -142,6 +147,11 @@ class CompiledTable:
         self.inputs = inputs
         self.outputs = outputs
         self.row_outputs = row_outputs
+        # rows whose outputs are all literals: their result dict is built once here
+        self.constant_rows: tuple[dict[str, Any] | None, ...] = tuple(
+            {o.name: v for o, (_, v) in zip(outputs, row, strict=True)} if all(c for c, _ in row) else None
+            for row in row_outputs
+        )
         self.descriptions = descriptions
         self.default = default
         self.target = target
@@ -156,6 +166,9 @@ class CompiledTable:
 
     # -- deciding -------------------------------------------------------------------------------------
     def _row_values(self, row: int, context: dict[str, Any]) -> dict[str, Any]:
+        fixed = self.constant_rows[row]
+        if fixed is not None:
+            return fixed.copy()  # a copy: the result is written into messages that later tasks may change
         out: dict[str, Any] = {}
         for spec, (const, value) in zip(self.outputs, self.row_outputs[row], strict=True):
             out[spec.name] = value if const else value.evaluate(context)
@@ -391,7 +404,7 @@ def analyse_table(doc: Any) -> tuple[CompiledTable | None, list[dict[str, str]]]
                 order.append(spec.values.index(value))
             priority.append(tuple(order))
 
-    if policy == "unique" and not errors:
+    if policy == "unique" and not errors and len(cells) <= MAX_OVERLAP_CHECK_ROWS:
         _check_overlaps(cells, inputs, err)
 
     if errors:
@@ -625,7 +638,7 @@ def _generate(
             continue
         prelude.extend(_read_expr(i, col, constants))
         prelude.append(f"t{i} = type(v{i})")
-        prelude.append(f"n{i} = v{i} if t{i} is int or t{i} is float else None")
+        prelude.append(f"n{i} = v{i} if t{i} is int or t{i} is float else _NAN")
         prelude.append(f"s{i} = v{i} if t{i} is str else None")
     body_first = [f"    {line}" for line in prelude]
     body_all = [f"    {line}" for line in prelude] + ["    out = []"]
@@ -635,7 +648,13 @@ def _generate(
     body_first.append("    return -1")
     body_all.append("    return out")
     source = "def match_first(ctx):\n" + "\n".join(body_first) + "\n\ndef match_all(ctx):\n" + "\n".join(body_all)
-    namespace: dict[str, Any] = {"_c": constants, "_lookup": lookup, "_MISSING": MISSING, "_safe": _safe}
+    namespace: dict[str, Any] = {
+        "_c": constants,
+        "_lookup": lookup,
+        "_MISSING": MISSING,
+        "_safe": _safe,
+        "_NAN": math.nan,
+    }
     code = compile(source, f"<decision_table {name}>", "exec")
     exec(code, namespace)  # generated from parsed cells only: literals go through repr()/constants
     return namespace["match_first"], namespace["match_all"]
