@@ -81,6 +81,7 @@ class DataContext:
     client_ip: str
     request_id: str
     trace_id: str
+    dedup_claim: str | None = None  # the idempotency key this request holds (governance)
 
     @property
     def is_async(self) -> bool:
@@ -141,6 +142,7 @@ class ChannelGuards:
         self.hooks: list[Guard] = list(hooks or [])
 
     async def check(self, ctx: DataContext, policy: ChannelPolicy) -> Response | None:
+        await self.authenticate(ctx)  # first: nothing below may answer a caller without credentials
         if policy.allowed_origins is not None:
             origin = ctx.headers.get("origin")
             allowed = policy.allowed_origins
@@ -173,6 +175,12 @@ class ChannelGuards:
         return None
 
     # -- governance extension points (overridden by app.governance.Governance) --
+    async def authenticate(self, ctx: DataContext) -> None:
+        """Reject a caller without the channel's credentials (401); runs before every other check."""
+
+    async def abandon(self, ctx: DataContext) -> None:
+        """The admitted request was refused before it ran (503): release what `check` reserved for it."""
+
     async def complete(self, ctx: DataContext, response: Response) -> Response:
         """Runs on the answer of an admitted request (stores cacheable bodies / idempotent originals)."""
         return response
@@ -377,10 +385,14 @@ class DataService:
         short_circuit = await self.guards.check(ctx, policy)
         if short_circuit is not None:
             return short_circuit
-        if resolution.is_async:
-            response = await self._submit_async(ctx, policy)
-        else:
-            response = await self._call_sync(ctx, policy)
+        try:
+            if resolution.is_async:
+                response = await self._submit_async(ctx, policy)
+            else:
+                response = await self._call_sync(ctx, policy)
+        except ServiceUnavailable:
+            await self.guards.abandon(ctx)  # refused, never ran: the retry may use the same key
+            raise
         return await self.guards.complete(ctx, response)  # governance: cache / idempotent original
 
     def _record_headers(self, ctx: DataContext, mode: str, deadline_ms: int | None) -> HeaderList:

@@ -1,10 +1,17 @@
 """`Governance`: the gateway's channel guards: rate limit, dedup, response cache, API keys, rollout keys.
 
-It is a `ChannelGuards` (the gateway's one guard seam, `app/gateway/data.py`): after the built-in CORS and
-`validation_logic` checks, `check` runs, in order: API key (401), rate limit (429 + Retry-After),
-deduplication (409, or the original response), response cache (a hit answers 200 at once, sync only).
-`complete` runs when the worker's answer is back: it stores cacheable bodies and the original response of
-an idempotency key. `rollout_key` gives the sticky key the gateway puts in the `quasar-rollout-key` header.
+It is a `ChannelGuards` (the gateway's one guard seam, `app/gateway/data.py`): `authenticate` checks the
+channel's API key (401) before anything else looks at the request (so `validation_logic` answers cannot
+be probed without a key); after the built-in CORS and `validation_logic` checks, `check` runs, in order:
+rate limit (429 + Retry-After), deduplication (409, or the original response), response cache (a hit
+answers 200 at once, sync only). `complete` runs when the worker's answer is back: it stores cacheable
+bodies and the original response of an idempotency key; `abandon` frees an idempotency key whose request
+was refused before it could run (503), so the retry is not a 409. `rollout_key` gives the sticky key the
+gateway puts in the `quasar-rollout-key` header.
+
+Idempotency keys and cached responses belong to one caller (`caller_identity`: the channel API key it
+presented, else its `Authorization` header, else its address): another caller with the same key or the
+same request body never gets them. The cache key also covers the route parameters and the query.
 
 State lives in a `Store`: Redis when `redis_url` is set (shared by every instance), else memory. When the
 store is unreachable a channel with `failure_mode: fail_closed` answers 503; every other channel goes on
@@ -29,7 +36,7 @@ from app.governance.policy import GovernancePolicy, evaluate_key, policy_for
 from app.governance.store import Store, StoreUnavailable, open_store, retry_after_header
 from app.settings import Settings
 
-__all__ = ["Governance", "cache_key", "request_context"]
+__all__ = ["Governance", "cache_key", "caller_identity", "request_context"]
 
 log = logging.getLogger("quasar.governance")
 
@@ -56,12 +63,26 @@ def _digest(value: Any) -> str:
     return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
 
 
-def cache_key(fields: tuple[str, ...] | None, data: Any, params: Any) -> str:
-    """Digest of the whole `data`, or of the listed top-level fields (missing = null), plus route params."""
+def cache_key(fields: tuple[str, ...] | None, data: Any, params: Any, query: Any = None, caller: str = "") -> str:
+    """Digest of the whole `data`, or of the listed top-level fields (missing = null), plus route params,
+    query and the caller's identity."""
     if fields is not None:
         src = data if isinstance(data, dict) else {}
         data = [src.get(f) for f in fields]
-    return _digest([data, params or {}])
+    return _digest([data, params or {}, query or {}, caller])
+
+
+def caller_identity(ctx: DataContext, policy: GovernancePolicy) -> str:
+    """Who is calling, as far as the gateway can tell: a digest of the channel API key presented (the
+    caller is authenticated by then), else of the `Authorization` header, else the client address."""
+    if policy.api_keys:
+        presented = extract_key(ctx.headers, policy.api_key_header) or extract_key(ctx.headers, "authorization")
+        if presented:
+            return "k:" + _digest(presented)
+    authorization = ctx.headers.get("authorization")
+    if authorization:
+        return "a:" + _digest(authorization)
+    return "ip:" + ctx.client_ip
 
 
 def _safe(key: str) -> str:
@@ -117,18 +138,21 @@ class Governance(ChannelGuards):
                 f"Channel '{policy.channel}' is unavailable: its {feature} state store is unreachable"
             ) from exc
 
+    async def authenticate(self, ctx: DataContext) -> None:
+        """The channel's API key (401), before any other check sees the request."""
+        policy = policy_for(ctx.channel)
+        if policy.api_keys:
+            presented = extract_key(ctx.headers, policy.api_key_header) or extract_key(ctx.headers, "authorization")
+            if not key_matches(presented, policy.api_keys):
+                M.UNAUTHORIZED.labels(policy.channel).inc()
+                raise Unauthorized(f"Missing or invalid API key for channel '{policy.channel}'")
+
     async def _guard(self, ctx: DataContext) -> Response | None:
         policy = policy_for(ctx.channel)
         if not policy.active:
             return None
         channel = policy.channel
         rule_ctx: dict[str, Any] | None = None
-
-        if policy.api_keys:
-            presented = extract_key(ctx.headers, policy.api_key_header) or extract_key(ctx.headers, "authorization")
-            if not key_matches(presented, policy.api_keys):
-                M.UNAUTHORIZED.labels(channel).inc()
-                raise Unauthorized(f"Missing or invalid API key for channel '{channel}'")
 
         limit = policy.rate_limit
         if limit is not None:
@@ -156,8 +180,8 @@ class Governance(ChannelGuards):
             else:
                 raw = ctx.headers.get(dedup.header) or None
             if raw is not None:
-                # Scoped per channel (Orion quirk 16: its keys were global).
-                key = f"{self.prefix}dd:{channel}:{_safe(raw)}"
+                # Scoped per channel (Orion quirk 16: its keys were global) and per caller.
+                key = self._dedup_key(policy, ctx, raw)
                 try:
                     previous = await self.store.claim(key, _PENDING, dedup.window_ms)
                 except StoreUnavailable as exc:
@@ -166,6 +190,7 @@ class Governance(ChannelGuards):
                 else:
                     if previous is None:
                         dedup_key = key
+                        ctx.dedup_claim = key
                 if previous is not None:
                     if dedup.return_original and previous[:1] == _ORIGINAL and len(previous) >= 4:
                         M.DUPLICATES.labels(channel, "replayed").inc()
@@ -183,7 +208,7 @@ class Governance(ChannelGuards):
 
         cache = policy.cache
         if cache is not None and not ctx.is_async:
-            key = self._cache_key(channel, cache.fields, ctx)
+            key = self._cache_key(policy, cache.fields, ctx)
             try:
                 body = await self.store.get(key)
             except StoreUnavailable as exc:
@@ -197,8 +222,24 @@ class Governance(ChannelGuards):
             M.CACHE_MISSES.labels(channel).inc()
         return None
 
-    def _cache_key(self, channel: str, fields: tuple[str, ...] | None, ctx: DataContext) -> str:
-        return f"{self.prefix}rc:{channel}:{cache_key(fields, ctx.data, ctx.metadata.get('params'))}"
+    def _cache_key(self, policy: GovernancePolicy, fields: tuple[str, ...] | None, ctx: DataContext) -> str:
+        meta = ctx.metadata
+        digest = cache_key(fields, ctx.data, meta.get("params"), meta.get("query"), caller_identity(ctx, policy))
+        return f"{self.prefix}rc:{policy.channel}:{digest}"
+
+    def _dedup_key(self, policy: GovernancePolicy, ctx: DataContext, raw: str) -> str:
+        return f"{self.prefix}dd:{policy.channel}:{_digest(caller_identity(ctx, policy))}:{_safe(raw)}"
+
+    async def abandon(self, ctx: DataContext) -> None:
+        """The request was refused before it ran (503): free its idempotency key for the retry."""
+        key = ctx.dedup_claim
+        if key is None:
+            return
+        ctx.dedup_claim = None
+        try:
+            await self.store.delete(key)
+        except StoreUnavailable:
+            M.DEGRADED.labels(ctx.channel.name, "deduplication", "fail_open").inc()
 
     async def _remember(self, policy: GovernancePolicy, key: str, status: int, body: bytes) -> None:
         try:
@@ -214,7 +255,7 @@ class Governance(ChannelGuards):
         body = bytes(response.body)
         cache = policy.cache
         if cache is not None and not ctx.is_async and response.status_code == 200 and _cacheable(body):
-            key = self._cache_key(policy.channel, cache.fields, ctx)
+            key = self._cache_key(policy, cache.fields, ctx)
             try:
                 await self.store.put(key, body, cache.ttl_ms)
             except StoreUnavailable:
@@ -228,9 +269,7 @@ class Governance(ChannelGuards):
             else:
                 raw = ctx.headers.get(dedup.header) or None
             if raw is not None:
-                await self._remember(
-                    policy, f"{self.prefix}dd:{policy.channel}:{_safe(raw)}", response.status_code, body
-                )
+                await self._remember(policy, self._dedup_key(policy, ctx, raw), response.status_code, body)
         return response
 
     def rollout_key(self, ctx: DataContext) -> str | None:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from app.settings import Settings
@@ -71,6 +72,7 @@ async def gateway(scope_settings: Settings, worker: Any) -> AsyncIterator[Gatewa
         await admin.channel(_channel("proxied", {"rate_limit": {"requests_per_second": 0.1, "burst": 1}}))
         await admin.channel(_channel("keyed-a", {"api_keys": ["key-of-a"]}))
         await admin.channel(_channel("open-b", {}))
+        await admin.channel(_channel("capped", {"backpressure": {"max_concurrent": 1}, "deduplication": {}}))
         yield gw
     finally:
         await gw.stop()
@@ -187,3 +189,26 @@ async def test_traces_need_admin_credentials_or_the_channel_key(gateway: Gateway
     assert (await gateway.http.get(f"/api/v1/data/traces/{trace_a}", headers=key_a)).status_code == 200
     listed = (await gateway.http.get("/api/v1/data/traces")).json()
     assert "keyed-a" not in {t["channel"] for t in listed["data"]}
+
+
+async def test_a_503_does_not_use_up_the_idempotency_key(gateway: Gateway) -> None:
+    """Item 9: only a request that ran keeps its key; one refused at capacity may be retried at once."""
+    service = gateway.app.state.data_service
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+
+    async def admitted() -> httpx.Response | None:  # the channel is known and its worker answers
+        r = await gateway.http.post("/api/v1/data/capped", json={"data": {}})
+        return r if r.status_code == 200 else None
+
+    await eventually(admitted, within=60)
+    policy = service._policies["capped"]
+    policy.in_flight = policy.max_concurrent  # the channel is at capacity (as if a request were running)
+    try:
+        refused = await gateway.http.post("/api/v1/data/capped", json={"data": {}}, headers=key)
+    finally:
+        policy.in_flight = 0
+    assert refused.status_code == 503, refused.text
+    retry = await gateway.http.post("/api/v1/data/capped", json={"data": {}}, headers=key)
+    assert retry.status_code == 200, retry.text
+    again = await gateway.http.post("/api/v1/data/capped", json={"data": {}}, headers=key)
+    assert again.status_code == 409, again.text

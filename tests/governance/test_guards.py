@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 from starlette.responses import Response
 
-from app.errors import Conflict, ServiceUnavailable, Unauthorized
+from app.errors import BadRequest, Conflict, ServiceUnavailable, Unauthorized
 from app.governance import Governance
 from app.governance.store import MemoryStore, RedisStore
 from app.kafka.broker import free_port
@@ -229,16 +229,19 @@ async def test_shared_state_across_two_governance_objects_on_redis(redis_url: st
             },
         )
         pol = _policy(view)
-        assert await one.check(make_ctx(view, {"q": 1}, {"Idempotency-Key": "x"}), pol) is None
+        # One caller (its credentials, whatever address it comes from) shares one key space over both.
+        caller = {"Idempotency-Key": "x", "Authorization": "Bearer caller-x"}
+        assert await one.check(make_ctx(view, {"q": 1}, caller), pol) is None
         with pytest.raises(Conflict):
-            await two.check(make_ctx(view, {"q": 1}, {"Idempotency-Key": "x"}, client_ip="9.9.9.9"), pol)
+            await two.check(make_ctx(view, {"q": 1}, caller, client_ip="9.9.9.9"), pol)
         assert await two.check(make_ctx(view, {"q": 1}), pol) is None
         r = await one.check(make_ctx(view, {"q": 1}), pol)  # third request of 10.0.0.1 over both
         assert r is not None and r.status_code == 429
-        c = make_ctx(view, {"q": 2}, client_ip="5.5.5.5")
+        who = {"Authorization": "Bearer caller-y"}
+        c = make_ctx(view, {"q": 2}, who, client_ip="5.5.5.5")
         assert await one.check(c, pol) is None
         await one.complete(c, _ok({"status": "ok", "data": {"cached": True}, "errors": []}))
-        hit = await two.check(make_ctx(view, {"q": 2}, client_ip="6.6.6.6"), pol)
+        hit = await two.check(make_ctx(view, {"q": 2}, who, client_ip="6.6.6.6"), pol)
         assert hit is not None and orjson.loads(hit.body)["data"] == {"cached": True}
     finally:
         await one.stop()
@@ -275,3 +278,61 @@ async def test_dead_redis_fail_open_and_fail_closed() -> None:
 
 async def test_memory_backend_health_is_ok(gov: Governance) -> None:
     assert gov.health() == "ok"
+
+
+async def test_cached_responses_belong_to_one_caller_and_one_query(gov: Governance) -> None:
+    """Issue 14 item 8: the cache used to ignore who asked and the query string."""
+    view = make_view("cs", {"cache": {"enabled": True}})
+    pol = _policy(view)
+    first = make_ctx(view, {"a": 1}, client_ip="10.0.0.1")
+    first.metadata["query"] = {"page": "1"}
+    assert await gov.check(first, pol) is None
+    await gov.complete(first, _ok({"status": "ok", "data": {"owner": "10.0.0.1"}, "errors": []}))
+    again = make_ctx(view, {"a": 1}, client_ip="10.0.0.1")
+    again.metadata["query"] = {"page": "1"}
+    assert await gov.check(again, pol) is not None  # same caller, same request: a hit
+    other_caller = make_ctx(view, {"a": 1}, client_ip="10.0.0.2")
+    other_caller.metadata["query"] = {"page": "1"}
+    assert await gov.check(other_caller, pol) is None
+    other_query = make_ctx(view, {"a": 1}, client_ip="10.0.0.1")
+    other_query.metadata["query"] = {"page": "2"}
+    assert await gov.check(other_query, pol) is None
+    # Behind one address, callers with different credentials are different callers too.
+    bearer = make_ctx(view, {"a": 1}, {"Authorization": "Bearer user-1"}, client_ip="10.0.0.1")
+    bearer.metadata["query"] = {"page": "1"}
+    assert await gov.check(bearer, pol) is None
+
+
+async def test_idempotency_keys_belong_to_one_caller(gov: Governance) -> None:
+    view = make_view("dk", {"api_keys": ["key-1", "key-2"], "deduplication": {"return_original": True}})
+    pol = _policy(view)
+    hdr = {"Idempotency-Key": "same"}
+    first = make_ctx(view, {"x": 1}, {**hdr, "X-API-Key": "key-1"})
+    assert await gov.check(first, pol) is None
+    await gov.complete(first, _ok({"status": "ok", "data": {"secret": "of caller 1"}, "errors": []}))
+    # Another caller using the same key is not a duplicate and never sees the stored answer.
+    assert await gov.check(make_ctx(view, {"x": 1}, {**hdr, "X-API-Key": "key-2"}), pol) is None
+    replay = await gov.check(make_ctx(view, {"x": 1}, {**hdr, "X-API-Key": "key-1"}), pol)
+    assert replay is not None and orjson.loads(replay.body)["data"] == {"secret": "of caller 1"}
+
+
+async def test_a_request_refused_before_it_ran_frees_its_idempotency_key(gov: Governance) -> None:
+    """Issue 14 item 9: a 503 used to keep the key, and the retry got 409 for 300 s."""
+    view = make_view("dfree", {"deduplication": {}})
+    pol = _policy(view)
+    hdr = {"Idempotency-Key": "retry-me"}
+    refused = make_ctx(view, headers=hdr)
+    assert await gov.check(refused, pol) is None
+    await gov.abandon(refused)
+    assert await gov.check(make_ctx(view, headers=hdr), pol) is None  # the retry runs
+    with pytest.raises(Conflict):
+        await gov.check(make_ctx(view, headers=hdr), pol)  # a completed (or running) one still holds it
+
+
+async def test_the_api_key_is_checked_before_validation_logic(gov: Governance) -> None:
+    """Low: validation answers used to come before the key check, so the rule could be probed."""
+    view = make_view("authfirst", {"api_keys": ["k"], "validation_logic": {"==": [{"var": "data.ok"}, True]}})
+    with pytest.raises(Unauthorized):
+        await gov.check(make_ctx(view, {"ok": False}), _policy(view))
+    with pytest.raises(BadRequest):
+        await gov.check(make_ctx(view, {"ok": False}, {"X-API-Key": "k"}), _policy(view))
