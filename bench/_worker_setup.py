@@ -30,7 +30,8 @@ async def activate_channel(
             "channel_type": "async",
             "protocol": "kafka",
             "workflow_id": channel,
-            "config": {"output": True},
+            # The bench records are {"data", "metadata"} envelopes (a Kafka channel's default is raw).
+            "config": {"output": True, "envelope": "quasar"},
         }
         doc.update(channel_doc or {})
         await writer.apply("channel", channel, Create(doc))

@@ -431,7 +431,7 @@ class Pipeline:
             return self.failed(
                 record, route, hm, err, view, clock, message=message, attempt=attempt, first_failed_ms=first_failed_ms
             )
-        return self._ok(record, route, hm, body, reply_to, now, clock, trace_id, message)
+        return self._ok(record, raw, route, hm, body, reply_to, now, clock, trace_id, message)
 
     def failed(
         self,
@@ -527,6 +527,7 @@ class Pipeline:
     def _ok(
         self,
         record: RecordLike,
+        raw: Any,
         route: ChannelRoute,
         hm: Mapping[str, str],
         body: bytes,
@@ -536,7 +537,7 @@ class Pipeline:
         trace_id: str,
         message: EngineMessage,
     ) -> Outcome:
-        carried = propagated_headers(record.headers())
+        carried = propagated_headers(raw) if raw else []
         out: list[Produce] = []
         if reply_to is not None:
             out.append((reply_to[0], body, hm[H.CORRELATION_ID], [_STATUS_200, *carried], reply_to[1]))
