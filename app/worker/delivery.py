@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from app.kafka import headers as H
 from app.observability import metrics as M
-from app.worker.pipeline import MAX_HEADER_VALUE, MAX_PRODUCE_BYTES, HeaderList, Outcome, Produce, propagated_headers
+from app.worker.pipeline import MAX_HEADER_VALUE, MAX_PRODUCE_BYTES, Outcome, Produce, propagated_headers
 
 __all__ = ["Acks", "Batch", "DeliveryTracker"]
 
@@ -44,25 +44,26 @@ class Acks:
     per-key record tasks the group must also wait for. Failed records are kept in `failures`.
     """
 
-    __slots__ = ("_cb", "_client", "acks", "failures", "produced", "tasks", "timeout")
+    __slots__ = ("_cb", "_client", "acks", "failures", "produced", "sent", "tasks", "timeout")
 
     def __init__(self, client: Producer, timeout: float) -> None:
         self._client = client
         self.acks: deque[KafkaError | None] = deque()
         self.failures: list[tuple[KafkaError, Produce]] = []
         self.produced = 0
+        self.sent: list[Produce] = []  # kept until settled: a failed delivery is resent or dead-lettered
         self.tasks: list[asyncio.Future[Any]] = []
         self.timeout = timeout
         self._cb = self._on_delivery
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         self.acks.append(err)
-        if err is not None:
-            headers = msg.headers()
-            kept: HeaderList | None = (
-                list(headers.items() if isinstance(headers, dict) else headers) if headers else None
+        if err is not None:  # rare: find what we sent (a delivery report need not carry the headers)
+            topic, key, value = msg.topic() or "", msg.key(), msg.value()
+            record: Produce = next(
+                (r for r in self.sent if r[0] == topic and _same(r[2], key) and r[1] == value),
+                (topic, value, key, None, -1),
             )
-            record: Produce = (msg.topic() or "", msg.value(), msg.key(), kept, -1)
             self.failures.append((err, record))
 
     def emit(self, outcome: Outcome) -> None:
@@ -76,29 +77,32 @@ class Acks:
         try:
             self._client.produce(topic, value, key, partition=partition, on_delivery=self._cb, headers=headers)
         except BufferError:
-            if not self._produce_when_room(record):
-                return
+            self._produce_when_room(record)
+            return
         except KafkaException as exc:  # refused locally: too large, unknown partition, bad topic name...
             self.failures.append((exc.args[0], record))
             return
         self.produced += 1
+        self.sent.append(record)
 
-    def _produce_when_room(self, record: Produce) -> bool:
+    def _produce_when_room(self, record: Produce) -> None:
         topic, value, key, headers, partition = record
         deadline = time.monotonic() + self.timeout
         while True:
             self._client.poll(0.05)  # serve delivery reports: that is what frees the queue
             try:
                 self._client.produce(topic, value, key, partition=partition, on_delivery=self._cb, headers=headers)
-                return True
+                self.produced += 1
+                self.sent.append(record)
+                return
             except BufferError:
                 if time.monotonic() >= deadline:
                     err = KafkaError(KafkaError._QUEUE_FULL, f"producer queue full for {self.timeout}s")
                     self.failures.append((err, record))
-                    return False
+                    return
             except KafkaException as exc:
                 self.failures.append((exc.args[0], record))
-                return False
+                return
 
     def complete(self) -> bool:
         """Every record reported delivered without error and every task finished."""
@@ -247,6 +251,10 @@ class DeliveryTracker:
 
     def drop_pending(self) -> None:
         self.pending.clear()
+
+
+def _same(sent: bytes | str | None, reported: bytes | None) -> bool:
+    return (sent.encode() if isinstance(sent, str) else sent) == reported
 
 
 def _transient(err: KafkaError) -> bool:

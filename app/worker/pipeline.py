@@ -15,7 +15,7 @@ The record contract (docs/concepts.md, "The record contract"):
   or `quasar` (`{"data", "metadata"}`, the HTTP bridge's format); every message gets
   `metadata.kafka_topic/partition/offset/key`; client metadata never supplies `_quasar_*` fields;
 - failures: deterministic ones (decode, validation, engine errors, unknown function) are dead-lettered at
-  once; transient ones (connection errors, 5xx, 429, circuit open, config lag) are retried with backoff,
+  once; transient ones (connection errors, upstream 5xx / 408 / 429, config lag) are retried with backoff,
   and only while no side-effecting task of the record has completed (a side effect happens once per
   delivery); the DLQ record carries the cause (task id, function, inner message);
 - trust: `quasar-reply-to` must name a configured reply topic, else the record is dead-lettered
@@ -306,9 +306,9 @@ def _clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A failure that may heal by itself: connection errors, upstream 5xx / 408 / 429, an open circuit, a
-    service (config, store) not ready. Timeouts are not (the connector's own `retry` policy decides), nor
-    is anything deterministic (engine errors, validation, unknown function, bad input)."""
+    """A failure that may heal by itself: connection errors, upstream 5xx / 408 / 429, a service (config,
+    store) not ready. Not: timeouts (the connector's own `retry` policy decides), an open circuit (it fails
+    fast on purpose), anything deterministic (engine errors, validation, unknown function, bad input)."""
     from app.connectors.errors import ConnectorError  # connectors sit beside the worker, loaded lazily
 
     seen: set[int] = set()
