@@ -414,10 +414,7 @@ def ruleset_test(
     """Dry-run a ruleset on sample data and print its decision path."""
 
     async def job(c: AdminClient) -> None:
-        if file is not None:
-            body = _read_json(file)
-        else:
-            body = {"data": _parse_json_arg(data, "--data") if data is not None else {}}
+        body = _sample(file, data)
         result = await c.admin("POST", f"/rulesets/{object_id}/test", json=body, params={"version": version})
         table = Table(title=f"decision path of {object_id} v{result.get('version')}")
         for col in ("ruleset", "step", "kind", "taken", "µs"):
@@ -448,23 +445,7 @@ def ruleset_validate(
 ) -> None:
     """Validate ruleset definitions without storing them (exit 2 when any is invalid)."""
 
-    async def job(c: AdminClient) -> int:
-        bad = 0
-        for doc in _docs(_read_json(file), "rulesets"):
-            report = await c.admin("POST", "/rulesets/validate", json=doc)
-            ident = _doc_id("ruleset", doc) or (doc.get("name") if isinstance(doc, dict) else None) or "?"
-            if report.get("valid"):
-                console.print(f"[green]valid[/] {ident}")
-            else:
-                bad += 1
-                console.print(f"[red]invalid[/] {ident}")
-                for e in report.get("errors", []):
-                    console.print(f"  {e.get('field') or '(ruleset)'}: {e.get('message')}")
-            for w in report.get("warnings", []):
-                console.print(f"  [yellow]warning[/] {w}")
-        return EXIT_CODES["usage"] if bad else 0
-
-    _run(url, token, header, job)
+    _run(url, token, header, lambda c: _validate_docs(c, "ruleset", file))
 
 
 @workflows_app.command("rollout")
@@ -498,10 +479,7 @@ def test(
     """Dry-run a workflow on sample data (works on drafts; side effects are not performed)."""
 
     async def job(c: AdminClient) -> None:
-        if file is not None:
-            body = _read_json(file)
-        else:
-            body = {"data": _parse_json_arg(data, "--data") if data is not None else {}}
+        body = _sample(file, data)
         result = await c.admin("POST", f"/workflows/{object_id}/test", json=body, params={"version": version})
         table = Table(title=f"dry run of {object_id}: matched={result.get('matched')}")
         table.add_column("task")
@@ -523,23 +501,33 @@ def validate(
 ) -> None:
     """Validate workflow definitions without storing them (exit 2 when any is invalid)."""
 
-    async def job(c: AdminClient) -> int:
-        bad = 0
-        for doc in _docs(_read_json(file), "workflows"):
-            report = await c.admin("POST", "/workflows/validate", json=doc)
-            ident = _doc_id("workflow", doc) or (doc.get("name") if isinstance(doc, dict) else None) or "?"
-            if report.get("valid"):
-                console.print(f"[green]valid[/] {ident}")
-            else:
-                bad += 1
-                console.print(f"[red]invalid[/] {ident}")
-                for e in report.get("errors", []):
-                    console.print(f"  {e.get('field') or '(workflow)'}: {e.get('message')}")
-            for w in report.get("warnings", []):
-                console.print(f"  [yellow]warning[/] {w.get('field') or ''}: {w.get('message')}")
-        return EXIT_CODES["usage"] if bad else 0
+    _run(url, token, header, lambda c: _validate_docs(c, "workflow", file))
 
-    _run(url, token, header, job)
+
+async def _validate_docs(c: AdminClient, kind: str, file: str) -> int:
+    """POST each document of `file` to `/<kind>s/validate`; exit 2 when any is invalid."""
+    bad = 0
+    for doc in _docs(_read_json(file), f"{kind}s"):
+        report = await c.admin("POST", f"/{kind}s/validate", json=doc)
+        ident = _doc_id(kind, doc) or (doc.get("name") if isinstance(doc, dict) else None) or "?"
+        if report.get("valid"):
+            console.print(f"[green]valid[/] {ident}")
+        else:
+            bad += 1
+            console.print(f"[red]invalid[/] {ident}")
+            for e in report.get("errors", []):
+                console.print(f"  {e.get('field') or f'({kind})'}: {e.get('message')}")
+        for w in report.get("warnings", []):
+            text = f"{w.get('field') or ''}: {w.get('message')}" if isinstance(w, dict) else str(w)
+            console.print(f"  [yellow]warning[/] {text}")
+    return EXIT_CODES["usage"] if bad else 0
+
+
+def _sample(file: str | None, data: str | None) -> Any:
+    """A dry-run body: the file's `{"data", "metadata"}`, else `{"data": <--data>}`."""
+    if file is not None:
+        return _read_json(file)
+    return {"data": _parse_json_arg(data, "--data") if data is not None else {}}
 
 
 # -- whole-config and data commands -------------------------------------------------------------------

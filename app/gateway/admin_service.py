@@ -306,26 +306,11 @@ class AdminService:
     # -- workflows: test, validate, import/export -----------------------------------------------------
     def test(self, object_id: str, body: Any, version: int | None = None) -> dict[str, Any]:
         """Dry-run a workflow version (the draft if there is one, else the latest) on sample data."""
-        if body is None:
-            body = {}
-        if not isinstance(body, Mapping):
-            raise BadRequest('body must be a JSON object like {"data": {...}, "metadata": {...}}')
-        metadata = body.get("metadata") or {}
-        if not isinstance(metadata, Mapping):
-            raise BadRequest("metadata must be a JSON object")
-        obj = self._object("workflow", object_id)
-        n = version if version is not None else (obj.draft or obj.latest)
-        if n is None or n not in obj.versions:
-            raise NotFound(f"Workflow '{object_id}' has no version {n}")
-        result = obj.compiled.get(n)
-        if result is None or not result.valid:
-            errors = [dict(e) for e in (result.errors if result else ())]
-            raise ValidationFailed(f"workflow '{object_id}' v{n} is invalid and cannot run", details=errors)
+        data, metadata = _sample(body)
+        compiled = self._compiled("workflow", object_id, version)
         from app.engine import dry_run
 
-        return dict(
-            dry_run(result.compiled, body.get("data", {}), dict(metadata), rulesets=ruleset_catalog(self.state))
-        )
+        return dict(dry_run(compiled, data, metadata, rulesets=ruleset_catalog(self.state)))
 
     # -- test suites ----------------------------------------------------------------------------------
     def test_suite(self, kind: str, object_id: str, body: Any, version: int | None = None) -> dict[str, Any]:
@@ -334,10 +319,7 @@ class AdminService:
             raise BadRequest(f"{kind}s have no test suites")
         if body is not None and not isinstance(body, Mapping):
             raise BadRequest('body must be a JSON object like {"tests": [...]} (or empty)')
-        obj = self._object(kind, object_id)
-        n = version if version is not None else (obj.draft or obj.latest)
-        if n is None or n not in obj.versions:
-            raise NotFound(f"{kind.capitalize()} '{object_id}' has no version {n}")
+        obj, n = self._version(kind, object_id, version)
         doc = obj.versions[n]
         tests = body.get("tests") if isinstance(body, Mapping) and body.get("tests") is not None else doc.get("tests")
         if tests is None:
@@ -401,23 +383,23 @@ class AdminService:
 
     def test_ruleset(self, object_id: str, body: Any, version: int | None = None) -> dict[str, Any]:
         """Dry-run a ruleset version (the draft if there is one, else the latest) with its decision path."""
-        if body is None:
-            body = {}
-        if not isinstance(body, Mapping):
-            raise BadRequest('body must be a JSON object like {"data": {...}, "metadata": {...}}')
-        metadata = body.get("metadata") or {}
-        if not isinstance(metadata, Mapping):
-            raise BadRequest("metadata must be a JSON object")
+        data, metadata = _sample(body)
         compiled = self._compiled("ruleset", object_id, version)
         from app.engine.rules.testsuite import run_ruleset
 
-        return run_ruleset(compiled, body.get("data", {}), dict(metadata), ruleset_catalog(self.state))
+        return run_ruleset(compiled, data, metadata, ruleset_catalog(self.state))
 
-    def _compiled(self, kind: str, object_id: str, version: int | None) -> Any:
+    def _version(self, kind: str, object_id: str, version: int | None) -> tuple[ObjectState, int]:
+        """The object and the version to run: `version`, else the draft, else the latest (404 if none)."""
         obj = self._object(kind, object_id)
         n = version if version is not None else (obj.draft or obj.latest)
         if n is None or n not in obj.versions:
             raise NotFound(f"{kind.capitalize()} '{object_id}' has no version {n}")
+        return obj, n
+
+    def _compiled(self, kind: str, object_id: str, version: int | None) -> Any:
+        """The compiled version to run; 400 with its field errors when it does not compile."""
+        obj, n = self._version(kind, object_id, version)
         result = obj.compiled.get(n)
         if result is None or not result.valid:
             errors = [dict(e) for e in (result.errors if result else ())]
@@ -535,6 +517,18 @@ class AdminService:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+def _sample(body: Any) -> tuple[Any, dict[str, Any]]:
+    """`(data, metadata)` of a dry-run body `{"data", "metadata"}` (empty when absent)."""
+    if body is None:
+        body = {}
+    if not isinstance(body, Mapping):
+        raise BadRequest('body must be a JSON object like {"data": {...}, "metadata": {...}}')
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise BadRequest("metadata must be a JSON object")
+    return body.get("data", {}), dict(metadata)
+
+
 def _changed_version(op: ops.Operation) -> Callable[[ObjectState], int | None]:
     if isinstance(op, ops.Activate):
         # The activated draft is now the newest active version.

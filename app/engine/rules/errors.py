@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from app.errors import QuasarError
 
-__all__ = ["DecisionConflict", "DecisionNotUnique", "RuleError", "RulesetUnavailable"]
+__all__ = ["DecisionConflict", "DecisionNotUnique", "FieldErrors", "RuleError", "RulesetUnavailable"]
+
+
+class FieldErrors(ValueError):
+    """A rule document with field errors (`errors` = [{"field", "message"}]); raised at compile time."""
+
+    what = "document"
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        first = f"{errors[0]['field']}: {errors[0]['message']}" if errors else f"invalid {self.what}"
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(first + more)
+        self.errors = errors
 
 
 class RuleError(QuasarError):

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from app.engine.jsonlogic import Logic, LogicCompileError, LogicError, check_logic, compile_logic
 from app.engine.paths import MISSING, PathPart, compile_path, get_path, set_path
-from app.engine.rules.errors import RuleError, RulesetUnavailable
+from app.engine.rules.errors import FieldErrors, RuleError, RulesetUnavailable
 from app.engine.rules.stats import rule_stats
 from app.engine.rules.table import CompiledTable, analyse_table
 
@@ -60,14 +60,10 @@ _log = logging.getLogger("quasar.rules")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING}
 
 
-class RulesetInvalid(ValueError):
+class RulesetInvalid(FieldErrors):
     """A ruleset document with field errors: `errors` = [{"field", "message"}]."""
 
-    def __init__(self, errors: list[dict[str, str]]) -> None:
-        first = f"{errors[0]['field']}: {errors[0]['message']}" if errors else "invalid ruleset"
-        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(first + more)
-        self.errors = errors
+    what = "ruleset"
 
 
 class RulesetLookup(Protocol):

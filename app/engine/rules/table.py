@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from app.engine.jsonlogic import Logic, LogicCompileError, LogicError, compile_l
 from app.engine.paths import MISSING as NOT_SET
 from app.engine.paths import PathPart, compile_path, set_path
 from app.engine.rules.cells import COLUMN_TYPES, Cell, CellError, parse_cell
-from app.engine.rules.errors import DecisionConflict, DecisionNotUnique
+from app.engine.rules.errors import DecisionConflict, DecisionNotUnique, FieldErrors
 
 __all__ = [
     "AGGREGATIONS",
@@ -71,14 +71,10 @@ MAX_ROWS = 5_000
 MAX_OVERLAP_CHECK_ROWS = 1_000
 
 
-class TableInvalid(ValueError):
+class TableInvalid(FieldErrors):
     """A table document with field errors: `errors` = [{"field", "message"}]."""
 
-    def __init__(self, errors: list[dict[str, str]]) -> None:
-        first = f"{errors[0]['field']}: {errors[0]['message']}" if errors else "invalid decision table"
-        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(first + more)
-        self.errors = errors
+    what = "decision table"
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,28 +438,36 @@ def compile_table(doc: Any) -> CompiledTable:
 _Err = Callable[[str, str], None]
 
 
-def _inputs(raw: Any, err: _Err) -> tuple[_Input, ...]:
+def _columns(raw: Any, kind: str, shape: str, err: _Err) -> Iterator[tuple[str, str, str, Mapping[str, Any]]]:
+    """(field prefix, name, type, column) of each well-formed `inputs`/`outputs` entry; reports the rest
+    (a generator, so each column's errors come in column order)."""
+    plural = f"{kind}s"
     if not isinstance(raw, list):
-        err("inputs", "is required: an array of {name, expression, type?}")
-        return ()
-    out: list[_Input] = []
+        err(plural, f"is required: an array of {shape}")
+        return
     seen: set[str] = set()
     for i, col in enumerate(raw):
-        base = f"inputs[{i}]"
+        base = f"{plural}[{i}]"
         if not isinstance(col, Mapping):
-            err(base, "must be an object {name, expression, type?}")
+            err(base, f"must be an object {shape}")
             continue
         name = col.get("name")
         if not isinstance(name, str) or not name:
             err(f"{base}.name", "is required")
             continue
         if name in seen:
-            err(f"{base}.name", f"duplicate input {name!r}")
+            err(f"{base}.name", f"duplicate {kind} {name!r}")
         seen.add(name)
         column_type = col.get("type", "any")
         if column_type not in COLUMN_TYPES:
             err(f"{base}.type", f"must be one of {', '.join(COLUMN_TYPES)}")
             column_type = "any"
+        yield base, name, column_type, col
+
+
+def _inputs(raw: Any, err: _Err) -> tuple[_Input, ...]:
+    out: list[_Input] = []
+    for base, name, column_type, col in _columns(raw, "input", "{name, expression, type?}", err):
         expr = col.get("expression", col.get("path"))
         if isinstance(expr, str) and expr:
             out.append(_Input(name, column_type, tuple(expr.split(".")), None, expr))
@@ -480,27 +484,8 @@ def _inputs(raw: Any, err: _Err) -> tuple[_Input, ...]:
 
 
 def _outputs(raw: Any, err: _Err, policy: str) -> tuple[_Output, ...]:
-    if not isinstance(raw, list):
-        err("outputs", "is required: an array of {name, path?, type?, values?}")
-        return ()
     out: list[_Output] = []
-    seen: set[str] = set()
-    for i, col in enumerate(raw):
-        base = f"outputs[{i}]"
-        if not isinstance(col, Mapping):
-            err(base, "must be an object {name, path?, type?, values?}")
-            continue
-        name = col.get("name")
-        if not isinstance(name, str) or not name:
-            err(f"{base}.name", "is required")
-            continue
-        if name in seen:
-            err(f"{base}.name", f"duplicate output {name!r}")
-        seen.add(name)
-        column_type = col.get("type", "any")
-        if column_type not in COLUMN_TYPES:
-            err(f"{base}.type", f"must be one of {', '.join(COLUMN_TYPES)}")
-            column_type = "any"
+    for base, name, column_type, col in _columns(raw, "output", "{name, path?, type?, values?}", err):
         path = col.get("path", f"data.{name}")
         if not isinstance(path, str) or not path:
             err(f"{base}.path", "must be a non-empty path")
@@ -516,7 +501,7 @@ def _outputs(raw: Any, err: _Err, policy: str) -> tuple[_Output, ...]:
                         err(f"{base}.values", f"{v!r} is not a {column_type}")
                 values = tuple(values)
         out.append(_Output(name, column_type, compile_path(path), path, values))
-    if not out and policy != "collect":
+    if not out and policy != "collect" and isinstance(raw, list):
         err("outputs", "at least one output is required")
     return tuple(out)
 
