@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -154,3 +155,20 @@ def test_test_by_id_runs_the_stored_suite_and_rulesets_commands(gateway: AdminGa
     assert dry.exit_code == 0 and "score" in dry.output and "SCORED" in dry.output
     listed = invoke("rulesets", "list", *url)
     assert listed.exit_code == 0 and rid in listed.output
+
+
+def test_make_dev_loads_and_activates_the_rule_examples(gateway: AdminGateway) -> None:
+    from app.cli.dev import load_examples
+
+    counts = load_examples(gateway.url, RULES)
+    # callees before callers, every suite passing at activation
+    assert counts == {"workflows": 3, "channels": 3, "connectors": 0, "rulesets": 3, "skipped": 0}
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        active = http.get("/api/v1/admin/rulesets", params={"status": "active"}).json()["data"]
+        recorded = {
+            r["ruleset_id"]: r["test_suite"]["passed"]
+            for r in active
+            if r["ruleset_id"] in ("loan-approval", "fraud-signals", "fraud-decision")
+        }
+        assert recorded == {"loan-approval": 4, "fraud-signals": 2, "fraud-decision": 3}
+    assert load_examples(gateway.url, RULES)["skipped"] == 9  # loading again changes nothing
