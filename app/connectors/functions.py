@@ -297,6 +297,7 @@ class PublishKafka(_ConnectorTask):
     async def arun(self, message: Message, ctx: TaskContext) -> int:
         svc = _services(ctx, self.function)
         svc.connector(self.connector, "kafka")  # Orion: the connector must exist; the producer is global
+        svc.check_publish_topic(self.topic)  # dry runs too: say so before it goes live
         context = message.context
         key_rule = self.input.logic.get("key_logic")
         key_value = _evaluate(key_rule, context, "key_logic") if key_rule is not None else None

@@ -25,7 +25,8 @@ from app.connectors.mongo import MongoConnector
 from app.connectors.sql import SqlConnector, open_sql
 from app.connectors.ssrf import Resolver
 from app.engine.models import CacheConnectorConfig, ConnectorDoc, DbConnectorConfig, HttpConnectorConfig
-from app.errors import QuasarError, Timeout
+from app.errors import QuasarError, Timeout, ValidationFailed
+from app.kafka.names import TopicNames
 from app.secrets import resolve_secret
 
 __all__ = ["SQL_DRIVERS", "ConnectorServices", "KafkaProducer"]
@@ -53,8 +54,10 @@ class ConnectorServices:
         network_backend: httpcore.AsyncNetworkBackend | None = None,
         max_channel_call_depth: int = 10,
         default_channel_call_timeout_ms: int = 30_000,
+        topics: TopicNames | None = None,
     ) -> None:
         self.producer = producer
+        self.topics = topics if topics is not None else TopicNames()
         self.breakers = breakers if breakers is not None else BreakerRegistry(BreakerConfig())
         self.dry_run = dry_run
         self.env = env
@@ -115,6 +118,7 @@ class ConnectorServices:
             env=self.env,
             max_channel_call_depth=self.max_channel_call_depth,
             default_channel_call_timeout_ms=self.default_channel_call_timeout_ms,
+            topics=self.topics,
         )
         return twin
 
@@ -206,8 +210,14 @@ class ConnectorServices:
         breaker.on_success()
         return result
 
+    def check_publish_topic(self, topic: str) -> None:
+        """`ValidationFailed` for a topic a workflow may not publish to (Quasar's or the broker's own)."""
+        if self.topics.is_internal(topic):
+            raise ValidationFailed(f"publish_kafka: topic '{topic}' is internal to Quasar and cannot be a target")
+
     async def produce(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
         """Produce through the runtime's producer and wait for the broker's ack."""
+        self.check_publish_topic(topic)
         if self.producer is None:
             raise ConnectorError("publish_kafka: this runtime has no Kafka producer")
         result = self.producer.produce(topic, value, key, headers=headers)

@@ -23,6 +23,7 @@ from app.config_store.rulesets import call_problems, check_activation, ruleset_c
 from app.config_store.state import KINDS, STATUSES, ConfigState, ObjectState, definition_of, id_field
 from app.config_store.writer import BACKUP_FORMAT, ConfigWriter
 from app.errors import BadRequest, NotFound, QuasarError, TestSuiteFailed, ValidationFailed
+from app.kafka.names import TopicNames
 from app.secrets import mask_secrets, unmask_with
 from app.settings import Settings
 
@@ -213,6 +214,17 @@ class AdminService:
             raise ValidationFailed("name is required and must not be blank")
         if len(name) > 255:
             raise ValidationFailed("name must be at most 255 characters")
+        if kind == "channel":
+            self._check_channel_topics(body)
+
+    def _check_channel_topics(self, body: Mapping[str, Any]) -> None:
+        """A channel never consumes from or writes to one of Quasar's own topics."""
+        names = TopicNames(self.settings.topic_prefix)
+        config = body.get("config")
+        output = config.get("output") if isinstance(config, Mapping) else None
+        for field, topic in (("topic", body.get("topic")), ("config.output", output)):
+            if isinstance(topic, str) and names.is_internal(topic):
+                raise ValidationFailed(f"{field} '{topic}' is internal to Quasar and cannot be a channel topic")
 
     def _prepare(self, kind: str, body: Any, object_id: str | None = None) -> tuple[str, dict[str, Any]]:
         if not isinstance(body, Mapping):

@@ -128,6 +128,8 @@ class ChannelPolicy:
                 policy.validation = compile_logic(rule)
             except Exception as exc:  # the admin API validates too; never let a bad rule pass requests
                 policy.validation_error = f"Input validation error: {exc}"
+        if topics.is_internal(policy.topic):  # refused at write; never produce requests onto it
+            policy.validation_error = f"Channel '{view.name}' is bound to an internal topic and cannot be used"
         return policy
 
 

@@ -26,6 +26,19 @@ class TopicNames:
         self.flow_state = f"{prefix}flows.state"
         self.flow_results = f"{prefix}flows.results"
 
+    def is_internal(self, topic: str) -> bool:
+        """Whether `topic` is Quasar's own (config, audit, replies, traces, DLQ, flows, tasks) or the
+        broker's (`__consumer_offsets`, ...): never a channel's request or output topic, never a
+        `publish_kafka` target (a channel on the config topic dead-lettered every config record; a
+        workflow relaying request data there let an anonymous call create a connector)."""
+        if topic.startswith("__"):
+            return True
+        own = (
+            self.config, self.audit, self.replies, self.traces, self.dlq,
+            self.flow_events, self.flow_state, self.flow_results,
+        )  # fmt: skip
+        return topic in own or topic.startswith((f"{self.prefix}tasks.", f"{self.prefix}flows."))
+
     def channel(self, channel: str, declared: str | None = None) -> str:
         """A channel's request topic: its own declared `topic`, else `<prefix>ch.<channel>`."""
         return declared or f"{self.prefix}ch.{channel}"

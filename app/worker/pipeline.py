@@ -27,6 +27,7 @@ The record contract (docs/concepts.md, "The record contract"):
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -178,6 +179,12 @@ def routes_of(snapshot: Snapshot, names: TopicNames) -> dict[str, ChannelRoute]:
             output if isinstance(output, str) and output else (names.output(view.name) if output is True else None)
         )
         topic = names.channel(view.name, view.topic)
+        if names.is_internal(topic) or (output_topic and names.is_internal(output_topic)):
+            # Refused at write; a record produced straight onto the config topic must not get this far.
+            log.error(
+                "channel %s: topic %s or output %s is internal to Quasar: not consumed", view.name, topic, output_topic
+            )
+            continue
         envelope = cfg.get("envelope") or ("raw" if view.protocol == "kafka" else "quasar")
         key_logic, key_error = _compiled(cfg.get("key_logic"), "key_logic")
         validation, validation_error = _compiled(cfg.get("validation_logic"), "validation_logic")
@@ -267,6 +274,7 @@ _DLQ_LEAVE_OUT = H.DLQ_CONTEXT | {H.ATTEMPT, H.HEADERS_DROPPED}
 _STATUS_200 = (H.STATUS, b"200")
 _EXPIRED = {"code": "DEADLINE_EXCEEDED", "message": "the caller's deadline passed before processing"}
 _NO_OPTIONS = RunOptions()
+log = logging.getLogger("quasar.worker")
 _READ_ONLY = frozenset({"db_read", "cache_read", "mongo_read"})  # tasks whose re-run changes nothing
 
 

@@ -174,6 +174,7 @@ class ChannelWorker:
             max_channel_call_depth=self.settings.max_channel_call_depth,
             default_channel_call_timeout_ms=self.settings.default_channel_call_timeout_ms,
             breakers=BreakerRegistry(BreakerConfig.from_settings(self.settings)),
+            topics=TopicNames(self.settings.topic_prefix),
         )
         self.pipeline.services = self.services
         await self.governance.start()

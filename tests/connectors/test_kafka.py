@@ -103,3 +103,19 @@ async def test_publish_kafka_needs_an_existing_kafka_connector(settings: Setting
     w.tasks[1].continue_on_error = True
     await Engine({"orders": [w]}).process("orders", msg, RunOptions(services=svc))
     assert "connector 'event-bus' not found" in msg.errors[0]["message"]
+
+
+@pytest.mark.parametrize("topic", ["tq.config", "tq.audit", "tq.dlq", "tq.replies", "tq.tasks.x", "__consumer_offsets"])
+async def test_publish_kafka_refuses_internal_topics(settings: Settings, topic: str) -> None:
+    """Issue 14 item 11: a workflow relaying request data into the config topic created connectors."""
+    from app.kafka.names import TopicNames
+
+    async with AsyncProducer(producer_config(settings)) as producer:
+        svc = ConnectorServices(KAFKA, producer=producer, topics=TopicNames("tq."))
+        for services in (svc, svc.dry()):  # a dry run says so too
+            w = wf({"topic": topic})
+            w.tasks[1].continue_on_error = True
+            msg = Message.from_request({"order": 1})
+            await Engine({"orders": [w]}).process("orders", msg, RunOptions(services=services))
+            assert "is internal to Quasar" in msg.errors[0]["message"], msg.errors
+    assert not TopicNames("tq.").is_internal("tq.ch.orders") and not TopicNames("tq.").is_internal("orders")
