@@ -28,6 +28,7 @@ def _register() -> None:
     cli.add_typer(__import__("app.cli.gateway", fromlist=["app"]).app, name="gateway")
     from app.cli import release
 
+    cli.command("diff")(release.diff)
     cli.add_typer(release.keys_app, name="keys")
     cli.add_typer(release.policies_app, name="policies")
     cli.add_typer(release.release_app, name="release")

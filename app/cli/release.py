@@ -14,7 +14,7 @@ from rich.table import Table
 from app.cli.admin import FileOpt, HeaderOpt, JsonOpt, TokenOpt, UrlOpt, _print_json, _read_json, _run, console
 from app.cli.client import AdminClient
 
-__all__ = ["keys_app", "policies_app", "release_app"]
+__all__ = ["diff", "keys_app", "policies_app", "release_app"]
 
 release_app = typer.Typer(help="Request, approve and execute releases (see docs/releases.md).", no_args_is_help=True)
 policies_app = typer.Typer(help="Release policies (admin).", no_args_is_help=True)
@@ -247,3 +247,39 @@ def key_revoke(name: str = typer.Argument(...), url: str | None = UrlOpt, token:
         console.print(f"revoked {name}")
 
     _run(url, token, header, job)
+
+
+def diff(
+    kind: str = typer.Argument(..., help="workflow, channel, ruleset or flow"),
+    object_id: str = typer.Argument(..., metavar="ID"),
+    frm: int | None = typer.Option(None, "--from", help="base version (default: the newest active)"),
+    to: int | None = typer.Option(None, "--to", help="version to compare (default: the draft, else the latest)"),
+    fail_on_breaking: bool = typer.Option(False, "--fail-on-breaking", help="exit 1 when a change is breaking"),
+    as_json: bool = JsonOpt,
+    url: str | None = UrlOpt,
+    token: str | None = TokenOpt,
+    header: str = HeaderOpt,
+) -> None:
+    """Semantic diff of two versions (tasks, conditions, mappings, rows, steps) and its breaking changes."""
+
+    async def job(c: AdminClient) -> int:
+        data = (await c.admin("GET", f"/{kind}s/{object_id}/diff", params={"from": frm, "to": to}))["data"]
+        if as_json:
+            _print_json(data)
+        else:
+            table = Table(title=f"{kind} {object_id}: v{data['from']} -> v{data['to']}")
+            for col in ("change", "path", "before", "after"):
+                table.add_column(col, overflow="fold")
+            for ch in data["changes"]:
+                table.add_row(ch["change"], ch["path"], _short(ch.get("before")), _short(ch.get("after")))
+            console.print(table)
+            for b in data["breaking"]:
+                console.print(f"[red]breaking[/] {b}")
+        return 1 if fail_on_breaking and data["breaking"] else 0
+
+    _run(url, token, header, job)
+
+
+def _short(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -15,6 +15,7 @@ from app.config_store.operations import Delete, Put
 from app.config_store.release_ops import ExecuteRelease, RequestRelease, ReviewRelease
 from app.config_store.releases import RELEASE_KINDS, RELEASE_STATES, ReleasePolicyDoc, effective_policy
 from app.config_store.state import ConfigState, ObjectState, valid_object_id
+from app.engine.diff import diff_definitions
 from app.errors import BadRequest, NotFound, ServiceUnavailable, ValidationFailed
 from app.gateway.admin import _actor, _authenticate, _body, _data
 from app.gateway.errors import json_response
@@ -66,6 +67,7 @@ def _view(obj: ObjectState, rid: str, rel: Any, state: ConfigState) -> dict[str,
         "approvals": approvals,
         "approvals_needed": policy.needed(str(rel.get("action"))) if policy is not None else 0,
         "policies": list(policy.names) if policy is not None else [],
+        "diff": _evidence(obj, rel) if rel.get("state") in ("requested", "approved") else None,
         "events": rel.get("events", []),
     }
 
@@ -109,6 +111,18 @@ async def release_request(request: Request) -> Response:
     after: ObjectState = out["object"]
     rid = max(after.releases, key=lambda r: int(r.rsplit(":", 1)[1]))
     return _data(_view(after, rid, after.releases[rid], state), 201)
+
+
+def _evidence(obj: ObjectState, rel: Any) -> dict[str, Any] | None:
+    """The diff a reviewer approves: the live version -> the release's target (computed, never stored)."""
+    target = rel.get("target_version") or rel.get("rollback_to")
+    if not isinstance(target, int) or target not in obj.versions:
+        return None
+    live = [n for n in obj.active if n != target]
+    frm = live[0] if live else None
+    if frm is None:
+        return {"from": None, "to": target, "summary": {"changes": 0, "breaking": 0}, "note": "first activation"}
+    return diff_versions(obj, frm, target)
 
 
 @router.get("/releases", tags=["Releases"], summary="List releases (newest first)")
@@ -185,6 +199,39 @@ async def release_execute(release_id: str, request: Request) -> Response:
     op = ExecuteRelease(release_id, by, role, _policy_of(state, obj), pct)
     after: ObjectState = (await _apply(request, kind, object_id, op))["object"]
     return _data(_view(after, release_id, after.releases[release_id], state))
+
+
+# -- evidence for the reviewer: semantic diff -----------------------------------------------------------
+def diff_versions(obj: ObjectState, frm: int | None, to: int | None) -> dict[str, Any]:
+    """Diff two versions (default: the newest active version -> the draft, else the latest)."""
+    if not obj.versions:
+        raise NotFound(f"{obj.kind} '{obj.id}' has no versions")
+    to = to if to is not None else (obj.draft or obj.latest)
+    if frm is None:
+        older = [n for n in obj.active if n != to] or [n for n in sorted(obj.versions, reverse=True) if n < (to or 0)]
+        frm = older[0] if older else to
+    for n in (frm, to):
+        if n not in obj.versions:
+            raise NotFound(f"{obj.kind} '{obj.id}' has no version {n}")
+    assert frm is not None and to is not None
+    diff = diff_definitions(obj.kind, obj.versions[frm], obj.versions[to]).to_json()
+    return {"kind": obj.kind, "id": obj.id, "from": frm, "to": to, **diff}
+
+
+def _diff_route(kind: str, plural: str) -> None:
+    @router.get(f"/{plural}/{{object_id}}/diff", tags=["Releases"], summary=f"Semantic diff of two {kind} versions",
+                name=f"diff_{kind}")  # fmt: skip
+    async def diff(
+        object_id: str,
+        request: Request,
+        frm: int | None = Query(None, alias="from", ge=1, le=2**31 - 1),
+        to: int | None = Query(None, ge=1, le=2**31 - 1),
+    ) -> Response:
+        return _data(diff_versions(_object(_state(request), kind, object_id), frm, to))
+
+
+for _kind in RELEASE_KINDS:
+    _diff_route(_kind, f"{_kind}s")
 
 
 # -- policies (admin) --------------------------------------------------------------------------------

@@ -56,6 +56,20 @@ def test_release_flow_from_the_command_line(env: dict[str, str], tmp_path: Path,
     assert status.exit_code == 0 and "executed" in status.output and "cli:" in status.output
     assert run(["release", "status", "workflow:nope:1"], env).exit_code == 3
 
+    # A new draft that stops writing a field: `quasar diff` shows it and can fail a CI job on it.
+    assert run(["workflows", "new-version", wid], env).exit_code == 0
+    changed = wf(wid)
+    changed["tasks"] = changed["tasks"][:1]
+    doc.write_text(json.dumps(changed))
+    assert run(["workflows", "apply", "-f", str(doc)], env).exit_code == 0
+    shown = run(["diff", "workflow", wid], env)
+    assert shown.exit_code == 0 and "breaking no longer writes data.order.flagged" in shown.output
+    as_json = json.loads(run(["diff", "workflow", wid, "--json"], env).output)
+    assert {"path": "tasks[flag]", "change": "removed"} in [
+        {k: c[k] for k in ("path", "change")} for c in as_json["changes"]
+    ]
+    assert run(["diff", "workflow", wid, "--fail-on-breaking"], env).exit_code == 1
+
 
 def test_keys_from_the_command_line(env: dict[str, str]) -> None:
     name = uid("k")

@@ -140,3 +140,26 @@ async def _state_is(gw: Gateway, rid: str, state: str) -> bool:
 async def _at_least(fetch: Any, n: int) -> Any:
     items = await fetch()
     return items if len(items) >= n else None
+
+
+async def test_diff_endpoint_and_release_evidence(gateways: tuple[Gateway, Gateway]) -> None:
+    a, _ = gateways
+    first = {"workflow_id": "pay-diff", "name": "p", "tasks": TASKS}
+    await ok(a.http.post(f"{A}/workflows", json=first, headers=h("ed")), 201)
+    rid = (await ok(a.http.post(f"{A}/releases", json={"kind": "workflow", "id": "pay-diff"}, headers=h("ed")), 201))[
+        "id"
+    ]
+    for who in ("ann", "bob"):
+        await ok(a.http.post(f"{A}/releases/{rid}/approve", json={}, headers=h(who)))
+    await ok(a.http.post(f"{A}/releases/{rid}/execute", json={}, headers=h("ed")))
+    await ok(a.http.post(f"{A}/workflows/pay-diff/versions", headers=h("ed")), 201)
+    second = {"name": "p", "tasks": [{**TASKS[0], "function": {"name": "map", "input": {"mappings": [
+        {"path": "data.y", "logic": 2}]}}}]}  # fmt: skip
+    await ok(a.http.put(f"{A}/workflows/pay-diff", json=second, headers=h("ed")))
+    diff = await ok(a.http.get(f"{A}/workflows/pay-diff/diff", headers=h("ann")))
+    assert (diff["from"], diff["to"]) == (1, 2)
+    assert diff["breaking"] == ["no longer writes data.x: consumers reading it will not find it"]
+    rel = await ok(a.http.post(f"{A}/releases", json={"kind": "workflow", "id": "pay-diff"}, headers=h("ed")), 201)
+    assert rel["diff"]["breaking"] == diff["breaking"]  # what the approver sees
+    r = await a.http.get(f"{A}/workflows/pay-diff/diff", params={"from": 9}, headers=h("ann"))
+    assert r.status_code == 404

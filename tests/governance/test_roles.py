@@ -88,7 +88,7 @@ def test_documented_matrix_is_the_enforced_one() -> None:
         roles = [r for r in ROLES if allowed[r]]
         row = f"| `{method} {route}` | {', '.join(roles)} |"  # what the table must say
         documented = rows.get(f"{method} {route}")
-        assert documented is not None, f"docs/security.md lacks the row: {row}"
+        assert documented is not None, f"docs/security.md lacks {row} (run python ops/security_matrix.py)"
         assert [r.strip() for r in documented.split(",")] == roles, f"docs/security.md must say: {row}"
 
 
