@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from app.config_store.state import ConfigState
 from app.flows.compiler import CompiledFlow, CompiledSchedule
+from app.flows.models import ExternalTaskStep
 
 __all__ = ["FlowCatalog"]
 
@@ -36,6 +37,17 @@ class FlowCatalog:
         if obj is None or not obj.active:
             return None
         return max(obj.active)
+
+    def handlers(self) -> set[str]:
+        """Every `external_task` handler of a valid flow version that is active (their topics must exist)."""
+        found: set[str] = set()
+        for obj in self.state.objects("flow"):
+            for version in obj.active:
+                result = obj.compiled.get(version)
+                compiled = result.compiled if result is not None and result.valid else None
+                if isinstance(compiled, CompiledFlow):
+                    found.update(step.handler for step in compiled.steps.values() if isinstance(step, ExternalTaskStep))
+        return found
 
     def schedules(self) -> list[CompiledSchedule]:
         """Active, enabled, valid schedules (the newest active version of each)."""

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -137,6 +138,7 @@ class FlowRunner:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._unlisten: Callable[[], None] | None = None
         self._stopping = False
         self._resumed: list[Effect] = []  # effects of recovered instances, run by the loop
         self._handlers: set[str] = set()  # handlers this runner published to (bounded metric labels)
@@ -157,6 +159,10 @@ class FlowRunner:
                 "with the same partition count: run `quasar topics apply`"
             )
         self.partitions = events
+        # Task topics exist before any worker subscribes (a consumer subscribed to a missing topic may
+        # not notice its creation for minutes): created for every active flow now and on each change.
+        await self._ensure_task_topics()
+        self._unlisten = self.reader.add_listener(lambda _snapshot: self._ensure_task_topics())
         self._producer = Producer(producer_config(self.settings, client_id=f"quasar-flows-{self.settings.instance_id}"))
         conf = consumer_config(
             self.settings, group_id=self.group_id, client_id=f"quasar-flows-{self.settings.instance_id}"
@@ -167,8 +173,18 @@ class FlowRunner:
         )
         self._loop_task = asyncio.create_task(self._run(), name="flow-runner")
 
+    async def _ensure_task_topics(self) -> None:
+        missing = sorted(h for h in self.catalog.handlers() if self.names.tasks(h) not in self._task_topics)
+        if not missing:
+            return
+        plans = [tasks_topic_plan(load_specs(), self.settings, h) for h in missing]
+        await asyncio.get_running_loop().run_in_executor(None, apply_topics, create_admin(self.settings), plans)
+        self._task_topics.update(self.names.tasks(h) for h in missing)
+
     async def stop(self) -> None:
         self._stopping = True
+        if self._unlisten is not None:
+            self._unlisten()
         if self._loop_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task

@@ -17,7 +17,22 @@ from app.kafka.producer import AsyncProducer
 from app.kafka.topics import apply_topics, fixed_topic_plans, load_specs
 from app.settings import Settings
 
-__all__ = ["FlowEnv"]
+__all__ = ["FlowEnv", "RunnerProcess", "until"]
+
+
+async def until(check: Any, *, within: float, what: str) -> Any:
+    """Re-check a condition on another process (a log file) without blocking the loop the runners share."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within}s (last: {result!r})")
+        await asyncio.sleep(0.05)
 
 
 class FlowEnv:

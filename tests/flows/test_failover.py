@@ -7,8 +7,7 @@ from pathlib import Path
 
 from app.flow_runtime.records import partition_for
 from app.settings import Settings
-from tests.fixtures.polling import poll
-from tests.flows.runtime_support import FlowEnv, RunnerProcess
+from tests.flows.runtime_support import FlowEnv, RunnerProcess, until
 
 DELAY_SECONDS = 12  # long enough to kill the owner and rebalance before it is due (60 s in bench/flows.py)
 
@@ -39,7 +38,9 @@ async def test_kill_9_of_the_owner_during_a_delay_fires_the_timer_once_on_the_su
         )
         runners = [RunnerProcess(settings, name, tmp_path) for name in ("runner-a", "runner-b")]
         try:
-            owners = poll(lambda: stable_owners(runners, env.partitions), within=90, what="both runners own partitions")
+            owners = await until(
+                lambda: stable_owners(runners, env.partitions), within=90, what="both runners own partitions"
+            )
             await env.start("slow", "victim")
             waiting = await env.wait("victim", "waiting")
             due = waiting.timers["delay:wait"]
