@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.engine.codegen import TaskRunner, needs_task_context, task_runner
 from app.engine.errors import WorkflowInvalid
 from app.engine.functions import shared_default_registry
 from app.engine.jsonlogic import Logic, LogicCompileError, LogicError, check_logic, compile_logic
@@ -66,6 +67,8 @@ class CompiledWorkflow:
     """An immutable, ready-to-run workflow. Build with `compile_workflow`."""
 
     __slots__ = (
+        "_interpreted",
+        "_runner",
         "always",
         "condition",
         "continue_on_error",
@@ -73,6 +76,7 @@ class CompiledWorkflow:
         "id",
         "is_async",
         "name",
+        "needs_context",
         "priority",
         "recording",
         "registry",
@@ -100,6 +104,23 @@ class CompiledWorkflow:
         self.is_async = any(t.is_async for t in tasks)
         self.registry = registry
         self.recording = recording
+        self.needs_context = needs_task_context(self)
+        self._runner: TaskRunner | None = None
+        self._interpreted = False  # code generation failed once: the interpreter runs this workflow
+
+    def task_runner(self) -> TaskRunner | None:
+        """The tasks as generated Python (`codegen.py`), built on first use; None: interpret them.
+
+        Built lazily so that folding thousands of workflows at startup costs no code generation for
+        workflows that never see a record.
+        """
+        runner = self._runner
+        if runner is None and not self._interpreted:
+            try:
+                runner = self._runner = task_runner(self)
+            except (SyntaxError, RecursionError, MemoryError, ValueError):
+                self._interpreted = True  # a rule too large for Python's compiler
+        return runner
 
     def __repr__(self) -> str:
         return f"CompiledWorkflow(id={self.id!r}, version={self.version}, tasks={len(self.tasks)})"

@@ -115,7 +115,7 @@ class _Entry:
 
 
 class _Channel:
-    __slots__ = ("entries", "is_async", "name", "partial")
+    __slots__ = ("entries", "is_async", "name", "needs_context", "partial")
 
     def __init__(self, name: str, entries: Iterable[ChannelWorkflow | CompiledWorkflow]) -> None:
         items = [e if isinstance(e, ChannelWorkflow) else ChannelWorkflow(e) for e in entries]
@@ -124,6 +124,7 @@ class _Channel:
         self.entries = tuple(_Entry(e) for e in items)
         self.is_async = any(e.workflow.is_async for e in self.entries)
         self.partial = any(e.partial for e in self.entries)
+        self.needs_context = any(e.workflow.needs_context for e in self.entries)
 
 
 class Engine:
@@ -135,11 +136,14 @@ class Engine:
         registry: FunctionRegistry | None = None,
         *,
         rulesets: RulesetLookup | None = None,
+        generated: bool = True,
     ) -> None:
         # Workflows arrive compiled; the registry is kept for callers that compile more (channel_call).
         self.registry = registry
         # Where `rule` tasks find rulesets named by id (the config snapshot's catalog).
         self.rulesets = rulesets
+        # False: every run interprets its tasks (the reference the generated code is tested against)
+        self.generated = generated
         self._channels = {name: _Channel(name, entries) for name, entries in channels.items()}
 
     @property
@@ -168,9 +172,7 @@ class Engine:
         meta["processed_at"] = rfc3339()
         meta["engine_version"] = ENGINE_VERSION
         meta["channel"] = ch.name
-        ctx = TaskContext(
-            ch.name, services=opts.services, deadline=opts.deadline, engine=self, calls=opts.calls, budget=opts.budget
-        )
+        ctx = self._context(ch, opts)
         bucket = opts.rollout_bucket
         if bucket is None and ch.partial:
             bucket = random.randrange(100)  # no sticky key given: Orion's per-request random split
@@ -231,6 +233,9 @@ class Engine:
         return message
 
     def _run_sync(self, ch: _Channel, message: Message, opts: RunOptions) -> None:
+        if opts.steps is None and self.generated:
+            self._run_generated(ch, message, opts)
+            return
         ctx, bucket = self._start(ch, message, opts)
         context = message.context
         steps = opts.steps
@@ -259,6 +264,50 @@ class Engine:
             if self._task_finished(message, wf, i, status, ctx, steps):
                 return
 
+    def _run_generated(self, ch: _Channel, message: Message, opts: RunOptions) -> None:
+        """`_run_sync` with each workflow's tasks as generated code (codegen.py); no step trace.
+
+        The `TaskContext` is only built when a task calls a function through `run`.
+        """
+        meta = message.context["metadata"]
+        meta["processed_at"] = rfc3339()
+        meta["engine_version"] = ENGINE_VERSION
+        meta["channel"] = ch.name
+        ctx: TaskContext | None = None
+        if ch.needs_context:
+            ctx = self._context(ch, opts)
+            budget = ctx.budget
+        else:
+            budget = opts.budget if opts.budget is not None else WorkBudget()
+        bucket = opts.rollout_bucket
+        if bucket is None and ch.partial:
+            bucket = random.randrange(100)
+        context = message.context
+        deadline = opts.deadline
+        for entry in ch.entries:
+            wf = entry.workflow
+            if not self._workflow_selected(entry, bucket, context, None):
+                continue
+            runner = wf.task_runner()
+            if runner is None and ctx is None:  # interpreted: it needs a context after all
+                ctx = self._context(ch, opts)
+                ctx.budget = budget
+            if ctx is not None:
+                ctx.workflow_id = wf.id
+            try:
+                if runner is not None:
+                    runner(message, ctx, deadline, budget)
+                else:
+                    assert ctx is not None
+                    self._tasks_sync(wf, message, ctx, None)
+            except _WorkflowFailed as failure:
+                self._workflow_failed(message, wf, failure)
+
+    def _context(self, ch: _Channel, opts: RunOptions) -> TaskContext:
+        return TaskContext(
+            ch.name, services=opts.services, deadline=opts.deadline, engine=self, calls=opts.calls, budget=opts.budget
+        )
+
     # -- the general (async) path ---------------------------------------------------------------
 
     async def process(self, channel: str, message: Message, options: RunOptions | None = None) -> Message:
@@ -279,6 +328,8 @@ class Engine:
             try:
                 if wf.is_async:
                     await self._tasks_async(wf, message, ctx, steps)
+                elif steps is None and self.generated and (runner := wf.task_runner()) is not None:
+                    runner(message, ctx, ctx.deadline, ctx.budget)
                 else:
                     self._tasks_sync(wf, message, ctx, steps)
             except _WorkflowFailed as failure:

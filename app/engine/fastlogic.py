@@ -8,13 +8,14 @@ returns `FALLBACK` for anything else, in which case the caller evaluates the rul
 fast path can only ever answer what datalogic would answer; it never raises.
 
 Covered: literals, `var`, `< <= > >=` (2 or 3 arguments), `== === != !==`, `!`, `!!`, `and`, `or`,
-`if`/`?:`, `in` (literal list or string), `cat`. Operand types: numbers (not bool; integers up to
+`if`/`?:`, `in` (literal list or string), `cat`, `now` (no arguments). Operand types: numbers (not bool; integers up to
 2^53 so int/float comparisons are exact in both), strings, booleans and null as tabled per operator.
 """
 
 from __future__ import annotations
 
 import operator
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -341,6 +342,19 @@ def _cat(args: list[FastRule]) -> FastRule:
     return cat
 
 
+_NOW_TEXT: dict[int, str] = {}
+
+
+def _now(_ctx: Any) -> Any:
+    """datalogic's `now`: the UTC time as RFC 3339 with whole seconds (`2026-01-02T03:04:05Z`)."""
+    secs = int(time.time())
+    text = _NOW_TEXT.get(secs)
+    if text is None:
+        _NOW_TEXT.clear()  # one entry: only the current second is ever asked for
+        text = _NOW_TEXT[secs] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(secs))
+    return text
+
+
 def compile_fast(node: Any) -> FastRule | None:
     """A closure evaluating `node`, or None when the rule uses anything not covered here."""
     if _is_scalar(node):
@@ -374,4 +388,6 @@ def compile_fast(node: Any) -> FastRule | None:
         return _in(raw_args, args)
     if op == "cat":
         return _cat(args)
+    if op == "now" and not args:
+        return _now
     return None

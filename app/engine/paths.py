@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-__all__ = ["MISSING", "PathPart", "clone", "compile_path", "get_path", "key_path", "set_keys", "set_path"]
+__all__ = [
+    "MISSING",
+    "PathPart",
+    "clone",
+    "compile_path",
+    "get_path",
+    "key_path",
+    "set_keys",
+    "set_path",
+    "walk_keys",
+]
 
 MISSING: Final[Any] = object()
 
@@ -45,12 +55,9 @@ def key_path(parts: tuple[PathPart, ...]) -> tuple[tuple[str, ...], str] | None:
     return tuple(key for key, _ in parts[:-1]), parts[-1][0]
 
 
-def set_keys(root: Any, head: tuple[str, ...], last: str, value: Any) -> Any:
-    """`set_path` for an all-object-key path (see `key_path`): same result, fewer checks.
-
-    Missing objects are created; meeting anything but an object (array, scalar, null) writes
-    nothing and returns `MISSING`, exactly as `set_path` does for non-numeric segments.
-    """
+def walk_keys(root: Any, head: tuple[str, ...]) -> Any:
+    """The object at the all-object-key path `head`, created where missing; `MISSING` when an existing
+    value on the way (or at the end) is not an object. Nothing is created on a walk that meets one."""
     cur = root
     for key in head:
         if not isinstance(cur, dict):
@@ -59,7 +66,17 @@ def set_keys(root: Any, head: tuple[str, ...], last: str, value: Any) -> Any:
         if child is MISSING:
             child = cur[key] = {}
         cur = child
-    if not isinstance(cur, dict):
+    return cur if isinstance(cur, dict) else MISSING
+
+
+def set_keys(root: Any, head: tuple[str, ...], last: str, value: Any) -> Any:
+    """`set_path` for an all-object-key path (see `key_path`): same result, fewer checks.
+
+    Missing objects are created; meeting anything but an object (array, scalar, null) writes
+    nothing and returns `MISSING`, exactly as `set_path` does for non-numeric segments.
+    """
+    cur = walk_keys(root, head)
+    if cur is MISSING:
         return MISSING
     old = cur.get(last, MISSING)
     cur[last] = value
