@@ -38,6 +38,7 @@ def _register() -> None:
     cli.command("send")(admin.send)
     cli.add_typer(__import__("app.cli.rules", fromlist=["app"]).table_app, name="table")
     cli.command("test")(__import__("app.cli.rules", fromlist=["app"]).test)
+    cli.add_typer(admin.testsuites_app, name="testsuites")
     cli.add_typer(topics.app, name="topics")
     cli.add_typer(admin.traces_app, name="traces")
     cli.add_typer(admin.workflows_app, name="workflows")

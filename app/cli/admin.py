@@ -31,6 +31,7 @@ __all__ = [
     "restore",
     "rulesets_app",
     "send",
+    "testsuites_app",
     "traces_app",
     "workflows_app",
 ]
@@ -131,6 +132,7 @@ _COLUMNS = {
     "channel": ("channel_id", "name", "version", "status", "channel_type", "protocol", "route_pattern"),
     "connector": ("connector_id", "name", "connector_type", "version", "status"),
     "ruleset": ("ruleset_id", "name", "version", "status", "entry", "tags"),
+    "testsuite": ("testsuite_id", "name", "version", "status", "target"),
 }
 
 
@@ -399,6 +401,7 @@ workflows_app = _group("workflow", "workflows", lifecycle=True)
 channels_app = _group("channel", "channels", lifecycle=True)
 connectors_app = _group("connector", "connectors", lifecycle=False)
 rulesets_app = _group("ruleset", "rulesets", lifecycle=True)
+testsuites_app = _group("testsuite", "testsuites", lifecycle=False)
 
 
 @rulesets_app.command("test")

@@ -44,9 +44,19 @@ __all__ = [
     "valid_object_id",
 ]
 
-KINDS: tuple[str, ...] = ("workflow", "channel", "connector", "apikey", "policy", "flow", "schedule", "ruleset")
+KINDS: tuple[str, ...] = (
+    "workflow",
+    "channel",
+    "connector",
+    "apikey",
+    "policy",
+    "flow",
+    "schedule",
+    "ruleset",
+    "testsuite",
+)
 # Kinds without drafts: every create/update is a new active version (the previous one is archived).
-DIRECT_KINDS: frozenset[str] = frozenset({"connector", "apikey", "policy"})
+DIRECT_KINDS: frozenset[str] = frozenset({"connector", "apikey", "policy", "testsuite"})
 STATUSES: tuple[str, ...] = ("draft", "active", "archived")
 MARKER_PREFIX = "__marker__/"
 # Lifecycle fields the store owns; everything else in a version document is the user's definition.
@@ -134,6 +144,10 @@ def default_compiler(
             from app.engine.rules import compile_ruleset
 
             return CompileResult(compiled=compile_ruleset(definition, object_id))
+        if kind == "testsuite":
+            from app.engine.rules.testsuite import compile_testsuite
+
+            return CompileResult(compiled=compile_testsuite(definition))
         if kind == "apikey":
             from app.identity import ApiKeyDoc
 

@@ -74,6 +74,7 @@ _KIND_OF = {
     "flows": "flow",
     "schedules": "schedule",
     "rulesets": "ruleset",
+    "testsuites": "testsuite",
 }
 
 
@@ -404,6 +405,7 @@ async def ruleset_test_suite(
     return json_response(svc.test_suite("ruleset", object_id, await _body(request, required=False), version))
 
 
+_crud("testsuite", "testsuites", "Test suites", lifecycle=False)
 _crud("channel", "channels", "Channels", lifecycle=True)
 
 

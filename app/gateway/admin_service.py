@@ -326,17 +326,35 @@ class AdminService:
 
     # -- test suites ----------------------------------------------------------------------------------
     def test_suite(self, kind: str, object_id: str, body: Any, version: int | None = None) -> dict[str, Any]:
-        """POST /{workflows|rulesets}/{id}/test-suite: run the version's `tests` (or the body's) offline."""
+        """POST /{workflows|rulesets}/{id}/test-suite: run the version's cases (its `tests` and every active
+        `testsuite` naming it), or the body's `tests` only, offline."""
         if kind not in ("workflow", "ruleset"):
             raise BadRequest(f"{kind}s have no test suites")
         if body is not None and not isinstance(body, Mapping):
             raise BadRequest('body must be a JSON object like {"tests": [...]} (or empty)')
         obj, n = self._version(kind, object_id, version)
-        doc = obj.versions[n]
-        tests = body.get("tests") if isinstance(body, Mapping) and body.get("tests") is not None else doc.get("tests")
-        if tests is None:
-            raise BadRequest(f"{kind} '{object_id}' v{n} has no tests: add a `tests` list to the version or the body")
+        given = body.get("tests") if isinstance(body, Mapping) else None
+        tests = given if given is not None else self._cases(kind, obj, n)
+        if not tests:
+            raise BadRequest(
+                f"{kind} '{object_id}' v{n} has no tests: add a `tests` list to the version, a testsuite, or the body"
+            )
         return self._run_suite(kind, obj, n, tests)
+
+    def _cases(self, kind: str, obj: ObjectState, n: int) -> list[Any]:
+        """The version's own `tests`, then the cases of every active `testsuite` targeting the object
+        (named `<suite id>: <case name>`). A malformed `tests` list is kept as is: the run reports it."""
+        own = obj.versions[n].get("tests")
+        if own is not None and not isinstance(own, list):
+            return [own]  # run_suite reports the malformed list as a failing case
+        cases: list[Any] = list(own or [])
+        for suite in self.state.objects("testsuite"):
+            result = suite.compiled.get(suite.active[0]) if suite.active else None
+            doc = result.compiled if result is not None and result.valid else None
+            if doc is None or (doc.kind, doc.target) != (kind, obj.id):
+                continue
+            cases += [{**case, "name": f"{suite.id}: {case.get('name')}"} for case in doc.tests]
+        return cases
 
     def _run_suite(self, kind: str, obj: ObjectState, n: int, tests: Any) -> dict[str, Any]:
         from app.engine.rules.testsuite import content_digest, run_suite
@@ -351,7 +369,7 @@ class AdminService:
         n = obj.draft
         if kind not in ("workflow", "ruleset") or n is None:
             return None
-        tests = obj.versions[n].get("tests")
+        tests = self._cases(kind, obj, n)
         if not tests or not self.settings.require_passing_tests:
             return None
         result = obj.compiled.get(n)

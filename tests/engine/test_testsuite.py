@@ -189,3 +189,17 @@ def test_junit_xml_lists_cases_and_failures() -> None:
 def test_content_digest_is_canonical() -> None:
     assert content_digest({"a": 1, "b": [1, 2]}) == content_digest({"b": [1, 2], "a": 1})
     assert content_digest({"a": 1}) != content_digest({"a": 2})
+
+
+def test_testsuite_documents_are_checked_at_write_time() -> None:
+    from app.engine.rules.testsuite import TestSuiteInvalid, compile_testsuite
+
+    good = compile_testsuite(
+        {"target": {"kind": "ruleset", "id": "r"}, "tests": [{"name": "a", "expect": {"code": "X"}}]}
+    )
+    assert (good.kind, good.target, len(good.tests)) == ("ruleset", "r", 1)
+    with pytest.raises(TestSuiteInvalid) as info:
+        compile_testsuite({"target": {"kind": "channel", "id": "r"}, "tests": [{"name": "a"}]})
+    assert [e["field"] for e in info.value.errors] == ["target", "tests[0].expect"]
+    with pytest.raises(TestSuiteInvalid, match="needs at least one case"):
+        compile_testsuite({"target": {"kind": "workflow", "id": "w"}, "tests": []})

@@ -179,3 +179,29 @@ def test_export_import_round_trip(http: httpx.Client) -> None:
     result = ok(http.post(f"{A}/rulesets/import", json=mine))
     assert result == {"imported": 1, "failed": 0, "errors": []}
     assert ok(http.get(f"{A}/rulesets/{rid}"))["data"]["steps"] == signals(rid)["steps"]
+
+
+def test_testsuite_documents_join_the_targets_suite_and_its_activation_gate(http: httpx.Client) -> None:
+    rid, sid = uid("signals"), uid("suite")
+    doc = signals(rid)
+    del doc["tests"]
+    ok(http.post(f"{A}/rulesets", json=doc), 201)
+    bad = {"testsuite_id": sid, "name": "s", "target": {"kind": "pipeline", "id": rid}, "tests": []}
+    error = err(http.post(f"{A}/testsuites", json=bad), 400, "VALIDATION_ERROR")
+    assert "target: is required" in error["message"]
+    suite = {
+        "testsuite_id": sid,
+        "name": "signals suite",
+        "target": {"kind": "ruleset", "id": rid},
+        "tests": [{"name": "velocity counts 25", "input": {"tx_last_hour": 9}, "expect": {"output": {"score": 99}}}],
+    }
+    assert ok(http.post(f"{A}/testsuites", json=suite), 201)["data"]["status"] == "active"
+    report = ok(http.post(f"{A}/rulesets/{rid}/test-suite"))
+    assert [c["name"] for c in report["cases"]] == [f"{sid}: velocity counts 25"]
+    assert report["cases"][0]["failures"] == ["output.score: expected 99, got 25"]
+    assert err(activate(http, rid), 400, "TEST_SUITE_FAILED")["details"]["failed"] == 1
+    suite["tests"][0]["expect"]["output"]["score"] = 25
+    ok(http.put(f"{A}/testsuites/{sid}", json=suite))  # a direct kind: the update is active at once
+    assert ok(activate(http, rid))["data"]["test_suite"]["passed"] == 1
+    listed = ok(http.get(f"{A}/testsuites"))["data"]
+    assert sid in [s["testsuite_id"] for s in listed]

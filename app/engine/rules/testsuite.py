@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
 
@@ -35,11 +36,15 @@ from app.engine.jsonlogic import LogicError
 from app.engine.message import Message
 from app.engine.paths import compile_path, set_path
 from app.engine.registry import FunctionRegistry, FunctionSpec, SyncFunction, TaskContext
+from app.engine.rules.errors import FieldErrors
 from app.engine.rules.ruleset import CompiledRuleset, RulesetLookup
 from app.errors import QuasarError
 
 __all__ = [
+    "TestSuiteDoc",
+    "TestSuiteInvalid",
     "check_cases",
+    "compile_testsuite",
     "content_digest",
     "junit_xml",
     "run_ruleset",
@@ -48,6 +53,41 @@ __all__ = [
 ]
 
 _EXPECT_KEYS = frozenset({"code", "data", "output", "message", "errors"})
+
+
+class TestSuiteInvalid(FieldErrors):
+    """A `testsuite` document with field errors."""
+
+    __test__ = False  # not a pytest class
+    what = "test suite"
+
+
+@dataclass(frozen=True, slots=True)
+class TestSuiteDoc:
+    """A stored `testsuite` document: cases for the workflow or ruleset it targets (every version)."""
+
+    __test__ = False
+    kind: str
+    target: str
+    tests: tuple[Mapping[str, Any], ...]
+
+
+def compile_testsuite(doc: Mapping[str, Any]) -> TestSuiteDoc:
+    """Check a `{"name", "target": {"kind": "workflow"|"ruleset", "id"}, "tests": [...]}` document."""
+    errors: list[dict[str, str]] = []
+    target = doc.get("target")
+    kind = target.get("kind") if isinstance(target, Mapping) else None
+    target_id = target.get("id") if isinstance(target, Mapping) else None
+    if kind not in ("workflow", "ruleset") or not isinstance(target_id, str) or not target_id:
+        errors.append({"field": "target", "message": 'is required: {"kind": "workflow" | "ruleset", "id": "..."}'})
+    tests = doc.get("tests")
+    errors += check_cases(tests)
+    if not errors and not tests:
+        errors.append({"field": "tests", "message": "needs at least one case"})
+    if errors:
+        raise TestSuiteInvalid(errors)
+    assert isinstance(kind, str) and isinstance(target_id, str) and isinstance(tests, list)
+    return TestSuiteDoc(kind, target_id, tuple(tests))
 
 
 def content_digest(definition: Mapping[str, Any]) -> str:
