@@ -54,28 +54,49 @@ BLOCKED_NETWORKS: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str
         ("192.0.0.0/24", "IETF protocol assignment"),
         ("198.18.0.0/15", "benchmarking network"),
         ("64:ff9b::/96", "NAT64 address"),
+        ("64:ff9b:1::/48", "NAT64 address"),
+        ("fec0::/10", "site-local address"),
+        ("2001::/32", "Teredo address"),
+        ("2002::/16", "6to4 address"),
     )
 )
 
 
-def _unwrap(ip: IPAddress) -> IPAddress:
+def _embedded(ip: IPAddress) -> list[IPAddress]:
+    """`ip` and every IPv4 address an IPv6 form carries (mapped, compatible, 6to4, Teredo, NAT64)."""
+    out: list[IPAddress] = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
+            out.append(ip.ipv4_mapped)
         if ip.sixtofour is not None:
-            return ip.sixtofour
-    return ip
+            out.append(ip.sixtofour)
+        if ip.teredo is not None:
+            out.extend(ip.teredo)
+        packed = int(ip)
+        if packed >> 32 == 0 and packed > 1:  # IPv4-compatible ::a.b.c.d (deprecated, still routed)
+            out.append(ipaddress.IPv4Address(packed & 0xFFFFFFFF))
+        if ip in ipaddress.ip_network("64:ff9b::/96"):
+            out.append(ipaddress.IPv4Address(packed & 0xFFFFFFFF))
+    return out
 
 
 def blocked_reason(address: str) -> str | None:
-    """Why `address` (an IP literal) may not be reached, or None when it is public."""
+    """Why `address` (an IP literal) may not be reached, or None when it is public.
+
+    The table names the common cases; anything else the `ipaddress` module does not classify as
+    globally reachable (in any IPv6 form's embedded IPv4 address too) is refused as well.
+    """
     try:
-        ip = _unwrap(ipaddress.ip_address(address.split("%", 1)[0]))
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return "not an IP address"
-    for net, why in BLOCKED_NETWORKS:
-        if ip.version == net.version and ip in net:
-            return why
+    forms = _embedded(parsed)
+    for ip in reversed(forms):  # the embedded IPv4 address names the reason best
+        for net, why in BLOCKED_NETWORKS:
+            if ip.version == net.version and ip in net:
+                return why
+    if not all(ip.is_global for ip in forms):
+        return "non-global address"
     return None
 
 

@@ -16,7 +16,7 @@ from app.connectors.ssrf import blocked_reason, check_host
 from app.engine.models import HttpConnectorConfig
 from tests.connectors.servers import AcceptCounter, HttpTestServer, LoopbackOnlyBackend
 
-PUBLIC = "203.0.113.10"  # TEST-NET-3: never routed here, the backend maps it to the local server
+PUBLIC = "93.184.215.14"  # a public address; the test backend maps it to the local server (never dialled)
 
 
 def fake_dns(table: dict[str, list[str]]) -> Any:
@@ -154,3 +154,27 @@ async def test_check_host_reports_unresolvable_names() -> None:
 
     with pytest.raises(httpcore.ConnectError, match="cannot resolve"):
         await check_host("nowhere.example.test", 80, fake_dns({}))
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "64:ff9b:1::a00:1",  # local-use NAT64
+        "fec0::1",  # site-local
+        "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "100::1",  # discard prefix
+        "2001:db8::1",  # documentation
+        "192.0.2.1",  # documentation (IPv4)
+    ],
+)
+def test_every_ipv6_form_of_a_non_public_address_is_blocked(address: str) -> None:
+    """Issue 14 (Low): the table missed NAT64, site-local, 6to4 of private IPv4; `ipaddress` decides the rest."""
+    assert blocked_reason(address) is not None
+
+
+def test_public_addresses_stay_reachable() -> None:
+    for address in ("8.8.8.8", "2606:4700:4700::1111", "1.1.1.1"):
+        assert blocked_reason(address) is None, address
