@@ -23,6 +23,7 @@ from app.config_store.rulesets import call_problems, check_activation, ruleset_c
 from app.config_store.state import KINDS, STATUSES, ConfigState, ObjectState, definition_of, id_field
 from app.config_store.writer import BACKUP_FORMAT, ConfigWriter
 from app.errors import BadRequest, NotFound, QuasarError, TestSuiteFailed, ValidationFailed
+from app.gateway.routing import RouteEntry, ambiguous_with
 from app.kafka.names import TopicNames
 from app.secrets import mask_secrets, unmask_with
 from app.settings import Settings
@@ -216,6 +217,29 @@ class AdminService:
             raise ValidationFailed("name must be at most 255 characters")
         if kind == "channel":
             self._check_channel_topics(body)
+            self._check_route(body)
+
+    def _check_route(self, body: Mapping[str, Any]) -> None:
+        """A route pattern that active channels' patterns make ambiguous is refused (400)."""
+        pattern = body.get("route_pattern")
+        if not isinstance(pattern, str) or not pattern or str(body.get("channel_type", "sync")).lower() != "sync":
+            return
+        methods = body.get("methods") if isinstance(body.get("methods"), list) else ()
+        raw_priority = body.get("priority")
+        priority = raw_priority if isinstance(raw_priority, int) else 0
+        name = str(body.get("name") or "")
+        entry = RouteEntry.compile(name, pattern, [str(m) for m in methods or ()], priority)
+        others = [
+            RouteEntry.compile(r.channel, r.pattern, r.methods, r.priority)
+            for r in self.reader.snapshot.routes
+            if str(r.channel_type).lower() == "sync"
+        ]
+        clash = ambiguous_with(entry, others)
+        if clash is not None:
+            raise ValidationFailed(
+                f"route_pattern '{pattern}' matches the same requests as channel '{clash.channel}' with the same "
+                "priority: give one a higher priority or a more specific pattern"
+            )
 
     def _check_channel_topics(self, body: Mapping[str, Any]) -> None:
         """A channel never consumes from or writes to one of Quasar's own topics."""

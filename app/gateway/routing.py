@@ -9,6 +9,12 @@ Orion semantics (`orion-semantics.md` §1d "REST route matching"):
 
 Resolution: REST table, else a single path segment is a channel name, else not found. Unlike Orion
 (quirk 9) a single segment that names no active channel is *not* found: the caller answers 404.
+
+Literal beats parameter: among entries of equal priority and length, the one with a static segment
+where the other has a parameter (leftmost difference) is tried first, and a pattern made only of
+parameters never takes a single segment that names an active channel (`/{any}` used to take every
+other channel's traffic). Two patterns that match the same paths with the same methods and priority
+and neither more literal are refused at write (`ambiguous_with`).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Resolution", "RouteEntry", "RouteTable", "split_async", "split_path"]
+__all__ = ["Resolution", "RouteEntry", "RouteTable", "ambiguous_with", "split_async", "split_path"]
 
 
 def split_path(path: str) -> list[str]:
@@ -61,6 +67,26 @@ class RouteEntry:
             order=order,
         )
 
+    @property
+    def literal_rank(self) -> tuple[int, ...]:
+        """Sort key part: static segments (0) before parameters (1), leftmost first."""
+        return tuple(0 if kind == "static" else 1 for kind, _ in self.segments)
+
+    @property
+    def all_params(self) -> bool:
+        return all(kind == "param" for kind, _ in self.segments)
+
+    def overlaps(self, other: RouteEntry) -> bool:
+        """Whether some request (method and path) matches both entries."""
+        if self.methods and other.methods and not (self.methods & other.methods):
+            return False
+        if len(self.segments) != len(other.segments):
+            return False
+        return all(
+            a_kind == "param" or b_kind == "param" or a_text == b_text
+            for (a_kind, a_text), (b_kind, b_text) in zip(self.segments, other.segments, strict=True)
+        )
+
     def match(self, method: str, segments: list[str]) -> dict[str, str] | None:
         """Path params when `method` + `segments` match this entry, else `None`."""
         if self.methods and method.upper() not in self.methods:
@@ -90,7 +116,7 @@ class RouteTable:
     """Immutable, sorted route table; rebuild it whenever the active channel set changes."""
 
     def __init__(self, entries: Iterable[RouteEntry] = (), channel_names: Iterable[str] = ()) -> None:
-        self._entries = sorted(entries, key=lambda e: (-e.priority, -len(e.segments), e.order))
+        self._entries = sorted(entries, key=lambda e: (-e.priority, -len(e.segments), e.literal_rank, e.order))
         self._names = frozenset(channel_names)
 
     @classmethod
@@ -133,10 +159,27 @@ class RouteTable:
         segments, is_async = split_async(split_path(path))
         if not segments:
             return None
+        names_a_channel = len(segments) == 1 and segments[0] in self._names
         for entry in self._entries:
+            if names_a_channel and entry.all_params:
+                continue  # the literal channel name wins over a pattern of parameters only
             params = entry.match(method, segments)
             if params is not None:
                 return Resolution(entry.channel, params, is_async, via_route=True)
-        if len(segments) == 1 and segments[0] in self._names:
+        if names_a_channel:
             return Resolution(segments[0], {}, is_async)
         return None
+
+
+def ambiguous_with(entry: RouteEntry, others: Iterable[RouteEntry]) -> RouteEntry | None:
+    """Another entry that matches the same requests as `entry` with nothing to decide between them
+    (same priority, same literal rank): which one answers would depend on write order."""
+    for other in others:
+        if (
+            other.channel != entry.channel
+            and other.priority == entry.priority
+            and other.literal_rank == entry.literal_rank
+            and entry.overlaps(other)
+        ):
+            return other
+    return None

@@ -118,3 +118,28 @@ def test_path_helpers() -> None:
     entry = RouteEntry.compile("c", "/{a}/static", ["post"])
     assert entry.match("POST", ["1", "STATIC"]) == {"a": "1"}
     assert entry.match("POST", ["1", "other"]) is None
+
+
+def test_literal_routes_and_channel_names_win_over_parameters() -> None:
+    """Issue 14 (Low): a `/{any}` route used to take traffic meant for other channels."""
+    table = _table(
+        {"name": "catch-all", "route_pattern": "/{any}", "priority": 5},
+        {"name": "orders", "route_pattern": "/orders/{id}"},
+        {"name": "special", "route_pattern": "/orders/special"},
+        {"name": "billing"},
+    )
+    assert table.resolve("POST", "billing").channel == "billing"  # a channel's own name
+    assert table.resolve("POST", "unknown").channel == "catch-all"
+    assert table.resolve("GET", "orders/special").channel == "special"  # literal before {id}
+    assert table.resolve("GET", "orders/7").channel == "orders"
+
+
+def test_ambiguous_patterns_are_found_and_distinguishable_ones_are_not() -> None:
+    from app.gateway.routing import ambiguous_with
+
+    existing = [RouteEntry.compile("a", "/orders/{id}", ["GET"]), RouteEntry.compile("b", "/users/{id}")]
+    assert ambiguous_with(RouteEntry.compile("c", "/orders/{key}"), existing).channel == "a"
+    assert ambiguous_with(RouteEntry.compile("c", "/orders/{key}", ["POST"]), existing) is None  # other methods
+    assert ambiguous_with(RouteEntry.compile("c", "/orders/{key}", priority=1), existing) is None
+    assert ambiguous_with(RouteEntry.compile("c", "/orders/new"), existing) is None  # more literal: wins
+    assert ambiguous_with(RouteEntry.compile("a", "/orders/{id}"), existing) is None  # itself (an update)
