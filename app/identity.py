@@ -127,7 +127,11 @@ ADMIN = Principal("admin", "admin")
 
 # (method, route template) -> permission, for routes the default rule gets wrong. Default: GET/HEAD read,
 # anything else admin (a route nobody classified is closed, not open).
-_EXPLICIT: dict[tuple[str, str], Permission] = {}
+_EXPLICIT: dict[tuple[str, str], Permission] = {
+    # Flow instances (app/gateway/flows.py): starting and signalling is an editor's work, not an admin's.
+    ("POST", "/api/v1/flows/{flow_id}/instances"): Permission.EDIT,
+    ("POST", "/api/v1/instances/{instance_id}/signals"): Permission.EDIT,
+}
 _EDIT_SUFFIXES = ("/validate", "/test", "/test-suite", "/versions", "/import", "/diff")
 _EDIT_COLLECTIONS = ("workflows", "channels", "rulesets", "flows", "schedules", "testsuites")
 _ADMIN_READS = ("/backup",)

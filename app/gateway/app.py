@@ -159,6 +159,9 @@ def create_app(
             if isinstance(channel_guards, Governance):
                 state.governance = channel_guards  # /health reports its store
             state.data_service = DataService(settings, cfg_reader, kafka, index, channel_guards)
+            from app.gateway.flows import close_flow_service  # flow instances: started on first use
+
+            stack.push_async_callback(close_flow_service, state)
             state.started_at = time.monotonic()
             settle_heap()
             log.info(
@@ -215,5 +218,8 @@ def create_app(
         from app.gateway.admin_releases import router as releases_router
 
         app.include_router(releases_router)
+        from app.gateway.flows import router as flows_router
+
+        app.include_router(flows_router)
     app.include_router(data.router)
     return app
