@@ -30,6 +30,9 @@ def _register() -> None:
 
     cli.command("diff")(release.diff)
     cli.add_typer(release.keys_app, name="keys")
+    from app.cli import assistant
+
+    cli.command("mcp")(assistant.mcp)
     cli.add_typer(release.policies_app, name="policies")
     cli.add_typer(release.release_app, name="release")
     cli.command("restore")(admin.restore)

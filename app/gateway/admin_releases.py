@@ -17,7 +17,7 @@ from app.config_store.releases import RELEASE_KINDS, RELEASE_STATES, ReleasePoli
 from app.config_store.state import ConfigState, ObjectState, valid_object_id
 from app.engine.diff import diff_definitions
 from app.errors import BadRequest, NotFound, ServiceUnavailable, ValidationFailed
-from app.gateway.admin import _actor, _authenticate, _body, _data
+from app.gateway.admin import _actor, _authenticate, _body, _check_scope, _data
 from app.gateway.errors import json_response
 
 __all__ = ["router"]
@@ -95,6 +95,7 @@ async def release_request(request: Request) -> Response:
     unknown = set(body) - {"kind", "id", "action", "version", "rollout_percentage", "comment"}
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    _check_scope(request, kind, object_id, None)
     state = _state(request)
     obj = _object(state, kind, object_id)
     by, role = _who(request)

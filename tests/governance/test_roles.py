@@ -195,6 +195,13 @@ async def test_scoped_editor_writes_only_inside_its_scope(gw: Gateway) -> None:
     r = await gw.http.post("/api/v1/admin/workflows/import", json=[wf("x1")], headers=h)
     assert r.status_code == 403
     assert (await gw.http.get("/api/v1/admin/workflows/search2", headers=h)).status_code == 200
+    # Releases act on the object they name: out of scope -> 403, in scope -> allowed.
+    r = await gw.http.post("/api/v1/admin/releases", json={"kind": "workflow", "id": "search2"}, headers=h)
+    assert r.status_code == 403
+    r = await gw.http.post("/api/v1/admin/releases", json={"kind": "workflow", "id": "orders-eu"}, headers=h)
+    assert r.status_code == 201, r.text
+    r = await gw.http.post("/api/v1/admin/releases/workflow:search2:1/cancel", json={}, headers=h)
+    assert r.status_code == 403
 
 
 async def test_revoked_key_no_longer_authenticates(gw: Gateway) -> None:
