@@ -81,6 +81,7 @@ def list_cmd(
     """List dead letters (oldest first per partition). Read-only: writes nothing to the DLQ."""
     import orjson
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from app.worker.dlq import list_dlq
@@ -113,14 +114,15 @@ def list_cmd(
     for col in ("dlq", "channel", "code", "message", "attempts", "first failed", "from", "replayed"):
         table.add_column(col)
     for e in entries:
+        # Header text is the producer's: never Rich markup (a "[/]" in a message used to crash the listing).
         table.add_row(
             f"{e.partition}@{e.offset}",
-            e.channel,
-            e.code,
-            e.message[:80],
+            escape(e.channel),
+            escape(e.code),
+            escape(e.message[:80]),
             str(e.attempts),
             _when(e.first_failed_at),
-            f"{e.topic}[{e.original_partition}]@{e.original_offset}",
+            escape(f"{e.topic}[{e.original_partition}]@{e.original_offset}"),
             "yes" if e.replayed else "",
         )
     Console().print(table)

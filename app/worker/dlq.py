@@ -171,15 +171,23 @@ def list_dlq(
     for partition in range(partitions):
         for msg in _read_partition_readonly(settings, topic, partition, timeout):
             key = msg.key() or b""
-            if key.startswith(_REPLAYED):
-                p, _, o = key[len(_REPLAYED) :].decode(errors="replace").partition("/")
-                if p.isdigit() and o.isdigit():
-                    replayed.add((int(p), int(o)))
-            elif not key.startswith(MARKER_PREFIX):
+            if _is_marker(msg, key):
+                if key.startswith(_REPLAYED):
+                    p, _, o = key[len(_REPLAYED) :].decode(errors="replace").partition("/")
+                    if p.isdigit() and o.isdigit():
+                        replayed.add((int(p), int(o)))
+            else:
                 entries.append(DlqEntry.from_message(msg))
     for e in entries:
         e.replayed = (e.partition, e.offset) in replayed
     return [e for e in entries if where.matches(e)]
+
+
+def _is_marker(msg: Message, key: bytes) -> bool:
+    """A marker record (replay or reader marker): a marker key, no value, no headers. A dead letter keeps
+    the original record's key, which a producer may have crafted to look like a marker (it used to hide
+    the dead letter, or mark another as replayed); a dead letter always has a value or headers."""
+    return key.startswith(MARKER_PREFIX) and msg.value() is None and not msg.headers()
 
 
 @dataclass

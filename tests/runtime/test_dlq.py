@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import fastavro
 import orjson
@@ -244,3 +245,46 @@ async def test_a_replay_that_matches_nothing_says_why(rt: Runtime) -> None:
         replay_report, rt.settings, where=DlqFilter(since_ms=int(time.time() * 1000) + 3_600_000)
     )
     assert later.matched == 0
+
+
+async def test_dead_letters_with_crafted_keys_are_listed_and_mark_nothing(rt: Runtime) -> None:
+    """Issue 14 (Low): a dead letter keeps its original key, which a producer can make look like a marker;
+    it used to hide from `dlq list` (or mark another dead letter as replayed), and markup crashed the table."""
+    from app.kafka.producer import produce_sync
+
+    await rt.activate("crafted", FAILING)
+    await rt.worker()
+    rt.send("crafted", {"data": {"n": 0}}, key="plain")
+    await asyncio.to_thread(rt.dlq, 1)
+    (plain,) = await asyncio.to_thread(list_dlq, rt.settings, where=DlqFilter(channel="crafted"))
+    forged = f"__marker__/replayed/{plain.partition}/{plain.offset}"
+    rt.send("crafted", {"data": {"n": 1}}, key=forged)
+    rt.send("crafted", {"data": {"n": 2}}, key="__marker__/hidden")
+    # And one straight onto the DLQ with Rich markup in its headers.
+    markup = [(H.DLQ_CHANNEL, b"crafted"), (H.DLQ_ERROR_CODE, b"[/]"), (H.DLQ_ERROR_MESSAGE, b"[bold]x[/] [/]")]
+    produce_sync(rt.producer, rt.names.dlq, b"{}", b"markup", headers=markup)
+
+    async def listed() -> list[Any]:
+        rows = await asyncio.to_thread(list_dlq, rt.settings, where=DlqFilter(channel="crafted"))
+        return rows if len(rows) >= 4 else []
+
+    deadline = time.monotonic() + 30
+    rows: list[Any] = []
+    while not rows:
+        assert time.monotonic() < deadline, "crafted dead letters never listed"
+        rows = await listed()
+    keys = {e.key for e in rows}
+    assert {b"plain", forged.encode(), b"__marker__/hidden", b"markup"} <= keys
+    assert not next(e for e in rows if e.key == b"plain").replayed  # the forged key marked nothing
+    env = {
+        **os.environ,
+        "QUASAR_KAFKA_BOOTSTRAP": rt.settings.kafka_bootstrap or "",
+        "QUASAR_TOPIC_PREFIX": rt.settings.topic_prefix,
+    }
+    table = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app.cli", "dlq", "list", "--channel", "crafted"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert "4 dead letter(s)" in table.stdout
