@@ -416,8 +416,9 @@ def _measure_process(
 # ---------------------------------------------------------------- the Quasar worker
 
 
-def _worker_run(bootstrap: str, n: int, timeout: float) -> float:
-    """Start `quasar worker` on a fresh prefix with the complex workflow on an async channel; time outputs."""
+def _worker_run(bootstrap: str, n: int, timeout: float, processes: int = 1) -> float:
+    """Start `quasar worker --processes N` on a fresh prefix with the complex workflow on an async channel;
+    time its outputs."""
     from bench._worker_setup import setup_complex_channel
 
     prefix = f"bench{uuid.uuid4().hex[:6]}."
@@ -427,7 +428,8 @@ def _worker_run(bootstrap: str, n: int, timeout: float) -> float:
     env.setdefault("QUASAR_WORKER_METRICS_PORT", "0")
     src, dst = setup_complex_channel(bootstrap, prefix, COMPLEX_WORKFLOW)
     _fill(bootstrap, src, n)
-    return _measure_process([sys.executable, "-m", "app.cli", "worker"], env, bootstrap, dst, n, timeout)
+    cmd = [sys.executable, "-m", "app.cli", "worker", "--processes", str(processes)]
+    return _measure_process(cmd, env, bootstrap, dst, n, timeout)
 
 
 # ---------------------------------------------------------------- the engine alone (no Kafka)
@@ -487,6 +489,7 @@ HAND_LOOP_ROW = "hand-written loop, complex logic by hand"
 HAND_LOGIC_ROW = "hand-written logic, no Kafka (in process)"
 ENGINE_ROW = "engine only, no Kafka (complex workflow)"
 WORKER_ROW = "quasar worker, complex 4-task workflow"
+WORKER2_ROW = "quasar worker --processes 2, same workflow"
 
 
 def acceptance_ratios(rates: dict[str, float]) -> list[str]:
@@ -494,6 +497,7 @@ def acceptance_ratios(rates: dict[str, float]) -> list[str]:
     pairs = [
         (WORKER_ROW, HAND_LOOP_ROW, "worker / hand-written loop", 0.5),
         (ENGINE_ROW, HAND_LOGIC_ROW, "engine / hand-written logic (in process)", 0.5),
+        (WORKER2_ROW, WORKER_ROW, "worker --processes 2 / one process", 1.6),
     ]
     return [
         f"{label} = {rates[num] / rates[den]:.2f} (goal >= {goal:.2f})"
@@ -558,10 +562,11 @@ def main(argv: list[str] | None = None) -> int:
             hand_s, engine_s = in_process_pair(args.n)
             rows.append(Result(HAND_LOGIC_ROW, args.n, hand_s))
             rows.append(Result(ENGINE_ROW, args.n, engine_s))
-            try:
-                rows.append(Result(WORKER_ROW, args.n, _worker_run(bootstrap, args.n, 300)))
-            except Exception as exc:
-                print(f"worker: failed: {exc}", file=sys.stderr)
+            for name, processes in ((WORKER_ROW, 1), (WORKER2_ROW, 2)):
+                try:
+                    rows.append(Result(name, args.n, _worker_run(bootstrap, args.n, 300, processes)))
+                except Exception as exc:
+                    print(f"{name}: failed: {exc}", file=sys.stderr)
     print(_table(rows, raw))
     for line in acceptance_ratios({r.name: r.rate for r in rows}):
         print(line)

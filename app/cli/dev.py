@@ -114,6 +114,12 @@ def dev(
     port: int = typer.Option(8080, help="Gateway port."),
     examples: Path = typer.Option(_REPO_EXAMPLES, help="Folder of example workflows/channels to load."),
     no_examples: bool = typer.Option(False, "--no-examples", help="Start empty."),
+    processes: int = typer.Option(
+        1, "--processes", help="Worker processes (`quasar worker --processes`; 0: per core)."
+    ),
+    gateway_workers: int = typer.Option(
+        1, "--gateway-workers", help="Gateway processes on the port (`quasar gateway --workers`; 0 = per core)."
+    ),
 ) -> None:
     """Start broker (embedded unless QUASAR_KAFKA_BOOTSTRAP is set), topics, worker and gateway."""
     from app.kafka.broker import EmbeddedBroker
@@ -149,8 +155,8 @@ def dev(
             procs.append(proc)
             stack.callback(_stop, proc)
 
-        spawn("worker")
-        spawn("gateway", "--port", str(port))
+        spawn("worker", "--processes", str(processes))
+        spawn("gateway", "--port", str(port), "--workers", str(gateway_workers))
         base = f"http://{settings.gateway_host}:{port}"
         _wait_ready(f"{base}/readyz", procs)
         if not no_examples and examples.is_dir():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from app.cli.startup import settings_waiting_for_cluster
+from app.cli.supervise import child_argv, processes_for, supervise
 
 __all__ = ["app"]
 
@@ -20,8 +21,16 @@ def worker(
         help="Prometheus /metrics port (default: QUASAR_WORKER_METRICS_PORT; 0 = off).",
     ),
     log_level: str | None = typer.Option(None, help="Log level (default: QUASAR_LOG_LEVEL)."),
+    processes: int = typer.Option(
+        1,
+        "--processes",
+        help="Worker processes under one supervising parent, each a consumer-group member (0 = one per core).",
+    ),
 ) -> None:
     """Start the worker; stops cleanly on Ctrl-C / SIGTERM (pending results are committed first)."""
+    count = processes_for(processes)
+    if count > 1:
+        raise typer.Exit(_supervised(count, instance_id, metrics_port, log_level))
     import faust
 
     from app.worker.app import create_app
@@ -35,3 +44,19 @@ def worker(
     faust_app = create_app(settings)
     level = (log_level or settings.log_level).upper()
     faust.Worker(faust_app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+def _supervised(count: int, instance_id: str | None, metrics_port: int | None, log_level: str | None) -> int:
+    """`count` single-process workers: instance `<id>-<i>`, metrics on `<port>+i` (0 stays off)."""
+    from app.settings import Settings
+
+    settings = Settings()
+    base_id = instance_id or settings.instance_id
+    port = settings.worker_metrics_port if metrics_port is None else metrics_port
+    commands = []
+    for i in range(count):
+        args = ["--processes", "1", "--instance-id", f"{base_id}-{i}", "--metrics-port", str(port + i if port else 0)]
+        if log_level:
+            args += ["--log-level", log_level]
+        commands.append(child_argv("worker", *args))
+    return supervise(commands, "worker")
