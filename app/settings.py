@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         "this long; the records of one consumed batch are batched whatever the value (5 ms measured "
         "~20% fewer sync req/s than 1 ms).",
     )
+    worker_static_membership: bool = Field(
+        default=False,
+        description="Static group membership (group.instance.id = QUASAR_INSTANCE_ID): a worker restarted within "
+        "the session timeout gets its partitions back without a rebalance. Needs an instance id unique per "
+        "worker and stable across restarts (a StatefulSet pod name); two workers with one id fence each other.",
+    )
     session_timeout_ms: int = Field(
         default=10000, description="Consumer group session timeout (Tansu joins take about half of it)."
     )

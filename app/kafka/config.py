@@ -212,6 +212,10 @@ def consumer_config(
             # librdkafka requires heartbeat < session; a third is the usual ratio.
             "heartbeat.interval.ms": max(100, session // 3),
             "enable.partition.eof": False,
+            # Incremental rebalancing: a member joining/leaving or a changed subscription (a channel
+            # activated) moves only the partitions that change owner; the others keep being consumed.
+            # The eager default stopped every channel of the group for the whole rebalance.
+            "partition.assignment.strategy": "cooperative-sticky",
         },
         overrides,
     )

@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.app.base import BootStrategy
 from mode import Service
 
 from app import __version__
 from app.kafka.config import bootstrap_of
-from app.kafka.faust_auth import faust_credentials
 from app.kafka.names import TopicNames
 from app.kafka.probe import BrokerProbe
 from app.observability.health import worker_components
@@ -78,12 +78,19 @@ class ChannelService(Service):
             self.ops.close()
 
 
+class _NoKafkaBoot(BootStrategy):
+    """Faust runs the process, not the Kafka traffic: its own consumer would join a second group
+    (`<prefix>worker-app`) and create an undeclared `...-__assignor-__leader` topic, its producer
+    would hold connections nothing uses. The channel worker has its own clients."""
+
+    enable_kafka = False
+
+
 def create_app(settings: Settings) -> faust.App:
     """A Faust app whose single service is the channel worker (no Faust web server, no tables)."""
     app = faust.App(
         f"{settings.topic_prefix}worker-app",
         broker=broker_url(bootstrap_of(settings)),
-        broker_credentials=faust_credentials(settings),  # same security as every librdkafka client
         web_enabled=False,
         topic_allow_declare=False,
         broker_session_timeout=max(1.0, settings.session_timeout_ms / 1000.0),
@@ -92,5 +99,6 @@ def create_app(settings: Settings) -> faust.App:
         store="memory://",
     )
     app.conf.fetch_wait_max_ms = settings.fetch_wait_max_ms
+    app.boot_strategy = _NoKafkaBoot(app)
     app.service(ChannelService(settings, loop=app.loop))  # type: ignore[arg-type]
     return app

@@ -208,9 +208,11 @@ class DeliveryTracker:
             consumer = self._consumer()
             if consumer is not None and offsets:
                 try:
-                    await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
-                    for tp in offsets:
-                        self.committed[(tp.topic, tp.partition)] = tp.offset
+                    # Asynchronous: a synchronous commit issued during a group rebalance waits for the
+                    # rebalance to end, and meanwhile librdkafka blocks consume() on every thread: every
+                    # channel of the worker stalled ~1 s whenever a channel was activated. `on_commit`
+                    # (served by the consume loop's polls) records what the broker accepted.
+                    consumer.commit(offsets=offsets, asynchronous=True)
                 except Exception as exc:
                     # Lost the partition meanwhile (rebalance): the new owner redelivers.
                     log.warning("commit failed: %s", exc)
@@ -242,6 +244,16 @@ class DeliveryTracker:
                     self.committed[(t, p)] = o + 1
             except Exception as exc:
                 log.warning("could not commit before revocation (records will be redelivered): %s", exc)
+
+    def on_commit(self, err: Any, partitions: list[TopicPartition]) -> None:
+        """librdkafka's commit report (consumer `on_commit`): record the offsets the broker accepted."""
+        if err is not None:
+            log.warning("commit failed (records after the last commit will be redelivered): %s", err)
+            return
+        for tp in partitions:
+            if tp.error is None and tp.offset >= 0:
+                key = (tp.topic, tp.partition)
+                self.committed[key] = max(self.committed.get(key, -1), tp.offset)
 
     def forget(self, partitions: set[tuple[str, int]]) -> None:
         """Never commit these partitions later: the new owner may be ahead of us by then."""

@@ -161,6 +161,9 @@ class ChannelWorker:
         )
         # Large fetches: the loop takes whole batches; latency is still fetch.wait.max.ms.
         fetch: dict[str, Any] = {"fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 10_485_760}
+        fetch["on_commit"] = self.tracker.on_commit
+        if self.settings.worker_static_membership:
+            fetch["group.instance.id"] = f"{self.group_id}.{self.settings.instance_id}"
         conf = consumer_config(
             self.settings,
             group_id=self.group_id,
@@ -386,7 +389,10 @@ class ChannelWorker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit what was processed for the revoked partitions before another member takes them."""
-        if self._loop is None or self.failure is not None or not self.tracker.pending:
+        # Cooperative rebalancing also calls this with no partitions (a subscription change that takes
+        # nothing away): nothing to hand over, and a synchronous commit here would block the loop
+        # for the whole rebalance.
+        if not partitions or self._loop is None or self.failure is not None or not self.tracker.pending:
             return
         if threading.get_ident() == self._loop_thread:
             # Called from consume() on the loop thread: the loop cannot run, so deliver synchronously

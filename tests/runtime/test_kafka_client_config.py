@@ -1,22 +1,16 @@
-"""Client security and passthrough: every config builder carries the same connection properties, librdkafka
-accepts the built configs (clients are created for real; they validate every property on creation), and
-the Faust app gets the equivalent aiokafka credentials."""
+"""Client security and passthrough: every config builder carries the same connection properties, and
+librdkafka accepts the built configs (clients are created for real; they validate every property on
+creation). The Faust app opens no Kafka connection at all (app/worker/app.py), so these are all."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
-from faust.auth import OAuthCredentials, SASLCredentials, SSLCredentials
 
 from app.kafka.config import (
     KafkaSettingsError,
@@ -26,10 +20,8 @@ from app.kafka.config import (
     producer_config,
     reader_config,
 )
-from app.kafka.faust_auth import OidcTokenProvider, faust_credentials
 from app.secrets import SecretMissing
 from app.settings import Settings
-from tests.fixtures.tls import make_pki
 
 BOOT = "127.0.0.1:1"  # nothing listens: creating a client does no blocking I/O
 
@@ -192,122 +184,3 @@ def test_oidc_and_token_provider_configs_are_accepted_by_librdkafka(monkeypatch:
         connection_properties(Settings(kafka_bootstrap=BOOT, kafka_oauth_token_provider="nope.module:fn"))
     with pytest.raises(KafkaSettingsError, match="module:callable"):
         connection_properties(Settings(kafka_bootstrap=BOOT, kafka_oauth_token_provider="no_colon"))
-
-
-# -- Faust (aiokafka) credentials ----------------------------------------------------------------
-
-
-def test_faust_gets_no_credentials_on_plaintext() -> None:
-    assert faust_credentials(Settings(kafka_bootstrap=BOOT)) is None
-
-
-def test_faust_gets_a_verifying_tls_context(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path)
-    creds = faust_credentials(
-        Settings(kafka_bootstrap=BOOT, kafka_security_protocol="SSL", kafka_ssl_ca_location=str(pki.ca))
-    )
-    assert isinstance(creds, SSLCredentials)
-    assert creds.context.check_hostname is True
-    assert creds.context.get_ca_certs()[0]["subject"] == ((("commonName", "quasar-test-ca"),),)
-    relaxed = faust_credentials(
-        Settings(
-            kafka_bootstrap=BOOT,
-            kafka_security_protocol="SSL",
-            kafka_ssl_ca_location=str(pki.ca),
-            kafka_ssl_endpoint_identification=False,
-        )
-    )
-    assert isinstance(relaxed, SSLCredentials) and relaxed.context.check_hostname is False
-
-
-@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
-def test_faust_gets_the_same_sasl_credentials(mechanism: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KAFKA_PW", "pw")
-    creds = faust_credentials(
-        Settings(
-            kafka_bootstrap=BOOT,
-            kafka_security_protocol="SASL_SSL",
-            kafka_sasl_mechanism=mechanism,  # type: ignore[arg-type]
-            kafka_sasl_username="u",
-            kafka_sasl_password="env://KAFKA_PW",
-        )
-    )
-    assert isinstance(creds, SASLCredentials)
-    assert (creds.username, creds.password, creds.mechanism.value) == ("u", "pw", mechanism)
-    assert creds.protocol.value == "SASL_SSL" and creds.ssl_context is not None
-
-
-def test_faust_refuses_what_aiokafka_cannot_do() -> None:
-    with pytest.raises(KafkaSettingsError, match="needs a token source"):
-        faust_credentials(
-            Settings(kafka_bootstrap=BOOT, kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="OAUTHBEARER")
-        )
-
-
-class _TokenEndpoint(BaseHTTPRequestHandler):
-    requests: list[dict[str, str]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        form = dict(part.split("=", 1) for part in self.rfile.read(length).decode().split("&"))
-        _TokenEndpoint.requests.append({"auth": self.headers.get("Authorization", ""), **form})
-        body = json.dumps({"access_token": f"tok{len(_TokenEndpoint.requests)}", "expires_in": 3600}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def token_endpoint() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _TokenEndpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/token"
-    server.shutdown()
-    server.server_close()
-
-
-def test_faust_oidc_provider_runs_the_client_credentials_grant_and_caches_the_token(
-    token_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("OIDC_SECRET", "shh")
-    creds = faust_credentials(
-        Settings(
-            kafka_bootstrap=BOOT,
-            kafka_security_protocol="SASL_PLAINTEXT",
-            kafka_sasl_mechanism="OAUTHBEARER",
-            kafka_sasl_oauthbearer_method="oidc",
-            kafka_sasl_oauthbearer_token_endpoint_url=token_endpoint,
-            kafka_sasl_oauthbearer_client_id="quasar",
-            kafka_sasl_oauthbearer_client_secret="env://OIDC_SECRET",
-            kafka_sasl_oauthbearer_scope="kafka",
-        )
-    )
-    assert isinstance(creds, OAuthCredentials)
-    provider = creds.oauth_cb
-    assert isinstance(provider, OidcTokenProvider)
-    _TokenEndpoint.requests.clear()
-    assert asyncio.run(provider.token()) == "tok1"
-    assert asyncio.run(provider.token()) == "tok1"  # cached until close to expiry
-    assert len(_TokenEndpoint.requests) == 1
-    sent = _TokenEndpoint.requests[0]
-    assert sent["grant_type"] == "client_credentials" and sent["scope"] == "kafka"
-    assert sent["auth"].startswith("Basic ")  # client id + secret as HTTP basic auth (RFC 6749 2.3.1)
-
-
-def test_faust_token_provider_callable_is_used_for_oauthbearer() -> None:
-    creds = faust_credentials(
-        Settings(
-            kafka_bootstrap=BOOT,
-            kafka_security_protocol="SASL_SSL",
-            kafka_sasl_mechanism="OAUTHBEARER",
-            kafka_oauth_token_provider=f"{__name__}:token_provider",
-        )
-    )
-    assert isinstance(creds, OAuthCredentials)
-    assert asyncio.run(creds.oauth_cb.token()) == "token-from-provider"
