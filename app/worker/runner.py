@@ -608,9 +608,20 @@ class ChannelWorker:
 
     def _behind(self, needed: str) -> bool:
         try:
-            return self.view_offset < int(needed)
+            wanted = int(needed)
         except ValueError:
             return False  # a malformed position cannot be waited for; the record still runs
+        behind = self.view_offset < wanted
+        if behind and wanted - self.view_offset > MAX_CONFIG_AHEAD:
+            # Implausible (no writer is that far ahead of a live reader): a forged header would make every
+            # such record wait `config_wait_seconds` for a position that never comes. Run it now.
+            M.ERRORS.labels("IMPLAUSIBLE_CONFIG_OFFSET").inc()
+            return False
+        return behind
+
+
+# How far ahead of this worker's config view a record's `quasar-config-offset` may be and still be waited for.
+MAX_CONFIG_AHEAD = 1000
 
 
 def _runtime_state() -> ConfigState:

@@ -152,3 +152,17 @@ def _mark(version: str) -> dict[str, object]:
         "name": "mark",
         "function": {"name": "map", "input": {"mappings": [{"path": "data.version", "logic": version}]}},
     }
+
+
+async def test_an_implausible_config_position_is_not_waited_for(rt: Runtime) -> None:
+    """Issue 14 (Low): a forged `quasar-config-offset` far in the future used to hold the record ~5 s and then
+    dead-letter it (CONFIG_LAG); it is now run at once on the current config."""
+    await rt.activate("forged-offset")
+    worker = await rt.worker()
+    # Far ahead of anything the config log holds: not waited for. Just ahead: waited for, as before.
+    assert not worker._behind("999999999999")
+    assert worker._behind(str(worker.view_offset + 1))
+    rt.send("forged-offset", {"data": {}}, key="f-1", headers={H.CONFIG_OFFSET: "999999999999", H.TRACE_ID: "f-1"})
+    (out,) = await asyncio.to_thread(rt.outputs, "forged-offset", 1)
+    assert out.key() == b"f-1"
+    assert orjson.loads(out.value())["status"] == "ok"
