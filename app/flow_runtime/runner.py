@@ -266,10 +266,10 @@ class FlowRunner:
         offsets: dict[tuple[str, int], int] = {}
         for msg in batch:
             offsets[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+        # The records are flushed: an offset commit lost in a crash only replays events, which the
+        # machine ignores as duplicates, so the commit need not wait for its answer.
         with contextlib.suppress(KafkaException):  # partitions revoked meanwhile: the next owner redoes them
-            self._consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
-            )
+            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True)
 
     # -- partition ownership -------------------------------------------------------------------
 
@@ -345,6 +345,7 @@ class FlowRunner:
             log.exception("flows: applying %s failed", type(event).__name__)
             self._dead_letter(msg, "FLOW_EVENT_FAILED", f"{type(exc).__name__}: {exc}"[:2000])
         self.applied += 1
+        M.FLOW_EVENTS_APPLIED.inc()
 
     def _apply(self, partition: int, store: dict[str, AnyState], event: AnyEvent) -> None:
         now = self.clock.now()

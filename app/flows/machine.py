@@ -104,12 +104,31 @@ def apply(flow: CompiledFlow | None, state: InstanceState | None, event: Event, 
         return Transition(None, duplicate=True)
     if flow is None:
         # The pinned version is gone (deleted config): fail rather than wait forever.
-        run = _Run(None, state.model_copy(deep=True), now)
+        run = _Run(None, _fork(state), now)
         run.finish(
             "failed", None, StepError(code="FLOW_NOT_FOUND", message=f"flow {state.flow_id} v{state.flow_version}")
         )
         return run.transition()
-    return _Run(flow, state.model_copy(deep=True), now).handle(event)
+    return _Run(flow, _fork(state), now).handle(event)
+
+
+def _fork(state: InstanceState) -> InstanceState:
+    """A copy the transition may change without touching `state`: the containers a transition mutates
+    are copied (a deep copy cost more than the whole transition); their values are replaced, never
+    mutated in place, except branches and the fan-out, which are copied too."""
+    fan = state.fanout
+    return state.model_copy(
+        update={
+            "context": dict(state.context),
+            "branches": {k: b.model_copy() for k, b in state.branches.items()},
+            "fanout": fan.model_copy(update={"results": dict(fan.results)}) if fan is not None else None,
+            "outputs": dict(state.outputs),
+            "timers": dict(state.timers),
+            "inbox": list(state.inbox),
+            "signals_seen": list(state.signals_seen),
+            "timeline": list(state.timeline),
+        }
+    )
 
 
 def _new_state(event: StartEvent, now: float) -> InstanceState:
@@ -656,7 +675,7 @@ def resume_effects(flow: CompiledFlow | None, state: InstanceState) -> list[Effe
         return effects
     if not state.admitted and state.concurrency_key is not None and flow.doc.concurrency is not None:
         effects.append(RequestSlot(state.concurrency_key, state.id, flow.doc.concurrency.limit))
-    run = _Run(flow, state.model_copy(deep=True), state.updated_at)
+    run = _Run(flow, _fork(state), state.updated_at)
     for branch in state.branches.values():
         step = flow.steps.get(branch.step_id)
         if branch.phase == "backoff" or step is None:

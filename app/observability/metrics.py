@@ -44,6 +44,7 @@ __all__ = [
     "FLOW_CRON_FIRES",
     "FLOW_CRON_MISSED",
     "FLOW_CRON_SKIPPED",
+    "FLOW_EVENTS_APPLIED",
     "FLOW_EXTERNAL_TASKS",
     "FLOW_INSTANCES",
     "FLOW_SIGNALS",
@@ -172,6 +173,7 @@ FLOW_TIMER_LATENESS = Histogram(
     "Due time of a durable timer to its event being applied.",
     buckets=_PROPAGATION_BUCKETS,
 )
+FLOW_EVENTS_APPLIED = Counter("quasar_flow_events_applied_total", "Flow events (start, result, timer, signal) applied.")
 FLOW_SIGNALS = Counter("quasar_flow_signals_total", "Signals applied or refused, by type.", ["type"])
 FLOW_CRON_FIRES = Counter("quasar_flow_cron_fires_total", "Instances started by cron schedules.")
 FLOW_CRON_SKIPPED = Counter("quasar_flow_cron_skipped_total", "Cron fires dropped by the overlap policy.")

@@ -362,7 +362,69 @@ def _worker() -> _Board:
     return b
 
 
-DASHBOARDS = {"quasar-overview.json": _overview, "quasar-channel.json": _channel, "quasar-worker.json": _worker}
+def _flows() -> _Board:
+    b = _Board("quasar-flows", "Quasar / Flows", "Durable flows: instances, timers, signals, cron, external tasks.")
+    b.row("Instances")
+    b.panel(
+        "Instances by status",
+        [("sum by (state) (quasar_flow_instances) or vector(0)", "{{state}}")],
+        description="Instances on the runners' partitions (docs/flows.md).",
+    )
+    b.panel("Events applied/s", [(f"sum(rate(quasar_flow_events_applied_total[{R}]))", "events/s")], unit="ops")
+    b.panel(
+        "Signals/s by type",
+        [(f"sum by (type) (rate(quasar_flow_signals_total[{R}])) or vector(0)", "{{type}}")],
+        unit="ops",
+    )
+    b.row("Timers")
+    b.panel("Pending timers", [("sum(quasar_flow_timers_pending)", "timers")])
+    b.panel(
+        "Timer fire lateness",
+        [
+            (
+                f"histogram_quantile(0.5, sum by (le) (rate(quasar_flow_timer_fire_lateness_seconds_bucket[{R}])))",
+                "p50",
+            ),
+            (
+                f"histogram_quantile(0.99, sum by (le) (rate(quasar_flow_timer_fire_lateness_seconds_bucket[{R}])))",
+                "p99",
+            ),
+        ],
+        unit="s",
+        description="Due time to the timer's event applied; alert above 1 s (p99).",
+    )
+    b.panel(
+        "Timers fired/s", [(f"sum(rate(quasar_flow_timer_fire_lateness_seconds_count[{R}]))", "fired/s")], unit="ops"
+    )
+    b.row("Cron and external workers")
+    b.panel(
+        "Cron fires",
+        [
+            (f"sum(increase(quasar_flow_cron_fires_total[{R}]))", "started"),
+            (f"sum(increase(quasar_flow_cron_skipped_total[{R}]))", "skipped (overlap)"),
+            (f"sum(increase(quasar_flow_cron_missed_total[{R}]))", "missed (beyond catch-up)"),
+        ],
+    )
+    b.panel(
+        "External tasks/s",
+        [
+            (
+                f"sum by (handler, state) (rate(quasar_flow_external_tasks_total[{R}])) or vector(0)",
+                "{{handler}} {{state}}",
+            )
+        ],
+        unit="ops",
+        width=16,
+    )
+    return b
+
+
+DASHBOARDS = {
+    "quasar-overview.json": _overview,
+    "quasar-channel.json": _channel,
+    "quasar-worker.json": _worker,
+    "quasar-flows.json": _flows,
+}
 
 
 def build() -> dict[str, str]:

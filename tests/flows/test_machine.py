@@ -568,3 +568,34 @@ def test_signals_to_a_finished_instance_are_refused(signal: str) -> None:
     refused = apply(compiled, done, SignalEvent(instance_id="i", signal_id="s", signal=signal), 1.0)  # type: ignore[arg-type]
     assert refused.state == done
     assert [getattr(e, "reason", None) for e in refused.effects] == ["instance is completed"]
+
+
+async def test_apply_never_changes_the_state_it_was_given() -> None:
+    compiled = flow(
+        [
+            {
+                "id": "p",
+                "type": "parallel",
+                "steps": [
+                    {"id": "a", "type": "external_task", "handler": "h"},
+                    {"id": "b", "type": "delay", "delay": {"duration": "1s"}},
+                ],
+            },
+            {"id": "w", "type": "wait_for_signal", "signal": "go"},
+        ]
+    )
+    events: list[Any] = [
+        StartEvent(instance_id="i", flow_id="f", flow_version=1, data={"x": {"y": 1}}),
+        SignalEvent(instance_id="i", signal_id="u", signal="update_context", payload={"x": {"z": 2}}),
+        SignalEvent(instance_id="i", signal_id="g", signal="custom", name="go", payload=1),
+        TimerFiredEvent(instance_id="i", timer_id="delay:p.b", due=1.0, fired_at=1.0),
+        StepResultEvent(instance_id="i", key="p.a", attempt=1, ok=True, output="A"),
+    ]
+    state = None
+    for n, event in enumerate(events):
+        before = state.model_dump() if state is not None else None
+        result = apply(compiled, state, event, float(n))
+        if state is not None:
+            assert state.model_dump() == before, f"{type(event).__name__} changed its input state"
+        state = result.state
+    assert state is not None and state.status == "completed"

@@ -97,7 +97,7 @@ def test_dashboards_are_valid_grafana_documents() -> None:
             pos = panel["gridPos"]
             assert pos["x"] + pos["w"] <= 24
             assert panel["targets"], f"{path.name}: {panel['title']} has no query"
-    assert len(uids) == 3
+    assert len(uids) == 4
     channel = json.loads((DASHBOARDS / "quasar-channel.json").read_text())
     assert [v["name"] for v in channel["templating"]["list"]] == ["channel"]
     assert all(
@@ -141,6 +141,8 @@ def test_shipped_prometheus_config_is_valid_with_its_rules(tmp_path: Path) -> No
     assert jobs == {"quasar-gateway", "quasar-worker"}
 
 
-@pytest.mark.parametrize("path", ["quasar-overview.json", "quasar-channel.json", "quasar-worker.json"])
+@pytest.mark.parametrize(
+    "path", ["quasar-overview.json", "quasar-channel.json", "quasar-worker.json", "quasar-flows.json"]
+)
 def test_dashboard_files_exist(path: str) -> None:
     assert (DASHBOARDS / path).is_file()
