@@ -506,14 +506,20 @@ def _outputs(raw: Any, err: _Err, policy: str) -> tuple[_Output, ...]:
     return tuple(out)
 
 
-def _row_cells(when: Any, inputs: tuple[_Input, ...], base: str, err: _Err) -> list[Cell]:
-    if when is None:
-        when = []
-    if isinstance(when, Mapping):
-        unknown = sorted(set(when) - {c.name for c in inputs})
+def _in_column_order(value: Any, names: list[str], field: str, kind: str, err: _Err) -> Any:
+    """A row's `when`/`then` as a list in column order; an object keyed by column name is accepted."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(names))
         if unknown:
-            err(f"{base}.when", f"unknown input(s) {', '.join(map(str, unknown))}")
-        when = [when.get(c.name) for c in inputs]
+            err(field, f"unknown {kind}(s) {', '.join(map(str, unknown))}")
+        return [value.get(name) for name in names]
+    return value
+
+
+def _row_cells(when: Any, inputs: tuple[_Input, ...], base: str, err: _Err) -> list[Cell]:
+    when = _in_column_order(when, [c.name for c in inputs], f"{base}.when", "input", err)
     if not isinstance(when, list):
         err(f"{base}.when", "must be an array (one cell per input) or an object {input: cell}")
         return [parse_cell(None) for _ in inputs]
@@ -531,13 +537,7 @@ def _row_cells(when: Any, inputs: tuple[_Input, ...], base: str, err: _Err) -> l
 
 
 def _row_outputs(then: Any, outputs: tuple[_Output, ...], base: str, err: _Err) -> tuple[_OutCell, ...]:
-    if then is None:
-        then = []
-    if isinstance(then, Mapping):
-        unknown = sorted(set(then) - {o.name for o in outputs})
-        if unknown:
-            err(f"{base}.then", f"unknown output(s) {', '.join(map(str, unknown))}")
-        then = [then.get(o.name) for o in outputs]
+    then = _in_column_order(then, [o.name for o in outputs], f"{base}.then", "output", err)
     if not isinstance(then, list) or len(then) != len(outputs):
         err(f"{base}.then", f"needs one value per output ({len(outputs)})")
         return tuple((True, None) for _ in outputs)
