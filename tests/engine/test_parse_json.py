@@ -46,3 +46,16 @@ def test_parse_records_the_change_in_the_audit_trail() -> None:
     entry = msg.to_dict()["audit_trail"][0]
     assert entry["changes"] == [{"path": "data.o", "old_value": None, "new_value": {"a": 1}}]
     assert entry["status"] == 200
+
+
+def test_json_nested_too_deep_inside_a_string_is_refused() -> None:
+    """Issue 14 (Low): orjson parses 1024 levels but encodes 255: the reply failed later with a 500."""
+    import pytest
+
+    from app.errors import ValidationFailed
+    from app.jsonlimits import MAX_JSON_DEPTH
+
+    with pytest.raises(ValidationFailed, match="nests deeper"):
+        run(workflow("w", _parse("payload")), data="[" * 600 + "]" * 600)
+    fine = "[" * (MAX_JSON_DEPTH - 2) + "]" * (MAX_JSON_DEPTH - 2)
+    assert isinstance(run(workflow("w", _parse("payload")), data=fine).data["out"], list)

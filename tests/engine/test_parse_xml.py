@@ -60,3 +60,17 @@ def test_malformed_xml_under_continue_on_error_records_task_error_and_continues(
 
 def test_engine_failure_is_not_raised_for_xml_errors() -> None:
     assert not isinstance(_fails_with("<<"), EngineFailure)
+
+
+def test_deep_xml_is_a_validation_error_not_a_crash() -> None:
+    """Issue 14 (Low): deep XML overflowed the converter's recursion (500); now a clear 400."""
+    import pytest
+
+    from app.engine.functions.parse import MAX_XML_DEPTH, xml_to_json
+    from app.errors import ValidationFailed
+
+    deep = "<a>" * 5000 + "</a>" * 5000
+    with pytest.raises(ValidationFailed, match="nested deeper"):
+        xml_to_json(deep)
+    ok = "<a>" * MAX_XML_DEPTH + "x" + "</a>" * MAX_XML_DEPTH
+    assert xml_to_json(ok) is not None

@@ -14,8 +14,11 @@ from app.engine.message import Message
 from app.engine.paths import MISSING, PathPart, clone, compile_path, get_path
 from app.engine.registry import FunctionSpec, SyncFunction, TaskContext
 from app.errors import ValidationFailed
+from app.jsonlimits import MAX_JSON_DEPTH, json_too_deep
 
-__all__ = ["PARSE_JSON", "PARSE_XML", "xml_to_json"]
+__all__ = ["MAX_XML_DEPTH", "PARSE_JSON", "PARSE_XML", "xml_to_json"]
+
+MAX_XML_DEPTH = MAX_JSON_DEPTH // 2  # an element can become two JSON levels (object + sibling array)
 
 
 class _Source:
@@ -53,7 +56,11 @@ class ParseJson(SyncFunction):
         elif isinstance(value, str):
             # Orion keeps a string that is not JSON as the string itself.
             with contextlib.suppress(orjson.JSONDecodeError):
-                value = orjson.loads(value)
+                text = value
+                value = orjson.loads(text)
+                if json_too_deep(text.encode(), value):
+                    # orjson parses 1024 levels but encodes 255: the reply would fail with a 500.
+                    raise ValidationFailed(f"parse_json: the JSON text nests deeper than {MAX_JSON_DEPTH} levels")
         else:
             value = clone(value)  # the payload stays immutable
         data = message.context["data"]
@@ -103,6 +110,14 @@ def xml_to_json(text: str) -> Any:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
         raise ValidationFailed(f"Failed to parse XML: {exc}") from exc
+    # Each level becomes an object (and repeated siblings an array) of the JSON result; too deep a tree
+    # used to overflow the recursion below or the reply's encoder (500).
+    stack = [(root, 1)]
+    while stack:
+        el, depth = stack.pop()
+        if depth > MAX_XML_DEPTH:
+            raise ValidationFailed(f"Failed to parse XML: nested deeper than {MAX_XML_DEPTH} elements")
+        stack.extend((child, depth + 1) for child in el)
     return _element(root)
 
 
