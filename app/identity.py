@@ -132,7 +132,7 @@ _EXPLICIT: dict[tuple[str, str], Permission] = {
     ("POST", "/api/v1/flows/{flow_id}/instances"): Permission.EDIT,
     ("POST", "/api/v1/instances/{instance_id}/signals"): Permission.EDIT,
 }
-_EDIT_SUFFIXES = ("/validate", "/test", "/test-suite", "/versions", "/import", "/diff")
+_EDIT_SUFFIXES = ("/validate", "/test", "/test-suite", "/versions", "/import", "/diff", "/replay")
 _EDIT_COLLECTIONS = ("workflows", "channels", "rulesets", "flows", "schedules", "testsuites")
 _ADMIN_READS = ("/backup",)
 

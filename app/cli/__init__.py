@@ -29,6 +29,7 @@ def _register() -> None:
     from app.cli import release
 
     cli.command("diff")(release.diff)
+    cli.command("replay")(release.replay)
     cli.add_typer(release.keys_app, name="keys")
     from app.cli import assistant
 

@@ -14,7 +14,7 @@ from rich.table import Table
 from app.cli.admin import FileOpt, HeaderOpt, JsonOpt, TokenOpt, UrlOpt, _print_json, _read_json, _run, console
 from app.cli.client import AdminClient
 
-__all__ = ["diff", "keys_app", "policies_app", "release_app"]
+__all__ = ["diff", "keys_app", "policies_app", "release_app", "replay"]
 
 release_app = typer.Typer(help="Request, approve and execute releases (see docs/releases.md).", no_args_is_help=True)
 policies_app = typer.Typer(help="Release policies (admin).", no_args_is_help=True)
@@ -283,3 +283,55 @@ def diff(
 def _short(value: Any) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def replay(
+    channel: str = typer.Option(..., "--channel", help="the channel whose retained records are replayed"),
+    candidate: str = typer.Option(..., "--candidate", help="WORKFLOW@VERSION to compare with the live version"),
+    frm: str | None = typer.Option(None, "--from", help="an offset or an ISO-8601 time (default: oldest retained)"),
+    limit: int = typer.Option(1000, "--limit", help="at most this many records"),
+    release: str | None = typer.Option(None, "--release", help="attach the summary to this release"),
+    write_tests: str | None = typer.Option(None, "--write-tests", help="write changed cases as a test suite (JSON)"),
+    fail_on_change: bool = typer.Option(False, "--fail-on-change", help="exit 1 when any answer changes"),
+    as_json: bool = JsonOpt,
+    url: str | None = UrlOpt,
+    token: str | None = TokenOpt,
+    header: str = HeaderOpt,
+) -> None:
+    """Impact analysis: replay a channel's retained records through a candidate version (side effects
+    stubbed, nothing produced) and report consistent / changed / errored answers."""
+    wid, _, ver = candidate.partition("@")
+    if not ver.isdigit():
+        raise typer.BadParameter("--candidate is WORKFLOW@VERSION, e.g. pricing@3")
+    body: dict[str, Any] = {"candidate": {"workflow_id": wid, "version": int(ver)}, "limit": limit}
+    if frm is not None:
+        body["from"] = int(frm) if frm.isdigit() else frm
+    if release:
+        body["release"] = release
+    if write_tests:
+        body["write_tests"] = True
+
+    async def job(c: AdminClient) -> int:
+        with console.status(f"replaying up to {limit} records of {channel} ..."):
+            data = (await c.admin("POST", f"/channels/{channel}/replay", json=body))["data"]
+        if write_tests:
+            import asyncio
+            from pathlib import Path
+
+            import orjson
+
+            suite = orjson.dumps({"tests": data.pop("tests", [])}, option=orjson.OPT_INDENT_2)
+            await asyncio.to_thread(Path(write_tests).write_bytes, suite)
+        if as_json:
+            _print_json(data)
+        else:
+            table = Table(title=f"{channel}: {wid} v{data['live_version']} (live) vs v{data['candidate_version']}")
+            for col in ("records", "consistent", "changed", "errored", "undecodable"):
+                table.add_column(col)
+            table.add_row(*(str(data[k]) for k in ("total", "consistent", "changed", "errored", "undecodable")))
+            console.print(table)
+            for ex in data["examples"][:5]:
+                console.print(f"[yellow]{ex['kind']}[/] {ex['where']} key={ex['key']}: {_short(ex['changes'])}")
+        return 1 if fail_on_change and (data["changed"] or data["errored"]) else 0
+
+    _run(url, token, header, job)

@@ -109,18 +109,19 @@ class ReviewRelease(Operation):
     """Approve, reject, comment on or cancel a release (one event appended)."""
 
     release: str
-    event: str  # approved | rejected | commented | cancelled
+    event: str  # approved | rejected | commented | cancelled | impact
     by: str
     role: str
     policy: EffectivePolicy | None
     comment: str | None = None
+    details: dict[str, Any] | None = None  # an impact analysis summary
     name = "release.review"
     retry_safe = True
 
     def run(self, kind: str, object_id: str, current: ObjectState | None, now: str) -> Change:
         cur = _live(kind, object_id, current)
         rel = find_release(cur, self.release)
-        rel["events"].append(_event(self.event, self.by, self.role, now, comment=self.comment))
+        rel["events"].append(_event(self.event, self.by, self.role, now, comment=self.comment, details=self.details))
         rel["state"] = derive_state(rel, self.policy)
         releases = {**_releases(cur), self.release: rel}
         return Change(f"release.{self.event}", _versions(cur), None, releases)

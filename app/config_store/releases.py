@@ -229,8 +229,8 @@ def _check_event(
             return f"cannot cancel a release that is {prev_state}"
         if by != author and role != "admin":
             return "only the author or an admin may cancel a release"
-    elif t == "commented":
-        pass
+    elif t in ("commented", "impact"):
+        pass  # evidence: comments and impact analysis summaries, any state
     elif t in ("executed", "rolled_back"):
         pass  # checked with the versions they change
     else:

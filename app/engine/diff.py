@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Change", "DefinitionDiff", "diff_definitions"]
+__all__ = ["Change", "DefinitionDiff", "diff_definitions", "value_changes"]
 
 # List fields whose items are identified by a key, by the field's name.
 _KEYED: dict[str, str] = {"tasks": "id", "steps": "id", "mappings": "path", "branches": "id", "rules": "id"}
@@ -62,6 +62,13 @@ def diff_definitions(kind: str, before: Mapping[str, Any], after: Mapping[str, A
         out.changes,
     )
     out.breaking = _breaking(kind, before, after)
+    return out
+
+
+def value_changes(before: Any, after: Any) -> list[Change]:
+    """Path-level changes between two JSON values (e.g. two outputs of a workflow)."""
+    out: list[Change] = []
+    _diff(before, after, "", out)
     return out
 
 

@@ -72,7 +72,7 @@ def _authorize(request: Request, principal: Principal) -> None:
 
 
 # Validation, dry-runs and test suites need the edit permission but change nothing: not scoped.
-_CHANGES_NOTHING = re.compile(r"/(validate|test|test-suite)$")
+_CHANGES_NOTHING = re.compile(r"/(validate|test|test-suite|replay)$")
 # Create and import name their objects in the body: the handler checks the scope once it has parsed it.
 _SCOPE_CHECKED_IN_HANDLER = re.compile(r"^/api/v1/admin/[a-z]+(/import)?$")
 _KIND_OF = {

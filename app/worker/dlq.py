@@ -13,15 +13,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Message, Producer
 
 from app.errors import QuasarError
 from app.kafka import headers as H
 from app.kafka.admin import create_admin, topic_partitions
-from app.kafka.config import producer_config, reader_config
+from app.kafka.config import producer_config
 from app.kafka.consumer import MARKER_PREFIX
 from app.kafka.names import TopicNames
 from app.kafka.producer import produce_sync
+from app.kafka.retained import read_partition
 from app.settings import Settings
 
 __all__ = ["DlqEntry", "DlqFilter", "ReplayReport", "list_dlq", "replay_dlq", "replay_report"]
@@ -123,36 +124,6 @@ class DlqFilter:
         return ", ".join(parts) or "no filter"
 
 
-def _read_partition_readonly(settings: Settings, topic: str, partition: int, timeout: float) -> list[Message]:
-    """Every record of one DLQ partition, without writing anything (a read needs no write rights).
-
-    Tansu's high watermark can be short when the last batch holds several records, so reading does not
-    stop at it: it goes on until a whole fetch wait (x3) brings nothing new.
-    """
-    consumer = Consumer(reader_config(settings, client_id="quasar-dlq"))
-    out: list[Message] = []
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=min(timeout, 10))
-        consumer.assign([TopicPartition(topic, partition, low)])
-        quiet = max(0.5, 3 * settings.fetch_wait_max_ms / 1000)
-        deadline = time.monotonic() + timeout
-        position = low
-        last_news = time.monotonic()
-        while time.monotonic() < deadline:
-            msgs = consumer.consume(500, 0.1)
-            got = [m for m in msgs if m.error() is None and m.partition() == partition]
-            for m in got:
-                out.append(m)
-                position = (m.offset() or 0) + 1
-            if got:
-                last_news = time.monotonic()
-            elif position >= high and time.monotonic() - last_news >= quiet:
-                return out
-        raise QuasarError(f"reading {topic}[{partition}] did not finish within {timeout}s (at offset {position})")
-    finally:
-        consumer.close()
-
-
 def list_dlq(
     settings: Settings,
     *,
@@ -169,7 +140,7 @@ def list_dlq(
     entries: list[DlqEntry] = []
     replayed: set[tuple[int, int]] = set()
     for partition in range(partitions):
-        for msg in _read_partition_readonly(settings, topic, partition, timeout):
+        for msg in read_partition(settings, topic, partition, timeout=timeout, client_id="quasar-dlq"):
             key = msg.key() or b""
             if _is_marker(msg, key):
                 if key.startswith(_REPLAYED):
