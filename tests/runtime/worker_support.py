@@ -149,7 +149,8 @@ class Runtime:
         return read_records(self.settings, self.names.output(channel), until=lambda r: len(r) >= n, timeout=timeout)
 
     def dlq(self, n: int, timeout: float = 20.0) -> list[Message]:
-        return read_records(self.settings, self.names.dlq, until=lambda r: len(_real(r)) >= n, timeout=timeout)
+        """The dead letters (replay markers left out), once there are at least `n`."""
+        return _real(read_records(self.settings, self.names.dlq, until=lambda r: len(_real(r)) >= n, timeout=timeout))
 
     def traces(self, until: Callable[[list[Message]], bool], timeout: float = 20.0) -> list[Message]:
         return read_records(self.settings, self.names.traces, until=until, timeout=timeout)
