@@ -9,6 +9,12 @@ Latency comes from pipelining (thousands of requests in flight share each fetch)
 linger of a few ms), never from polling harder: on Tansu a fetch is answered only when
 `fetch.wait.max.ms` expires, and a tiny wait makes the broker burn CPU.
 
+Idle: with no request waiting for a reply for `IDLE_PAUSE_S`, the reply partitions are released, so an idle
+gateway sends the broker no fetch at all (on Tansu each idle fetch costs CPU every `fetch.wait.max.ms`).
+`expect()` wakes the poll thread, which takes them back (at the same positions) before the request is even
+produced: the reply, one worker hop later, finds the fetch already running, so the first request after idle
+does not wait for it.
+
 Positioning: before `start()` returns, a marker record is produced to each owned partition and the
 consumer is assigned at the marker's own offset (known from its delivery report, which is exact even
 where Tansu's watermarks are not) and must read it back. Ready = the reply path has been proven end to
@@ -41,7 +47,9 @@ from app.kafka.names import TopicNames
 from app.kafka.producer import AsyncProducer, Headers
 from app.settings import Settings
 
-__all__ = ["KafkaBridge", "Reply", "choose_partitions", "poll_batch"]
+__all__ = ["IDLE_PAUSE_S", "KafkaBridge", "Reply", "choose_partitions", "poll_batch"]
+
+IDLE_PAUSE_S = 2.0  # no reply awaited for this long: stop fetching until the next request
 
 log = logging.getLogger("quasar.gateway.replies")
 
@@ -97,6 +105,11 @@ class KafkaBridge:
         self._consumer: Consumer | None = None
         self._running = False
         self._threads: list[threading.Thread] = []
+        # Idle pause (see the module doc): `paused` is only written by the poll thread; `expect()` sets
+        # `_awaited` when it registers a request while paused.
+        self.paused = False
+        self._awaited = threading.Event()
+        self._positions: list[TopicPartition] = []
         self._markers: dict[int, bytes] = {}  # partition -> marker key still awaited
         self._positioned = threading.Event()
         self.last_error: str | None = None
@@ -207,6 +220,8 @@ class KafkaBridge:
         assert self._loop is not None
         fut: asyncio.Future[Reply] = self._loop.create_future()
         self._pending[correlation_id] = fut
+        if self.paused:
+            self._awaited.set()  # the poll thread resumes the reply partitions
         return fut
 
     def forget(self, correlation_id: str) -> None:
@@ -293,7 +308,26 @@ class KafkaBridge:
         loop = self._loop
         assert consumer is not None and loop is not None
         pending = self._pending
+        idle_since: float | None = None
         while self._running:
+            if self.paused:
+                self._awaited.wait(0.5)  # bounded: notice stop()
+                self._awaited.clear()  # before looking: a request registered after this sets it again
+                self.last_poll_at = time.monotonic()  # paused on purpose, not stuck
+                if not pending:
+                    continue
+                self._set_paused(consumer, False)
+                idle_since = None
+            elif pending or self._markers:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > IDLE_PAUSE_S:
+                self._set_paused(consumer, True)
+                if pending:  # registered while we paused, before `expect()` could see the flag
+                    self._set_paused(consumer, False)
+                idle_since = None
+                continue
             try:
                 messages = poll_batch(consumer, 0.1)
             except (KafkaException, RuntimeError) as exc:  # closed under us, or a fatal client error
@@ -330,6 +364,27 @@ class KafkaBridge:
                 batch.append((fut, Reply(status, msg.value() or b"")))
             if batch:
                 loop.call_soon_threadsafe(_resolve_batch, batch)
+
+    def _set_paused(self, consumer: Consumer, paused: bool) -> None:
+        """Stop / restart fetching the reply partitions.
+
+        Unassign + assign at the saved positions rather than pause + resume: a resumed partition was
+        measured to wait ~1 s for librdkafka's next fetch, an assigned one is fetched at once.
+        """
+        try:
+            if paused:
+                positions = consumer.position([TopicPartition(self.topics.replies, p) for p in self.partitions])
+                if any(tp.offset < 0 for tp in positions):
+                    return  # no position to come back to: keep fetching
+                self._positions = positions
+                self.paused = True  # first: a request registered from now on sets `_awaited`
+                consumer.unassign()
+            else:
+                consumer.assign(self._positions)
+                self.paused = False
+        except (KafkaException, RuntimeError) as exc:  # closed under us: the loop notices `_running`
+            self.last_error = str(exc)
+            self.paused = False
 
     def _seen_marker(self, partition: int, key: bytes) -> None:
         if self._markers.get(partition) == key:

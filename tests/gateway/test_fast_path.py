@@ -199,3 +199,29 @@ async def test_requests_of_one_window_share_a_partition_and_windows_rotate(e2e_s
     finally:
         await narrow.stop()
     assert sorted(partitions) == [0, 0, 1, 1, 2, 2, 3, 3], partitions
+
+
+async def test_an_idle_bridge_stops_fetching_and_the_next_request_resumes_it(
+    e2e_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.gateway import reply_router
+
+    monkeypatch.setattr(reply_router, "IDLE_PAUSE_S", 0.2)
+    bridge = KafkaBridge(e2e_settings.model_copy(update={"instance_id": "gw-idle"}), partitions=[1], linger_ms=0)
+    await bridge.start()
+    try:
+        for round_ in range(2):  # paused, woken by a request, paused again, woken again
+            for _ in range(300):  # the poll thread pauses after IDLE_PAUSE_S without awaited replies
+                if bridge.paused:
+                    break
+                await asyncio.sleep(0.05)
+            assert bridge.paused
+            correlation_id = f"idle-{round_}"
+            reply = bridge.expect(correlation_id)
+            # what a worker sends back: keyed by the correlation id, on the caller's reply partition
+            await bridge.produce(bridge.topics.replies, b'{"ok": 1}', key=correlation_id.encode(), partition=1)
+            answered = await asyncio.wait_for(reply, 30)
+            assert (answered.status, answered.body) == (200, b'{"ok": 1}')
+            assert not bridge.paused
+    finally:
+        await bridge.stop()
