@@ -40,7 +40,8 @@ class CacheConnector(ABC):
 
 
 class MemoryCache(CacheConnector):
-    """Per-process LRU with expiry (Orion's `memory` backend); bounded so it cannot eat the heap."""
+    """Per-process LRU with expiry (Orion's `memory` backend); bounded by entries and by bytes (keys +
+    values) so it cannot eat the heap: 100,000 entries of 1 MB each used to be allowed."""
 
     def __init__(
         self,
@@ -48,11 +49,14 @@ class MemoryCache(CacheConnector):
         config: CacheConnectorConfig,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         super().__init__(name, config)
         self._clock = clock
         self._data: OrderedDict[str, tuple[str, float | None]] = OrderedDict()
         self._max = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
 
     async def get(self, key: str) -> str | None:
         item = self._data.get(key)
@@ -61,19 +65,26 @@ class MemoryCache(CacheConnector):
         value, expires = item
         if expires is not None and self._clock() >= expires:
             del self._data[key]
+            self._bytes -= len(key) + len(value)
             return None
         self._data.move_to_end(key)
         return value
 
     async def set(self, key: str, value: str, ttl_secs: int | None = None) -> None:
         ttl = self.ttl(ttl_secs)
+        old = self._data.get(key)
+        if old is not None:
+            self._bytes -= len(key) + len(old[0])
         self._data[key] = (value, self._clock() + ttl if ttl else None)
+        self._bytes += len(key) + len(value)
         self._data.move_to_end(key)
-        while len(self._data) > self._max:
-            self._data.popitem(last=False)
+        while self._data and (len(self._data) > self._max or self._bytes > self._max_bytes):
+            gone, (gone_value, _) = self._data.popitem(last=False)
+            self._bytes -= len(gone) + len(gone_value)
 
     async def aclose(self) -> None:
         self._data.clear()
+        self._bytes = 0
 
 
 class RedisCache(CacheConnector):

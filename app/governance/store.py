@@ -82,14 +82,31 @@ def _gcra(tat: float | None, now: float, rate: float, burst: int) -> tuple[bool,
 
 
 class MemoryStore(Store):
-    """One process's state: bounded LRU with expiry. Not shared: the embedded/dev default."""
+    """One process's state: bounded LRU with expiry, by entries and by bytes (cached responses can be
+    large). Not shared: the embedded/dev default."""
 
     backend = "memory"
 
-    def __init__(self, max_entries: int = 200_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_entries: int = 200_000,
+        clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = 128 * 1024 * 1024,
+    ) -> None:
         self._clock = clock
         self._max = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._data: OrderedDict[str, tuple[Any, float | None]] = OrderedDict()
+
+    @staticmethod
+    def _size(key: str, value: Any) -> int:
+        return len(key) + (len(value) if isinstance(value, bytes | bytearray) else 8)
+
+    def _drop(self, key: str) -> None:
+        item = self._data.pop(key, None)
+        if item is not None:
+            self._bytes -= self._size(key, item[0])
 
     def _live(self, key: str) -> Any:
         item = self._data.get(key)
@@ -97,16 +114,17 @@ class MemoryStore(Store):
             return None
         value, expires = item
         if expires is not None and expires <= self._clock():
-            del self._data[key]
+            self._drop(key)
             return None
         self._data.move_to_end(key)
         return value
 
     def _store(self, key: str, value: Any, ttl_s: float | None) -> None:
+        self._drop(key)
         self._data[key] = (value, None if ttl_s is None else self._clock() + ttl_s)
-        self._data.move_to_end(key)
-        while len(self._data) > self._max:
-            self._data.popitem(last=False)
+        self._bytes += self._size(key, value)
+        while self._data and (len(self._data) > self._max or self._bytes > self._max_bytes):
+            self._drop(next(iter(self._data)))
 
     async def take(self, key: str, rate: float, burst: int) -> tuple[bool, float]:
         now = self._clock()
@@ -133,10 +151,11 @@ class MemoryStore(Store):
     async def replace(self, key: str, value: bytes) -> None:
         item = self._data.get(key)
         if item is not None and self._live(key) is not None:
+            self._bytes += self._size(key, value) - self._size(key, item[0])
             self._data[key] = (value, item[1])
 
     async def delete(self, key: str) -> None:
-        self._data.pop(key, None)
+        self._drop(key)
 
 
 # GCRA in microseconds of Redis server time. KEYS[1] bucket; ARGV: emission_us, burst. Returns

@@ -144,3 +144,14 @@ async def test_memory_cache_is_bounded() -> None:
 def test_redis_backend_needs_a_url() -> None:
     with pytest.raises(ValueError, match="needs url"):
         CacheConnectorConfig(backend="redis")
+
+
+async def test_memory_cache_is_bounded_by_bytes_too() -> None:
+    """Issue 14 (Low): bounded by entry count only, 100,000 large values could fill the heap."""
+    cache = MemoryCache("m", CacheConnectorConfig(backend="memory"), max_entries=1000, max_bytes=10_000)
+    for i in range(20):
+        await cache.set(f"k{i}", "x" * 1000)
+    assert cache._bytes <= 10_000
+    assert await cache.get("k19") == "x" * 1000 and await cache.get("k0") is None
+    await cache.set("k19", "y")  # replacing a value accounts for the old one
+    assert cache._bytes == sum(len(k) + len(v) for k, (v, _) in cache._data.items())

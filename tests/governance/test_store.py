@@ -146,3 +146,15 @@ async def test_outage_and_recovery_on_a_private_redis(private_redis: PrivateRedi
         assert (await s.take("k2", 100.0, 5))[0]
     finally:
         await s.aclose()
+
+
+async def test_memory_store_is_bounded_by_bytes_too() -> None:
+    """Issue 14 (Low): cached responses of up to 1 MB each, 200,000 entries: bound the bytes as well."""
+    store = MemoryStore(max_entries=10_000, max_bytes=20_000)
+    for i in range(50):
+        await store.put(f"rc:{i}", b"x" * 1000, 60_000)
+    assert store._bytes <= 20_000
+    assert await store.get("rc:49") == b"x" * 1000 and await store.get("rc:0") is None
+    await store.replace("rc:49", b"y")
+    await store.delete("rc:48")
+    assert store._bytes == sum(len(k) + len(v) for k, (v, _) in store._data.items())
