@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from app.config_store.snapshot import EngineFactory, Snapshot, build_snapshot, default_engine_factory
-from app.config_store.state import MARKER_PREFIX, ConfigState, Outcome
+from app.config_store.state import MARKER_PREFIX, ConfigState, Outcome, default_compiler
 from app.errors import ServiceUnavailable, Timeout
 from app.kafka.admin import create_admin, topic_partitions
 from app.kafka.config import producer_config, reader_config
@@ -71,12 +72,13 @@ class ConfigReader:
         name: str | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.topic = TopicNames(self.settings.topic_prefix).config
-        self.state = state or ConfigState()
+        self.topics = TopicNames(self.settings.topic_prefix)
+        self.topic = self.topics.config
+        self.state = state or ConfigState(compiler=functools.partial(default_compiler, topics=self.topics))
         self._engine_factory = engine_factory
         self._poll_timeout = poll_timeout
         self._name = name or f"config-reader-{self.settings.instance_id}"
-        self._snapshot = build_snapshot(self.state, engine_factory=engine_factory)
+        self._snapshot = build_snapshot(self.state, engine_factory=engine_factory, topics=self.topics)
         self._applied_offset = -1  # last folded offset, as seen by the event loop
         self._outcomes: OrderedDict[int, Outcome] = OrderedDict()
         self._outcome_history = outcome_history
@@ -276,7 +278,7 @@ class ConfigReader:
         if changed:
             started = time.perf_counter()
             try:
-                self._snapshot = build_snapshot(self.state, engine_factory=self._engine_factory)
+                self._snapshot = build_snapshot(self.state, engine_factory=self._engine_factory, topics=self.topics)
                 M.observe_reload(time.perf_counter() - started, ok=True, active_workflows=len(self._snapshot.workflows))
             except Exception as exc:
                 M.observe_reload(time.perf_counter() - started, ok=False)

@@ -3,9 +3,9 @@
 A `Snapshot` is immutable and built from a `ConfigState` only when the state changed; readers swap it
 in one attribute assignment, so a request always sees one consistent config.
 
-- `channels`: active channels by name, each with its bound workflows (`workflow_id` or `workflow_ids`),
-  every active version of each with its rollout bucket range, newest first: `[0, p_new)`, `[p_new, 100)`;
-- `routes`: REST route table input (Orion order: priority desc, then segment count desc);
+- `channels`: active channels by name, each with its `CompiledChannel` and its bound workflows
+  (`workflow_id` or `workflow_ids`), every active version of each with its rollout bucket range,
+  newest first: `[0, p_new)`, `[p_new, 100)`;
 - `connectors`: active connector documents by id;
 - `engine`: the engine built from all of it (or None when no engine factory is available);
 - `problems`: invalid definitions and dangling bindings, for `/health` and the CLI.
@@ -17,14 +17,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.channels import ChannelInvalid, CompiledChannel, compile_channel
 from app.config_store.rulesets import ruleset_catalog
-from app.config_store.state import ConfigState, ObjectState
+from app.config_store.state import ConfigState, ObjectState, definition_of
+from app.kafka.names import TopicNames
 
 __all__ = [
     "BoundWorkflow",
     "ChannelView",
     "EngineFactory",
-    "RouteEntry",
     "Snapshot",
     "build_snapshot",
     "default_engine_factory",
@@ -46,40 +47,16 @@ class BoundWorkflow:
 
 @dataclass(frozen=True, slots=True)
 class ChannelView:
+    """An active channel of a snapshot: its compiled settings and the workflow versions bound to it."""
+
     id: str
-    name: str
     version: int
-    doc: Mapping[str, Any]  # the stored version document (definition + lifecycle fields)
-    model: Any  # the compiled/validated ChannelDoc, when valid
+    channel: CompiledChannel  # every setting, compiled once (topics, envelope, guards, governance, ...)
     workflows: tuple[BoundWorkflow, ...]
 
     @property
-    def channel_type(self) -> str:
-        return str(self.doc.get("channel_type", "sync"))
-
-    @property
-    def protocol(self) -> str:
-        return str(self.doc.get("protocol", "http"))  # ChannelDoc's default
-
-    @property
-    def topic(self) -> str | None:
-        topic = self.doc.get("topic")
-        return topic if isinstance(topic, str) and topic else None
-
-    @property
-    def config(self) -> Mapping[str, Any]:
-        cfg = self.doc.get("config")
-        return cfg if isinstance(cfg, Mapping) else {}
-
-
-@dataclass(frozen=True, slots=True)
-class RouteEntry:
-    channel: str
-    pattern: str
-    segments: tuple[str, ...]
-    methods: tuple[str, ...]  # empty = any method
-    priority: int
-    channel_type: str
+    def name(self) -> str:
+        return self.channel.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +64,6 @@ class Snapshot:
     offset: int  # config log position this view reflects
     generation: int
     channels: Mapping[str, ChannelView] = field(default_factory=dict)
-    routes: tuple[RouteEntry, ...] = ()
     connectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     workflows: Mapping[str, tuple[BoundWorkflow, ...]] = field(default_factory=dict)  # active, by id
     engine: Any = None
@@ -123,22 +99,26 @@ def default_engine_factory(channels: Mapping[str, list[tuple[Any, tuple[int, int
     )
 
 
-def _workflow_ids(doc: Mapping[str, Any]) -> list[str]:
-    ids: list[str] = []
-    many = doc.get("workflow_ids")
-    if isinstance(many, list):
-        ids.extend(i for i in many if isinstance(i, str))
-    one = doc.get("workflow_id")
-    if isinstance(one, str) and one not in ids:
-        ids.insert(0, one)
-    return ids
+def _compiled_channel(obj: ObjectState, n: int, doc: Mapping[str, Any], topics: TopicNames | None) -> Any:
+    """The version's `CompiledChannel`, or its errors. The fold compiles channels; a state whose compiler
+    leaves them alone (tests, tools) gets them compiled here, once per snapshot."""
+    result = obj.compiled.get(n)
+    if result is not None and not result.valid:
+        return list(result.errors)
+    if result is not None and isinstance(result.compiled, CompiledChannel):
+        return result.compiled
+    try:
+        return compile_channel(obj.id, definition_of("channel", doc), topics)
+    except ChannelInvalid as exc:
+        return exc.errors
 
 
-def _int(value: object, default: int = 0) -> int:
-    return value if type(value) is int else default
-
-
-def build_snapshot(state: ConfigState, *, engine_factory: EngineFactory | None = default_engine_factory) -> Snapshot:
+def build_snapshot(
+    state: ConfigState,
+    *,
+    engine_factory: EngineFactory | None = default_engine_factory,
+    topics: TopicNames | None = None,
+) -> Snapshot:
     """The runtime view of `state` (pure apart from what the engine factory does)."""
     problems: list[Mapping[str, Any]] = []
 
@@ -159,18 +139,20 @@ def build_snapshot(state: ConfigState, *, engine_factory: EngineFactory | None =
     channels: dict[str, ChannelView] = {}
     # Orion allows several channel rows with one name; their workflows share that engine channel. The
     # highest-priority row (then lowest id) provides the channel's own settings.
-    active_channels = [o for o in state.objects("channel") if o.active]
-    active_channels.sort(key=lambda o: (-_int(_newest_active(o)[1].get("priority")), o.id))
-    for obj in active_channels:
-        n, doc = _newest_active(obj)
-        result = obj.compiled.get(n)
-        if result is not None and not result.valid:
-            problems.append({"kind": "channel", "id": obj.id, "version": n, "errors": list(result.errors)})
+    compiled_channels = []
+    for obj in state.objects("channel"):
+        if not obj.active:
             continue
-        given = doc.get("name")
-        name = given if isinstance(given, str) and given else obj.id
+        n, doc = _newest_active(obj)
+        compiled = _compiled_channel(obj, n, doc, topics)
+        if not isinstance(compiled, CompiledChannel):
+            problems.append({"kind": "channel", "id": obj.id, "version": n, "errors": compiled})
+            continue
+        compiled_channels.append((obj, n, compiled))
+    compiled_channels.sort(key=lambda item: (-item[2].priority, item[0].id))
+    for obj, n, channel in compiled_channels:
         bound_wfs: list[BoundWorkflow] = []
-        for wid in _workflow_ids(doc):
+        for wid in channel.workflow_ids:
             if wid not in workflows:
                 problems.append(
                     {
@@ -182,37 +164,13 @@ def build_snapshot(state: ConfigState, *, engine_factory: EngineFactory | None =
                 )
                 continue
             bound_wfs.extend(workflows[wid])
-        existing = channels.get(name)
+        existing = channels.get(channel.name)
         if existing is not None:
-            channels[name] = ChannelView(
-                existing.id,
-                name,
-                existing.version,
-                existing.doc,
-                existing.model,
-                existing.workflows + tuple(bound_wfs),
+            channels[channel.name] = ChannelView(
+                existing.id, existing.version, existing.channel, existing.workflows + tuple(bound_wfs)
             )
         else:
-            channels[name] = ChannelView(obj.id, name, n, doc, result.compiled if result else None, tuple(bound_wfs))
-
-    routes = []
-    for view in channels.values():
-        pattern = view.doc.get("route_pattern")
-        if view.protocol in ("rest", "http") and isinstance(pattern, str) and pattern:
-            methods = view.doc.get("methods")
-            routes.append(
-                RouteEntry(
-                    channel=view.name,
-                    pattern=pattern,
-                    segments=tuple(s for s in pattern.strip("/").split("/") if s),
-                    methods=tuple(m.upper() for m in methods if isinstance(m, str))
-                    if isinstance(methods, list)
-                    else (),
-                    priority=_int(view.doc.get("priority")),
-                    channel_type=view.channel_type,
-                )
-            )
-    routes.sort(key=lambda r: (-r.priority, -len(r.segments), r.channel))
+            channels[channel.name] = ChannelView(obj.id, n, channel, tuple(bound_wfs))
 
     connectors = {}
     for obj in state.objects("connector"):
@@ -243,7 +201,6 @@ def build_snapshot(state: ConfigState, *, engine_factory: EngineFactory | None =
         offset=state.offset,
         generation=state.generation,
         channels=channels,
-        routes=tuple(routes),
         connectors=connectors,
         workflows=workflows,
         engine=engine,

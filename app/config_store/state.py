@@ -124,22 +124,24 @@ def _errors_of(exc: Exception) -> tuple[Mapping[str, Any], ...]:
 
 
 def default_compiler(
-    kind: str, object_id: str, definition: Mapping[str, Any], *, registry: Any = None
+    kind: str, object_id: str, definition: Mapping[str, Any], *, registry: Any = None, topics: Any = None
 ) -> CompileResult:
-    """Compile with the engine: workflows through `compile_workflow`, channels/connectors through their
-    document models. Any exception (including a bug in the engine) becomes an invalid result.
+    """Compile with the engine: workflows through `compile_workflow`, channels into a
+    `app.channels.CompiledChannel`, connectors through their document model. Any exception (including a
+    bug in the engine) becomes an invalid result.
 
     registry: the function registry workflows are bound to (the worker passes one with the real
-    connector functions; the default one only has placeholders for them)."""
+    connector functions; the default one only has placeholders for them).
+    topics: the `TopicNames` of the deployment's topic prefix (default `quasar.`)."""
     try:
         if kind == "workflow":
             from app.engine import compile_workflow
 
             return CompileResult(compiled=compile_workflow({"id": object_id, **definition}, registry))
         if kind == "channel":
-            from app.engine import ChannelDoc
+            from app.channels import compile_channel
 
-            return CompileResult(compiled=ChannelDoc.model_validate({"channel_id": object_id, **definition}))
+            return CompileResult(compiled=compile_channel(object_id, definition, topics))
         if kind == "ruleset":
             from app.engine.rules import compile_ruleset
 

@@ -1,17 +1,18 @@
 """Documents in Orion's admin-API shape: workflows, tasks, channels, connectors (pydantic v2).
 
-Unknown keys are dropped as Orion does (`extra="ignore"`), except in channel `config` and
-connector `config`, which keep extra keys for forward compatibility. Managed fields (version,
-status, rollout_percentage, timestamps) are owned by the config store, not by users.
+Unknown keys of workflows and connectors are dropped as Orion does (`extra="ignore"`; connector
+`config` keeps them). Channels are strict: an unknown key anywhere in a channel is a field error.
+Managed fields (version, status, rollout_percentage, timestamps) are owned by the config store.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.secrets import mask_secrets
 
@@ -29,13 +30,16 @@ __all__ = [
     "DbConnectorConfig",
     "DeduplicationConfig",
     "FunctionDoc",
+    "HeadersConfig",
     "HttpConnectorConfig",
     "KafkaConnectorConfig",
     "RateLimitConfig",
+    "RecordRetryConfig",
     "RetryConfig",
     "Status",
     "StorageConnectorConfig",
     "TaskDoc",
+    "TracingConfig",
     "WorkflowDoc",
 ]
 
@@ -100,61 +104,164 @@ class WorkflowDoc(_Managed):
 
 
 # --- channels -------------------------------------------------------------------------------
+# Channel settings are strict: an unknown or mistyped key (`api_key` for `api_keys`, `failure_mod`) is a
+# field error at write time, never a silently ignored setting that leaves a channel open or failing open.
+# Each setting is compiled once per config version into `app.channels.CompiledChannel`.
+
+TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+# Kafka group ids: librdkafka accepts any string; keep them printable and bounded like topic names.
+GROUP_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+# tracing policy: every request, failed ones only, a sampled share, or none.
+TRACING_PATTERN = r"^(all|errors|off|sample:(0(\.[0-9]+)?|1(\.0+)?))$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
-class RateLimitConfig(_Open):
+class RateLimitConfig(_Strict):
     requests_per_second: float = Field(gt=0)
     burst: int | None = Field(None, ge=1, description="Default: requests_per_second / 2 + 1")
-    key_logic: Any = None
+    key_logic: Any = Field(None, description="JSONLogic giving the client key (default: client IP / Kafka key)")
 
 
-class BackpressureConfig(_Open):
+class BackpressureConfig(_Strict):
     max_concurrent: int = Field(ge=1)
-    queue_depth: int | None = Field(None, ge=0)
+    queue_depth: int | None = Field(None, ge=0, description="Accepted for Orion compatibility; unused (as in Orion)")
 
 
-class CorsConfig(_Open):
+class CorsConfig(_Strict):
     allowed_origins: list[str] | None = None
     allowed_methods: list[str] | None = None
     allowed_headers: list[str] | None = None
 
 
-class DeduplicationConfig(_Open):
-    header: str = "Idempotency-Key"
+class DeduplicationConfig(_Strict):
+    header: str = Field("Idempotency-Key", min_length=1)
     window_secs: int = Field(
         300,
         ge=1,
         validation_alias=AliasChoices("window_secs", "retention_secs"),
         description="Alias: retention_secs",
     )
-    connector: str | None = None
+    key_logic: Any = Field(None, description="JSONLogic giving the idempotency key (instead of the header)")
+    return_original: bool = Field(False, description="Answer a duplicate with the first request's response")
+    connector: str | None = Field(
+        None, description="Accepted for Orion compatibility (state lives in QUASAR_REDIS_URL)"
+    )
 
 
-class CacheConfig(_Open):
+class CacheConfig(_Strict):
     enabled: bool = False
     ttl_secs: int = Field(300, ge=1)
     cache_key_fields: list[str] | None = None
-    connector: str | None = None
+    connector: str | None = Field(
+        None, description="Accepted for Orion compatibility (state lives in QUASAR_REDIS_URL)"
+    )
 
 
-class ChannelConfig(_Open):
-    """Per-channel governance. Extra keys are kept (forward compatible)."""
+class TracingConfig(_Strict):
+    """`tracing` as an object; the string form `"errors"` is `{"policy": "errors"}`."""
+
+    policy: str = Field("all", pattern=TRACING_PATTERN, description="all | errors | sample:<ratio> | off")
+    per_task: bool = Field(False, validation_alias=AliasChoices("per_task", "task_details"))
+
+
+class HeadersConfig(_Strict):
+    """Which headers reach the records Quasar writes for a request (channel topic, outputs, replies, DLQ)."""
+
+    propagate: Literal["all", "none"] | list[str] = Field(
+        "all", description="Input headers copied to output/reply/trace/DLQ records: all, none, or an allow-list"
+    )
+    drop: list[str] = Field(default_factory=list, description="Headers never propagated")
+    secret: list[str] = Field(
+        default_factory=list, description="More credential headers: never written to a topic (like authorization)"
+    )
+    keep_credentials: list[str] = Field(
+        default_factory=list,
+        description="Credential headers (authorization, cookie, proxy-authorization, `secret`) this channel "
+        "explicitly wants kept in metadata.headers on its topic",
+    )
+
+
+class RecordRetryConfig(_Strict):
+    """Record-level retries of transient failures (connector calls retry per their own connector `retry`)."""
+
+    max_attempts: int | None = Field(None, ge=1, le=100, description="Default: QUASAR_WORKER_MAX_ATTEMPTS")
+    backoff_ms: int | None = Field(None, ge=0, le=3_600_000, description="First backoff; doubles per attempt")
+    max_backoff_ms: int | None = Field(None, ge=0, le=3_600_000)
+
+
+class ChannelConfig(_Strict):
+    """Per-channel settings (Orion's `config_json` keys plus Quasar's). Unknown keys are rejected."""
 
     rate_limit: RateLimitConfig | None = None
     timeout_ms: int | None = Field(None, ge=1)
     validation_logic: Any = None
+    max_payload_size: int | None = Field(
+        None, ge=1, description="Bytes; lower than QUASAR_MAX_PAYLOAD_SIZE to tighten it for this channel"
+    )
     backpressure: BackpressureConfig | None = None
     cors: CorsConfig | None = None
     deduplication: DeduplicationConfig | None = None
     cache: CacheConfig | None = None
+    failure_mode: Literal["fail_open", "fail_closed"] = Field(
+        "fail_open", description="When the shared governance store is unreachable"
+    )
+    api_keys: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, description="Accepted data API keys (`env://VAR` allowed); a single string is one key"
+    )
+    api_key_header: str = Field("X-API-Key", min_length=1)
+    rollout_key: str | dict[str, Any] | None = Field(
+        None, description="Header name, `$kafka_key`, {kafka_key: true}, {header}, {logic} or JSONLogic"
+    )
+    key_logic: Any = Field(None, description="JSONLogic giving the record key (default: the input record's key)")
+    envelope: Literal["raw", "quasar"] | None = Field(
+        None, description="Record value format: raw (default for protocol kafka) or quasar {data, metadata}"
+    )
+    output: bool | str | None = Field(
+        None,
+        description="Async channels write results to <prefix>out.<channel> unless false; a string names the topic",
+    )
+    avro_schema: str | dict[str, Any] | None = None
+    tracing: str | TracingConfig | None = Field(
+        None, description="all (default) | errors | sample:<ratio> | off, or {policy, per_task}"
+    )
+    headers: HeadersConfig | None = None
+    retry: RecordRetryConfig | None = None
+
+    @field_validator("output")
+    @classmethod
+    def _output_topic(cls, value: bool | str | None) -> bool | str | None:
+        if isinstance(value, str) and not re.match(TOPIC_PATTERN, value):
+            raise ValueError("must be true, false or a topic name (1-249 of A-Z a-z 0-9 . _ -)")
+        return value
+
+    @field_validator("tracing")
+    @classmethod
+    def _tracing_policy(cls, value: str | TracingConfig | None) -> str | TracingConfig | None:
+        if isinstance(value, str) and not re.match(TRACING_PATTERN, value):
+            raise ValueError("must be all, errors, sample:<ratio between 0 and 1> or off")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_key(cls, raw: Any) -> Any:
+        # `"api_keys": "k"` is one key, as Orion-style configs write it.
+        if isinstance(raw, dict) and isinstance(raw.get("api_keys"), str):
+            raw = {**raw, "api_keys": [raw["api_keys"]]}
+        return raw
 
 
 class ChannelDoc(_Managed):
-    """A channel. Binds one `workflow_id` (Orion) or a list `workflow_ids` (Quasar)."""
+    """A channel. Binds one `workflow_id` (Orion) or a list `workflow_ids` (Quasar). Unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     channel_id: str | None = Field(None, pattern=ID_PATTERN, max_length=128, description="Default: name")
     name: str = Field(min_length=1, max_length=255, pattern=ID_PATTERN)
@@ -162,13 +269,18 @@ class ChannelDoc(_Managed):
     channel_type: Literal["sync", "async"] = "sync"
     protocol: Literal["rest", "http", "kafka"] = "http"
     methods: list[str] = Field(default_factory=list)
-    route_pattern: str | None = None
-    topic: str | None = None
-    consumer_group: str | None = None
+    route_pattern: str | None = Field(None, max_length=1024)
+    topic: str | None = Field(None, pattern=TOPIC_PATTERN)
+    consumer_group: str | None = Field(
+        None,
+        pattern=GROUP_PATTERN,
+        description="Kafka consumer group of this channel's worker consumer (default: QUASAR_WORKER_GROUP)",
+    )
     workflow_id: str | None = None
     workflow_ids: list[str] = Field(default_factory=list)
     config: ChannelConfig = Field(default_factory=lambda: ChannelConfig.model_validate({}))
     priority: int = 0
+    tags: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> ChannelDoc:
@@ -176,8 +288,16 @@ class ChannelDoc(_Managed):
             self.channel_id = self.name
         if self.protocol == "rest" and not self.route_pattern:
             raise ValueError("a rest channel needs route_pattern")
-        self.methods = [m.upper() for m in self.methods]
         return self
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        upper = [m.upper() for m in methods]
+        unknown = [m for m in upper if m not in HTTP_METHODS]
+        if unknown:
+            raise ValueError(f"unknown HTTP method(s) {unknown}; use {', '.join(HTTP_METHODS)}")
+        return upper
 
     @property
     def id(self) -> str:

@@ -321,6 +321,17 @@ def _crud(kind: str, plural: str, tag: str, *, lifecycle: bool) -> None:
         return _data(await svc.rollback(kind, object_id, await _body(request), actor=_actor(request)))
 
 
+# Static routes first: `/channels/validate` must not be taken for a channel id.
+@router.post(
+    "/channels/validate",
+    tags=["Channels"],
+    summary="Validate a channel definition (the field errors a write would get)",
+    openapi_extra=_JSON_BODY,
+)
+async def validate_channel(request: Request, svc: AdminService = Svc) -> Response:
+    return json_response(svc.validate_channel(await _body(request)))
+
+
 # Static workflow routes first: `/workflows/validate` must not be taken for a workflow id.
 @router.post(
     "/workflows/validate",

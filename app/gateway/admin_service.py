@@ -475,6 +475,16 @@ class AdminService:
             report["valid"] = False
         return report
 
+    def validate_channel(self, body: Any) -> dict[str, Any]:
+        """POST /channels/validate: `{"valid", "errors", "warnings"}` through the same compile step as a
+        write (so it shows exactly the field errors a create or update would get), storing nothing."""
+        if not isinstance(body, Mapping):
+            raise BadRequest("channel definition must be a JSON object")
+        object_id = self._id_of("channel", body)
+        doc = {k: v for k, v in body.items() if k not in ("id", id_field("channel"), *_VIEW_ONLY)}
+        result = self.state.compile("channel", object_id, doc)
+        return {"valid": result.valid, "errors": [dict(e) for e in result.errors], "warnings": []}
+
     def export(self, kind: str, *, status: str | None = None, tag: str | None = None) -> dict[str, Any]:
         return {"data": self.select(kind, status=status, tag=tag)}
 

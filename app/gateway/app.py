@@ -27,6 +27,7 @@ from app.gateway.errors import install_error_handlers
 from app.gateway.limits import RequestLimitsMiddleware
 from app.gateway.reply_router import KafkaBridge
 from app.gateway.traces import TraceIndex
+from app.governance.governor import Governor
 from app.heap import settle_heap
 from app.kafka.headers import REQUEST_ID
 from app.observability import context as log_context
@@ -148,16 +149,14 @@ def create_app(
             SYNC_IN_FLIGHT.set_function(lambda: kafka.in_flight)
             BUILD_INFO.labels(__version__, "gateway").set(1)
 
-            # governance (app/governance): shared rate limit, dedup, cache, API keys, rollout keys
-            from app.governance import Governance
-
+            # governance (app/governance): API keys, validation, shared rate limit, dedup, cache, rollout keys
             channel_guards = guards
             if channel_guards is None:
-                channel_guards = Governance(settings)
+                channel_guards = ChannelGuards(governor=Governor(settings))
                 await channel_guards.start()
                 stack.push_async_callback(channel_guards.stop)
-            if isinstance(channel_guards, Governance):
-                state.governance = channel_guards  # /health reports its store
+            if channel_guards.governor is not None:
+                state.governance = channel_guards.governor  # /health reports its store
             state.data_service = DataService(settings, cfg_reader, kafka, index, channel_guards)
             from app.gateway.flows import close_flow_service  # flow instances: started on first use
 

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from random import getrandbits as _getrandbits
 from typing import Any
@@ -29,10 +28,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config_store.snapshot import ChannelView, Snapshot
-from app.engine.jsonlogic import Logic, compile_logic, is_truthy
 from app.errors import (
     BadRequest,
-    Forbidden,
     NotFound,
     PayloadTooLarge,
     QuasarError,
@@ -42,8 +39,9 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.gateway.errors import ChannelTimeout, RequestTimeout, json_response
+from app.gateway.guards import ChannelGuards, ChannelPolicy, DataContext, Guard
 from app.gateway.reply_router import KafkaBridge
-from app.gateway.routing import Resolution, RouteEntry, RouteTable
+from app.gateway.routing import Resolution, RouteTable
 from app.gateway.traces import TRACE_STATUSES, TraceIndex
 from app.jsonlimits import MAX_JSON_DEPTH, json_too_deep
 from app.kafka import headers as H
@@ -67,129 +65,6 @@ __all__ = [
 
 DATA_PREFIX = "/api/v1/data"
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-
-@dataclass(slots=True)
-class DataContext:
-    """Everything a channel guard may look at for one request."""
-
-    channel: ChannelView
-    resolution: Resolution
-    data: Any
-    metadata: dict[str, Any]
-    headers: Mapping[str, str]
-    client_ip: str
-    request_id: str
-    trace_id: str
-    dedup_claim: str | None = None  # the idempotency key this request holds (governance)
-
-    @property
-    def is_async(self) -> bool:
-        return self.resolution.is_async
-
-
-# A guard rejects by raising a QuasarError, or short-circuits by returning a Response (e.g. a cache hit).
-Guard = Callable[[DataContext], Awaitable[Response | None]]
-
-
-@dataclass(slots=True)
-class ChannelPolicy:
-    """A channel's gateway-side config, compiled once per config snapshot (never per request)."""
-
-    name: str
-    topic: str
-    timeout_ms: int
-    max_concurrent: int | None = None
-    allowed_origins: frozenset[str] | None = None
-    validation: Logic | None = None
-    validation_error: str | None = None  # the rule does not compile: every request gets 400
-    in_flight: int = 0
-
-    @classmethod
-    def build(cls, view: ChannelView, topics: TopicNames, settings: Settings) -> ChannelPolicy:
-        cfg = view.config
-        timeout = cfg.get("timeout_ms")
-        policy = cls(
-            name=view.name,
-            topic=topics.channel(view.name, view.topic),
-            timeout_ms=timeout if type(timeout) is int and timeout > 0 else settings.processing_timeout_ms,
-        )
-        backpressure = cfg.get("backpressure")
-        if isinstance(backpressure, Mapping):
-            limit = backpressure.get("max_concurrent")
-            if type(limit) is int and limit > 0:
-                policy.max_concurrent = limit
-        cors = cfg.get("cors")
-        if isinstance(cors, Mapping) and isinstance(cors.get("allowed_origins"), list):
-            policy.allowed_origins = frozenset(str(o) for o in cors["allowed_origins"])
-        rule = cfg.get("validation_logic")
-        if rule is not None:
-            try:
-                policy.validation = compile_logic(rule)
-            except Exception as exc:  # the admin API validates too; never let a bad rule pass requests
-                policy.validation_error = f"Input validation error: {exc}"
-        if topics.is_internal(policy.topic):  # refused at write; never produce requests onto it
-            policy.validation_error = f"Channel '{view.name}' is bound to an internal topic and cannot be used"
-        return policy
-
-
-class ChannelGuards:
-    """THE seam where per-channel governance runs, in Orion's order, for sync and async requests.
-
-    Built in: CORS (403) and `validation_logic` (400). `hooks` run after them in order: the governance
-    issue registers rate limit (429), dedup (409) and response cache (a hit returns its Response) here.
-    """
-
-    def __init__(self, hooks: list[Guard] | None = None) -> None:
-        self.hooks: list[Guard] = list(hooks or [])
-
-    async def check(self, ctx: DataContext, policy: ChannelPolicy) -> Response | None:
-        await self.authenticate(ctx)  # first: nothing below may answer a caller without credentials
-        if policy.allowed_origins is not None:
-            origin = ctx.headers.get("origin")
-            allowed = policy.allowed_origins
-            if origin is not None and "*" not in allowed and origin not in allowed:
-                raise Forbidden(f"Origin '{origin}' is not allowed for channel '{policy.name}'")
-        if policy.validation_error is not None:
-            raise BadRequest(policy.validation_error)
-        if policy.validation is not None:
-            meta = ctx.metadata
-            # Orion's real paths are metadata.headers.* / metadata.params.*; its docs write headers.* and
-            # path.*: both spellings work (quirk 17).
-            context = {
-                "data": ctx.data,
-                "metadata": meta,
-                "headers": meta.get("headers", {}),
-                "path": meta.get("params", {}),
-                "params": meta.get("params", {}),
-                "query": meta.get("query", {}),
-            }
-            try:
-                ok = is_truthy(policy.validation.evaluate(context))
-            except Exception as exc:
-                raise BadRequest(f"Input validation error: {exc}") from exc
-            if not ok:
-                raise BadRequest("Input validation failed")
-        for hook in self.hooks:
-            response = await hook(ctx)
-            if response is not None:
-                return response
-        return None
-
-    # -- governance extension points (overridden by app.governance.Governance) --
-    async def authenticate(self, ctx: DataContext) -> None:
-        """Reject a caller without the channel's credentials (401); runs before every other check."""
-
-    async def abandon(self, ctx: DataContext) -> None:
-        """The admitted request was refused before it ran (503): release what `check` reserved for it."""
-
-    async def complete(self, ctx: DataContext, response: Response) -> Response:
-        """Runs on the answer of an admitted request (stores cacheable bodies / idempotent originals)."""
-        return response
-
-    def rollout_key(self, ctx: DataContext) -> str | None:
-        """The sticky rollout key sent in `quasar-rollout-key` (None: the engine picks a random bucket)."""
-        return None
 
 
 async def read_body(request: Request, limit: int, read_timeout: float | None = None) -> bytes:
@@ -315,7 +190,7 @@ class DataService:
             old = self._policies
             self._policies = {}
             for name, view in snap.channels.items():
-                policy = ChannelPolicy.build(view, self.topics, self.settings)
+                policy = ChannelPolicy.build(view.channel, self.settings)
                 if name in old:  # keep the in-flight count of requests admitted under the old config
                     policy.in_flight = old[name].in_flight
                 self._policies[name] = policy
@@ -349,10 +224,12 @@ class DataService:
         resolution, view, policy = self.resolve(method, path)
         # ASGI servers lower-case header names already; .lower() keeps odd servers honest.
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = self.settings.max_payload_size
+        own_limit = view.channel.guards.max_payload_bytes
         raw = await read_body_raw(
             receive,
             headers.get("content-length"),
-            self.settings.max_payload_size,
+            limit if own_limit is None else min(limit, own_limit),
             self.settings.body_read_timeout_ms / 1000,
         )
         body: Any = {}
@@ -421,7 +298,7 @@ class DataService:
         timeout_ms = policy.timeout_ms
         hdrs = self._record_headers(ctx, "sync", int(time.time() * 1000) + timeout_ms)
         hdrs.append((H.REPLY_TO, bridge.reply_to().encode()))
-        value = orjson.dumps({"data": ctx.data, "metadata": ctx.metadata})
+        value = _record_value(ctx)
         correlation_id = ctx.trace_id
         reply_future = bridge.expect(correlation_id)
         policy.in_flight += 1
@@ -447,7 +324,7 @@ class DataService:
         return Response(reply.body, status_code=reply.status, media_type="application/json")
 
     async def _submit_async(self, ctx: DataContext, policy: ChannelPolicy) -> Response:
-        value = orjson.dumps({"data": ctx.data, "metadata": ctx.metadata})
+        value = _record_value(ctx)
         delivered = self.bridge.produce_request(
             policy.topic, value, key=ctx.trace_id, headers=self._record_headers(ctx, "async", None)
         )
@@ -470,14 +347,19 @@ class DataService:
         return json_response({"trace_id": ctx.trace_id, "status": "pending"}, 202)
 
 
+def _record_value(ctx: DataContext) -> bytes:
+    """The channel-topic record of a request: `{data, metadata}`, with the request headers the channel
+    persists (credentials such as `authorization` and `cookie` never reach a topic unless it keeps them)."""
+    headers = ctx.metadata.get("headers")
+    policy = ctx.channel.channel.headers
+    if isinstance(headers, Mapping) and any(k in policy.secret for k in headers):
+        return orjson.dumps({"data": ctx.data, "metadata": {**ctx.metadata, "headers": policy.persisted(headers)}})
+    return orjson.dumps({"data": ctx.data, "metadata": ctx.metadata})
+
+
 def route_table(snapshot: Snapshot) -> RouteTable:
     """The REST table of a config snapshot: active sync channels with a route pattern (Orion's rule)."""
-    entries = [
-        RouteEntry.compile(r.channel, r.pattern, r.methods, r.priority, order=i)
-        for i, r in enumerate(snapshot.routes)
-        if str(r.channel_type).lower() == "sync"
-    ]
-    return RouteTable(entries, snapshot.channels.keys())
+    return RouteTable.of(view.channel for view in snapshot.channels.values())
 
 
 async def _wait(fut: Any, seconds: float) -> Any:
@@ -532,8 +414,7 @@ def _trace_visibility(request: Request, service: DataService) -> Callable[[Any],
     whose API key it presents, plus, while admin auth is off, those of channels without API keys. With
     admin auth on, a caller with neither gets 401.
     """
-    from app.governance.auth import extract_key, key_matches
-    from app.governance.policy import policy_for
+    from app.governance.credentials import extract_key, key_matches
 
     headers = {k.lower(): v for k, v in request.headers.items()}
     auth = getattr(request.app.state, "admin_auth", None)
@@ -545,12 +426,12 @@ def _trace_visibility(request: Request, service: DataService) -> Callable[[Any],
     unlocked: set[str] = set()
     keyed: set[str] = set()
     for name, view in service.reader.snapshot.channels.items():
-        policy = policy_for(view)
-        if not policy.api_keys:
+        guards = view.channel.guards
+        if not guards.api_keys:
             continue
         keyed.add(name)
-        given = extract_key(headers, policy.api_key_header) or extract_key(headers, "authorization")
-        if given is not None and key_matches(given, policy.api_keys):
+        given = extract_key(headers, guards.api_key_header) or extract_key(headers, "authorization")
+        if given is not None and key_matches(given, guards.api_keys):
             unlocked.add(name)
     if admin_on:
         if not unlocked:

@@ -23,6 +23,7 @@ router = APIRouter(tags=["Operations"])
 
 # The reply poll loop wakes at least every 100 ms; silence for this long means it is stuck or dead.
 _POLL_STALE_S = 5.0
+_MAX_PROBLEMS = 50
 
 
 def components(request: Request) -> dict[str, Any]:
@@ -86,6 +87,9 @@ async def health(request: Request) -> Response:
         "channels_loaded": len(snapshot.channels) if snapshot is not None else 0,
         "workflows_loaded": len(snapshot.workflows) if snapshot is not None else 0,
         "config_problems": len(snapshot.problems) if snapshot is not None else 0,
+        # Stored definitions that cannot run (an invalid version, a binding to a missing workflow), with
+        # their field errors: a channel never silently stops; bounded so the answer stays small.
+        "problems": [dict(p) for p in snapshot.problems[:_MAX_PROBLEMS]] if snapshot is not None else [],
         "components": parts,
     }
     return json_response(body, 200 if healthy else 503)

@@ -19,9 +19,10 @@ and neither more literal are refused at write (`ambiguous_with`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+
+from app.channels import CompiledChannel, compile_route
 
 __all__ = ["Resolution", "RouteEntry", "RouteTable", "ambiguous_with", "split_async", "split_path"]
 
@@ -53,19 +54,8 @@ class RouteEntry:
     def compile(
         cls, channel: str, pattern: str, methods: Iterable[str] = (), priority: int = 0, order: int = 0
     ) -> RouteEntry:
-        segments: list[tuple[str, str]] = []
-        for raw in split_path(pattern):
-            if len(raw) > 2 and raw.startswith("{") and raw.endswith("}"):
-                segments.append(("param", raw[1:-1]))
-            else:
-                segments.append(("static", raw.lower()))
-        return cls(
-            channel=channel,
-            methods=frozenset(m.upper() for m in methods),
-            segments=tuple(segments),
-            priority=int(priority),
-            order=order,
-        )
+        route = compile_route(pattern, list(methods))
+        return cls(channel, route.methods, route.segments, int(priority), order)
 
     @property
     def literal_rank(self) -> tuple[int, ...]:
@@ -120,31 +110,15 @@ class RouteTable:
         self._names = frozenset(channel_names)
 
     @classmethod
-    def from_channels(cls, channels: Iterable[Mapping[str, Any]]) -> RouteTable:
-        """Build from active channel documents (Orion's admin shape: `name`, `channel_type`, `protocol`,
-        `methods`, `route_pattern`, `priority`)."""
+    def of(cls, channels: Iterable[CompiledChannel]) -> RouteTable:
+        """The table of active channels (compiled): sync `rest`/`http` channels with a `route_pattern`
+        are matched by route; every channel by its name."""
         entries: list[RouteEntry] = []
         names: list[str] = []
-        for index, doc in enumerate(channels):
-            name = str(doc.get("name") or doc.get("channel_id") or "")
-            if not name:
-                continue
-            names.append(name)
-            pattern = doc.get("route_pattern")
-            if (
-                pattern
-                and str(doc.get("channel_type", "sync")).lower() == "sync"
-                and str(doc.get("protocol", "http")).lower() in {"rest", "http"}
-            ):
-                entries.append(
-                    RouteEntry.compile(
-                        name,
-                        str(pattern),
-                        doc.get("methods") or (),
-                        int(doc.get("priority") or 0),
-                        order=index,
-                    )
-                )
+        for index, ch in enumerate(channels):
+            names.append(ch.name)
+            if ch.route is not None and ch.channel_type == "sync" and ch.protocol in ("rest", "http"):
+                entries.append(RouteEntry(ch.name, ch.route.methods, ch.route.segments, ch.priority, order=index))
         return cls(entries, names)
 
     @property

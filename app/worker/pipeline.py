@@ -36,9 +36,10 @@ from typing import Any, Protocol
 
 import orjson
 
+from app.channels import CompiledChannel
 from app.config_store import Snapshot
 from app.engine.executor import RunOptions, rollout_bucket
-from app.engine.jsonlogic import Logic, compile_logic, is_truthy
+from app.engine.jsonlogic import Logic, is_truthy
 from app.engine.message import Message as EngineMessage
 from app.engine.rules.explain import explain_requested, is_yes
 from app.errors import (
@@ -146,62 +147,40 @@ class ValidationRefused(BadRequest):
 
 @dataclass(frozen=True, slots=True)
 class ChannelRoute:
-    """What the worker needs to know about one active channel (rebuilt on every config change)."""
+    """What the worker needs to know about one active channel (rebuilt on every config change), taken
+    from its compiled channel (`app.channels.CompiledChannel`): nothing is parsed here."""
 
     name: str
     topic: str
     is_async: bool
     output_topic: str | None
     avro_schema: Any  # declaration (name or inline), None for JSON
-    rollout_view: Any = None  # the ChannelView when it declares a `rollout_key` (most channels: None)
+    rollout_channel: CompiledChannel | None = None  # set when the channel declares a `rollout_key`
     envelope: str = "quasar"  # "raw": the whole value is the payload; "quasar": {"data", "metadata"}
     key_logic: Logic | None = None  # output record key; None keeps the input key
     validation: Logic | None = None  # `validation_logic`, also applied to Kafka-ingested records
     config_error: str | None = None  # a setting that cannot be used: every record is dead-lettered
+    channel: CompiledChannel | None = None  # everything else the channel declares
 
 
-def _compiled(rule: Any, what: str) -> tuple[Logic | None, str | None]:
-    if rule is None:
-        return None, None
-    try:
-        return compile_logic(rule), None
-    except Exception as exc:
-        return None, f"channel {what} does not compile: {exc}"
-
-
-def routes_of(snapshot: Snapshot, names: TopicNames) -> dict[str, ChannelRoute]:
-    """Request topic -> route for every active channel of `snapshot`."""
+def routes_of(snapshot: Snapshot, names: TopicNames | None = None) -> dict[str, ChannelRoute]:
+    """Request topic -> route for every active channel of `snapshot` (topics come compiled; a channel
+    bound to one of Quasar's own topics is refused when it is compiled, so it never gets here)."""
     out: dict[str, ChannelRoute] = {}
     for view in snapshot.channels.values():
-        cfg: Mapping[str, Any] = view.config
-        output = cfg.get("output")
-        output_topic = (
-            output if isinstance(output, str) and output else (names.output(view.name) if output is True else None)
-        )
-        topic = names.channel(view.name, view.topic)
-        if names.is_internal(topic) or (output_topic and names.is_internal(output_topic)):
-            # Refused at write; a record produced straight onto the config topic must not get this far.
-            log.error(
-                "channel %s: topic %s or output %s is internal to Quasar: not consumed", view.name, topic, output_topic
-            )
-            continue
-        envelope = cfg.get("envelope") or ("raw" if view.protocol == "kafka" else "quasar")
-        key_logic, key_error = _compiled(cfg.get("key_logic"), "key_logic")
-        validation, validation_error = _compiled(cfg.get("validation_logic"), "validation_logic")
-        problem = key_error or validation_error
-        if envelope not in ("raw", "quasar"):
-            problem = f"channel envelope must be 'raw' or 'quasar', got {envelope!r}"
-        out[topic] = ChannelRoute(
-            view.name,
-            topic,
-            view.channel_type == "async",
-            output_topic,
-            cfg.get("avro_schema"),
-            view if "rollout_key" in cfg else None,
-            envelope,
-            key_logic,
-            validation,
-            problem,
+        ch = view.channel
+        out[ch.topic] = ChannelRoute(
+            ch.name,
+            ch.topic,
+            ch.is_async,
+            ch.output_topic,
+            ch.avro_schema,
+            ch if ch.rollout is not None else None,
+            ch.envelope,
+            ch.key_logic,
+            ch.guards.validation,
+            None,
+            ch,
         )
     return out
 
@@ -517,8 +496,8 @@ class Pipeline:
         engine: Any,
     ) -> RunOptions:
         rkey = hm.get(H.ROLLOUT_KEY)
-        if not rkey and route.rollout_view is not None:  # governance: Kafka-ingested sticky key
-            rkey = record_rollout_key(route.rollout_view, record.key(), hm, data, metadata)
+        if not rkey and route.rollout_channel is not None:  # governance: Kafka-ingested sticky key
+            rkey = record_rollout_key(route.rollout_channel, record.key(), hm, data, metadata)
         if engine.is_sync(route.name):
             if not rkey and not deadline:
                 return _NO_OPTIONS

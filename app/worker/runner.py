@@ -33,6 +33,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from app.channels import CompiledChannel
 from app.config_store import ConfigReader, ConfigState, Snapshot
 from app.config_store.state import default_compiler
 from app.connectors.breaker import BreakerConfig, BreakerRegistry
@@ -89,7 +90,7 @@ class ChannelWorker:
         self.traces_topic = self.names.traces
         # Workflows must be compiled against the real connector functions (http_call, db_*, ...):
         # the default registry only has placeholders that fail with "needs a connector runtime".
-        self.reader = reader or ConfigReader(settings, state=_runtime_state())
+        self.reader = reader or ConfigReader(settings, state=_runtime_state(settings))
         self._own_reader = reader is None
         self.group_id = group_id or f"{settings.topic_prefix}worker"
         self.schemas = schemas or SchemaCache(schemas_dir(settings))
@@ -412,7 +413,7 @@ class ChannelWorker:
         offsets = batch.offsets
         acks = batch.acks
         counts: dict[tuple[str, str], int] = {}
-        governed = self.governance.governed(self.reader.snapshot)  # channels with rate limit / dedup
+        governed = self.governance.governed(self.reader.snapshot)  # channels with keys / size / rate / dedup
         held = self.governance.throttle.held  # partitions paused by a rate limit
         stopped: set[tuple[str, int]] = set()  # held partitions already handled in this batch
         inline: dict[str, bool] = {}  # topic -> its channel runs synchronously (no IO to await)
@@ -446,9 +447,10 @@ class ChannelWorker:
                     stopped.add((topic, partition))
                     skipped += 1
                     continue
-                if verdict == "duplicate":
+                if verdict in ("duplicate", "denied"):
                     offsets[(topic, partition)] = offset
-                    counts[(route.name, verdict)] = counts.get((route.name, verdict), 0) + 1
+                    status = "duplicate" if verdict == "duplicate" else "dlq"
+                    counts[(route.name, status)] = counts.get((route.name, status), 0) + 1
                     continue
             offsets[(topic, partition)] = offset
             key = msg.key()
@@ -563,10 +565,11 @@ class ChannelWorker:
             )
 
     async def _govern(
-        self, msg: Message, route: ChannelRoute, hm: dict[str, str], policy: Any, acks: Acks
+        self, msg: Message, route: ChannelRoute, hm: dict[str, str], channel: CompiledChannel, acks: Acks
     ) -> str | None:
-        """Rate limit + dedup of a Kafka-ingested record: None (run it), "hold" (its partition is paused
-        and sought back to it) or "duplicate" (traced, not run)."""
+        """API key, size, rate limit and dedup of a Kafka-ingested record (`Governor` decision): None (run
+        it), "hold" (its partition is paused and sought back to it), "duplicate" (traced, not run) or
+        "denied" (dead-lettered with the reason)."""
 
         def decode() -> tuple[Any, Any]:
             if route.avro_schema is not None:
@@ -577,24 +580,34 @@ class ChannelWorker:
 
         where = _where(msg)
         trace_id = _trace_id(msg, hm)
-        verdict = await self.governance.admit(
-            policy, key=msg.key(), headers=hm, decode=decode, where=where, trace_id=trace_id
+        value = msg.value()
+        decision = await self.governance.admit(
+            channel,
+            key=msg.key(),
+            headers=hm,
+            decode=decode,
+            where=where,
+            trace_id=trace_id,
+            size=len(value) if value is not None else 0,
         )
-        if verdict.action == "hold":
+        if decision.action in ("throttle", "unavailable"):
             assert self._consumer is not None
-            self.governance.throttle.hold(self._consumer, *where, verdict.retry_after)
+            self.governance.throttle.hold(self._consumer, *where, decision.retry_after)
             return "hold"
-        if verdict.action == "duplicate":
-            key, value = duplicate_trace(
+        if decision.action == "duplicate":
+            key, trace = duplicate_trace(
                 channel=route.name,
                 headers=hm,
                 trace_id=trace_id,
                 created_ms=msg.timestamp()[1],
-                verdict=verdict,
+                decision=decision,
                 where=where,
             )
-            acks.send((self.names.traces, value, key, None, -1))
+            acks.send((self.names.traces, trace, key, None, -1))
             return "duplicate"
+        if decision.action == "deny" and decision.error is not None:
+            acks.emit(self.pipeline.failed(msg, route, hm, decision.error, self._worker_view))
+            return "denied"
         return None
 
     def _sealed(self, msg: Message, hm: dict[str, str]) -> bool:
@@ -624,10 +637,11 @@ class ChannelWorker:
 MAX_CONFIG_AHEAD = 1000
 
 
-def _runtime_state() -> ConfigState:
+def _runtime_state(settings: Settings) -> ConfigState:
     from app.connectors import connector_registry
 
-    return ConfigState(compiler=functools.partial(default_compiler, registry=connector_registry()))
+    topics = TopicNames(settings.topic_prefix)
+    return ConfigState(compiler=functools.partial(default_compiler, registry=connector_registry(), topics=topics))
 
 
 def _poll_batch(consumer: Consumer, limit: int) -> list[Message]:

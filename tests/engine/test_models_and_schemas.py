@@ -60,18 +60,23 @@ def test_workflow_managed_fields_are_checked(bad: dict[str, Any]) -> None:
         )
 
 
-def test_channel_binds_one_or_many_workflows_and_keeps_extra_config() -> None:
+def test_channel_binds_one_or_many_workflows_and_accepts_orion_aliases() -> None:
     ch = ChannelDoc.model_validate(
         {
             "name": "orders",
             "workflow_id": "a",
             "workflow_ids": ["b", "a"],
-            "config": {"timeout_ms": 500, "deduplication": {"retention_secs": 60}, "custom": {"x": 1}},
+            "config": {"timeout_ms": 500, "deduplication": {"retention_secs": 60}},
         }
     )
     assert ch.bound_workflow_ids == ["a", "b"] and ch.id == "orders"
     assert ch.config.deduplication is not None and ch.config.deduplication.window_secs == 60
-    assert ch.model_dump()["config"]["custom"] == {"x": 1}
+
+
+def test_unknown_channel_settings_are_rejected_with_their_path() -> None:
+    with pytest.raises(ValidationError) as err:
+        ChannelDoc.model_validate({"name": "x", "config": {"timeout_ms": 5, "custom": {"x": 1}}})
+    assert [e["loc"] for e in err.value.errors()] == [("config", "custom")]
 
 
 @pytest.mark.parametrize(
@@ -82,6 +87,15 @@ def test_channel_binds_one_or_many_workflows_and_keeps_extra_config() -> None:
         {"name": "x", "config": {"rate_limit": {"requests_per_second": 0}}},
         {"name": "x", "config": {"backpressure": {"max_concurrent": 0}}},
         {"name": "bad name"},
+        {"name": "x", "config": {"api_key": ["k"]}},
+        {"name": "x", "config": {"failure_mod": "fail_closed"}},
+        {"name": "x", "config": {"rate_limit": {"requests_per_second": 1, "brust": 2}}},
+        {"name": "x", "workflow": "w"},
+        {"name": "x", "methods": ["FETCH"]},
+        {"name": "x", "topic": "not a topic"},
+        {"name": "x", "config": {"tracing": "sometimes"}},
+        {"name": "x", "config": {"output": "bad topic"}},
+        {"name": "x", "config": {"envelope": "avro"}},
     ],
 )
 def test_bad_channels_are_rejected(bad: dict[str, Any]) -> None:

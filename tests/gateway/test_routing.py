@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from app.config_store.snapshot import RouteEntry as SnapshotRoute
-from app.config_store.snapshot import Snapshot
+from typing import Any
+
+from app.channels import compile_channel
+from app.config_store.snapshot import ChannelView, Snapshot
 from app.gateway.data import route_table
 from app.gateway.routing import RouteEntry, RouteTable, split_async, split_path
 
 
-def _table(*channels: dict[str, object]) -> RouteTable:
-    return RouteTable.from_channels(channels)
+def _table(*channels: dict[str, Any]) -> RouteTable:
+    return RouteTable.of(compile_channel(str(doc["name"]), doc) for doc in channels)
 
 
 def test_params_are_captured_as_strings() -> None:
@@ -95,15 +97,12 @@ def test_async_and_kafka_channels_are_not_in_the_rest_table() -> None:
 
 
 def test_route_table_from_a_config_snapshot_keeps_only_sync_routes() -> None:
-    snap = Snapshot(
-        offset=3,
-        generation=1,
-        channels={"orders": object(), "bg": object()},  # type: ignore[dict-item]
-        routes=(
-            SnapshotRoute("orders", "/orders/{id}", ("orders", "{id}"), ("GET",), 0, "sync"),
-            SnapshotRoute("bg", "/bg/{id}", ("bg", "{id}"), ("POST",), 0, "async"),
-        ),
-    )
+    def view(doc: dict[str, Any]) -> ChannelView:
+        return ChannelView(doc["name"], 1, compile_channel(doc["name"], doc), ())
+
+    orders = {"name": "orders", "route_pattern": "/orders/{id}", "methods": ["GET"]}
+    bg = {"name": "bg", "channel_type": "async", "route_pattern": "/bg/{id}", "methods": ["POST"]}
+    snap = Snapshot(offset=3, generation=1, channels={"orders": view(orders), "bg": view(bg)})
     table = route_table(snap)
     res = table.resolve("GET", "orders/1")
     assert res is not None and res.channel == "orders" and res.params == {"id": "1"}

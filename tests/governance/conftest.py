@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 
+from app.channels import compile_channel
 from app.config_store.snapshot import ChannelView
 from app.gateway.data import DataContext
 from app.gateway.routing import Resolution
@@ -22,9 +23,9 @@ __all__ = ["PrivateRedis", "make_ctx", "make_view"]
 
 
 def make_view(name: str, config: dict[str, Any], version: int = 1) -> ChannelView:
-    """A channel view as the config snapshot builds it (only `doc` matters to governance)."""
-    doc = {"channel_id": name, "name": name, "channel_type": "sync", "protocol": "http", "config": config}
-    return ChannelView(id=name, name=name, version=version, doc=doc, model=None, workflows=())
+    """A channel view as the config snapshot builds it: the channel compiled from a real document."""
+    doc = {"name": name, "channel_type": "sync", "protocol": "http", "config": config}
+    return ChannelView(id=name, version=version, channel=compile_channel(name, doc), workflows=())
 
 
 def make_ctx(

@@ -1,4 +1,5 @@
-"""`Governance` as the gateway's guard seam, driven directly (memory store, real Redis, dead Redis)."""
+"""The gateway's guard seam acting on the `Governor`'s decisions, driven directly (memory store, real Redis,
+dead Redis)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from prometheus_client import REGISTRY
 from starlette.responses import Response
 
 from app.errors import BadRequest, Conflict, ServiceUnavailable, Unauthorized
-from app.governance import Governance
+from app.gateway.guards import ChannelGuards, ChannelPolicy
+from app.governance import Governor
 from app.governance.store import MemoryStore, RedisStore
 from app.kafka.broker import free_port
 from app.settings import Settings
@@ -25,8 +27,8 @@ def _metric(name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-async def gov() -> AsyncIterator[Governance]:
-    g = Governance(SETTINGS, store=MemoryStore())
+async def gov() -> AsyncIterator[ChannelGuards]:
+    g = ChannelGuards(governor=Governor(SETTINGS, store=MemoryStore()))
     await g.start()
     yield g
     await g.stop()
@@ -36,19 +38,16 @@ def _ok(body: dict[str, Any]) -> Response:
     return Response(orjson.dumps(body), 200, media_type="application/json")
 
 
-async def test_channel_without_governance_passes(gov: Governance) -> None:
+async def test_channel_without_governance_passes(gov: ChannelGuards) -> None:
     view = make_view("plain", {})
     assert await gov.check(make_ctx(view), _policy(view)) is None
 
 
-def _policy(view: Any) -> Any:
-    from app.gateway.data import ChannelPolicy
-    from app.kafka.names import TopicNames
-
-    return ChannelPolicy.build(view, TopicNames("tgov."), SETTINGS)
+def _policy(view: Any) -> ChannelPolicy:
+    return ChannelPolicy.build(view.channel, SETTINGS)
 
 
-async def test_rate_limit_429_with_retry_after_per_client(gov: Governance) -> None:
+async def test_rate_limit_429_with_retry_after_per_client(gov: ChannelGuards) -> None:
     view = make_view("rl", {"rate_limit": {"requests_per_second": 1, "burst": 2}})
     before = _metric("rate_limit_rejections_total", channel="rl")
     got = [await gov.check(make_ctx(view, client_ip="1.1.1.1"), _policy(view)) for _ in range(3)]
@@ -62,7 +61,7 @@ async def test_rate_limit_429_with_retry_after_per_client(gov: Governance) -> No
     assert await gov.check(make_ctx(view, client_ip="2.2.2.2"), _policy(view)) is None
 
 
-async def test_rate_limit_key_logic(gov: Governance) -> None:
+async def test_rate_limit_key_logic(gov: ChannelGuards) -> None:
     view = make_view(
         "rlk",
         {"rate_limit": {"requests_per_second": 1, "burst": 1, "key_logic": {"var": "headers.x-tenant-id"}}},
@@ -75,7 +74,7 @@ async def test_rate_limit_key_logic(gov: Governance) -> None:
     assert await gov.check(make_ctx(view, headers={"X-Tenant-Id": "t2"}, client_ip="a"), pol) is None
 
 
-async def test_rate_limit_key_logic_error_falls_back_to_client_ip(gov: Governance) -> None:
+async def test_rate_limit_key_logic_error_falls_back_to_client_ip(gov: ChannelGuards) -> None:
     view = make_view("rle", {"rate_limit": {"requests_per_second": 1, "burst": 1, "key_logic": {"throw": "x"}}})
     pol = _policy(view)
     assert await gov.check(make_ctx(view, client_ip="a"), pol) is None
@@ -84,7 +83,7 @@ async def test_rate_limit_key_logic_error_falls_back_to_client_ip(gov: Governanc
     assert r is not None and r.status_code == 429
 
 
-async def test_dedup_409_scoped_per_channel(gov: Governance) -> None:
+async def test_dedup_409_scoped_per_channel(gov: ChannelGuards) -> None:
     a = make_view("da", {"deduplication": {}})
     b = make_view("db", {"deduplication": {}})
     hdr = {"Idempotency-Key": "k-1"}
@@ -99,7 +98,7 @@ async def test_dedup_409_scoped_per_channel(gov: Governance) -> None:
     assert await gov.check(make_ctx(a), _policy(a)) is None
 
 
-async def test_dedup_custom_header_and_key_logic(gov: Governance) -> None:
+async def test_dedup_custom_header_and_key_logic(gov: ChannelGuards) -> None:
     h = make_view("dh", {"deduplication": {"header": "X-Req"}})
     assert await gov.check(make_ctx(h, headers={"x-req": "1"}), _policy(h)) is None
     with pytest.raises(Conflict):
@@ -114,7 +113,7 @@ async def test_dedup_custom_header_and_key_logic(gov: Governance) -> None:
     assert await gov.check(make_ctx(lg, {}), _policy(lg)) is None
 
 
-async def test_dedup_return_original(gov: Governance) -> None:
+async def test_dedup_return_original(gov: ChannelGuards) -> None:
     view = make_view("dr", {"deduplication": {"return_original": True}})
     hdr = {"Idempotency-Key": "abc"}
     first = make_ctx(view, {"x": 1}, hdr)
@@ -129,7 +128,7 @@ async def test_dedup_return_original(gov: Governance) -> None:
     assert replay.headers["idempotent-replayed"] == "true"
 
 
-async def test_cache_hit_miss_and_only_clean_200s(gov: Governance) -> None:
+async def test_cache_hit_miss_and_only_clean_200s(gov: ChannelGuards) -> None:
     view = make_view("cc", {"cache": {"enabled": True, "cache_key_fields": ["data.user"]}})
     pol = _policy(view)
     hits = _metric("quasar_response_cache_hits_total", channel="cc")
@@ -156,7 +155,7 @@ async def test_cache_hit_miss_and_only_clean_200s(gov: Governance) -> None:
         assert await gov.check(make_ctx(view, {"user": f"bad{i}"}), pol) is None
 
 
-async def test_cache_skips_async_requests(gov: Governance) -> None:
+async def test_cache_skips_async_requests(gov: ChannelGuards) -> None:
     view = make_view("ca", {"cache": {"enabled": True}})
     sync = make_ctx(view, {"a": 1})
     await gov.check(sync, _policy(view))
@@ -164,7 +163,7 @@ async def test_cache_skips_async_requests(gov: Governance) -> None:
     assert await gov.check(make_ctx(view, {"a": 1}, is_async=True), _policy(view)) is None
 
 
-async def test_cache_whole_data_and_route_params(gov: Governance) -> None:
+async def test_cache_whole_data_and_route_params(gov: ChannelGuards) -> None:
     view = make_view("cw", {"cache": {"enabled": True}})
     pol = _policy(view)
     first = make_ctx(view, {"a": 1}, params={"id": "1"})
@@ -175,7 +174,7 @@ async def test_cache_whole_data_and_route_params(gov: Governance) -> None:
     assert await gov.check(make_ctx(view, {"a": 2}, params={"id": "1"}), pol) is None
 
 
-async def test_channel_api_keys(gov: Governance, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_channel_api_keys(gov: ChannelGuards, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUASAR_TEST_CH_KEY", "from-env")
     view = make_view("ak", {"api_keys": ["plain-key", "env://QUASAR_TEST_CH_KEY", "env://QUASAR_TEST_UNSET_VAR"]})
     pol = _policy(view)
@@ -202,7 +201,7 @@ async def test_channel_api_keys(gov: Governance, monkeypatch: pytest.MonkeyPatch
     assert await gov.check(make_ctx(custom, headers={"X-Channel-Key": "k"}), _policy(custom)) is None
 
 
-async def test_rollout_key_from_header_or_logic(gov: Governance) -> None:
+async def test_rollout_key_from_header_or_logic(gov: ChannelGuards) -> None:
     hv = make_view("rh", {"rollout_key": "X-User"})
     assert gov.rollout_key(make_ctx(hv, headers={"X-User": "u7"})) == "u7"
     assert gov.rollout_key(make_ctx(hv)) is None
@@ -212,10 +211,10 @@ async def test_rollout_key_from_header_or_logic(gov: Governance) -> None:
 
 
 async def test_shared_state_across_two_governance_objects_on_redis(redis_url: str) -> None:
-    """Two instances = two Governance objects on one Redis: one limit, one key space, one cache."""
+    """Two instances = two governors on one Redis: one limit, one key space, one cache."""
     one, two = (
-        Governance(SETTINGS, store=RedisStore(redis_url)),
-        Governance(SETTINGS, store=RedisStore(redis_url)),
+        ChannelGuards(governor=Governor(SETTINGS, store=RedisStore(redis_url))),
+        ChannelGuards(governor=Governor(SETTINGS, store=RedisStore(redis_url))),
     )
     await one.start()
     await two.start()
@@ -249,7 +248,8 @@ async def test_shared_state_across_two_governance_objects_on_redis(redis_url: st
 
 
 async def test_dead_redis_fail_open_and_fail_closed() -> None:
-    g = Governance(SETTINGS, store=RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2))
+    dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
+    g = ChannelGuards(governor=Governor(SETTINGS, store=dead))
     await g.start()
     try:
         cfg: dict[str, Any] = {"rate_limit": {"requests_per_second": 1, "burst": 1}, "deduplication": {},
@@ -276,11 +276,11 @@ async def test_dead_redis_fail_open_and_fail_closed() -> None:
         await g.stop()
 
 
-async def test_memory_backend_health_is_ok(gov: Governance) -> None:
+async def test_memory_backend_health_is_ok(gov: ChannelGuards) -> None:
     assert gov.health() == "ok"
 
 
-async def test_cached_responses_belong_to_one_caller_and_one_query(gov: Governance) -> None:
+async def test_cached_responses_belong_to_one_caller_and_one_query(gov: ChannelGuards) -> None:
     """Issue 14 item 8: the cache used to ignore who asked and the query string."""
     view = make_view("cs", {"cache": {"enabled": True}})
     pol = _policy(view)
@@ -303,7 +303,7 @@ async def test_cached_responses_belong_to_one_caller_and_one_query(gov: Governan
     assert await gov.check(bearer, pol) is None
 
 
-async def test_idempotency_keys_belong_to_one_caller(gov: Governance) -> None:
+async def test_idempotency_keys_belong_to_one_caller(gov: ChannelGuards) -> None:
     view = make_view("dk", {"api_keys": ["key-1", "key-2"], "deduplication": {"return_original": True}})
     pol = _policy(view)
     hdr = {"Idempotency-Key": "same"}
@@ -316,7 +316,7 @@ async def test_idempotency_keys_belong_to_one_caller(gov: Governance) -> None:
     assert replay is not None and orjson.loads(replay.body)["data"] == {"secret": "of caller 1"}
 
 
-async def test_a_request_refused_before_it_ran_frees_its_idempotency_key(gov: Governance) -> None:
+async def test_a_request_refused_before_it_ran_frees_its_idempotency_key(gov: ChannelGuards) -> None:
     """Issue 14 item 9: a 503 used to keep the key, and the retry got 409 for 300 s."""
     view = make_view("dfree", {"deduplication": {}})
     pol = _policy(view)
@@ -329,7 +329,7 @@ async def test_a_request_refused_before_it_ran_frees_its_idempotency_key(gov: Go
         await gov.check(make_ctx(view, headers=hdr), pol)  # a completed (or running) one still holds it
 
 
-async def test_the_api_key_is_checked_before_validation_logic(gov: Governance) -> None:
+async def test_the_api_key_is_checked_before_validation_logic(gov: ChannelGuards) -> None:
     """Low: validation answers used to come before the key check, so the rule could be probed."""
     view = make_view("authfirst", {"api_keys": ["k"], "validation_logic": {"==": [{"var": "data.ok"}, True]}})
     with pytest.raises(Unauthorized):

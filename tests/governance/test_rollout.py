@@ -42,7 +42,7 @@ def _engine() -> Engine:
 
 
 def test_ten_percent_split_over_10000_keys_is_within_two_points() -> None:
-    view = make_view("ch", {"rollout_key": "$kafka_key"})
+    view = make_view("ch", {"rollout_key": "$kafka_key"}).channel
     engine = _engine()
     canary = 0
     for i in range(10_000):
@@ -55,7 +55,7 @@ def test_ten_percent_split_over_10000_keys_is_within_two_points() -> None:
 
 
 def test_same_key_same_version_every_time() -> None:
-    view = make_view("ch", {"rollout_key": "X-User"})
+    view = make_view("ch", {"rollout_key": "X-User"}).channel
     engine = _engine()
     for user in ("alice", "bob", "carol", "dave"):
         versions = set()
@@ -71,17 +71,20 @@ def test_same_key_same_version_every_time() -> None:
 def test_record_key_sources() -> None:
     headers = {"x-user": "u1"}
     data = {"customer": {"id": 42}}
-    assert record_rollout_key(make_view("a", {"rollout_key": "X-User"}), b"k", headers, data, {}) == "u1"
-    assert record_rollout_key(make_view("b", {"rollout_key": {"kafka_key": True}}), b"k1", headers, data, {}) == "k1"
-    assert record_rollout_key(make_view("c", {"rollout_key": "$kafka_key"}), None, headers, data, {}) is None
-    logic = make_view("d", {"rollout_key": {"var": "data.customer.id"}})
+    assert record_rollout_key(make_view("a", {"rollout_key": "X-User"}).channel, b"k", headers, data, {}) == "u1"
+    assert (
+        record_rollout_key(make_view("b", {"rollout_key": {"kafka_key": True}}).channel, b"k1", headers, data, {})
+        == "k1"
+    )
+    assert record_rollout_key(make_view("c", {"rollout_key": "$kafka_key"}).channel, None, headers, data, {}) is None
+    logic = make_view("d", {"rollout_key": {"var": "data.customer.id"}}).channel
     assert record_rollout_key(logic, b"k", headers, data, {}) == "42"  # non-strings are JSON-encoded
     assert record_rollout_key(logic, b"k", headers, {}, {}) is None  # null: no sticky key
-    by_key = make_view("e", {"rollout_key": {"cat": ["t-", {"var": "key"}]}})
+    by_key = make_view("e", {"rollout_key": {"cat": ["t-", {"var": "key"}]}}).channel
     assert record_rollout_key(by_key, b"abc", headers, data, {}) == "t-abc"
-    assert record_rollout_key(make_view("f", {}), b"k", headers, data, {}) is None
+    assert record_rollout_key(make_view("f", {}).channel, b"k", headers, data, {}) is None
     assert record_rollout_key(None, b"k", headers, data, {}) is None
     # the bucket is the engine's own sticky hash of the key
-    assert record_rollout_bucket(make_view("g", {"rollout_key": "$kafka_key"}), b"abc", {}, {}, {}) == rollout_bucket(
-        "abc"
-    )
+    assert record_rollout_bucket(
+        make_view("g", {"rollout_key": "$kafka_key"}).channel, b"abc", {}, {}, {}
+    ) == rollout_bucket("abc")

@@ -10,6 +10,7 @@ import orjson
 from app.config_store.operations import Activate, Create, NewVersion, Operation, Put, Update
 from app.config_store.snapshot import build_snapshot, rollout_ranges
 from app.config_store.state import CompileResult, ConfigState, proposal_key
+from app.gateway.data import route_table
 
 NOW = "2025-01-01T00:00:00.000Z"
 WF = {"name": "wf", "condition": True, "tasks": []}
@@ -65,7 +66,7 @@ def test_channels_bind_workflows_and_the_engine_gets_every_active_version() -> N
     s.op(
         "channel",
         "orders",
-        Create({"name": "orders", "channel_type": "sync", "protocol": "rest", "workflow_ids": ["wf", "other"]}),
+        Create({"name": "orders", "channel_type": "sync", "protocol": "http", "workflow_ids": ["wf", "other"]}),
         Activate(),
     )
     s.op("channel", "draft-only", Create({"name": "draft-only", "workflow_id": "wf"}))
@@ -97,8 +98,8 @@ def test_channels_bind_workflows_and_the_engine_gets_every_active_version() -> N
 def test_invalid_versions_are_left_out_of_the_engine_and_reported() -> None:
     s = Store()
     s.op("workflow", "wf", Create({**WF, "broken": True}), Activate())
-    s.op("channel", "c", Create({"workflow_id": "wf"}), Activate())
-    s.op("channel", "d", Create({"workflow_id": "missing"}), Activate())
+    s.op("channel", "c", Create({"name": "c", "workflow_id": "wf"}), Activate())
+    s.op("channel", "d", Create({"name": "d", "workflow_id": "missing"}), Activate())
     snap = build_snapshot(s.state, engine_factory=lambda ch, **_: dict(ch))
     assert snap.engine == {"c": [], "d": []}
     assert snap.channels["c"].workflows[0].errors[0]["message"] == "broken on purpose"
@@ -114,19 +115,25 @@ def test_route_table_is_ordered_like_orion() -> None:
     s.op(
         "channel",
         "a",
-        Create({"protocol": "rest", "route_pattern": "/orders/{id}", "methods": ["get"]}),
+        Create({"name": "a", "protocol": "rest", "route_pattern": "/orders/{id}", "methods": ["get"]}),
         Activate(),
     )
-    s.op("channel", "b", Create({"protocol": "rest", "route_pattern": "/orders/{id}/items/{item}"}), Activate())
-    s.op("channel", "c", Create({"protocol": "rest", "route_pattern": "/x", "priority": 5}), Activate())
-    s.op("channel", "k", Create({"protocol": "kafka", "topic": "t"}), Activate())
+    s.op(
+        "channel",
+        "b",
+        Create({"name": "b", "protocol": "rest", "route_pattern": "/orders/{id}/items/{item}"}),
+        Activate(),
+    )
+    s.op("channel", "c", Create({"name": "c", "protocol": "rest", "route_pattern": "/x", "priority": 5}), Activate())
+    s.op("channel", "k", Create({"name": "k", "protocol": "kafka", "topic": "t"}), Activate())
     snap = build_snapshot(s.state, engine_factory=None)
-    assert [(r.channel, r.segments, r.methods) for r in snap.routes] == [
-        ("c", ("x",), ()),
-        ("b", ("orders", "{id}", "items", "{item}"), ()),
-        ("a", ("orders", "{id}"), ("GET",)),
+    table = route_table(snap)
+    assert [(r.channel, r.segments, r.methods) for r in table.entries] == [
+        ("c", (("static", "x"),), frozenset()),
+        ("b", (("static", "orders"), ("param", "id"), ("static", "items"), ("param", "item")), frozenset()),
+        ("a", (("static", "orders"), ("param", "id")), frozenset({"GET"})),
     ]
-    assert snap.channels["k"].topic == "t" and snap.engine is None
+    assert snap.channels["k"].channel.topic == "t" and snap.engine is None
 
 
 def test_channels_sharing_a_name_share_one_engine_channel() -> None:

@@ -1,0 +1,196 @@
+"""The compiled channel: one typed, immutable object per channel version, shared by every reader.
+
+`compile_channel` (in `app.channels.compile`) builds it once per config version at fold time; the
+gateway (routes, guards, topics), governance (rate limit, dedup, cache, failure mode) and the worker
+(topics, envelope, keys, output, retry, tracing, headers) read it. Nobody parses the document again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from app.engine.jsonlogic import Logic
+from app.engine.models import ChannelDoc
+
+__all__ = [
+    "CREDENTIAL_HEADERS",
+    "CachePolicy",
+    "CompiledChannel",
+    "DedupPolicy",
+    "GovernancePolicy",
+    "HeaderPolicy",
+    "InputGuards",
+    "RateLimitPolicy",
+    "RetryPolicy",
+    "RolloutKey",
+    "RoutePattern",
+    "TracingMode",
+    "TracingPolicy",
+]
+
+# Request headers that carry credentials: never written to a topic unless a channel keeps them.
+CREDENTIAL_HEADERS: frozenset[str] = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+Envelope = Literal["raw", "quasar"]
+TracingMode = Literal["all", "errors", "sample", "off"]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePattern:
+    """A compiled `route_pattern`: each segment is `("static", lower-cased text)` or `("param", name)`."""
+
+    pattern: str
+    segments: tuple[tuple[str, str], ...]
+    methods: frozenset[str]  # empty = any method
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitPolicy:
+    rate: float
+    burst: int
+    key_logic: Logic | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DedupPolicy:
+    header: str = "idempotency-key"  # lower case: header maps are matched lower-cased
+    window_ms: int = 300_000
+    key_logic: Logic | None = None
+    return_original: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    ttl_ms: int = 300_000
+    fields: tuple[str, ...] | None = None  # top-level `data` fields of the key; None = all of `data`
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutKey:
+    """Where a request's sticky rollout key comes from: one of header, Kafka key, or logic."""
+
+    header: str | None = None
+    kafka_key: bool = False
+    logic: Logic | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputGuards:
+    """Checks on what comes in, before any work: API keys (401), size (413), validation (400), CORS (403)."""
+
+    api_keys: tuple[str, ...] = ()  # references as written (`env://VAR` resolved at use)
+    api_key_header: str = "x-api-key"
+    validation: Logic | None = None
+    max_payload_bytes: int | None = None  # the channel's own limit; the global one always applies too
+    allowed_origins: frozenset[str] | None = None
+    allowed_methods: tuple[str, ...] | None = None
+    allowed_headers: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GovernancePolicy:
+    """Shared-state governance of a channel (state in the governance store: Redis or memory)."""
+
+    channel: str
+    rate_limit: RateLimitPolicy | None = None
+    dedup: DedupPolicy | None = None
+    cache: CachePolicy | None = None
+    fail_closed: bool = False
+    max_concurrent: int | None = None  # backpressure (per gateway instance)
+
+    @property
+    def active(self) -> bool:
+        """Anything that needs the store at all (the common ungoverned channel costs nothing)."""
+        return bool(self.rate_limit or self.dedup or self.cache or self.fail_closed)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Record-level retries of transient failures; None = the worker's setting."""
+
+    max_attempts: int | None = None
+    backoff_ms: int | None = None
+    max_backoff_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TracingPolicy:
+    """`tracing: all | errors | sample:<ratio> | off` (default `all`: every request is traced)."""
+
+    mode: TracingMode = "all"
+    ratio: float = 1.0  # share of successful requests traced in `sample` mode
+    per_task: bool = False  # each task's input and output on the trace (Orion's tracing.per_task)
+
+    def traces(self, *, failed: bool, draw: float) -> bool:
+        """Whether a request is traced; `draw` is uniform in [0, 1). Failures are traced unless `off`."""
+        if self.mode == "all":
+            return True
+        if self.mode == "off":
+            return False
+        return failed or (self.mode == "sample" and draw < self.ratio)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderPolicy:
+    """Which headers reach the records written for a request. Names are lower case.
+
+    - `persisted`: request headers kept in `metadata.headers` on the channel topic: everything but the
+      credential headers (`authorization`, `cookie`, `proxy-authorization`, the channel's `secret`
+      ones), unless the channel lists them in `keep_credentials`.
+    - `propagates`: input headers copied to output, reply, trace and DLQ records (`all`, `none` or an
+      allow-list), minus `drop` and minus credentials.
+    """
+
+    propagate: Literal["all", "none"] | frozenset[str] = "all"
+    drop: frozenset[str] = frozenset()
+    secret: frozenset[str] = CREDENTIAL_HEADERS
+    keep: frozenset[str] = frozenset()  # credentials this channel explicitly persists
+
+    def persisted(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """`headers` without the credentials the channel did not ask to keep (keys compared lower-cased)."""
+        secret, keep = self.secret, self.keep
+        return {k: v for k, v in headers.items() if k.lower() not in secret or k.lower() in keep}
+
+    def propagates(self, name: str) -> bool:
+        """Whether input header `name` is copied to the records produced for it."""
+        lower = name.lower()
+        if lower in self.drop or (lower in self.secret and lower not in self.keep):
+            return False
+        if self.propagate == "all":
+            return True
+        if self.propagate == "none":
+            return False
+        return lower in self.propagate
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledChannel:
+    """One channel version, compiled: everything any reader needs, typed and immutable."""
+
+    id: str
+    name: str
+    channel_type: Literal["sync", "async"]
+    protocol: Literal["rest", "http", "kafka"]
+    priority: int
+    workflow_ids: tuple[str, ...]
+    route: RoutePattern | None  # from `route_pattern` (the gateway routes only sync rest/http ones)
+    topic: str  # request topic: the declared `topic`, else `<prefix>ch.<name>`
+    output_topic: str | None  # async: `<prefix>out.<name>` unless `output: false`; sync: None
+    consumer_group: str | None  # None = the worker's group (QUASAR_WORKER_GROUP)
+    envelope: Envelope  # record value format on the channel topic
+    key_logic: Logic | None  # record key of outputs (None: keep the input key)
+    timeout_ms: int | None  # None = QUASAR_PROCESSING_TIMEOUT_MS
+    guards: InputGuards = field(default_factory=InputGuards)
+    governance: GovernancePolicy = field(default_factory=lambda: GovernancePolicy(""))
+    rollout: RolloutKey | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    tracing: TracingPolicy = field(default_factory=TracingPolicy)
+    headers: HeaderPolicy = field(default_factory=HeaderPolicy)
+    avro_schema: str | Mapping[str, Any] | None = None
+    document: ChannelDoc | None = None  # the validated document it was compiled from
+
+    @property
+    def is_async(self) -> bool:
+        return self.channel_type == "async"
