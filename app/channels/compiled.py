@@ -178,7 +178,7 @@ class CompiledChannel:
     route: RoutePattern | None  # from `route_pattern` (the gateway routes only sync rest/http ones)
     topic: str  # request topic: the declared `topic`, else `<prefix>ch.<name>`
     output_topic: str | None  # async: `<prefix>out.<name>` unless `output: false`; sync: None
-    consumer_group: str | None  # None = the worker's group (QUASAR_WORKER_GROUP)
+    consumer_group: str | None  # None = the worker's group (`<prefix>worker`)
     envelope: Envelope  # record value format on the channel topic
     key_logic: Logic | None  # record key of outputs (None: keep the input key)
     timeout_ms: int | None  # None = QUASAR_PROCESSING_TIMEOUT_MS

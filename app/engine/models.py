@@ -274,7 +274,7 @@ class ChannelDoc(_Managed):
     consumer_group: str | None = Field(
         None,
         pattern=GROUP_PATTERN,
-        description="Kafka consumer group of this channel's worker consumer (default: QUASAR_WORKER_GROUP)",
+        description="Kafka consumer group of this channel (default: the worker's group, <prefix>worker)",
     )
     workflow_id: str | None = None
     workflow_ids: list[str] = Field(default_factory=list)
