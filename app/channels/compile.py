@@ -212,6 +212,13 @@ def compile_channel(
     # sync channel answers its caller and has one only when it asks (`output: true` or a topic name).
     output = cfg.output if cfg.output is not None else doc.channel_type == "async"
     output_topic = output if isinstance(output, str) else names.output(doc.name) if output else None
+    request_topic = names.channel(doc.name, doc.topic)
+    if names.is_internal(request_topic):
+        c.errors.append({"field": "topic", "message": f"'{request_topic}' is internal to Quasar: not a channel topic"})
+    if output_topic is not None and names.is_internal(output_topic):
+        c.errors.append({"field": "config.output", "message": f"'{output_topic}' is internal to Quasar"})
+    elif output_topic is not None and output_topic == request_topic:
+        c.errors.append({"field": "config.output", "message": "the output topic is the channel's own topic (a loop)"})
     if c.errors:
         raise ChannelInvalid(channel_id, c.errors)
 
@@ -224,7 +231,7 @@ def compile_channel(
         priority=doc.priority,
         workflow_ids=tuple(doc.bound_workflow_ids),
         route=route,
-        topic=names.channel(doc.name, doc.topic),
+        topic=request_topic,
         output_topic=output_topic,
         consumer_group=doc.consumer_group,
         envelope=cfg.envelope or ("raw" if doc.protocol == "kafka" else "quasar"),

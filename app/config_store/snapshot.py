@@ -13,6 +13,7 @@ in one attribute assignment, so a request always sees one consistent config.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,18 @@ def _compiled_channel(obj: ObjectState, n: int, doc: Mapping[str, Any], topics: 
         return exc.errors
 
 
+def _unusable_settings(channel: CompiledChannel) -> list[dict[str, str]]:
+    """Settings that compile but cannot work in this process's environment: the channel still runs
+    (an unresolvable API key matches nobody, so the channel refuses every caller) and /health says why."""
+    from app.secrets import ENV_PREFIX
+
+    return [
+        {"field": "config.api_keys", "message": f"{ref} is not set: this key matches no caller"}
+        for ref in channel.guards.api_keys
+        if ref.startswith(ENV_PREFIX) and not os.environ.get(ref[len(ENV_PREFIX) :])
+    ]
+
+
 def build_snapshot(
     state: ConfigState,
     *,
@@ -164,6 +177,9 @@ def build_snapshot(
                 )
                 continue
             bound_wfs.extend(workflows[wid])
+        unusable = _unusable_settings(channel)
+        if unusable:
+            problems.append({"kind": "channel", "id": obj.id, "version": n, "errors": unusable})
         existing = channels.get(channel.name)
         if existing is not None:
             channels[channel.name] = ChannelView(

@@ -17,14 +17,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from app.channels import CompiledChannel
 from app.config_store import operations as ops
 from app.config_store.reader import ConfigReader
 from app.config_store.rulesets import call_problems, check_activation, ruleset_catalog
 from app.config_store.state import KINDS, STATUSES, ConfigState, ObjectState, definition_of, id_field
 from app.config_store.writer import BACKUP_FORMAT, ConfigWriter
 from app.errors import BadRequest, NotFound, QuasarError, TestSuiteFailed, ValidationFailed
-from app.gateway.routing import RouteEntry, ambiguous_with
-from app.kafka.names import TopicNames
+from app.gateway.routing import RouteEntry, RouteTable, ambiguous_with
 from app.secrets import mask_secrets, unmask_with
 from app.settings import Settings
 
@@ -80,7 +80,7 @@ class AdminService:
         settings: Settings | None = None,
         *,
         audit_source: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
-        ensure_topic: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
+        ensure_topic: Callable[[CompiledChannel], Awaitable[None]] | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -216,11 +216,11 @@ class AdminService:
         if len(name) > 255:
             raise ValidationFailed("name must be at most 255 characters")
         if kind == "channel":
-            self._check_channel_topics(body)
             self._check_route(body)
 
     def _check_route(self, body: Mapping[str, Any]) -> None:
-        """A route pattern that active channels' patterns make ambiguous is refused (400)."""
+        """A route pattern that active channels' patterns make ambiguous is refused (400). A pattern that
+        does not compile is left to the compile step, which names the field."""
         pattern = body.get("route_pattern")
         if not isinstance(pattern, str) or not pattern or str(body.get("channel_type", "sync")).lower() != "sync":
             return
@@ -228,27 +228,17 @@ class AdminService:
         raw_priority = body.get("priority")
         priority = raw_priority if isinstance(raw_priority, int) else 0
         name = str(body.get("name") or "")
-        entry = RouteEntry.compile(name, pattern, [str(m) for m in methods or ()], priority)
-        others = [
-            RouteEntry.compile(r.channel, r.pattern, r.methods, r.priority)
-            for r in self.reader.snapshot.routes
-            if str(r.channel_type).lower() == "sync"
-        ]
-        clash = ambiguous_with(entry, others)
+        try:
+            entry = RouteEntry.compile(name, pattern, [str(m) for m in methods or ()], priority)
+        except ValueError:
+            return
+        active = RouteTable.of(view.channel for view in self.reader.snapshot.channels.values())
+        clash = ambiguous_with(entry, active.entries)
         if clash is not None:
             raise ValidationFailed(
                 f"route_pattern '{pattern}' matches the same requests as channel '{clash.channel}' with the same "
                 "priority: give one a higher priority or a more specific pattern"
             )
-
-    def _check_channel_topics(self, body: Mapping[str, Any]) -> None:
-        """A channel never consumes from or writes to one of Quasar's own topics."""
-        names = TopicNames(self.settings.topic_prefix)
-        config = body.get("config")
-        output = config.get("output") if isinstance(config, Mapping) else None
-        for field, topic in (("topic", body.get("topic")), ("config.output", output)):
-            if isinstance(topic, str) and names.is_internal(topic):
-                raise ValidationFailed(f"{field} '{topic}' is internal to Quasar and cannot be a channel topic")
 
     def _prepare(self, kind: str, body: Any, object_id: str | None = None) -> tuple[str, dict[str, Any]]:
         if not isinstance(body, Mapping):
@@ -298,8 +288,10 @@ class AdminService:
         if status == "active":
             p = body.get("rollout_percentage", 100)
             if kind == "channel" and obj.draft is not None and self._ensure_topic is not None:
-                # Create the request topic before the channel goes live, so the first request has a home.
-                await self._ensure_topic(dict(obj.versions[obj.draft]))
+                # Create its topics before the channel goes live, so the first request has a home.
+                compiled = obj.compiled.get(obj.draft)
+                if compiled is not None and isinstance(compiled.compiled, CompiledChannel):
+                    await self._ensure_topic(compiled.compiled)
             suite = self._activation_suite(kind, obj)
             op: ops.Operation = ops.Activate(p if p is not None else 100, test_suite=suite)
         elif status == "archived":
@@ -654,20 +646,24 @@ def _package_version() -> str:
     return str(__version__)
 
 
-async def ensure_channel_topic_for(settings: Settings, channel: Mapping[str, Any]) -> None:
-    """Create a channel's request topic (its declared `topic`, else `<prefix>ch.<id>`) if missing."""
+async def ensure_channel_topic_for(settings: Settings, channel: CompiledChannel) -> None:
+    """Create a channel's request topic and (async) output topic if missing, with the topic specs."""
     from app.kafka.admin import create_admin
-    from app.kafka.topics import channel_topic_plan, ensure_channel_topic, load_specs
+    from app.kafka.topics import ensure_channel_topic, load_specs
 
     def run() -> None:
-        object_id = str(channel.get("channel_id"))
-        plan = channel_topic_plan(load_specs(), settings, object_id, declared=channel.get("topic") or None)
-        ensure_channel_topic(
-            create_admin(settings),
-            plan.name,
-            plan.partitions,
-            configs=plan.configs,
-            replication_factor=plan.replication_factor,
-        )
+        specs = load_specs()
+        admin = create_admin(settings)
+        for name, role in ((channel.topic, "channel"), (channel.output_topic, "output")):
+            if name is None:
+                continue
+            spec = specs[role]
+            ensure_channel_topic(
+                admin,
+                name,
+                spec.partitions or settings.default_partitions,
+                configs=dict(spec.configs),
+                replication_factor=settings.replication_factor,
+            )
 
     await asyncio.to_thread(run)

@@ -192,3 +192,18 @@ def test_compiled_channel_is_immutable() -> None:
     ch = _compile()
     with pytest.raises(AttributeError):
         ch.name = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({"topic": "quasar.config"}, "topic"),
+        ({"topic": "quasar.dlq"}, "topic"),
+        ({"channel_type": "async", "config": {"output": "quasar.replies"}}, "config.output"),
+        ({"channel_type": "async", "topic": "loop", "config": {"output": "loop"}}, "config.output"),
+    ],
+)
+def test_quasars_own_topics_and_loops_are_refused(doc: dict[str, Any], field: str) -> None:
+    with pytest.raises(ChannelInvalid) as err:
+        compile_channel("c", {"name": "c", **doc})
+    assert [e["field"] for e in err.value.errors] == [field]

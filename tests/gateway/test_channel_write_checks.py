@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.config_store.snapshot import ChannelView
-from app.gateway.data import ChannelPolicy
+from app.channels import ChannelInvalid, compile_channel
 from app.kafka.names import TopicNames
 from app.settings import Settings
 from tests.gateway.conftest import Admin, Gateway, map_task
@@ -36,18 +35,13 @@ async def test_admin_refuses_a_channel_on_an_internal_topic(
     assert "internal to Quasar" in r.json()["error"]["message"]
 
 
-def test_the_gateway_never_produces_onto_an_internal_topic() -> None:
-    doc = {
-        "channel_id": "c",
-        "name": "c",
-        "channel_type": "sync",
-        "protocol": "http",
-        "topic": "q.config",
-        "config": {},
-    }
-    view = ChannelView(id="c", name="c", version=1, doc=doc, model=None, workflows=())
-    policy = ChannelPolicy.build(view, TopicNames("q."), Settings())
-    assert policy.validation_error is not None and "internal topic" in policy.validation_error
+def test_a_channel_on_an_internal_topic_never_compiles_so_no_reader_serves_it() -> None:
+    # Written straight to the config topic, it is recorded invalid by the fold: not in any snapshot,
+    # so the gateway never produces onto it and the worker never consumes it.
+    doc = {"name": "c", "channel_type": "sync", "protocol": "http", "topic": "q.config"}
+    with pytest.raises(ChannelInvalid) as err:
+        compile_channel("c", doc, TopicNames("q."))
+    assert err.value.errors == [{"field": "topic", "message": "'q.config' is internal to Quasar: not a channel topic"}]
 
 
 async def test_admin_refuses_a_route_pattern_that_another_channel_makes_ambiguous(gateway: Gateway) -> None:

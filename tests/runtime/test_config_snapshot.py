@@ -156,3 +156,24 @@ def test_active_connectors_are_listed() -> None:
     )
     snap = build_snapshot(s.state, engine_factory=None)
     assert snap.connectors["db"]["config"] == {"u": 1} and snap.connectors["db"]["version"] == 2
+
+
+def test_an_api_key_reference_that_cannot_resolve_is_a_reported_problem(monkeypatch: Any) -> None:
+    monkeypatch.delenv("SNAPSHOT_UNSET_KEY", raising=False)
+    monkeypatch.setenv("SNAPSHOT_SET_KEY", "k")
+    s = Store()
+    config = {"api_keys": ["env://SNAPSHOT_UNSET_KEY", "env://SNAPSHOT_SET_KEY", "plain"]}
+    s.op("channel", "keyed", Create({"name": "keyed", "config": config}), Activate())
+    snap = build_snapshot(s.state, engine_factory=None)
+    assert "keyed" in snap.channels  # it still runs, refusing callers of the missing key
+    assert [p["errors"] for p in snap.problems] == [
+        [{"field": "config.api_keys", "message": "env://SNAPSHOT_UNSET_KEY is not set: this key matches no caller"}]
+    ]
+
+
+def test_a_channel_invalid_under_the_strict_contract_is_left_out_and_reported() -> None:
+    s = Store()
+    s.op("channel", "typo", Create({"name": "typo", "config": {"failure_mod": "fail_closed"}}), Activate())
+    snap = build_snapshot(s.state, engine_factory=None)
+    assert "typo" not in snap.channels
+    assert snap.problems[0]["errors"][0]["field"] == "config.failure_mod"
