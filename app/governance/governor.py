@@ -75,11 +75,8 @@ class DedupClaim:
         )
 
     def same_request(self, adm: Admission) -> bool:
-        """The claim is this very request: the same record redelivered (before its commit), or the record
-        the gateway produced for the request that claimed the key."""
-        if self.where is not None:
-            return self.where == adm.where
-        return self.trace_id is not None and self.trace_id == adm.trace_id and adm.where is not None
+        """The claim is this very record, redelivered before its commit (a crash): it runs again."""
+        return self.where is not None and self.where == adm.where
 
 
 def _cacheable(body: bytes) -> bool:

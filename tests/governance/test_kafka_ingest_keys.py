@@ -13,10 +13,10 @@ from pydantic import ValidationError
 
 from app.channels import CompiledChannel, compile_channel
 from app.connectors.breaker import BreakerConfig
-from app.governance import ADMIT, Admission, Decision, DedupClaim, Governor
+from app.governance import ADMIT, Admission, Decision, DedupClaim, Governor, StoredResponse
 from app.governance.governor import CHANNEL_WIDE
 from app.governance.kafka_ingest import KafkaIngestGovernance, duplicate_trace
-from app.governance.keys import dedup_store_key, rate_store_key
+from app.governance.keys import rate_store_key
 from app.governance.store import MemoryStore, RedisStore
 from app.kafka.broker import free_port
 from app.settings import Settings
@@ -110,17 +110,27 @@ async def test_duplicate_is_reported_with_the_original_and_a_redelivery_runs_aga
     assert await _admit(gov, dedup, offset=7) is ADMIT  # no key: no dedup
 
 
-async def test_key_claimed_over_http_is_a_duplicate_on_the_kafka_path_but_not_for_its_own_record() -> None:
+async def test_one_dedup_record_format_and_idempotency_keys_scoped_by_caller() -> None:
     store = MemoryStore()
-    http = DedupClaim("t-http").encode()  # the gateway's claim: a trace id, no record position
-    await store.claim(dedup_store_key("unit.", "ch", "k1"), http, 60_000)
-    dup = await _admit(_gov(store), {"deduplication": {}}, headers={"idempotency-key": "k1"})
-    assert dup.action == "duplicate" and dup.original == "t-http"
-    # The record the gateway produced for that request carries its trace id: it runs.
-    gov = _gov(store)
-    own = await gov.admit(_channel({"deduplication": {}}), key=None, headers={"idempotency-key": "k1"},
-                          decode=lambda: ({}, {}), where=("unit.ch.ch", 0, 9), trace_id="t-http")  # fmt: skip
-    assert own.admitted
+    ch = _channel({"deduplication": {"return_original": True}})
+    http = Governor(SETTINGS, store=store)
+    caller = {"idempotency-key": "k1", "authorization": "Bearer user-1"}
+    first = await http.decide(Admission(ch, caller, "t-http", sync=True, client="10.0.0.1"))
+    assert first.admitted and first.dedup_key == "k1"
+    await http.complete(Admission(ch, caller, "t-http", sync=True, client="10.0.0.1"), first,
+                        StoredResponse(200, b'{"ok":1}'))  # fmt: skip
+    (claim,) = [DedupClaim.decode(v[0]) for k, v in store._data.items() if ":dd:" in k]
+    assert (claim.trace_id, claim.where, claim.response) == ("t-http", None, StoredResponse(200, b'{"ok":1}'))
+    # The same caller again gets the first answer; another caller with the same key is not a duplicate.
+    again = await http.decide(Admission(ch, caller, "t2", sync=True, client="10.0.0.9"))
+    assert again.action == "duplicate" and again.response == StoredResponse(200, b'{"ok":1}')
+    other = {"idempotency-key": "k1", "authorization": "Bearer user-2"}
+    assert (await http.decide(Admission(ch, other, "t3", sync=True, client="10.0.0.1"))).admitted
+    # Kafka records have no caller of their own: they share one key space per channel.
+    kafka = _gov(store)
+    assert (await _admit(kafka, {"deduplication": {}}, offset=1, headers={"idempotency-key": "k1"})).admitted
+    dup = await _admit(kafka, {"deduplication": {}}, offset=2, headers={"idempotency-key": "k1"})
+    assert dup.action == "duplicate" and dup.original == "t1"
 
 
 async def test_rate_limit_and_dedup_share_one_set_of_store_keys_on_both_paths() -> None:
@@ -169,9 +179,10 @@ async def test_undecodable_record_with_key_logic_falls_back_to_the_kafka_key() -
 
 async def test_input_guards_deny_kafka_records_too() -> None:
     gov = _gov(MemoryStore())
+    # validation_logic is the record pipeline's (it validates every decoded record), not checked twice
     rule = {"validation_logic": {">": [{"var": "data.amount"}, 0]}}
-    assert (await _admit(gov, rule, data={"amount": 5})).admitted
-    denied = await _admit(gov, rule, data={"amount": -1})
+    assert (await _admit(gov, rule, data={"amount": -1})).admitted
+    denied = await Governor(SETTINGS, store=MemoryStore()).decide(_record(rule, {"amount": -1}))
     assert denied.action == "deny" and denied.error is not None and denied.error.code == "BAD_REQUEST"
     keyed = {"api_keys": ["s3cret"]}
     assert (await _admit(gov, keyed)).action == "deny"
@@ -186,13 +197,14 @@ def test_governed_lists_only_channels_with_something_to_check_and_is_cached_per_
         "a": make_view("a", {"rate_limit": {"requests_per_second": 5}}),
         "b": make_view("b", {"deduplication": {}}),
         "c": make_view("c", {"cache": {"enabled": True}}),
-        "d": make_view("d", {"validation_logic": {"var": "data.ok"}}),
+        "d": make_view("d", {"validation_logic": {"var": "data.ok"}}),  # the pipeline's
         "e": make_view("e", {"timeout_ms": 5}),
+        "f": make_view("f", {"api_keys": ["k"]}),
     }
     snap = SimpleNamespace(channels=views)
     gov = _gov(MemoryStore())
     governed = gov.governed(snap)
-    assert sorted(governed) == ["a", "b", "d"]
+    assert sorted(governed) == ["a", "b", "f"]
     assert gov.governed(snap) is governed
     assert gov.governed(SimpleNamespace(channels={})) == {}
 
