@@ -114,16 +114,25 @@ def _compiled_channel(obj: ObjectState, n: int, doc: Mapping[str, Any], topics: 
         return exc.errors
 
 
-def _unusable_settings(channel: CompiledChannel) -> list[dict[str, str]]:
-    """Settings that compile but cannot work in this process's environment: the channel still runs
-    (an unresolvable API key matches nobody, so the channel refuses every caller) and /health says why."""
+def _unusable_settings(channel: CompiledChannel, topics: TopicNames) -> list[dict[str, str]]:
+    """Settings that compile but cannot work here: the channel still runs (an unresolvable API key
+    matches nobody, so the channel refuses every caller) and /health says why."""
     from app.secrets import ENV_PREFIX
 
-    return [
+    problems = [
         {"field": "config.api_keys", "message": f"{ref} is not set: this key matches no caller"}
         for ref in channel.guards.api_keys
         if ref.startswith(ENV_PREFIX) and not os.environ.get(ref[len(ENV_PREFIX) :])
     ]
+    group = f"{topics.prefix}worker"
+    if channel.consumer_group is not None and channel.consumer_group != group:
+        problems.append(
+            {
+                "field": "consumer_group",
+                "message": f"not honoured: workers consume every channel in their group '{group}'",
+            }
+        )
+    return problems
 
 
 def build_snapshot(
@@ -177,7 +186,7 @@ def build_snapshot(
                 )
                 continue
             bound_wfs.extend(workflows[wid])
-        unusable = _unusable_settings(channel)
+        unusable = _unusable_settings(channel, topics or TopicNames())
         if unusable:
             problems.append({"kind": "channel", "id": obj.id, "version": n, "errors": unusable})
         existing = channels.get(channel.name)

@@ -11,6 +11,7 @@ from app.config_store.operations import Activate, Create, NewVersion, Operation,
 from app.config_store.snapshot import build_snapshot, rollout_ranges
 from app.config_store.state import CompileResult, ConfigState, proposal_key
 from app.gateway.data import route_table
+from app.kafka.names import TopicNames
 
 NOW = "2025-01-01T00:00:00.000Z"
 WF = {"name": "wf", "condition": True, "tasks": []}
@@ -177,3 +178,14 @@ def test_a_channel_invalid_under_the_strict_contract_is_left_out_and_reported() 
     snap = build_snapshot(s.state, engine_factory=None)
     assert "typo" not in snap.channels
     assert snap.problems[0]["errors"][0]["field"] == "config.failure_mod"
+
+
+def test_a_consumer_group_the_workers_do_not_use_is_reported_not_ignored() -> None:
+    s = Store()
+    orion = {"name": "k", "channel_type": "async", "protocol": "kafka", "topic": "t", "consumer_group": "orion-orders"}
+    s.op("channel", "k", Create(orion), Activate())
+    s.op("channel", "w", Create({"name": "w", "consumer_group": "acme.worker"}), Activate())
+    snap = build_snapshot(s.state, engine_factory=None, topics=TopicNames("acme."))
+    assert set(snap.channels) == {"k", "w"}  # Orion's documented channel still runs
+    assert [(p["id"], p["errors"][0]["field"]) for p in snap.problems] == [("k", "consumer_group")]
+    assert "not honoured" in snap.problems[0]["errors"][0]["message"]
