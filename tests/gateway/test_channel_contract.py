@@ -121,24 +121,10 @@ async def test_credentials_in_http_headers_never_reach_the_channel_topic(
     gateway: Gateway, admin: Admin, e2e_settings: Settings
 ) -> None:
     await admin.workflow(ECHO_WF)
-    await admin.channel(
-        {
-            "channel_id": "creds",
-            "name": "creds",
-            "channel_type": "async",
-            "workflow_id": "contract-echo",
-            "config": {"headers": {"secret": ["X-Session-Token"]}},
-        }
-    )
-    await admin.channel(
-        {
-            "channel_id": "creds-kept",
-            "name": "creds-kept",
-            "channel_type": "async",
-            "workflow_id": "contract-echo",
-            "config": {"headers": {"keep_credentials": ["Authorization"]}},
-        }
-    )
+    headers_settings = {"creds": {"secret": ["X-Session-Token"]}, "creds-kept": {"keep_credentials": ["Authorization"]}}
+    for name, headers in headers_settings.items():
+        doc = {"name": name, "channel_type": "async", "workflow_id": "contract-echo", "config": {"headers": headers}}
+        await admin.channel({"channel_id": name, **doc})
     stripped = await gateway.http.post("/api/v1/data/creds/async", json={"data": {"n": 1}}, headers=CREDENTIALS)
     assert stripped.status_code == 202, stripped.text
     kept = await gateway.http.post("/api/v1/data/creds-kept/async", json={"data": {"n": 2}}, headers=CREDENTIALS)
