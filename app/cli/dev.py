@@ -9,14 +9,17 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 import typer
 from rich.console import Console
 
-__all__ = ["app", "load_examples"]
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+__all__ = ["admin_headers", "app", "load_examples"]
 
 app = typer.Typer(help="Run Quasar locally on the embedded broker.")
 console = Console()
@@ -62,11 +65,23 @@ def _iter_documents(root: Path) -> tuple[_Docs, _Docs, _Docs, _Docs]:
     return workflows, channels, connectors, rulesets
 
 
-def load_examples(base_url: str, root: Path = _REPO_EXAMPLES) -> dict[str, int]:
-    """Create and activate every example through the admin API; existing ones are left as they are."""
+def admin_headers(settings: Settings) -> dict[str, str]:
+    """The admin credentials of `settings` as request headers (none when admin auth is off)."""
+    if not settings.admin_auth_enabled or not settings.admin_api_key:
+        return {}
+    from app.secrets import resolve_secret
+
+    key = str(resolve_secret(settings.admin_api_key))
+    header = settings.admin_auth_header or "Authorization"
+    return {header: f"Bearer {key}"} if header.lower() == "authorization" else {header: key}
+
+
+def load_examples(base_url: str, root: Path = _REPO_EXAMPLES, headers: dict[str, str] | None = None) -> dict[str, int]:
+    """Create and activate every example through the admin API (with `headers`: the admin credentials when
+    admin auth is on); existing ones are left as they are."""
     workflows, channels, connectors, rulesets = _iter_documents(root)
     counts = {"workflows": 0, "channels": 0, "connectors": 0, "rulesets": 0, "skipped": 0}
-    with httpx.Client(base_url=base_url, timeout=30) as http:
+    with httpx.Client(base_url=base_url, timeout=30, headers=headers or {}) as http:
         for kind, docs, id_keys in (
             ("connectors", connectors, ("id", "name")),
             # rulesets before workflows, in file order: a ruleset's pinned callees are activated first
@@ -160,7 +175,7 @@ def dev(
         base = f"http://{settings.gateway_host}:{port}"
         _wait_ready(f"{base}/readyz", procs)
         if not no_examples and examples.is_dir():
-            counts = load_examples(base, examples)
+            counts = load_examples(base, examples, admin_headers(Settings()))
             console.print(f"examples: {counts}")
         console.print(f"gateway:  [bold]{base}[/]   docs: {base}/docs   metrics: {base}/metrics")
         console.print(f"worker metrics: http://127.0.0.1:{settings.worker_metrics_port}/metrics")
