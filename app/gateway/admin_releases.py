@@ -259,7 +259,6 @@ def replay_channel(request: Request, channel: str, body: dict[str, Any]) -> dict
     """Read the channel's retained records (read-only) and compare the candidate with the live version."""
     from app.engine.impact import Sample, compare_versions
     from app.kafka.admin import create_admin, topic_partitions
-    from app.kafka.names import TopicNames
     from app.kafka.retained import read_partition, start_offsets_at
     from app.worker.codec import decode_json, decode_raw
 
@@ -285,10 +284,10 @@ def replay_channel(request: Request, channel: str, body: dict[str, Any]) -> dict
     if type(limit) is not int or not 1 <= limit <= MAX_REPLAY:
         raise BadRequest(f"limit must be an integer between 1 and {MAX_REPLAY}")
     offset, ts = _start(body.get("from"))
-    topic = TopicNames(settings.topic_prefix).channel(view.name, view.topic)
+    topic = view.channel.topic
     partitions = topic_partitions(create_admin(settings)).get(topic) or 0
     starts = start_offsets_at(settings, topic, partitions, ts) if ts is not None else [offset] * partitions
-    raw = view.config.get("envelope") or ("raw" if view.protocol == "kafka" else "quasar")
+    raw = view.channel.envelope
     samples: list[Sample] = []
     undecodable = 0
     for p in range(partitions):
