@@ -25,6 +25,8 @@ from typing import Any, Literal
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not re-exported in the stubs
     AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
     ConfigResource,
     NewTopic,
 )
@@ -37,6 +39,7 @@ from app.settings import Settings
 __all__ = [
     "FIXED_ROLES",
     "TEMPLATE_ROLES",
+    "ConfigFix",
     "TopicError",
     "TopicMismatch",
     "TopicPlan",
@@ -46,8 +49,11 @@ __all__ = [
     "apply_topics",
     "apply_topics_for_settings",
     "channel_topic_plan",
+    "channel_topic_plans",
     "default_topics_dir",
+    "drift_fixes",
     "ensure_channel_topic",
+    "fix_drift",
     "fixed_topic_plans",
     "load_specs",
     "output_topic_plan",
@@ -341,6 +347,64 @@ def apply_topics(
     if strict and mismatches:
         raise TopicMismatch(mismatches)
     return results
+
+
+@dataclass(frozen=True)
+class ConfigFix:
+    """One config change `fix_drift` makes: `key` from `current` to `wanted` on `topic`."""
+
+    topic: str
+    key: str
+    current: str
+    wanted: str
+
+
+def drift_fixes(admin: AdminClient, plans: Iterable[TopicPlan], timeout: float = 15.0) -> list[ConfigFix]:
+    """The config changes that would bring existing topics back to their specs (creates or changes nothing)."""
+    plans = [p for p in plans if p.configs]
+    reported = _reported_configs(admin, [p.name for p in plans], timeout)
+    return [
+        ConfigFix(p.name, key, reported[p.name][key], wanted)
+        for p in plans
+        for key, wanted in sorted(p.configs.items())
+        if key in reported[p.name] and _norm(reported[p.name][key]) != _norm(wanted)
+    ]
+
+
+def fix_drift(admin: AdminClient, fixes: Iterable[ConfigFix], timeout: float = 15.0) -> None:
+    """Apply `fixes` with IncrementalAlterConfigs (only the drifted keys; other topic configs stay)."""
+    by_topic: dict[str, list[ConfigFix]] = {}
+    for fix in fixes:
+        by_topic.setdefault(fix.topic, []).append(fix)
+    if not by_topic:
+        return
+    resources = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            topic,
+            incremental_configs=[
+                ConfigEntry(f.key, f.wanted, incremental_operation=AlterConfigOpType.SET) for f in topic_fixes
+            ],
+        )
+        for topic, topic_fixes in by_topic.items()
+    ]
+    for resource, fut in admin.incremental_alter_configs(resources, request_timeout=timeout).items():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            raise TopicError(f"cannot change configs of topic {resource.name}: {exc}") from exc
+
+
+def channel_topic_plans(
+    specs: Mapping[str, TopicSpec], settings: Settings, topics: Iterable[str], outputs: Iterable[str]
+) -> list[TopicPlan]:
+    """Plans of channel request topics (`channel` spec) and output topics (`output` spec), by name."""
+    outputs = set(outputs)
+    plans = []
+    for name in sorted(set(topics) | outputs):
+        spec = specs["output" if name in outputs else "channel"]
+        plans.append(_template_plan(spec, name, settings, None))
+    return plans
 
 
 def ensure_channel_topic(
