@@ -26,6 +26,7 @@ def _register() -> None:
     cli.add_typer(__import__("app.cli.dlq", fromlist=["app"]).app, name="dlq")
     cli.add_typer(__import__("app.cli.flows", fromlist=["app"]).flows_app, name="flows")
     cli.add_typer(__import__("app.cli.gateway", fromlist=["app"]).app, name="gateway")
+    cli.add_typer(__import__("app.cli.flows", fromlist=["app"]).instances_app, name="instances")
     from app.cli import release
 
     cli.command("diff")(release.diff)
