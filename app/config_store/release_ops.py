@@ -7,6 +7,7 @@ with `releases.check_proposal` (the writer asks the same function before writing
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +138,7 @@ class ExecuteRelease(Operation):
     role: str
     policy: EffectivePolicy | None
     rollout_percentage: int | None = None
+    test_suite: Mapping[str, Any] | None = None  # the suite result recorded on the activated version
     name = "release.execute"
     retry_safe = False
 
@@ -150,7 +152,7 @@ class ExecuteRelease(Operation):
         pct = self.rollout_percentage if self.rollout_percentage is not None else rel.get("rollout_percentage", 100)
         if action == "activate":
             n = rel["target_version"]
-            op: Operation = Activate(pct)
+            op: Operation = Activate(pct, test_suite=self.test_suite)
             if state == "executing":
                 op = Rollout(pct) if len(cur.active) == 2 else _Percentage(n, pct)
             if state != "executing" and cur.draft != n:

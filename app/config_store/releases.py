@@ -21,14 +21,12 @@ so refused records do not survive compaction; see docs/internals.md).
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import orjson
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -118,6 +116,9 @@ class ReleasePolicyDoc(BaseModel):
     exclude_author: bool = True
     approver_roles: tuple[str, ...] = ("approver", "admin")
     rollback_min_approvers: int = Field(default=0, ge=0, le=10, description="Approvals a rollback needs.")
+    require_tests: bool = Field(
+        default=False, description="An activation needs the version's test suite passed for its exact digest."
+    )
     freeze_windows: tuple[FreezeWindow, ...] = ()
     description: str = ""
 
@@ -130,6 +131,7 @@ class EffectivePolicy:
     min_approvers: int = 0
     rollback_min_approvers: int = 0
     exclude_author: bool = False
+    require_tests: bool = False
     approver_roles: frozenset[str] = frozenset({"approver", "admin"})
     freeze_windows: tuple[FreezeWindow, ...] = field(default=())
 
@@ -155,17 +157,18 @@ def effective_policy(
         min_approvers=max(p.min_approvers for _, p in hits),
         rollback_min_approvers=max(p.rollback_min_approvers for _, p in hits),
         exclude_author=any(p.exclude_author for _, p in hits),
+        require_tests=any(p.require_tests for _, p in hits),
         approver_roles=roles,
         freeze_windows=tuple(w for _, p in hits for w in p.freeze_windows),
     )
 
 
 def version_digest(kind: str, doc: Mapping[str, Any]) -> str:
-    """Content digest of a version's definition (what approvals and test results are bound to)."""
+    """Content digest of a version's definition (what approvals and test-suite results are bound to)."""
     from app.config_store.state import definition_of
+    from app.engine.rules.testsuite import content_digest
 
-    raw = orjson.dumps(definition_of(kind, doc), option=orjson.OPT_SORT_KEYS)
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
+    return content_digest(definition_of(kind, doc))
 
 
 def release_id(kind: str, object_id: str, n: int) -> str:
@@ -318,7 +321,22 @@ def check_proposal(
             "rollback and archive go through an approved release (POST /api/v1/admin/releases)"
         )
     rid, rel = executed[0]
-    return _matches_release(rel, p, after_set)
+    return _matches_release(rel, p, after_set) or _tests_passed(policy, rel, p)
+
+
+def _tests_passed(policy: EffectivePolicy, rel: Mapping[str, Any], p: Proposed) -> str | None:
+    """With `require_tests`, the activated version carries a passing suite result for its own digest."""
+    if not policy.require_tests or rel.get("action") != "activate":
+        return None
+    n = rel.get("target_version")
+    doc = p.versions.get(n) if isinstance(n, int) else None
+    result = doc.get("test_suite") if doc is not None else None
+    digest = version_digest(p.kind, doc) if doc is not None else None
+    if not isinstance(result, Mapping) or result.get("digest") != digest:
+        return f"policy {', '.join(policy.names)} requires a passing test suite for version {n} ({digest})"
+    if not result.get("total") or result.get("failed"):
+        return f"version {n}'s test suite did not pass ({result.get('failed')} of {result.get('total')} failed)"
+    return None
 
 
 def _matches_release(rel: Mapping[str, Any], p: Proposed, after: Mapping[int, int]) -> str | None:

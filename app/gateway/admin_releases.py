@@ -17,7 +17,7 @@ from app.config_store.releases import RELEASE_KINDS, RELEASE_STATES, ReleasePoli
 from app.config_store.state import ConfigState, ObjectState, valid_object_id
 from app.engine.diff import diff_definitions
 from app.errors import BadRequest, NotFound, ServiceUnavailable, ValidationFailed
-from app.gateway.admin import _actor, _authenticate, _body, _check_scope, _data
+from app.gateway.admin import _actor, _authenticate, _body, _check_scope, _data, get_admin_service
 from app.gateway.errors import json_response
 
 __all__ = ["router"]
@@ -197,7 +197,11 @@ async def release_execute(release_id: str, request: Request) -> Response:
     state = _state(request)
     obj = _object(state, kind, object_id)
     by, role = _who(request)
-    op = ExecuteRelease(release_id, by, role, _policy_of(state, obj), pct)
+    rel = obj.releases.get(release_id) or {}
+    suite = None
+    if rel.get("action") == "activate" and rel.get("state") == "approved":
+        suite = await get_admin_service(request).prepare_activation(kind, obj)  # topics, test-suite gate
+    op = ExecuteRelease(release_id, by, role, _policy_of(state, obj), pct, test_suite=suite)
     after: ObjectState = (await _apply(request, kind, object_id, op))["object"]
     return _data(_view(after, release_id, after.releases[release_id], state))
 

@@ -287,12 +287,7 @@ class AdminService:
         obj = self._object(kind, object_id)
         if status == "active":
             p = body.get("rollout_percentage", 100)
-            if kind == "channel" and obj.draft is not None and self._ensure_topic is not None:
-                # Create its topics before the channel goes live, so the first request has a home.
-                compiled = obj.compiled.get(obj.draft)
-                if compiled is not None and isinstance(compiled.compiled, CompiledChannel):
-                    await self._ensure_topic(compiled.compiled)
-            suite = self._activation_suite(kind, obj)
+            suite = await self.prepare_activation(kind, obj)
             op: ops.Operation = ops.Activate(p if p is not None else 100, test_suite=suite)
         elif status == "archived":
             op = ops.Archive()
@@ -378,6 +373,16 @@ class AdminService:
         compiled = self._compiled(kind, obj.id, n)
         digest = content_digest(definition_of(kind, obj.versions[n]))
         return run_suite(compiled, tests, catalog=ruleset_catalog(self.state), digest=digest)
+
+    async def prepare_activation(self, kind: str, obj: ObjectState) -> dict[str, Any] | None:
+        """What must happen before the draft goes live, however it is activated (PATCH /status or a release):
+        a channel's topics exist; the draft's test suite passes (its result is returned, to be recorded)."""
+        if kind == "channel" and obj.draft is not None and self._ensure_topic is not None:
+            # Create its topics before the channel goes live, so the first request has a home.
+            compiled = obj.compiled.get(obj.draft)
+            if compiled is not None and isinstance(compiled.compiled, CompiledChannel):
+                await self._ensure_topic(compiled.compiled)
+        return self._activation_suite(kind, obj)
 
     def _activation_suite(self, kind: str, obj: ObjectState) -> dict[str, Any] | None:
         """Run the draft's suite before activating it; refuse (400 TEST_SUITE_FAILED) when it fails and the

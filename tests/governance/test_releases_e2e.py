@@ -163,3 +163,17 @@ async def test_diff_endpoint_and_release_evidence(gateways: tuple[Gateway, Gatew
     assert rel["diff"]["breaking"] == diff["breaking"]  # what the approver sees
     r = await a.http.get(f"{A}/workflows/pay-diff/diff", params={"from": 9}, headers=h("ann"))
     assert r.status_code == 404
+
+
+async def test_executing_a_release_runs_the_test_suite_gate(gateways: tuple[Gateway, Gateway]) -> None:
+    a, _ = gateways
+    tests = [{"name": "x is 2", "input": {}, "expect": {"data": {"x": 2}}}]  # the workflow writes x = 1
+    doc = {"workflow_id": "pay-suite", "name": "p", "tasks": TASKS, "tests": tests}
+    await ok(a.http.post(f"{A}/workflows", json=doc, headers=h("ed")), 201)
+    rid = (await ok(a.http.post(f"{A}/releases", json={"kind": "workflow", "id": "pay-suite"}, headers=h("ed")), 201))[
+        "id"
+    ]
+    for who in ("ann", "bob"):
+        await ok(a.http.post(f"{A}/releases/{rid}/approve", json={}, headers=h(who)))
+    r = await a.http.post(f"{A}/releases/{rid}/execute", json={}, headers=h("ed"))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "TEST_SUITE_FAILED", r.text

@@ -265,3 +265,29 @@ def test_compacted_log_folds_to_the_same_state(log: Log) -> None:
     for i in sorted(latest.values()):
         compacted.apply(i, *log.records[i])
     assert compacted.fingerprint() == log.state.fingerprint()
+
+
+def test_require_tests_needs_a_passing_suite_for_the_exact_digest(log: Log) -> None:
+    from app.config_store.releases import version_digest
+
+    strict = ReleasePolicyDoc.model_validate({"match": {"ids": ["pay-*"]}, "min_approvers": 0, "require_tests": True})
+    assert log.write("policy", "tested", Put(strict.model_dump(mode="json")), actor="admin").applied
+    rid = request(log)
+    for by in ("key:ann", "key:bob"):
+        assert review(log, rid, "approved", by).applied
+    obj = log.state.get("workflow", "pay-1")
+    assert obj is not None
+    digest = version_digest("workflow", obj.versions[1])
+
+    def run(suite: dict[str, Any] | None) -> Outcome:
+        cur = log.state.get("workflow", "pay-1")
+        assert cur is not None
+        op = ExecuteRelease(rid, "key:ed", "editor", log.policy("pay-1", cur), test_suite=suite)
+        return log.write("workflow", "pay-1", op)
+
+    untested = run(None)
+    assert untested.status == "refused" and "requires a passing test suite" in untested.reason
+    assert run({"digest": "sha256:" + "0" * 64, "total": 3, "passed": 3, "failed": 0}).status == "refused"
+    failing = run({"digest": digest, "total": 3, "passed": 2, "failed": 1})
+    assert failing.status == "refused" and "did not pass" in failing.reason
+    assert run({"digest": digest, "total": 3, "passed": 3, "failed": 0}).applied
