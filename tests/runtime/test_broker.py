@@ -90,7 +90,7 @@ def test_client_configs_need_a_bootstrap() -> None:
 
 def test_client_configs_follow_settings(settings: Settings) -> None:
     p = producer_config(settings, **_props(linger_ms=0))
-    assert p["linger.ms"] == 0 and p["acks"] == "all" and p["enable.idempotence"] is False
+    assert p["linger.ms"] == 0 and p["acks"] == "all" and p["enable.idempotence"] is True
     c = consumer_config(settings, group_id="g")
     assert c["fetch.wait.max.ms"] == settings.fetch_wait_max_ms
     assert c["session.timeout.ms"] == settings.session_timeout_ms
