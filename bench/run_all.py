@@ -376,11 +376,23 @@ def bench_worker(bootstrap: str, args: argparse.Namespace, rows: list[Row]) -> N
     raw = n / raw_loop(bootstrap, *filled(), n)
     hand = n / hand_loop(bootstrap, *filled(), n)
     worker = n / _worker_run(bootstrap, n, 600)
+    worker2 = n / _worker_run(bootstrap, n, 600, processes=2)
     group = "async throughput (one process)"
     note = f"{n} msgs, outputs + traces on, steady-state rate"
     rows.append(Row(group, "hand-written loop (complex logic) msgs/s", hand, "msgs/s", raw, "raw loop msgs/s", note))
     rows.append(
         Row(group, "quasar worker, complex workflow msgs/s", worker, "msgs/s", hand, "hand-written loop msgs/s", note)
+    )
+    rows.append(
+        Row(
+            group,
+            "quasar worker --processes 2 msgs/s",
+            worker2,
+            "msgs/s",
+            worker,
+            "one worker process msgs/s",
+            note + " (one box: broker, workers and load share the cores)",
+        )
     )
     # In process, no Kafka: the engine next to the same logic written by hand (issue 19: >= 0.5).
     hand_s, engine_s = in_process_pair(n)
@@ -395,7 +407,7 @@ def bench_worker(bootstrap: str, args: argparse.Namespace, rows: list[Row]) -> N
             "decode -> 4 tasks -> encode, in process",
         )
     )
-    print(_table(rows[-3:]), flush=True)
+    print(_table(rows[-4:]), flush=True)
 
 
 # -- 3. config propagation -----------------------------------------------------------------------------
