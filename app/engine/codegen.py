@@ -207,14 +207,13 @@ class _Logic:
                     src.emit(f"else: {out} = {fb}")
                     return out
             order = src.const(fastlogic._order, "order")
-            a = self.fast(raw[0], ctx)
-            src.emit(f"{out} = {fb}")
-            with src.block(f"if {a} is not {fb}:"):
-                b = self.fast(raw[1], ctx)
-                with src.block(f"if {b} is not {fb}:"):
-                    pair = src.tmp("p")
-                    src.emit(f"{pair} = {order}({a}, {b})")
-                    src.emit(f"if {pair} is not None: {out} = {pair}[0] {op} {pair}[1]")
+
+            def ordered(a: str, b: str) -> None:
+                pair = src.tmp("p")
+                src.emit(f"{pair} = {order}({a}, {b})")
+                src.emit(f"if {pair} is not None: {out} = {pair}[0] {op} {pair}[1]")
+
+            self._pair(raw, ctx, out, ordered)
             return out
         a, b, c = (self.fast(x, ctx) for x in raw)  # `between`: all three are evaluated
         order = src.const(fastlogic._order, "order")
@@ -236,15 +235,25 @@ class _Logic:
         equal = src.const(fastlogic._equal, "equal")
         strict = op in ("===", "!==")
         negate = "not " if op in ("!=", "!==") else ""
+
+        def compared(a: str, b: str) -> None:
+            same = src.tmp("s")
+            src.emit(f"{same} = {equal}({a}, {b}, {strict})")
+            src.emit(f"if {same} is not {fb}: {out} = {negate}{same}")
+
+        self._pair(raw, ctx, out, compared)
+        return out
+
+    def _pair(self, raw: list[Any], ctx: str, out: str, combine: Callable[[str, str], None]) -> None:
+        """The first operand, then (unless FALLBACK) the second, then `combine`; `out` is FALLBACK until set."""
+        src = self.src
+        fb = src.const(FALLBACK, "FB")
         a = self.fast(raw[0], ctx)
         src.emit(f"{out} = {fb}")
         with src.block(f"if {a} is not {fb}:"):
             b = self.fast(raw[1], ctx)
             with src.block(f"if {b} is not {fb}:"):
-                same = src.tmp("s")
-                src.emit(f"{same} = {equal}({a}, {b}, {strict})")
-                src.emit(f"if {same} is not {fb}: {out} = {negate}{same}")
-        return out
+                combine(a, b)
 
     def _not(self, op: str, arg: Any, ctx: str) -> str:
         src = self.src

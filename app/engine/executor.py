@@ -168,15 +168,9 @@ class Engine:
         return ch
 
     def _start(self, ch: _Channel, message: Message, opts: RunOptions) -> tuple[TaskContext, int | None]:
-        meta = message.context["metadata"]
-        meta["processed_at"] = rfc3339()
-        meta["engine_version"] = ENGINE_VERSION
-        meta["channel"] = ch.name
+        _stamp(ch, message)
         ctx = self._context(ch, opts)
-        bucket = opts.rollout_bucket
-        if bucket is None and ch.partial:
-            bucket = random.randrange(100)  # no sticky key given: Orion's per-request random split
-        return ctx, bucket
+        return ctx, _bucket(ch, opts)
 
     # -- shared per-task bookkeeping (kept out of the loops so both paths behave the same) ------
 
@@ -269,19 +263,14 @@ class Engine:
 
         The `TaskContext` is only built when a task calls a function through `run`.
         """
-        meta = message.context["metadata"]
-        meta["processed_at"] = rfc3339()
-        meta["engine_version"] = ENGINE_VERSION
-        meta["channel"] = ch.name
+        _stamp(ch, message)
         ctx: TaskContext | None = None
         if ch.needs_context:
             ctx = self._context(ch, opts)
             budget = ctx.budget
         else:
             budget = opts.budget if opts.budget is not None else WorkBudget()
-        bucket = opts.rollout_bucket
-        if bucket is None and ch.partial:
-            bucket = random.randrange(100)
+        bucket = _bucket(ch, opts)
         context = message.context
         deadline = opts.deadline
         for entry in ch.entries:
@@ -398,6 +387,20 @@ class Engine:
         if status >= 500:
             self._task_failed_status(message, wf, task, status, ctx.reason)
         return False
+
+
+def _stamp(ch: _Channel, message: Message) -> None:
+    meta = message.context["metadata"]
+    meta["processed_at"] = rfc3339()
+    meta["engine_version"] = ENGINE_VERSION
+    meta["channel"] = ch.name
+
+
+def _bucket(ch: _Channel, opts: RunOptions) -> int | None:
+    bucket = opts.rollout_bucket
+    if bucket is None and ch.partial:
+        bucket = random.randrange(100)  # no sticky key given: Orion's per-request random split
+    return bucket
 
 
 def _record(message: Message, workflow_id: str, task_id: str, changes: list[tuple[str, Any, Any]], status: int) -> None:
