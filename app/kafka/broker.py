@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -90,12 +91,15 @@ class EmbeddedBroker:
         binary: Path | str | None = None,
         startup_timeout: float = 15.0,
         advertised: str | None = None,
+        authentication: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         # host:port clients are told to connect to (metadata): a TLS terminator in front of the broker
         # advertises itself, so clients never reach the plaintext listener directly.
         self.advertised = advertised
+        # Tansu's --authentication: clients must authenticate with SASL SCRAM (users made with `tansu user`).
+        self.authentication = authentication
         self.binary = Path(binary) if binary else None
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -129,6 +133,8 @@ class EmbeddedBroker:
         # Tansu reads its options from env vars too (LISTENER_URL, STORAGE_ENGINE...): pass all explicitly.
         cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                "--storage-engine", "memory://tansu/"]  # fmt: skip
+        if self.authentication:
+            cmd.append("--authentication")
         main = threading.current_thread() is threading.main_thread()
         self._proc = subprocess.Popen(
             cmd,
@@ -142,7 +148,10 @@ class EmbeddedBroker:
         )
         atexit.register(self.stop)
         try:
-            self._wait_ready()
+            if self.authentication:  # a plaintext metadata probe cannot get in: wait for the port only
+                self._wait_listening()
+            else:
+                self._wait_ready()
         except BaseException:
             self.stop()
             raise
@@ -159,6 +168,16 @@ class EmbeddedBroker:
                 f"embedded Tansu broker on {self.bootstrap} not ready ({state}): {exc.message}\n"
                 f"--- broker log ---\n{self.log_tail()}"
             ) from exc
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise BrokerUnavailable(f"embedded Tansu broker exited\n--- broker log ---\n{self.log_tail()}")
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port or 0), timeout=0.5):
+                return
+            time.sleep(0.05)  # the broker process is starting; nothing to wait on but its port
+        raise BrokerUnavailable(f"embedded Tansu broker on {self.bootstrap} not listening\n{self.log_tail()}")
 
     def log_tail(self, limit: int = 4000) -> str:
         """The last `limit` characters of the broker's output (for error messages)."""
