@@ -94,14 +94,29 @@ def e2e_settings(kafka_bootstrap: str) -> Settings:
     return settings
 
 
-@pytest.fixture(scope="module")
-async def worker(e2e_settings: Settings) -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, instance_id: str) -> AsyncIterator[Any]:
+    """A started `ChannelWorker` (in this event loop) named `instance_id`; stopped on exit."""
     from app.worker.runner import ChannelWorker
 
-    w = ChannelWorker(e2e_settings.model_copy(update={"instance_id": "worker-1"}))
+    w = ChannelWorker(settings.model_copy(update={"instance_id": instance_id}))
     await w.start()
-    yield w
-    await w.stop()
+    try:
+        yield w
+    finally:
+        await w.stop()
+
+
+@pytest.fixture(scope="module")
+async def worker(e2e_settings: Settings) -> AsyncIterator[Any]:
+    async with running_worker(e2e_settings, "worker-1") as w:
+        yield w
+
+
+def http_channel(name: str, workflow_id: str, config: dict[str, Any], channel_type: str = "sync") -> dict[str, Any]:
+    """A POST channel document running `workflow_id` with `config` (governance tests)."""
+    return {"channel_id": name, "name": name, "channel_type": channel_type, "protocol": "http",
+            "methods": ["POST"], "workflow_id": workflow_id, "config": config}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,10 @@ from tests.gateway.conftest import (
     Gateway,
     apply_quasar_topics,
     eventually,
+    http_channel,
     map_task,
     parse_task,
+    running_worker,
     start_gateway,
 )
 
@@ -40,9 +42,8 @@ ECHO_WF = {
 }
 
 
-def _channel(name: str, config: dict[str, Any], channel_type: str = "sync") -> dict[str, Any]:
-    return {"channel_id": name, "name": name, "channel_type": channel_type, "protocol": "http",
-            "methods": ["POST"], "workflow_id": "scope-echo", "config": config}  # fmt: skip
+def _channel(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    return http_channel(name, "scope-echo", config)
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +55,8 @@ def scope_settings(kafka_bootstrap: str) -> Settings:
 
 @pytest.fixture(scope="module")
 async def worker(scope_settings: Settings) -> AsyncIterator[Any]:
-    from app.worker.runner import ChannelWorker
-
-    w = ChannelWorker(scope_settings.model_copy(update={"instance_id": "scope-worker"}))
-    await w.start()
-    yield w
-    await w.stop()
+    async with running_worker(scope_settings, "scope-worker") as w:
+        yield w
 
 
 @pytest.fixture(scope="module")

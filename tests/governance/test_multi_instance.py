@@ -14,7 +14,16 @@ import pytest
 
 from app.settings import Settings
 from tests.fixtures.kafka import make_test_settings
-from tests.gateway.conftest import Admin, Gateway, apply_quasar_topics, map_task, parse_task, start_gateway
+from tests.gateway.conftest import (
+    Admin,
+    Gateway,
+    apply_quasar_topics,
+    http_channel,
+    map_task,
+    parse_task,
+    running_worker,
+    start_gateway,
+)
 from tests.governance.conftest import PrivateRedis
 
 pytestmark = pytest.mark.timeout(240)
@@ -27,8 +36,7 @@ ECHO_WF = {
 
 
 def _channel(name: str, config: dict[str, Any], channel_type: str = "sync") -> dict[str, Any]:
-    return {"channel_id": name, "name": name, "channel_type": channel_type, "protocol": "http",
-            "methods": ["POST"], "workflow_id": "gov-echo", "config": config}  # fmt: skip
+    return http_channel(name, "gov-echo", config, channel_type)
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +54,8 @@ def gov_settings(kafka_bootstrap: str, redis_server: str) -> Settings:
 
 @pytest.fixture(scope="module")
 async def worker(gov_settings: Settings) -> AsyncIterator[Any]:
-    from app.worker.runner import ChannelWorker
-
-    w = ChannelWorker(gov_settings.model_copy(update={"instance_id": "gov-worker"}))
-    await w.start()
-    yield w
-    await w.stop()
+    async with running_worker(gov_settings, "gov-worker") as w:
+        yield w
 
 
 @pytest.fixture(scope="module")
