@@ -15,19 +15,9 @@ from app.kafka.names import TopicNames
 from app.settings import Settings
 from bench._worker_setup import activate_channel
 from bench.faults import RID_WORKFLOW
-from tests.fixtures.kafka import make_test_settings
 
 _register()
 runner = CliRunner()
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        "QUASAR_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
-        "QUASAR_TOPIC_PREFIX": settings.topic_prefix,
-        "QUASAR_FETCH_WAIT_MAX_MS": "10",
-        "QUASAR_DEFAULT_PARTITIONS": "2",
-    }
 
 
 def _retention(admin: AdminClient, topic: str) -> str:
@@ -35,10 +25,12 @@ def _retention(admin: AdminClient, topic: str) -> str:
     return str(fut.result()["retention.ms"].value)
 
 
-def test_apply_creates_the_channel_topics_and_fix_repairs_drift(kafka_bootstrap: str, kafka_admin: AdminClient) -> None:
-    settings = make_test_settings(kafka_bootstrap)
+def test_apply_creates_the_channel_topics_and_fix_repairs_drift(
+    module_settings: Settings, env: dict[str, str], kafka_admin: AdminClient
+) -> None:
+    settings = module_settings
     names = TopicNames(settings.topic_prefix)
-    env = _env(settings)
+    env = {**env, "QUASAR_DEFAULT_PARTITIONS": str(settings.default_partitions)}
     first = runner.invoke(cli, ["topics", "apply", "--no-channels"], env=env)
     assert first.exit_code == 0, first.output
     channel = f"ch{uuid.uuid4().hex[:6]}"

@@ -33,6 +33,20 @@ def _status(url: str) -> int:
         return 0
 
 
+class _FirstSeen(dict[str, float]):
+    """name -> seconds after `since` at which `urls[name]` first answered `status`."""
+
+    def __init__(self, urls: dict[str, str], status: int, *, since: float) -> None:
+        super().__init__()
+        self.urls, self.status, self.since = urls, status, since
+
+    def complete(self) -> bool:
+        for name, url in self.urls.items():
+            if name not in self and _status(url) == self.status:
+                self[name] = time.monotonic() - self.since
+        return len(self) == len(self.urls)
+
+
 def test_readyz_follows_the_broker_down_and_back_up(tmp_path: Path) -> None:
     port = free_port()
     settings = _settings(f"127.0.0.1:{port}")
@@ -52,15 +66,9 @@ def test_readyz_follows_the_broker_down_and_back_up(tmp_path: Path) -> None:
             assert broker.pid is not None
             os.kill(broker.pid, signal.SIGKILL)  # an outage, not a shutdown
             killed = time.monotonic()
-            down_after: dict[str, float] = {}
+            down_after = _FirstSeen(readyz, 503, since=killed)
 
-            def all_unready() -> bool:
-                for name, url in readyz.items():
-                    if name not in down_after and _status(url) == 503:
-                        down_after[name] = time.monotonic() - killed
-                return len(down_after) == len(readyz)
-
-            poll(all_unready, within=30, what="both processes unready after the broker died", every=0.2)
+            poll(down_after.complete, within=30, what="both processes unready after the broker died", every=0.2)
             assert all(_status(u) == 503 for u in health.values())
             body = httpx.get(health["gateway"], timeout=2).json()
             assert body["components"]["broker"].startswith("unreachable"), body
@@ -70,15 +78,9 @@ def test_readyz_follows_the_broker_down_and_back_up(tmp_path: Path) -> None:
             broker = EmbeddedBroker(port=port).start()  # returns once it answers metadata requests
             back = time.monotonic()
             apply_topics(create_admin(settings), fixed_topic_plans(load_specs(), settings), strict=False)
-            up_after: dict[str, float] = {}
+            up_after = _FirstSeen(readyz, 200, since=back)
 
-            def all_ready() -> bool:
-                for name, url in readyz.items():
-                    if name not in up_after and _status(url) == 200:
-                        up_after[name] = time.monotonic() - back
-                return len(up_after) == len(readyz)
-
-            poll(all_ready, within=60, what="both processes ready after the broker came back", every=0.2)
+            poll(up_after.complete, within=60, what="both processes ready after the broker came back", every=0.2)
             print(f"unready after kill: {down_after}; ready after return: {up_after}")
             for name in readyz:
                 assert down_after[name] <= LIMIT_S, (name, down_after)
