@@ -49,23 +49,18 @@ from app.flow_runtime.records import (
 )
 from app.flows.clock import Clock, SystemClock
 from app.flows.compiler import CompiledFlow
+from app.flows.effects import follow_ups
 from app.flows.gate import GateEvent, GateState, apply_gate
 from app.flows.instance import (
-    CancelChild,
     CancelTimer,
     Effect,
-    Finished,
     InstanceState,
-    ParentRef,
     PublishExternalTask,
-    ReleaseSlot,
-    RequestSlot,
     RunTask,
     ScheduleTimer,
     SignalEvent,
     SignalRejected,
     SlotGranted,
-    StartChild,
     StartEvent,
     StepError,
     StepResultEvent,
@@ -196,6 +191,8 @@ class FlowRunner:
             await loop.run_in_executor(self._executor, consumer.close)
         if self._producer is not None:
             await loop.run_in_executor(self._executor, self._producer.flush, 10)
+            self._producer = None  # librdkafka clients close when collected: no reconnect attempts after stop
+        self._consumer = None
         self._executor.shutdown(wait=False)
         if self._own_reader:
             await self.reader.stop()
@@ -447,27 +444,6 @@ class FlowRunner:
             task.add_done_callback(self._tasks.discard)
         elif isinstance(effect, PublishExternalTask):
             self._publish_task(effect)
-        elif isinstance(effect, StartChild):
-            parent = ParentRef(instance_id=effect.parent_id, key=effect.key, attempt=effect.attempt)
-            self._emit(
-                StartEvent(
-                    instance_id=effect.child_id,
-                    flow_id=effect.flow_id,
-                    flow_version=effect.flow_version,
-                    data=effect.data,
-                    parent=parent,
-                )
-            )
-        elif isinstance(effect, CancelChild):
-            self._emit(SignalEvent(instance_id=effect.child_id, signal_id="parent-cancel", signal="cancel"))
-        elif isinstance(effect, RequestSlot):
-            self._emit(
-                GateEvent(type="gate_request", gate=effect.gate, instance_id=effect.instance_id, limit=effect.limit)
-            )
-        elif isinstance(effect, ReleaseSlot):
-            self._emit(GateEvent(type="gate_release", gate=effect.gate, instance_id=effect.instance_id, limit=1))
-        elif isinstance(effect, Finished):
-            self._finished(effect)
         elif isinstance(effect, SignalRejected):
             log.info("flows: signal %s to %s refused: %s", effect.signal_id, effect.instance_id, effect.reason)
             self._produce_dlq(
@@ -477,25 +453,8 @@ class FlowRunner:
                 effect.reason,
                 (self.names.flow_events, -1, -1),
             )
-
-    def _finished(self, effect: Finished) -> None:
-        if effect.parent is not None:
-            self._emit(
-                StepResultEvent(
-                    instance_id=effect.parent.instance_id,
-                    key=effect.parent.key,
-                    attempt=effect.parent.attempt,
-                    ok=effect.status == "completed",
-                    output=effect.output,
-                    error=effect.error,
-                )
-            )
-        if effect.schedule_id is not None:
-            self._emit(
-                ScheduleEvent(
-                    type="schedule_instance_ended", schedule_id=effect.schedule_id, instance_id=effect.instance_id
-                )
-            )
+        for event in follow_ups(effect):
+            self._emit(event)
 
     async def _run_task(self, effect: RunTask) -> None:
         state = self.instance(effect.instance_id)

@@ -15,30 +15,27 @@ from typing import Any
 
 from app.flows.clock import VirtualClock
 from app.flows.compiler import CompiledFlow
+from app.flows.effects import follow_ups
 from app.flows.gate import GateEvent, GateState, apply_gate
 from app.flows.instance import (
-    CancelChild,
     CancelTimer,
     Effect,
     Event,
     Finished,
     InstanceState,
-    ParentRef,
     PublishExternalTask,
-    ReleaseSlot,
-    RequestSlot,
     RunTask,
     ScheduleTimer,
     SignalEvent,
     SignalRejected,
     SlotGranted,
-    StartChild,
     StartEvent,
     StepError,
     StepResultEvent,
     TimerFiredEvent,
 )
 from app.flows.machine import apply
+from app.flows.schedule import ScheduleEvent
 from app.flows.tasks import run_task
 
 __all__ = ["LocalRuntime", "TimerQueue"]
@@ -190,7 +187,6 @@ class LocalRuntime:
         self._queue.extend(SlotGranted(instance_id=i) for i in granted)
 
     async def _effect(self, effect: Effect) -> None:
-        now = self.clock.now()
         if isinstance(effect, RunTask):
             state = self.states[effect.instance_id]
             flow = self.flow_of(state)
@@ -202,38 +198,10 @@ class LocalRuntime:
             self.timers.cancel(effect.instance_id, effect.timer_id)
         elif isinstance(effect, PublishExternalTask):
             self.external.append(effect)
-        elif isinstance(effect, StartChild):
-            self._queue.append(
-                StartEvent(
-                    instance_id=effect.child_id,
-                    flow_id=effect.flow_id,
-                    flow_version=effect.flow_version,
-                    data=effect.data,
-                    parent=ParentRef(instance_id=effect.parent_id, key=effect.key, attempt=effect.attempt),
-                )
-            )
-        elif isinstance(effect, CancelChild):
-            self._queue.append(
-                SignalEvent(instance_id=effect.child_id, signal_id=f"parent-cancel@{now}", signal="cancel")
-            )
-        elif isinstance(effect, RequestSlot):
-            self._queue.append(
-                GateEvent(type="gate_request", gate=effect.gate, instance_id=effect.instance_id, limit=effect.limit)
-            )
-        elif isinstance(effect, ReleaseSlot):
-            self._queue.append(GateEvent(type="gate_release", gate=effect.gate, instance_id=effect.instance_id))
         elif isinstance(effect, Finished):
             self.finished.append(effect)
-            if effect.parent is not None:
-                self._queue.append(
-                    StepResultEvent(
-                        instance_id=effect.parent.instance_id,
-                        key=effect.parent.key,
-                        attempt=effect.parent.attempt,
-                        ok=effect.status == "completed",
-                        output=effect.output,
-                        error=effect.error,
-                    )
-                )
         elif isinstance(effect, SignalRejected):
             self.rejected.append(effect)
+        for event in follow_ups(effect):
+            if not isinstance(event, ScheduleEvent):  # schedules are driven by the Kafka runtime only
+                self._queue.append(event)

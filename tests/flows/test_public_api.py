@@ -6,7 +6,20 @@ from pathlib import Path
 
 import app.flows
 
-PURE = ("clock", "compiler", "cron", "gate", "instance", "local", "machine", "models", "schedule", "tasks", "timing")
+PURE = (
+    "clock",
+    "compiler",
+    "cron",
+    "effects",
+    "gate",
+    "instance",
+    "local",
+    "machine",
+    "models",
+    "schedule",
+    "tasks",
+    "timing",
+)
 
 
 def test_the_core_imports_no_io_frameworks() -> None:
