@@ -35,6 +35,9 @@ class QuasarError(Exception):
     code: str = "INTERNAL_ERROR"
     status: int = 500
     retryable: bool = False
+    # A 500 whose message names an operator's mistake (e.g. an unset env var), never data: shown as is
+    # instead of Orion's fixed "internal engine error" text.
+    expose_message: bool = False
 
     def __init__(self, message: str, *, details: Any = None) -> None:
         super().__init__(message)

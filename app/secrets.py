@@ -31,6 +31,7 @@ __all__ = [
     "is_secret_field",
     "mask_secrets",
     "mask_text",
+    "masked_paths",
     "resolve_secret",
     "resolve_secrets",
     "unmask_with",
@@ -64,6 +65,7 @@ class SecretMissing(EngineFailure):
 
     code = "SECRET_MISSING"
     retryable = False
+    expose_message = True  # names the variable to set, never its value
 
 
 def is_secret_field(name: str) -> bool:
@@ -146,6 +148,15 @@ def unmask_with(new: Any, stored: Any) -> Any:
     if isinstance(new, str) and MASK in new and isinstance(stored, str) and mask_text(stored) == new:
         return stored  # a URL sent back with its password masked
     return new
+
+
+def masked_paths(value: Any, prefix: str = "") -> list[str]:
+    """Dotted paths (`config.auth.token`, `api_keys[0]`) whose value is still the `MASK` placeholder."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in masked_paths(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in masked_paths(v, f"{prefix}[{i}]")]
+    return [prefix] if value == MASK else []
 
 
 def resolve_secret(value: Any, env: Mapping[str, str] | None = None) -> Any:

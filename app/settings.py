@@ -7,10 +7,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings", "property_name", "read_properties_file"]
+__all__ = ["Settings", "get_settings", "property_name", "read_properties_file", "settings_error_lines"]
+
+_LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "critical")
 
 
 class Settings(BaseSettings):
@@ -121,6 +123,13 @@ class Settings(BaseSettings):
     instance_id: str = Field(default_factory=socket.gethostname, description="Name of this instance.")
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    gateway_tls_cert: str | None = Field(
+        default=None, description="PEM certificate file: the gateway serves HTTPS (Orion's [server.tls])."
+    )
+    gateway_tls_key: str | None = Field(default=None, description="PEM private key file of `gateway_tls_cert`.")
+    shutdown_drain_secs: float = Field(
+        default=30.0, ge=0, description="On SIGTERM/SIGINT, how long in-flight HTTP requests may finish."
+    )
     worker_metrics_port: int = 9091
     worker_metrics_host: str = Field(
         default="127.0.0.1",
@@ -219,11 +228,63 @@ class Settings(BaseSettings):
         "reply carries the decision path of decision tables and rulesets. Turn off to keep rule internals private.",
     )
 
-    # Logging
-    log_level: str = "info"
-    log_format: str = Field(default="json", description="json or console")
 
-    @field_validator("trusted_proxies", mode="before")
+    # CORS (Orion's [cors]); a channel's `config.cors` overrides these per channel
+    cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins browsers may call from (comma-separated; * for any). Empty: no cross-origin access.",
+    )
+    cors_allowed_methods: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE"],
+        description="Methods allowed in cross-origin requests (comma-separated).",
+    )
+    cors_allowed_headers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "content-type",
+            "authorization",
+            "x-api-key",
+            "x-request-id",
+            "idempotency-key",
+            "traceparent",
+        ],
+        description="Request headers allowed in cross-origin requests (comma-separated; * for any).",
+    )
+    cors_allow_credentials: bool = Field(default=False, description="Allow cookies / credentials cross-origin.")
+    cors_max_age: int = Field(default=600, ge=0, description="Seconds a browser may cache a preflight answer.")
+    cors_expose_headers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["x-request-id"], description="Response headers a page may read."
+    )
+
+    # Logging
+    log_level: str = Field(default="info", description="trace, debug, info, warning (warn), error or critical")
+    log_format: str = Field(default="json", description="json, or console (Orion: pretty)")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"unknown log level {value!r}; use one of {', '.join(_LOG_LEVELS)}")
+        return level
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        fmt = value.strip().lower()
+        fmt = "console" if fmt == "pretty" else fmt  # Orion's name for the human format
+        if fmt not in ("json", "console"):
+            raise ValueError(f"unknown log format {value!r}; use json or console (pretty)")
+        return fmt
+
+
+    @field_validator(
+        "trusted_proxies",
+        "cors_allowed_origins",
+        "cors_allowed_methods",
+        "cors_allowed_headers",
+        "cors_expose_headers",
+        mode="before",
+    )
     @classmethod
     def _split_proxies(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -275,6 +336,17 @@ def read_properties_file(path: Path) -> dict[str, str]:
             raise ValueError(f"{path}:{number}: expected `key=value`, got {line[:80]!r}")
         properties[line[:cut].strip()] = line[cut + 1 :].strip()
     return properties
+
+
+def settings_error_lines(exc: ValidationError) -> list[str]:
+    """One line per bad setting, named as the user sets it (`QUASAR_GATEWAY_PORT=abc: ...`)."""
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error.get("loc", ())) or "?"
+        given = error.get("input")
+        shown = f"={given!r}" if isinstance(given, str | int | float | bool) else ""
+        lines.append(f"invalid setting QUASAR_{field.upper()}{shown}: {error.get('msg', 'invalid')}")
+    return lines
 
 
 @lru_cache(maxsize=1)

@@ -51,5 +51,17 @@ def _register() -> None:
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
+    from app.settings import settings_error_lines
+
     _register()
-    cli()
+    try:
+        cli()
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # A bad QUASAR_* value is the operator's typo: say which one, without a traceback.
+        for line in settings_error_lines(exc):
+            typer.echo(f"error: {line}", err=True)
+        raise SystemExit(2) from None

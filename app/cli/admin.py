@@ -54,6 +54,9 @@ HeaderOpt = typer.Option(
 )
 JsonOpt = typer.Option(False, "--json", help="Print raw JSON instead of a table.")
 FileOpt = typer.Option(..., "-f", "--file", help="JSON file ('-' for stdin).")
+# Commands Orion's guide writes with the file as an argument (`quasar workflows apply wf.json`) take both.
+FileOrArgOpt = typer.Option(None, "-f", "--file", help="JSON file ('-' for stdin); or give it as the argument.")
+FileArg = typer.Argument(None, metavar="[FILE]", help="JSON file ('-' for stdin); same as -f.")
 
 
 # -- plumbing -----------------------------------------------------------------------------------------
@@ -79,6 +82,16 @@ def _run(
             err_console.print_json(data=exc.details)
         raise typer.Exit(exc.exit_code) from None
     raise typer.Exit(code or 0)
+
+
+def _file(path: str | None, file: str | None) -> str:
+    """The JSON file named as the argument (`quasar workflows apply wf.json`) or with -f."""
+    if path is not None and file is not None and path != file:
+        raise CliError("give the file once: as the argument or with -f", "USAGE", EXIT_CODES["usage"])
+    chosen = path if path is not None else file
+    if chosen is None:
+        raise CliError("missing the JSON file: give it as the argument or with -f", "USAGE", EXIT_CODES["usage"])
+    return chosen
 
 
 def _read_json(path: str) -> Any:
@@ -196,7 +209,8 @@ def _group(kind: str, plural: str, *, lifecycle: bool) -> typer.Typer:
 
     @app.command("apply")
     def apply(
-        file: str = FileOpt,
+        path: str | None = FileArg,
+        file: str | None = FileOrArgOpt,
         activate: bool = typer.Option(False, "--activate", help="activate after applying (not connectors)"),
         url: str | None = UrlOpt,
         token: str | None = TokenOpt,
@@ -206,8 +220,8 @@ def _group(kind: str, plural: str, *, lifecycle: bool) -> typer.Typer:
         replaced (a new draft is made from the latest version when there is none)."""
 
         async def job(c: AdminClient) -> int:
-            docs = _docs(_read_json(file), plural)
-            table = Table(title=f"apply {file}")
+            docs = _docs(_read_json(_file(path, file)), plural)
+            table = Table(title=f"apply {_file(path, file)}")
             for col in ("id", "result", "version", "status"):
                 table.add_column(col)
             worst = 0
@@ -267,7 +281,9 @@ def _group(kind: str, plural: str, *, lifecycle: bool) -> typer.Typer:
 
     @app.command("import")
     def import_(
-        file: str = FileOpt,
+        path: str | None = FileArg,
+        file: str | None = FileOrArgOpt,
+        dry_run: bool = typer.Option(False, "--dry-run", help="validate every item and report; write nothing"),
         url: str | None = UrlOpt,
         token: str | None = TokenOpt,
         header: str = HeaderOpt,
@@ -275,7 +291,18 @@ def _group(kind: str, plural: str, *, lifecycle: bool) -> typer.Typer:
         """Import from a file (created as new drafts; existing ids are reported as conflicts)."""
 
         async def job(c: AdminClient) -> int:
-            docs = _docs(_read_json(file), plural)
+            docs = _docs(_read_json(_file(path, file)), plural)
+            if dry_run:
+                report = await c.admin("POST", f"/{plural}/import", json=docs, params={"dry_run": "true"})
+                table = Table(title=f"dry run: import of {len(docs)} {plural} (nothing written)")
+                for col in ("#", "id", "result"):
+                    table.add_column(col)
+                for item in report["items"]:
+                    result = "[green]ok[/]" if item["ok"] else f"[red]{item['code']}[/]: {item['error']}"
+                    table.add_row(str(item["index"]), _cell(item.get("id")), result)
+                console.print(table)
+                console.print(f"would import {report['valid']}, would fail {report['failed']}")
+                return EXIT_CODES["usage"] if report["failed"] else 0
             failed: list[tuple[str, CliError]] = []
             with Progress(TextColumn("import"), BarColumn(), MofNCompleteColumn(), console=err_console) as bar:
                 task = bar.add_task(plural, total=len(docs))
@@ -441,14 +468,15 @@ def ruleset_test(
 
 @rulesets_app.command("validate")
 def ruleset_validate(
-    file: str = FileOpt,
+    path: str | None = FileArg,
+    file: str | None = FileOrArgOpt,
     url: str | None = UrlOpt,
     token: str | None = TokenOpt,
     header: str = HeaderOpt,
 ) -> None:
     """Validate ruleset definitions without storing them (exit 2 when any is invalid)."""
 
-    _run(url, token, header, lambda c: _validate_docs(c, "ruleset", file))
+    _run(url, token, header, lambda c: _validate_docs(c, "ruleset", _file(path, file)))
 
 
 @workflows_app.command("rollout")
@@ -497,14 +525,15 @@ def test(
 
 @workflows_app.command("validate")
 def validate(
-    file: str = FileOpt,
+    path: str | None = FileArg,
+    file: str | None = FileOrArgOpt,
     url: str | None = UrlOpt,
     token: str | None = TokenOpt,
     header: str = HeaderOpt,
 ) -> None:
     """Validate workflow definitions without storing them (exit 2 when any is invalid)."""
 
-    _run(url, token, header, lambda c: _validate_docs(c, "workflow", file))
+    _run(url, token, header, lambda c: _validate_docs(c, "workflow", _file(path, file)))
 
 
 async def _validate_docs(c: AdminClient, kind: str, file: str) -> int:
@@ -555,7 +584,8 @@ def backup(
 
 
 def restore(
-    file: str = FileOpt,
+    path: str | None = FileArg,
+    file: str | None = FileOrArgOpt,
     prune: bool = typer.Option(True, "--prune/--no-prune", help="delete objects that are not in the backup"),
     url: str | None = UrlOpt,
     token: str | None = TokenOpt,
@@ -564,7 +594,7 @@ def restore(
     """Restore the whole config from a backup file."""
 
     async def job(c: AdminClient) -> None:
-        body = _read_json(file)
+        body = _read_json(_file(path, file))
         with Progress(TextColumn("restore"), BarColumn(), console=err_console, transient=True) as bar:
             bar.add_task("restore", total=None)
             result = await c.admin("POST", "/restore", json=body, params={"prune": str(prune).lower()})
@@ -576,7 +606,9 @@ def restore(
 
 def send(
     channel: str = typer.Argument(..., help="channel name (or REST path under /api/v1/data/)"),
-    data: str = typer.Option("{}", "-d", "--data", help="request data as JSON"),
+    data: str = typer.Option(
+        "{}", "-d", "--data", help='request data as JSON, or a whole body {"data": ..., "metadata": ...}'
+    ),
     is_async: bool = typer.Option(False, "--async", help="submit asynchronously; prints the trace id"),
     url: str | None = typer.Option(None, "--url", envvar="QUASAR_URL", help="gateway (default http://127.0.0.1:8080)"),
     token: str | None = TokenOpt,
@@ -587,9 +619,17 @@ def send(
     async def job(c: AdminClient) -> None:
         payload = _parse_json_arg(data, "--data")
         path = f"/api/v1/data/{channel.strip('/')}" + ("/async" if is_async else "")
-        _print_json(await c.request("POST", path, json={"data": payload}))
+        _print_json(await c.request("POST", path, json=request_body(payload)))
 
     _run(url, token, header, job, default_url="http://127.0.0.1:8080")
+
+
+def request_body(given: Any) -> Any:
+    """What `send -d` posts: an Orion request body (`{"data": ..., "metadata"?: ...}`, as Orion's CLI
+    takes it) is sent as is; anything else is the data and gets wrapped."""
+    if isinstance(given, dict) and "data" in given and set(given) <= {"data", "metadata"}:
+        return given
+    return {"data": given}
 
 
 traces_app = typer.Typer(help="Read request traces through the gateway.", no_args_is_help=True)

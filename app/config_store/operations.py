@@ -125,6 +125,11 @@ def _set(versions: Versions, n: int, now: str, **changes: Any) -> None:
     versions[n] = {**versions[n], **changes, "updated_at": now}
 
 
+def _archive(versions: Versions, n: int, now: str) -> None:
+    # An archived version takes no traffic: its rollout share goes to 0 (it kept the old share before).
+    _set(versions, n, now, status="archived", rollout_percentage=0)
+
+
 def _activate(versions: Versions, n: int, p: int, now: str) -> None:
     """Make version n active at p%; apply Orion's rule to the other active versions."""
     others = sorted((m for m, d in versions.items() if d["status"] == "active" and m != n), reverse=True)
@@ -133,7 +138,7 @@ def _activate(versions: Versions, n: int, p: int, now: str) -> None:
         if m == keep:
             _set(versions, m, now, rollout_percentage=100 - p)
         else:
-            _set(versions, m, now, status="archived")
+            _archive(versions, m, now)
     _set(versions, n, now, status="active", rollout_percentage=p)
 
 
@@ -219,7 +224,7 @@ def _connector_update(
     n = max(versions) + 1
     for m, d in versions.items():
         if d["status"] != "archived":
-            versions[m] = {**d, "status": "archived", "updated_at": now}
+            _archive(versions, m, now)
     versions[n] = _version_doc(kind, object_id, n, definition, "active", 100, now, now)
     return Change(op, versions, n)
 
@@ -308,7 +313,7 @@ class Rollout(Operation):
         versions = _copy(cur)
         _set(versions, newer, now, rollout_percentage=p)
         if p == 100:
-            _set(versions, older, now, status="archived")
+            _archive(versions, older, now)
         else:
             _set(versions, older, now, rollout_percentage=100 - p)
         return Change(self.name, versions, newer)
@@ -327,7 +332,7 @@ class Archive(Operation):
             raise BadRequest(f"{_label(kind, object_id)} has no active version to archive")
         versions = _copy(cur)
         for n in active:
-            _set(versions, n, now, status="archived")
+            _archive(versions, n, now)
         return Change(self.name, versions, active[0])
 
 

@@ -199,6 +199,18 @@ class ConfigWriter:
             # Stale: by now the reader has folded past our record, so the next read is fresher.
         raise Conflict(f"{kind} '{object_id}': gave up after {self.max_attempts} conflicting attempts")
 
+    def check(self, kind: str, object_id: str, operation: Operation) -> Change:
+        """What `apply` would write, without writing (dry runs): the same operation on the current state,
+        the same validation; raises what `apply` would raise (NotFound, Conflict, ValidationFailed...)."""
+        if kind not in KINDS:
+            raise BadRequest(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+        current = self.reader.state.get_any(kind, object_id)
+        live = current if current is not None and not current.deleted else None
+        change = operation(kind, object_id, live, _now_iso())
+        if change.op in _VALIDATED_OPS:
+            self._validate(kind, object_id, change)
+        return change
+
     def _validate(self, kind: str, object_id: str, change: Change) -> None:
         if change.versions is None or change.version is None:
             return

@@ -129,12 +129,22 @@ class _ConnectorTask(AsyncFunction):
 # --- http_call ---------------------------------------------------------------------------------
 
 
+def _default_method(svc: ConnectorServices, connector: str) -> str:
+    """The connector's default `method` (Orion), else GET; a dry run may name a connector not created yet."""
+    try:
+        config = svc.connector(connector, "http").config
+    except QuasarError:
+        return "GET"
+    return (getattr(config, "method", "") or "GET").upper()
+
+
 class HttpCall(_ConnectorTask):
     function = "http_call"
 
     def __init__(self, inp: ConnectorInput) -> None:
         super().__init__(inp)
-        self.method: str = inp.get("method", "GET")
+        # None: the connector's default `method` applies (Orion), else GET.
+        self.method: str | None = inp.get("method")
         self.headers: dict[str, str] = dict(inp.get("headers") or {})
         self.timeout_ms: int | None = inp.get("timeout_ms")
         self.response_path: str | None = inp.get("response_path")
@@ -159,16 +169,18 @@ class HttpCall(_ConnectorTask):
         if not any(k.lower() == "traceparent" for k in headers):
             headers["traceparent"] = child_traceparent(context["metadata"])
         if svc.dry_run:
-            request = {"method": self.method, "path": path, "headers": headers}
+            method = self.method or _default_method(svc, self.connector)
+            request = {"method": method, "path": path, "headers": headers}
             if self.has_body:
                 request["body"] = body
             return _record(ctx, self.function, self.connector, request)
         client = await svc.http(self.connector)
+        method = self.method or (client.config.method or "GET").upper()
         result = await svc.guarded(
             ctx.channel,
             self.connector,
             lambda: client.call(
-                self.method,
+                method,
                 path,
                 body=body,
                 has_body=self.has_body,
@@ -460,7 +472,8 @@ def connector_registry(base: FunctionRegistry | None = None) -> FunctionRegistry
 def check_connector_references(
     workflow: WorkflowDoc | Mapping[str, Any], connectors: Mapping[str, Any]
 ) -> list[dict[str, str]]:
-    """Errors `[{field, message}]` for tasks naming a missing, disabled or wrong-type connector.
+    """Errors `[{field, message, problem}]` for tasks naming a missing, disabled or wrong-type connector
+    (`problem`: missing, unusable or driver).
 
     `connectors` maps id or name to connector documents (dicts or `ConnectorDoc`s), as in the config
     snapshot. Validation and activation call this so a typo fails at deploy time, not per request.
@@ -484,7 +497,8 @@ def check_connector_references(
         except QuasarError as exc:
             known = sorted(n for n, d in svc.connectors.items() if d.connector_type == kind)
             hint = f"; known {kind} connectors: {', '.join(known)}" if known else f"; no {kind} connector exists"
-            errors.append({"field": field, "message": exc.message + hint})
+            problem = "unusable" if connector in svc.connectors else "missing"
+            errors.append({"field": field, "message": exc.message + hint, "problem": problem})
             continue
         driver = getattr(doc.config, "driver", None)
         if drivers is not None and driver not in drivers:
@@ -492,6 +506,7 @@ def check_connector_references(
                 {
                     "field": field,
                     "message": f"connector '{connector}' uses driver {driver}; {name} needs {'/'.join(drivers)}",
+                    "problem": "driver",
                 }
             )
     return errors

@@ -105,7 +105,8 @@ class ConnectorServices:
         if not doc.enabled:
             raise ConnectorNotFound(f"connector '{name}' is disabled")
         if kind is not None and doc.connector_type != kind:
-            raise ConnectorNotFound(f"connector '{name}' is of type {doc.connector_type}, expected {kind}")
+            # The workflow is wrong, not the system: Orion answers 400 VALIDATION_ERROR.
+            raise ValidationFailed(f"connector '{name}' is of type {doc.connector_type}, expected {kind}")
         return doc
 
     def dry(self) -> ConnectorServices:

@@ -91,8 +91,8 @@ def map_engine_error(exc: BaseException) -> QuasarError:
     """Orion's engine-error -> HTTP mapping. Only validation and timeout keep their message."""
     if isinstance(exc, ValidationFailed | Timeout):
         return exc
-    if isinstance(exc, QuasarError) and exc.status != 500:
-        return exc  # runtime conditions such as CircuitOpen (503) keep their meaning
+    if isinstance(exc, QuasarError) and (exc.status != 500 or exc.expose_message):
+        return exc  # runtime conditions such as CircuitOpen (503) or an unset env var keep their meaning
     err = EngineFailure("An internal engine error occurred")
     err.__cause__ = exc
     return err

@@ -11,6 +11,7 @@ import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -136,9 +137,13 @@ class BackpressureConfig(_Strict):
 
 
 class CorsConfig(_Strict):
+    """Browser access to the channel; unset fields come from the global `QUASAR_CORS_*` settings."""
+
     allowed_origins: list[str] | None = None
     allowed_methods: list[str] | None = None
     allowed_headers: list[str] | None = None
+    allow_credentials: bool | None = None
+    max_age: int | None = Field(None, ge=0, description="Seconds a browser may cache a preflight answer")
 
 
 class DeduplicationConfig(_Strict):
@@ -338,13 +343,23 @@ class ApiKeyAuth(_Open):
 class HttpConnectorConfig(_Open):
     type: Literal["http"] = "http"
     url: str = Field(min_length=1)
-    method: str = ""
+    method: str = Field("", description="Default method of http_call tasks that give none (empty: GET)")
     headers: dict[str, str] = Field(default_factory=dict)
     auth: Annotated[BearerAuth | BasicAuth | ApiKeyAuth, Field(discriminator="type")] | None = None
     retry: RetryConfig = Field(default_factory=lambda: RetryConfig.model_validate({}))
     max_response_size: int = Field(10 * 1024 * 1024, ge=1)
     allow_private_urls: bool = False
     timeout_ms: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_url_and_method(self) -> HttpConnectorConfig:
+        # Orion validates connector URLs at creation; a typo must fail here, not on the first request.
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in self.url):
+            raise ValueError(f"url must be an absolute http:// or https:// URL with a host, got {self.url!r}")
+        if self.method and self.method.upper() not in HTTP_METHODS:
+            raise ValueError(f"method must be one of {', '.join(HTTP_METHODS)}, got {self.method!r}")
+        return self
 
 
 class KafkaConnectorConfig(_Open):

@@ -242,11 +242,15 @@ def _crud(kind: str, plural: str, tag: str, *, lifecycle: bool) -> None:
         openapi_extra=_JSON_LIST_BODY,
         name=f"import_{plural}",
     )
-    async def import_(request: Request, svc: AdminService = Svc) -> Response:
+    async def import_(
+        request: Request,
+        dry_run: bool = Query(False, description="validate every item and report; write nothing"),
+        svc: AdminService = Svc,
+    ) -> Response:
         body = await _body(request)
         for doc in body if isinstance(body, list) else []:
             _check_scope(request, kind, _id_in(kind, doc), doc)
-        return json_response(await svc.import_(kind, body, actor=_actor(request)))
+        return json_response(await svc.import_(kind, body, actor=_actor(request), dry_run=dry_run))
 
     @router.get(f"{base}/{{object_id}}", tags=[tag], summary=f"Get {kind}", name=f"get_{kind}")
     async def get(

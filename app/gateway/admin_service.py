@@ -23,9 +23,9 @@ from app.config_store.reader import ConfigReader
 from app.config_store.rulesets import call_problems, check_activation, ruleset_catalog
 from app.config_store.state import KINDS, STATUSES, ConfigState, ObjectState, definition_of, id_field
 from app.config_store.writer import BACKUP_FORMAT, ConfigWriter
-from app.errors import BadRequest, NotFound, QuasarError, TestSuiteFailed, ValidationFailed
+from app.errors import BadRequest, Conflict, NotFound, QuasarError, TestSuiteFailed, ValidationFailed
 from app.gateway.routing import RouteEntry, RouteTable, ambiguous_with
-from app.secrets import mask_secrets, unmask_with
+from app.secrets import mask_secrets, masked_paths, unmask_with
 from app.settings import Settings
 
 __all__ = ["BACKUP_FORMAT", "AdminService", "Page", "ensure_channel_topic_for"]
@@ -463,13 +463,16 @@ class AdminService:
         if not isinstance(body, Mapping):
             raise BadRequest("workflow definition must be a JSON object")
         report = dict(validate_definition(body))
+        errors = list(report.get("errors", []))
+        warnings = list(report.get("warnings", []))
         name = body.get("name")
-        if not isinstance(name, str) or not name.strip():
-            report["errors"] = [
-                {"field": "name", "message": "name is required and must not be blank"},
-                *report.get("errors", []),
-            ]
-            report["valid"] = False
+        if (not isinstance(name, str) or not name.strip()) and not any(e.get("field") == "name" for e in errors):
+            errors.insert(0, {"field": "name", "message": "name is required and must not be blank"})
+        # Connector references against the connectors that exist now: a wrong type or driver can never
+        # work (error, Orion: 400 VALIDATION_ERROR); a missing one may still be created (warning).
+        for problem in connector_problems(body, self.state):
+            (warnings if problem.pop("missing") else errors).append(problem)
+        report.update(valid=not errors, errors=errors, warnings=warnings)
         return report
 
     def validate_channel(self, body: Any) -> dict[str, Any]:
@@ -486,20 +489,49 @@ class AdminService:
         return {"data": self.select(kind, status=status, tag=tag)}
 
     async def import_(
-        self, kind: str, body: Any, *, actor: str, progress: Callable[[int, int], None] | None = None
+        self,
+        kind: str,
+        body: Any,
+        *,
+        actor: str,
+        dry_run: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
-        """Create each document as a new object (drafts). Per-item failures are reported, not raised."""
+        """Create each document as a new object (drafts). Per-item failures are reported, not raised.
+
+        dry_run: check every item exactly as a create would (id free, definition compiles, no id twice
+        in the batch) and report per item; nothing is written.
+        """
+        _check_kind(kind)
         items = _items_of(kind, body)
-        imported, errors = 0, []
+        imported, errors, results = 0, [], []
+        seen: set[str] = set()
         for i, doc in enumerate(items):
+            ident = _loose_id(kind, doc)
             try:
-                await self.create(kind, doc, actor=actor)
+                if dry_run:
+                    object_id, prepared = self._prepare(kind, doc)
+                    if object_id in seen:
+                        raise Conflict(f"{kind} '{object_id}' appears more than once in the import")
+                    seen.add(object_id)
+                    self.writer.check(kind, object_id, ops.Create(prepared))
+                    ident = object_id
+                else:
+                    ident = (await self.create(kind, doc, actor=actor)).get(id_field(kind), ident)
                 imported += 1
+                results.append({"index": i, "id": ident, "ok": True})
             except QuasarError as exc:
-                errors.append({"index": i, "id": _loose_id(kind, doc), "code": exc.code, "error": exc.message})
+                failure = {"index": i, "id": ident, "code": exc.code, "error": exc.message}
+                if exc.details is not None:
+                    failure["details"] = exc.details
+                errors.append(failure)
+                results.append({**failure, "ok": False})
             if progress is not None:
                 progress(i + 1, len(items))
-        return {"imported": imported, "failed": len(errors), "errors": errors}
+        report: dict[str, Any] = {"imported": 0 if dry_run else imported, "failed": len(errors), "errors": errors}
+        if dry_run:
+            report.update(dry_run=True, valid=imported, items=results)
+        return report
 
     # -- engine, audit, backup ------------------------------------------------------------------------
     def engine_status(self) -> dict[str, Any]:
@@ -555,14 +587,28 @@ class AdminService:
         """Make the config equal to a backup (objects not in it are deleted unless `prune` is off).
 
         The whole backup is checked before anything is written. Masked connector secrets keep the value
-        stored now; use `env://` references so a backup restores fully anywhere.
+        stored now; a masked secret with nothing stored behind it refuses the whole restore (400, every
+        such field listed) instead of writing the mask as the secret. Use `env://` references so a
+        backup restores fully anywhere.
         """
         objects = _backup_objects(body)
+        unresolved: list[str] = []
         for entry in objects:
-            current = self.state.get(entry["kind"], entry["id"]) if entry["kind"] in _MASKED_KINDS else None
+            if entry["kind"] not in _MASKED_KINDS:
+                continue
+            current = self.state.get(entry["kind"], entry["id"])
             if current is not None:
                 stored = {str(n): dict(d) for n, d in current.versions.items()}
                 entry["versions"] = unmask_with(entry["versions"], stored)
+            # A mask with no stored value behind it would be written as the secret itself.
+            unresolved += [f"{entry['kind']}/{entry['id']} v{path}" for path in masked_paths(entry["versions"])]
+        if unresolved:
+            raise ValidationFailed(
+                f"the backup holds {len(unresolved)} masked secret(s) with no stored value to keep "
+                "(the object was deleted or the secret added since): re-enter them in the backup file, "
+                "or use env://VAR references; nothing was restored",
+                details={"masked_secrets": unresolved},
+            )
         doc = {**dict(body), "objects": objects}
         results = await self.writer.restore(doc, actor=actor, replace=prune)
         restored = sum(1 for r in results if r.op == "restore" and r.changed)
@@ -636,6 +682,22 @@ def _backup_objects(body: Any) -> list[dict[str, Any]]:
             raise BadRequest(f"backup object #{i} must be {{kind, id, versions}} with kind in {', '.join(KINDS)}")
         out.append({"kind": entry["kind"], "id": entry["id"], "versions": dict(entry["versions"])})
     return out
+
+
+def connector_problems(body: Mapping[str, Any], state: ConfigState) -> list[dict[str, Any]]:
+    """`[{field, message, missing}]` for tasks naming a connector that is missing (`missing`), disabled,
+    or of the wrong type or driver for the function."""
+    from app.connectors import check_connector_references
+
+    connectors = {}
+    for obj in state.objects("connector"):
+        n = obj.active[0] if obj.active else obj.latest
+        if n is not None:
+            connectors[obj.id] = {"connector_id": obj.id, **definition_of("connector", obj.versions[n])}
+    return [
+        {"field": p["field"], "message": p["message"], "missing": p["problem"] == "missing"}
+        for p in check_connector_references(body, connectors)
+    ]
 
 
 def validate_definition(body: Mapping[str, Any]) -> dict[str, Any]:

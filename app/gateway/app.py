@@ -22,10 +22,12 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import __version__
 from app.gateway import data, health
+from app.gateway.cors import CorsMiddleware
 from app.gateway.data import ChannelGuards, DataFastPath, DataService, fast_uuid4
 from app.gateway.errors import install_error_handlers
 from app.gateway.limits import RequestLimitsMiddleware
 from app.gateway.reply_router import KafkaBridge
+from app.gateway.security_headers import SecurityHeadersMiddleware
 from app.gateway.traces import TraceIndex
 from app.governance.governor import Governor
 from app.heap import settle_heap
@@ -202,6 +204,8 @@ def create_app(
         max_url_bytes=settings.max_url_bytes,
         max_header_bytes=settings.max_header_bytes,
     )
+    app.add_middleware(CorsMiddleware, settings=settings, state=app.state)
+    app.add_middleware(SecurityHeadersMiddleware, tls=bool(settings.gateway_tls_cert))
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HttpMetricsMiddleware)  # times everything, errors included
     if settings.trusted_proxies:

@@ -42,7 +42,7 @@ from app.gateway.errors import ChannelTimeout, RequestTimeout, json_response
 from app.gateway.guards import ChannelGuards, ChannelPolicy, DataContext, Guard
 from app.gateway.reply_router import KafkaBridge
 from app.gateway.routing import Resolution, RouteTable
-from app.gateway.traces import TRACE_STATUSES, TraceIndex
+from app.gateway.traces import TRACE_STATUSES, TraceIndex, orion_trace
 from app.jsonlimits import MAX_JSON_DEPTH, json_too_deep
 from app.kafka import headers as H
 from app.kafka.names import TopicNames
@@ -241,6 +241,10 @@ class DataService:
             body = loads_body(raw)
             if not isinstance(body, dict):
                 raise BadRequest('Request body must be a JSON object like {"data": {...}, "metadata": {...}}')
+            if "data" not in body:
+                # Orion: the body's `data` is the payload; a body without it is a client mistake (a
+                # bare payload would otherwise run on empty data and answer 200).
+                raise BadRequest('Request body must have a "data" field: {"data": {...}, "metadata": {...}}')
         extra_meta = body.get("metadata")
         if extra_meta is not None and not isinstance(extra_meta, dict):
             raise BadRequest("'metadata' must be a JSON object")
@@ -335,6 +339,7 @@ class DataService:
             "status": "pending",
             "created_at": _now_iso(),
             "request_id": ctx.request_id,
+            "payload": ctx.data,  # Orion's trace carries the message's payload
         }
         # Visible at once on this instance; on every other one when it tails the traces topic.
         self.traces.record(ctx.trace_id, pending)
@@ -477,7 +482,7 @@ async def get_trace(request: Request, trace_id: str) -> Response:
     trace = service.traces.get(trace_id)
     if trace is None or (visible is not None and not visible(trace.get("channel"))):
         raise NotFound(f"Trace '{trace_id}' not found")  # another caller's trace: as if it did not exist
-    return json_response(trace)
+    return json_response(orion_trace(trace))
 
 
 @router.post("/{channel}", summary="Process a message synchronously", openapi_extra=_BODY_DOC)

@@ -43,6 +43,7 @@ class DataContext:
     trace_id: str
     admission: Admission | None = None  # what governance was asked (set by `check`)
     decision: Decision | None = None  # and what it answered
+    traceparent: str | None = None  # the gateway's request span (OpenTelemetry on), carried into Kafka
 
     @property
     def is_async(self) -> bool:

@@ -15,6 +15,7 @@ for the configured `trusted_proxies` only.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -169,6 +170,11 @@ def server_config(app: Any, settings: Settings, *, host: str, port: int, **overr
         "access_log": False,  # one line per request costs more than the request on the hot path
         "log_config": None,  # keep the logging set up by app.observability.logs
         "lifespan": "on",
+        # Orion's [server.tls] and shutdown_drain_secs: HTTPS when a certificate is set; in-flight
+        # requests get this long to finish after SIGTERM/SIGINT.
+        "ssl_certfile": settings.gateway_tls_cert,
+        "ssl_keyfile": settings.gateway_tls_key,
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_drain_secs),
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)

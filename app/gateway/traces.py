@@ -41,7 +41,7 @@ from app.kafka.config import reader_config
 from app.kafka.names import TopicNames
 from app.settings import Settings
 
-__all__ = ["TRACE_STATUSES", "TraceIndex", "merge_trace"]
+__all__ = ["TRACE_STATUSES", "TraceIndex", "merge_trace", "orion_trace"]
 
 log = logging.getLogger("quasar.gateway.traces")
 
@@ -62,6 +62,36 @@ def merge_trace(current: Mapping[str, Any] | None, update: Mapping[str, Any]) ->
             continue
         merged[key] = value
     return merged
+
+
+def orion_trace(trace: Mapping[str, Any]) -> dict[str, Any]:
+    """A trace as Orion shapes it, Quasar's own fields kept: `message` is the processed message
+    (`id`, `payload`, `context{data, metadata, temp_data}`, `audit_trail`, `errors`).
+
+    Built from what the trace records hold: the worker's result (`{id, status, data, errors}`), the
+    gateway's `payload` (async requests) and, when a channel traces per task, `metadata`/`audit_trail`.
+    `temp_data` is scratch space Orion never returns, so it is empty here too.
+    """
+    out = dict(trace)
+    if isinstance(out.get("message"), Mapping):
+        return out
+    result = trace.get("result")
+    result = result if isinstance(result, Mapping) else {}
+    errors = result.get("errors")
+    if errors is None and isinstance(trace.get("error"), Mapping):
+        errors = [trace["error"]]
+    out["message"] = {
+        "id": result.get("id") or trace.get("request_id") or trace.get("id"),
+        "payload": trace.get("payload"),
+        "context": {
+            "data": result.get("data", {}),
+            "metadata": trace.get("metadata", {}),
+            "temp_data": {},
+        },
+        "audit_trail": trace.get("audit_trail", []),
+        "errors": errors or [],
+    }
+    return out
 
 
 class TraceIndex:

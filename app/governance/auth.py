@@ -63,6 +63,8 @@ class AdminAuth:
         headers = {k.lower(): v for k, v in request.headers.items()}
         presented = extract_key(headers, self.header)
         if presented is None:
+            if self.header.lower() == "authorization" and headers.get("authorization", "").strip():
+                raise Unauthorized("Malformed Authorization header: expected 'Authorization: Bearer <key>'")
             raise Unauthorized(f"Missing admin credentials (header {self.header})")
         principal = self.identify(presented)
         if principal is None:

@@ -10,7 +10,11 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["redis_status", "worker_components"]
+__all__ = ["HEALTHY", "redis_status", "worker_components"]
+
+# Component states that keep a process healthy: no Redis configured is a valid choice (in-memory
+# governance), reported as such instead of pretending a Redis answered.
+HEALTHY = frozenset({"ok", "not_configured"})
 
 _REDIS_CACHE_S = 2.0
 _cache: dict[str, tuple[float, str]] = {}
@@ -43,8 +47,8 @@ def redis_status(url: str | None, *, timeout: float = 0.5) -> str:
 
 def worker_components(worker: Any, redis_url: str | None, probe: Any = None) -> dict[str, str]:
     """Component map of a `ChannelWorker`: broker (consume loop alive and, with a `BrokerProbe`, the
-    cluster answering), config (caught up), engine, redis. `not_configured` Redis counts as ok (the
-    in-memory backend is a valid choice)."""
+    cluster answering), config (caught up), engine, redis (`not_configured` counts as healthy: see
+    `HEALTHY`)."""
     out: dict[str, str] = {}
     task = getattr(worker, "_task", None)
     failure = getattr(worker, "failure", None)
@@ -63,6 +67,5 @@ def worker_components(worker: Any, redis_url: str | None, probe: Any = None) -> 
         out["engine"] = f"config snapshot failed to build ({reader.last_error})"
     else:
         out["engine"] = "ok"
-    redis = redis_status(redis_url)
-    out["redis"] = "ok" if redis == "not_configured" else redis
+    out["redis"] = redis_status(redis_url)
     return out

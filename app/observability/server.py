@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from app.observability.health import HEALTHY
+
 __all__ = ["IDLE_TIMEOUT_S", "MAX_HANDLER_THREADS", "HealthFn", "OpsServer", "start_ops_server"]
 
 IDLE_TIMEOUT_S = 5.0
@@ -91,7 +93,7 @@ def _handler(
                 except Exception as exc:  # a broken check is itself a degraded component
                     parts = {"health_check": f"failed ({type(exc).__name__}: {exc})"}
                 if path == "/health":
-                    ok = all(v == "ok" for v in parts.values())
+                    ok = all(v in HEALTHY for v in parts.values())
                     extra = info() if info else {}
                     body = {"status": "ok" if ok else "degraded", **extra, "components": parts}
                 else:

@@ -1,0 +1,162 @@
+"""Issue 15: data-API behaviour as Orion documents it (CORS, security headers, body shape, trace shape),
+end to end: real HTTP -> gateway -> Kafka -> worker -> gateway, on the real broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.gateway.conftest import Admin, Gateway, eventually, map_task, parse_task
+
+pytestmark = pytest.mark.timeout(180)
+
+_JSON = {"content-type": "application/json"}
+APP = "https://app.example.com"
+
+
+@pytest.fixture(scope="module")
+async def channels(admin: Admin) -> None:
+    await admin.workflow(
+        {
+            "workflow_id": "parity-wf",
+            "name": "parity",
+            "tasks": [parse_task("order"), map_task("flag", ("data.order.seen", True))],
+        }
+    )
+    await admin.channel({"channel_id": "plain", "name": "plain", "workflow_id": "parity-wf"})
+    await admin.channel(
+        {
+            "channel_id": "browser",
+            "name": "browser",
+            "workflow_id": "parity-wf",
+            "config": {
+                "cors": {
+                    "allowed_origins": [APP],
+                    "allowed_methods": ["POST"],
+                    "allowed_headers": ["content-type", "x-tenant-id"],
+                    "allow_credentials": True,
+                    "max_age": 120,
+                }
+            },
+        }
+    )
+
+
+# -- defect 5: CORS ------------------------------------------------------------------------------
+async def test_preflight_of_a_channel_with_cors_answers_its_policy(gateway: Gateway, channels: None) -> None:
+    r = await gateway.http.options(
+        "/api/v1/data/browser",
+        headers={
+            "origin": APP,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "Content-Type, X-Tenant-Id",
+        },
+    )
+    assert r.status_code == 204, r.text
+    assert r.headers["access-control-allow-origin"] == APP
+    assert r.headers["access-control-allow-credentials"] == "true"
+    assert r.headers["access-control-allow-methods"] == "POST"
+    assert r.headers["access-control-allow-headers"] == "content-type, x-tenant-id"
+    assert r.headers["access-control-max-age"] == "120"
+    assert "Origin" in r.headers["vary"]
+
+
+async def test_preflight_refuses_an_unknown_origin_method_or_header(gateway: Gateway, channels: None) -> None:
+    base = {"origin": APP, "access-control-request-method": "POST"}
+    for headers in (
+        {**base, "origin": "https://evil.example.com"},
+        {**base, "access-control-request-method": "DELETE"},
+        {**base, "access-control-request-headers": "x-secret"},
+    ):
+        r = await gateway.http.options("/api/v1/data/browser", headers=headers)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "FORBIDDEN", (headers, r.text)
+        assert "access-control-allow-origin" not in r.headers
+
+
+async def test_an_allowed_origin_gets_cors_headers_on_the_answer(gateway: Gateway, channels: None) -> None:
+    r = await gateway.http.post("/api/v1/data/browser", json={"data": {"id": 1}}, headers={"origin": APP})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["order"] == {"id": 1, "seen": True}
+    assert r.headers["access-control-allow-origin"] == APP
+    assert r.headers["access-control-allow-credentials"] == "true"
+    assert "x-request-id" in r.headers["access-control-expose-headers"]
+    # Orion's per-channel rule stays: an origin not listed is refused before any work.
+    r = await gateway.http.post("/api/v1/data/browser", json={"data": {}}, headers={"origin": "https://evil.example"})
+    assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
+
+
+async def test_global_cors_applies_to_channels_without_their_own(
+    e2e_settings: Any, worker: Any, channels: None
+) -> None:
+    from tests.gateway.conftest import running_gateway
+
+    settings = e2e_settings.model_copy(update={"instance_id": "gw-cors", "cors_allowed_origins": ["*"]})
+    async with running_gateway(settings) as gw:
+        r = await gw.http.options(
+            "/api/v1/data/plain", headers={"origin": APP, "access-control-request-method": "POST"}
+        )
+        assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*"
+        r = await gw.http.post("/api/v1/data/plain", json={"data": {}}, headers={"origin": APP})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+        # Admin routes follow the global policy too.
+        r = await gw.http.options(
+            "/api/v1/admin/workflows", headers={"origin": APP, "access-control-request-method": "GET"}
+        )
+        assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*"
+
+
+async def test_without_global_cors_a_cross_origin_answer_carries_no_cors_headers(
+    gateway: Gateway, channels: None
+) -> None:
+    r = await gateway.http.post("/api/v1/data/plain", json={"data": {}}, headers={"origin": APP})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+# -- defect 6: security headers --------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["/api/v1/data/plain", "/health", "/api/v1/admin/workflows", "/nowhere"])
+async def test_every_answer_carries_the_security_headers(gateway: Gateway, channels: None, path: str) -> None:
+    r = await gateway.http.post(path, json={"data": {}}) if "data" in path else await gateway.http.get(path)
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert r.headers["referrer-policy"] == "strict-origin-when-cross-origin"
+    assert r.headers["permissions-policy"] == "camera=(), microphone=(), geolocation=()"
+    assert "strict-transport-security" not in r.headers  # plain HTTP
+
+
+# -- defect 8: request and trace shapes --------------------------------------------------------------
+async def test_a_body_without_data_is_400_bad_request(gateway: Gateway, channels: None) -> None:
+    r = await gateway.http.post("/api/v1/data/plain", json={"order_id": 7})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "BAD_REQUEST", r.text
+    assert '"data"' in r.json()["error"]["message"]
+    # No body at all is still a request on empty data (REST GETs have none).
+    r = await gateway.http.post("/api/v1/data/plain")
+    assert r.status_code == 200, r.text
+
+
+async def test_an_async_trace_has_orions_message_shape(gateway: Gateway, channels: None) -> None:
+    r = await gateway.http.post("/api/v1/data/plain/async", json={"data": {"order_id": "ORD-1"}})
+    assert r.status_code == 202, r.text
+    trace_id = r.json()["trace_id"]
+
+    async def completed() -> Any:
+        t = await gateway.http.get(f"/api/v1/data/traces/{trace_id}")
+        return t.json() if t.status_code == 200 and t.json()["status"] == "completed" else None
+
+    trace = await eventually(completed)
+    message = trace["message"]
+    assert set(message) >= {"id", "payload", "context", "audit_trail", "errors"}
+    assert message["payload"] == {"order_id": "ORD-1"}
+    assert message["context"]["data"] == {"order": {"order_id": "ORD-1", "seen": True}}
+    assert set(message["context"]) == {"data", "metadata", "temp_data"}
+    assert message["errors"] == []
+    assert trace["result"]["data"] == message["context"]["data"]  # Quasar's own fields stay
+
+
+# -- defect 9: health says what is configured -------------------------------------------------------
+async def test_health_reports_redis_not_configured_and_stays_ok(gateway: Gateway, channels: None) -> None:
+    r = await gateway.http.get("/health")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok" and body["components"]["redis"] == "not_configured"
