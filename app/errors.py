@@ -119,8 +119,12 @@ class ServiceUnavailable(QuasarError):
 
 
 class CircuitOpen(QuasarError):
+    """An open breaker refused the call. Not retried by the worker: the breaker stays open for its
+    recovery timeout, so a retry within the backoff is refused again (and would count every attempt
+    as a rejection); the request fails fast with 503, as in Orion."""
+
     code, status = "CIRCUIT_OPEN", 503
-    retryable = True
+    retryable = False
 
 
 class Timeout(QuasarError):

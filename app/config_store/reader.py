@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from app.config_store.snapshot import EngineFactory, Snapshot, build_snapshot, default_engine_factory
-from app.config_store.state import MARKER_PREFIX, ConfigState, Outcome, default_compiler
+from app.config_store.state import MARKER_PREFIX, RUNTIME_PREFIX, ConfigState, Outcome, default_compiler
 from app.errors import ServiceUnavailable, Timeout
 from app.kafka.admin import create_admin, topic_partitions
 from app.kafka.config import producer_config, reader_config
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 # Called on the event loop with the new snapshot after every change; may be sync or async.
 Listener = Callable[[Snapshot], Awaitable[None] | None]
+RuntimeListener = Callable[[str, bytes | None], None]
 
 
 class ConfigNotReady(ServiceUnavailable):
@@ -85,6 +86,9 @@ class ConfigReader:
         self._offset_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._key_waiters: dict[str, asyncio.Future[Outcome]] = {}
         self._listeners: list[Listener] = []
+        # Runtime records (`__runtime__/...`): the latest value per key, and who wants to hear of them.
+        self.runtime_records: dict[str, bytes] = {}
+        self._runtime_listeners: list[tuple[str, RuntimeListener]] = []
         self._listener_tasks: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -121,6 +125,22 @@ class ConfigReader:
         """Call `listener(snapshot)` on the loop after every change; returns an unsubscribe function."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def add_runtime_listener(self, prefix: str, listener: RuntimeListener) -> Callable[[], None]:
+        """Call `listener(key, value)` on the loop for every runtime record under `RUNTIME_PREFIX + prefix`
+        folded once caught up (history replayed at start is in `runtime_records`, not replayed)."""
+        entry = (RUNTIME_PREFIX + prefix, listener)
+        self._runtime_listeners.append(entry)
+        return lambda: self._runtime_listeners.remove(entry) if entry in self._runtime_listeners else None
+
+    async def write_runtime(self, key: str, value: bytes | None) -> int:
+        """Write the runtime record `RUNTIME_PREFIX + key` (None: a tombstone); returns its offset."""
+        return await self.write(RUNTIME_PREFIX + key, value)
+
+    def runtime(self, prefix: str) -> dict[str, bytes]:
+        """The latest value of every live runtime record under `RUNTIME_PREFIX + prefix`."""
+        full = RUNTIME_PREFIX + prefix
+        return {k: v for k, v in list(self.runtime_records.items()) if k.startswith(full)}
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -265,6 +285,8 @@ class ConfigReader:
                     log.warning("config reader: %s", err.str())
                 continue
             outcome = self.state.apply(m.offset(), m.key(), m.value(), m.timestamp()[1])
+            if outcome.reason == "runtime" and outcome.key is not None:
+                self._runtime(outcome.key, m.value())
             # Propagation delay only once caught up: replaying history would report its age.
             M.observe_config_record(outcome.kind, outcome.status, m.timestamp()[1], caught_up=self._ready)
             if outcome.status != "ignored" or outcome.reason not in ("marker", "tombstone"):
@@ -290,6 +312,27 @@ class ConfigReader:
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
                 loop.call_soon_threadsafe(self._deliver, outcomes, last, changed)
+
+    def _runtime(self, key: str, value: bytes | None) -> None:
+        # Poll thread: keep the latest value (a tombstone removes it), notify listeners on the loop.
+        if value is None:
+            self.runtime_records.pop(key, None)
+        else:
+            self.runtime_records[key] = value
+        loop = self._loop
+        if not self._ready or loop is None:
+            return
+        for prefix, listener in list(self._runtime_listeners):
+            if key.startswith(prefix):
+                with contextlib.suppress(RuntimeError):  # loop closed
+                    loop.call_soon_threadsafe(self._call_runtime_listener, listener, key, value)
+
+    @staticmethod
+    def _call_runtime_listener(listener: RuntimeListener, key: str, value: bytes | None) -> None:
+        try:
+            listener(key, value)
+        except Exception:
+            log.exception("runtime record listener failed on %s", key)
 
     def _deliver(self, outcomes: list[Outcome], last: int, changed: bool) -> None:
         """On the loop: publish the new position, wake waiters, notify listeners."""

@@ -31,6 +31,7 @@ __all__ = [
     "KINDS",
     "MARKER_PREFIX",
     "META_FIELDS",
+    "RUNTIME_PREFIX",
     "STATUSES",
     "CompileResult",
     "Compiler",
@@ -59,6 +60,10 @@ KINDS: tuple[str, ...] = (
 DIRECT_KINDS: frozenset[str] = frozenset({"connector", "apikey", "policy", "testsuite"})
 STATUSES: tuple[str, ...] = ("draft", "active", "archived")
 MARKER_PREFIX = "__marker__/"
+# Runtime records share the config log but are not config: instance state every reader should see (a
+# worker's circuit breakers) and commands for every instance (reset a breaker). The fold skips them;
+# the reader hands them to its runtime listeners. See docs/internals.md.
+RUNTIME_PREFIX = "__runtime__/"
 # Lifecycle fields the store owns; everything else in a version document is the user's definition.
 # `test_suite`: the test-suite result recorded when the version was activated (with its content digest).
 META_FIELDS: frozenset[str] = frozenset(
@@ -350,6 +355,8 @@ class ConfigState:
                 return Outcome("ignored", "key is not UTF-8", offset)
         if key.startswith(MARKER_PREFIX):
             return Outcome("ignored", "marker", offset, key)
+        if key.startswith(RUNTIME_PREFIX):
+            return Outcome("ignored", "runtime", offset, key)
         if value is None:
             return Outcome("ignored", "tombstone", offset, key)
         try:

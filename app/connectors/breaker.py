@@ -68,6 +68,7 @@ class CircuitBreaker:
 
     __slots__ = (
         "_clock",
+        "_on_change",
         "channel",
         "config",
         "connector",
@@ -81,8 +82,14 @@ class CircuitBreaker:
     )
 
     def __init__(
-        self, channel: str, connector: str, config: BreakerConfig, clock: Callable[[], float] = time.monotonic
+        self,
+        channel: str,
+        connector: str,
+        config: BreakerConfig,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[CircuitBreaker], None] | None = None,
     ) -> None:
+        self._on_change = on_change  # told of every state change (cluster-wide visibility)
         self.channel = channel
         self.connector = connector
         self.key = breaker_key(channel, connector)
@@ -114,9 +121,16 @@ class CircuitBreaker:
         )
 
     def on_success(self) -> None:
+        changed = self.state != CLOSED
         self.state = CLOSED
         self.failures = 0
         self.probe_in_flight = False
+        if changed:
+            self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self)
 
     def on_failure(self) -> None:
         self.failures += 1
@@ -134,11 +148,13 @@ class CircuitBreaker:
         self.probe_in_flight = False
         self.trips += 1
         BREAKER_TRIPS.labels(self.connector, self.channel).inc()
+        self._changed()
 
     def reset(self) -> None:
         self.state = CLOSED
         self.failures = 0
         self.probe_in_flight = False
+        self._changed()
 
     def snapshot(self) -> dict[str, Any]:
         state = self.state
@@ -158,9 +174,15 @@ class CircuitBreaker:
 class BreakerRegistry:
     """All breakers of a process, keyed `channel:connector`; LRU-bounded by `max_breakers`."""
 
-    def __init__(self, config: BreakerConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: BreakerConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[CircuitBreaker], None] | None = None,
+    ) -> None:
         self.config = config or BreakerConfig()
         self._clock = clock
+        self.on_change = on_change
         self._breakers: OrderedDict[str, CircuitBreaker] = OrderedDict()
 
     @property
@@ -171,13 +193,17 @@ class BreakerRegistry:
         key = breaker_key(channel, connector)
         breaker = self._breakers.get(key)
         if breaker is None:
-            breaker = CircuitBreaker(channel, connector, self.config, self._clock)
+            breaker = CircuitBreaker(channel, connector, self.config, self._clock, self._notify)
             self._breakers[key] = breaker
             while len(self._breakers) > self.config.max_breakers:
                 self._breakers.popitem(last=False)
         else:
             self._breakers.move_to_end(key)
         return breaker
+
+    def _notify(self, breaker: CircuitBreaker) -> None:
+        if self.on_change is not None:
+            self.on_change(breaker)
 
     def list(self) -> list[dict[str, Any]]:
         """Every breaker's state, sorted by key (the admin API's list)."""

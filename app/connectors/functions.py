@@ -34,6 +34,7 @@ from app.engine.models import WorkflowDoc
 from app.engine.paths import MISSING, PathPart, clone, compile_path, set_path
 from app.engine.registry import AsyncFunction, FunctionInputError, FunctionRegistry, FunctionSpec, TaskContext
 from app.errors import EngineFailure, QuasarError, Timeout, ValidationFailed
+from app.observability.metrics import DB_QUERY_DURATION
 
 __all__ = [
     "CALL_CHAIN_KEY",
@@ -219,7 +220,8 @@ class DbRead(_ConnectorTask):
             return _record(ctx, self.function, self.connector, {"query": query, "params": params})
         db = await svc.sql(self.connector)
         run = db.write if write else db.read
-        result = await svc.guarded(ctx.channel, self.connector, lambda: run(query, params))
+        with DB_QUERY_DURATION.labels("write" if write else "read").time():
+            result = await svc.guarded(ctx.channel, self.connector, lambda: run(query, params))
         _write(message, ctx, self.output, self.output_parts, {"rows_affected": result} if write else result)
         return 200
 
@@ -287,7 +289,8 @@ class MongoRead(_ConnectorTask):
             request = {"database": database, "collection": collection, "filter": flt}
             return _record(ctx, self.function, self.connector, request)
         mongo = await svc.mongo(self.connector)
-        docs = await svc.guarded(ctx.channel, self.connector, lambda: mongo.find(database, collection, flt))
+        with DB_QUERY_DURATION.labels("mongo_read").time():
+            docs = await svc.guarded(ctx.channel, self.connector, lambda: mongo.find(database, collection, flt))
         _write(message, ctx, self.output, self.output_parts, docs)
         return 200
 

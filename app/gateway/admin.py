@@ -438,22 +438,44 @@ async def connectors_reload(svc: AdminService = Svc) -> Response:
     return json_response({"reloaded": True, "connectors_count": len(svc.state.objects("connector"))})
 
 
-# Circuit breakers live in the process that runs connector calls: `app.state.connector_services`
-# (an `app.connectors.ConnectorServices`). Registered before the connector CRUD so the path is not an id.
+# Circuit breakers live in the processes that run connector calls (workers; `app.state.connector_services`
+# when this process runs some too). Workers publish their breakers' states on the config topic and obey
+# reset commands written there (app/connectors/breaker_cluster.py), so any gateway lists and resets them.
+# Registered before the connector CRUD so the path is not an id.
+def _breaker_states(request: Request) -> list[dict[str, Any]]:
+    from app.connectors.breaker_cluster import cluster_breaker_states
+
+    states: list[dict[str, Any]] = []
+    reader = getattr(request.app.state, "config_reader", None)
+    if reader is not None and hasattr(reader, "runtime"):
+        states.extend(cluster_breaker_states(reader))
+    services = getattr(request.app.state, "connector_services", None)
+    if services is not None:
+        instance = getattr(request.app.state, "instance_id", None)
+        states.extend({**b, "instance": instance} for b in services.list_circuit_breakers())
+    return states
+
+
 @router.get("/connectors/circuit-breakers", tags=["Connectors"], summary="List circuit breaker states")
 async def circuit_breakers_list(request: Request) -> Response:
-    services = getattr(request.app.state, "connector_services", None)
-    return _data(services.list_circuit_breakers() if services is not None else [])
+    return _data(_breaker_states(request))
 
 
 @router.post("/connectors/circuit-breakers/{key}", tags=["Connectors"], summary="Reset a circuit breaker")
 async def circuit_breaker_reset(key: str, request: Request) -> Response:
+    from app.connectors.breaker_cluster import request_breaker_reset
     from app.errors import NotFound
 
-    services = getattr(request.app.state, "connector_services", None)
-    if services is None or not services.reset_circuit_breaker(key):
+    instances = sorted({str(s.get("instance")) for s in _breaker_states(request) if s.get("key") == key})
+    if not instances:
         raise NotFound(f"Circuit breaker '{key}' not found")
-    return _data({"key": key, "state": "closed"})
+    services = getattr(request.app.state, "connector_services", None)
+    if services is not None:
+        services.reset_circuit_breaker(key)
+    reader = getattr(request.app.state, "config_reader", None)
+    if reader is not None and hasattr(reader, "write_runtime"):
+        await request_breaker_reset(reader, key)  # every worker holding it closes it
+    return _data({"key": key, "state": "closed", "instances": instances})
 
 
 _crud("connector", "connectors", "Connectors", lifecycle=False)

@@ -80,7 +80,9 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 
 def error_response(exc: QuasarError, headers: dict[str, str] | None = None) -> Response:
-    """The standard error answer for a Quasar error (its `details`, when set, ride along)."""
+    """The standard error answer for a Quasar error (its `details`, when set, ride along); counted in
+    `errors_total` here, so answers built outside the exception handlers (a 429) count too."""
+    ERRORS.labels(exc.code).inc()
     return json_response(exc.to_body(), exc.status, headers)
 
 
@@ -94,7 +96,6 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 async def _quasar_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, QuasarError)
-    ERRORS.labels(exc.code).inc()
     headers = {"retry-after": "1"} if exc.status in (429, 503) else None
     return error_response(exc, headers)
 

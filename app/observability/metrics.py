@@ -126,6 +126,12 @@ BREAKER_TRIPS = Counter(
 BREAKER_REJECTIONS = Counter(
     "circuit_breaker_rejections_total", "Calls rejected by an open circuit breaker.", ["connector", "channel"]
 )
+DB_QUERY_DURATION = Histogram(
+    "db_query_duration_seconds",
+    "Database query latency of db_read / db_write / mongo_read tasks (retries included).",
+    ["operation"],
+    buckets=_HTTP_BUCKETS,
+)
 # Orion labels this by client; a client key is unbounded, so Quasar labels by channel.
 RATE_LIMIT_REJECTIONS = Counter(
     "rate_limit_rejections_total", "Requests rejected by a channel's rate limit (429).", ["channel"]
@@ -292,7 +298,15 @@ class _RunStats(Collector):
             "Time to run a channel's workflows on one record (engine time).",
             labels=["channel"],
         )
+        # Orion's channel_executions_total: one per record a channel's workflows ran on (the records the
+        # message histogram counted), derived at scrape time so the hot path pays nothing extra.
+        executions = CounterMetricFamily(
+            "channel_executions", "Channel invocations (records a channel's workflows ran on).", labels=["channel"]
+        )
+        for key, row in message_hist.items():
+            executions.add_metric(list(key), sum(row[:-1]))
         return [
+            executions,
             runs,
             self._histogram(wf_duration, wf_hist),
             tasks,

@@ -37,6 +37,7 @@ from app.channels import CompiledChannel
 from app.config_store import ConfigReader, ConfigState, Snapshot
 from app.config_store.state import default_compiler
 from app.connectors.breaker import BreakerConfig, BreakerRegistry
+from app.connectors.breaker_cluster import ClusterBreakers
 from app.connectors.services import ConnectorServices
 from app.errors import QuasarError, ServiceUnavailable
 from app.governance.kafka_ingest import KafkaIngestGovernance, duplicate_trace
@@ -136,6 +137,7 @@ class ChannelWorker:
         # Connector runtime handed to connector-backed functions (http_call, db_*, ...): without it
         # every such workflow failed with ENGINE_ERROR. Rebuilt from each config snapshot.
         self.services: ConnectorServices | None = None
+        self._cluster_breakers: ClusterBreakers | None = None
         # Rate limit (pause/resume) and dedup of records produced straight to channel topics.
         self.governance = KafkaIngestGovernance(settings)
         self._seal_key = seal_key(settings)
@@ -181,6 +183,9 @@ class ChannelWorker:
             topics=TopicNames(self.settings.topic_prefix),
         )
         self.pipeline.services = self.services
+        # Breaker states visible and resettable from any gateway (runtime records on the config topic).
+        self._cluster_breakers = ClusterBreakers(self.services.breakers, self.reader, self.settings.instance_id)
+        self._cluster_breakers.start()
         await self.governance.start()
         self._untrack_lag = M.LAG.track(self.group_id, lambda: self._consumer)
         # Listen first, then apply the current view: a change folded in between is not missed, and
@@ -224,6 +229,9 @@ class ChannelWorker:
             await asyncio.to_thread(consumer.close)
         if self._producer is not None:
             await self._producer.close()
+        if self._cluster_breakers is not None:
+            with contextlib.suppress(Exception):
+                await self._cluster_breakers.stop()
         if self.services is not None:
             with contextlib.suppress(Exception):
                 await self.services.aclose()

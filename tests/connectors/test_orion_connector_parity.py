@@ -81,3 +81,31 @@ async def test_an_unset_env_reference_names_the_variable() -> None:
     with pytest.raises(SecretMissing, match="QUASAR_TEST_UNSET_TOKEN"):
         await _run(svc, path="/x")
     await svc.aclose()
+
+
+def _sample(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_db_tasks_observe_db_query_duration_seconds(tmp_path: Any) -> None:
+    # defect 11: Orion's db_query_duration_seconds{operation} was absent.
+    dsn = f"sqlite:///{tmp_path / 'metrics.db'}"
+    svc = ConnectorServices(
+        {"api": {"name": "api", "connector_type": "db", "config": {"connection_string": dsn, "driver": "sqlite"}}}
+    )
+    before_w = _sample("db_query_duration_seconds_count", operation="write")
+    before_r = _sample("db_query_duration_seconds_count", operation="read")
+    await _run(svc, "db_write", query="CREATE TABLE t (x INTEGER)")
+    out = await _run(svc, "db_read", query="SELECT 1 AS one", output="data.rows")
+    assert out.data["rows"] == [{"one": 1}]
+    assert _sample("db_query_duration_seconds_count", operation="write") == before_w + 1
+    assert _sample("db_query_duration_seconds_count", operation="read") == before_r + 1
+    await svc.aclose()
+
+
+def test_an_open_breaker_is_not_retried_so_each_request_counts_once() -> None:
+    from app.errors import CircuitOpen
+
+    assert CircuitOpen("open").retryable is False and CircuitOpen("open").status == 503

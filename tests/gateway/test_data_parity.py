@@ -160,3 +160,32 @@ async def test_health_reports_redis_not_configured_and_stays_ok(gateway: Gateway
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "ok" and body["components"]["redis"] == "not_configured"
+
+
+# -- defect 11: metrics --------------------------------------------------------------------------
+def _sample(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_429_counts_in_errors_total_as_rate_limited(admin: Admin, gateway: Gateway, channels: None) -> None:
+    await admin.channel(
+        {
+            "channel_id": "limited",
+            "name": "limited",
+            "workflow_id": "parity-wf",
+            "config": {"rate_limit": {"requests_per_second": 0.01, "burst": 1}},
+        }
+    )
+    before = _sample("errors_total", type="RATE_LIMITED")
+    codes = [(await gateway.http.post("/api/v1/data/limited", json={"data": {}})).status_code for _ in range(3)]
+    assert codes == [200, 429, 429]
+    assert _sample("errors_total", type="RATE_LIMITED") == before + 2
+
+
+async def test_channel_executions_total_counts_each_record_run(gateway: Gateway, channels: None) -> None:
+    before = _sample("channel_executions_total", channel="plain")
+    for _ in range(3):
+        assert (await gateway.http.post("/api/v1/data/plain", json={"data": {}})).status_code == 200
+    assert _sample("channel_executions_total", channel="plain") == before + 3

@@ -114,13 +114,13 @@ def test_activate_rejects_bad_percentages(p: Any) -> None:
 
 def test_activate_at_100_archives_every_other_active_version() -> None:
     obj = run(Create(WF), Activate(), NewVersion(), Activate(30), NewVersion(), Activate(100))
-    assert statuses(obj) == {1: ("archived", 70), 2: ("archived", 30), 3: ("active", 100)}
+    assert statuses(obj) == {1: ("archived", 0), 2: ("archived", 0), 3: ("active", 100)}
 
 
 def test_activate_below_100_keeps_only_the_newest_previous_active() -> None:
     obj = run(Create(WF), Activate(), NewVersion(), Activate(30), NewVersion(), Activate(10))
     # v1 (oldest) is archived; v2 (newest previous active) gets 90; v3 gets 10. At most two active.
-    assert statuses(obj) == {1: ("archived", 70), 2: ("active", 90), 3: ("active", 10)}
+    assert statuses(obj) == {1: ("archived", 0), 2: ("active", 90), 3: ("active", 10)}
 
 
 def test_rollout_needs_two_active_versions() -> None:
@@ -134,7 +134,7 @@ def test_rollout_splits_and_100_archives_the_older() -> None:
     split = run(Create(WF), Activate(), NewVersion(), Activate(10), Rollout(60))
     assert statuses(split) == {1: ("active", 40), 2: ("active", 60)}
     full = Rollout(100)("workflow", "wf", split, NOW)
-    assert statuses(as_state(full)) == {1: ("archived", 40), 2: ("active", 100)}
+    assert statuses(as_state(full)) == {1: ("archived", 0), 2: ("active", 100)}
 
 
 def test_archive_archives_every_active_version() -> None:
@@ -147,10 +147,10 @@ def test_archive_archives_every_active_version() -> None:
 def test_rollback_activates_a_copy_of_an_older_version() -> None:
     obj = run(Create(WF), Activate(), NewVersion(), Update({**WF, "name": "v2"}), Activate())
     back = as_state(Rollback(1)("workflow", "wf", obj, NOW))
-    assert statuses(back) == {1: ("archived", 100), 2: ("archived", 100), 3: ("active", 100)}
+    assert statuses(back) == {1: ("archived", 0), 2: ("archived", 0), 3: ("active", 100)}
     assert back.versions[3]["name"] == "orders"
     canary = as_state(Rollback(1, 25)("workflow", "wf", obj, NOW))
-    assert statuses(canary) == {1: ("archived", 100), 2: ("active", 75), 3: ("active", 25)}
+    assert statuses(canary) == {1: ("archived", 0), 2: ("active", 75), 3: ("active", 25)}
 
 
 def test_rollback_bad_paths() -> None:
@@ -179,7 +179,7 @@ def test_channels_follow_the_same_lifecycle() -> None:
 def test_connectors_are_active_at_once_and_updates_keep_history() -> None:
     conn = {"name": "db", "connector_type": "http", "config": {"url": "http://x"}}
     obj = run(Create(conn), Update({**conn, "config": {"url": "http://y"}}), kind="connector", oid="db")
-    assert statuses(obj) == {1: ("archived", 100), 2: ("active", 100)}
+    assert statuses(obj) == {1: ("archived", 0), 2: ("active", 100)}
     for op in (Activate(), NewVersion(), Rollout(50), Rollback(1)):
         with pytest.raises(BadRequest, match="connectors"):
             op("connector", "db", obj, NOW)
@@ -191,7 +191,7 @@ def test_put_creates_updates_and_detects_no_change() -> None:
     same = Put(conn)("connector", "db", created, NOW)
     assert same.versions == created.versions
     changed = as_state(Put({**conn, "name": "db2"})("connector", "db", created, NOW), "connector", "db")
-    assert statuses(changed) == {1: ("archived", 100), 2: ("active", 100)}
+    assert statuses(changed) == {1: ("archived", 0), 2: ("active", 100)}
     with pytest.raises(BadRequest, match="only for connectors"):
         Put(WF)("workflow", "wf", None, NOW)
 
