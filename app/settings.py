@@ -276,7 +276,6 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown log format {value!r}; use json or console (pretty)")
         return fmt
 
-
     @field_validator(
         "trusted_proxies",
         "cors_allowed_origins",
