@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from app.config_file import CONFIG_FILE_ENV, load_config_file
 
 __all__ = ["Settings", "get_settings", "property_name", "read_properties_file", "settings_error_lines"]
 
@@ -255,6 +258,29 @@ class Settings(BaseSettings):
         default_factory=lambda: ["x-request-id"], description="Response headers a page may read."
     )
 
+    # Platform rate limit (Orion's [rate_limit]): per client address, per instance, before any routing
+    rate_limit_enabled: bool = Field(default=False, description="Platform-wide rate limit of every request.")
+    rate_limit_default_rps: float = Field(default=100.0, gt=0, description="Requests/s per client (other routes).")
+    rate_limit_default_burst: int = Field(default=50, ge=1, description="Burst allowance per client.")
+    rate_limit_admin_rps: float | None = Field(default=None, gt=0, description="Requests/s per client on admin routes.")
+    rate_limit_data_rps: float | None = Field(default=None, gt=0, description="Requests/s per client on data routes.")
+
+    # Topology (Orion's [channels]): which channels this instance serves and consumes
+    channels_include: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Channel name globs to serve (comma-separated; empty: all)."
+    )
+    channels_exclude: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Channel name globs not to serve (comma-separated)."
+    )
+
+    # OpenTelemetry (Orion's [tracing])
+    tracing_enabled: bool = Field(default=False, description="Export OpenTelemetry spans over OTLP.")
+    tracing_otlp_endpoint: str = Field(
+        default="http://localhost:4318", description="OTLP/HTTP collector base URL (spans go to /v1/traces)."
+    )
+    tracing_service_name: str = Field(default="quasar", description="service.name of exported spans.")
+    tracing_sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of new traces sampled.")
+
     # Logging
     log_level: str = Field(default="info", description="trace, debug, info, warning (warn), error or critical")
     log_format: str = Field(default="json", description="json, or console (Orion: pretty)")
@@ -282,6 +308,8 @@ class Settings(BaseSettings):
         "cors_allowed_methods",
         "cors_allowed_headers",
         "cors_expose_headers",
+        "channels_include",
+        "channels_exclude",
         mode="before",
     )
     @classmethod
@@ -289,6 +317,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Arguments, then QUASAR_* variables, then the config file (QUASAR_CONFIG_FILE), then defaults.
+        return (init_settings, env_settings, dotenv_settings, _ConfigFileSource(settings_cls), file_secret_settings)
 
     @model_validator(mode="after")
     def _bootstrap_from_properties(self) -> Settings:
@@ -335,6 +375,19 @@ def read_properties_file(path: Path) -> dict[str, str]:
             raise ValueError(f"{path}:{number}: expected `key=value`, got {line[:80]!r}")
         properties[line[:cut].strip()] = line[cut + 1 :].strip()
     return properties
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The TOML file named by QUASAR_CONFIG_FILE (app/config_file.py), below the environment."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything comes from __call__
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get(CONFIG_FILE_ENV)
+        if not path:
+            return {}
+        return load_config_file(path, self.settings_cls.model_fields).values
 
 
 def settings_error_lines(exc: ValidationError) -> list[str]:

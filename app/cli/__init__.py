@@ -16,16 +16,19 @@ cli = typer.Typer(
 
 def _register() -> None:
     # Each group registers itself here; keep alphabetical.
-    from app.cli import admin, dev, topics
+    from app.cli import admin, config, dev, topics
 
-    cli.info.help = f"{cli.info.help} {admin.EXIT_HELP}"
+    cli.callback()(config.root_options)
+    cli.info.help = f"Quasar: Kafka-native declarative services runtime. {admin.EXIT_HELP}"
     cli.command("backup")(admin.backup)
+    cli.add_typer(config.config_app, name="config")
     cli.add_typer(admin.channels_app, name="channels")
     cli.add_typer(admin.connectors_app, name="connectors")
     cli.add_typer(dev.app, name="dev")
     cli.add_typer(__import__("app.cli.dlq", fromlist=["app"]).app, name="dlq")
     cli.add_typer(__import__("app.cli.flows", fromlist=["app"]).flows_app, name="flows")
     cli.add_typer(__import__("app.cli.gateway", fromlist=["app"]).app, name="gateway")
+    cli.command("health")(config.health)
     cli.add_typer(__import__("app.cli.flows", fromlist=["app"]).instances_app, name="instances")
     from app.cli import release
 
@@ -47,17 +50,22 @@ def _register() -> None:
     cli.add_typer(topics.app, name="topics")
     cli.add_typer(admin.traces_app, name="traces")
     cli.add_typer(admin.workflows_app, name="workflows")
+    cli.command("validate-config")(config.validate_config)
     cli.add_typer(__import__("app.cli.worker", fromlist=["app"]).app, name="worker")
 
 
 def main() -> None:
     from pydantic import ValidationError
 
+    from app.config_file import ConfigFileError
     from app.settings import settings_error_lines
 
     _register()
     try:
         cli()
+    except ConfigFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
     except ValidationError as exc:
         if exc.title != "Settings":
             raise

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from app.cli.client import EXIT_CODES, AdminClient, CliError, open_client
+from app.cli.profile import load_profile
 
 __all__ = [
     "EXIT_HELP",
@@ -69,6 +70,12 @@ def _run(
     default_url: str | None = None,
 ) -> None:
     """Run `job` with a client; map failures to exit codes."""
+
+    saved = load_profile()  # `quasar config set-server`: used when no --url / --token is given
+    url = url or saved.url
+    token = token or (saved.token if url == saved.url else None)
+    if saved.auth_header and token == saved.token and header == "Authorization":
+        header = saved.auth_header
 
     async def main() -> int | None:
         async with open_client(url or default_url, token=token, auth_header=header) as client:

@@ -149,6 +149,7 @@ class FunctionSpec:
     side_effects: bool = False
     needs_runtime: bool = False
     description: str = ""
+    input_schema: Mapping[str, Any] | None = None  # JSON Schema of `input` (listed by the admin API)
 
 
 class FunctionRegistry:

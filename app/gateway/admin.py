@@ -481,6 +481,30 @@ async def circuit_breaker_reset(key: str, request: Request) -> Response:
 _crud("connector", "connectors", "Connectors", lifecycle=False)
 
 
+@router.get("/functions", tags=["Engine"], summary="Task functions (built-in and plugins) with their input schemas")
+async def functions_list() -> Response:
+    from app.connectors import connector_registry
+    from app.engine.functions import BUILTIN_FUNCTIONS, CONNECTOR_FUNCTIONS
+    from app.engine.functions.schemas import input_schema_of
+
+    builtin = {spec.name for spec in (*BUILTIN_FUNCTIONS, *CONNECTOR_FUNCTIONS)}
+    registry = connector_registry()  # what workers run: built-ins, connector functions, entry-point plugins
+    items = []
+    for name in registry.names():
+        spec = registry.get(name)
+        assert spec is not None
+        items.append(
+            {
+                "name": name,
+                "description": spec.description,
+                "source": "builtin" if name in builtin else "plugin",
+                "side_effects": spec.side_effects,
+                "input_schema": input_schema_of(name, spec.input_schema),
+            }
+        )
+    return json_response({"data": items, "total": len(items)})
+
+
 # ---------------------------------------------------------------------------------------------------
 # Engine, audit, backup
 # ---------------------------------------------------------------------------------------------------

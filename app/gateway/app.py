@@ -26,6 +26,7 @@ from app.gateway.cors import CorsMiddleware
 from app.gateway.data import ChannelGuards, DataFastPath, DataService, fast_uuid4
 from app.gateway.errors import install_error_handlers
 from app.gateway.limits import RequestLimitsMiddleware
+from app.gateway.platform_limit import PlatformRateLimit
 from app.gateway.reply_router import KafkaBridge
 from app.gateway.security_headers import SecurityHeadersMiddleware
 from app.gateway.traces import TraceIndex
@@ -204,6 +205,8 @@ def create_app(
         max_url_bytes=settings.max_url_bytes,
         max_header_bytes=settings.max_header_bytes,
     )
+    if settings.rate_limit_enabled:
+        app.add_middleware(PlatformRateLimit, settings=settings)  # Orion's [rate_limit], before routing
     app.add_middleware(CorsMiddleware, settings=settings, state=app.state)
     app.add_middleware(SecurityHeadersMiddleware, tls=bool(settings.gateway_tls_cert))
     app.add_middleware(RequestIdMiddleware)

@@ -209,3 +209,30 @@ def test_channel_methods_must_be_http_methods(http: httpx.Client) -> None:
     cid = uid("meth")
     doc = {"channel_id": cid, "name": cid, "route_pattern": "/m", "methods": ["post", "FETCH"], "workflow_id": "w"}
     assert "FETCH" in err(http.post(f"{A}/channels", json=doc), 400, "VALIDATION_ERROR")["message"]
+
+
+# -- missing feature: GET /api/v1/admin/functions -----------------------------------------------------
+ORION_FUNCTIONS = {
+    "parse_json", "parse_xml", "filter", "map", "validation", "publish_json", "publish_xml", "log",
+    "http_call", "channel_call", "db_read", "db_write", "cache_read", "cache_write", "mongo_read", "publish_kafka",
+}  # fmt: skip
+
+
+def test_functions_lists_every_builtin_with_its_input_schema(http: httpx.Client) -> None:
+    body = ok(http.get(f"{A}/functions"))
+    by_name = {f["name"]: f for f in body["data"]}
+    assert set(by_name) >= ORION_FUNCTIONS and body["total"] == len(body["data"])
+    for name in ORION_FUNCTIONS:
+        assert by_name[name]["source"] == "builtin" and by_name[name]["input_schema"]["type"] == "object"
+    assert by_name["http_call"]["input_schema"]["required"] == ["connector"]
+    assert by_name["http_call"]["side_effects"] is True and by_name["map"]["side_effects"] is False
+    assert by_name["map"]["input_schema"]["required"] == ["mappings"]
+
+
+def test_a_plugin_function_keeps_its_declared_schema() -> None:
+    from app.engine.functions.schemas import input_schema_of
+
+    declared = {"type": "object", "required": ["amount"]}
+    assert input_schema_of("my_plugin", declared) == declared
+    assert input_schema_of("my_plugin") == {"type": "object"}
+    assert input_schema_of("map")["required"] == ["mappings"]
