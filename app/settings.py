@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     shutdown_drain_secs: float = Field(
         default=30.0, ge=0, description="On SIGTERM/SIGINT, how long in-flight HTTP requests may finish."
     )
+    shutdown_timeout_secs: float = Field(
+        default=10.0,
+        gt=0,
+        description="After the drain, how long `quasar worker` / `quasar gateway` may take to stop cleanly "
+        "(commit, close clients) before exiting anyway; uncommitted records are redelivered.",
+    )
     worker_metrics_port: int = 9091
     worker_metrics_host: str = Field(
         default="127.0.0.1",

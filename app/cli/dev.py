@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -108,6 +109,36 @@ def load_examples(base_url: str, root: Path = _REPO_EXAMPLES, headers: dict[str,
     return counts
 
 
+class _Stop(Exception):
+    """SIGTERM or SIGINT reached `quasar dev`."""
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _die_with_parent() -> None:
+    """In a child, before exec: receive SIGTERM when `quasar dev` dies, however it dies (Linux)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the ExitStack still stops children on every normal exit
+        pass
+
+
+def _port_free(host: str, port: int) -> bool:
+    """True when nothing listens on host:port (checked before start-up, so a busy port fails up front)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=2) as http:
@@ -137,12 +168,29 @@ def dev(
     ),
 ) -> None:
     """Start broker (embedded unless QUASAR_KAFKA_BOOTSTRAP is set), topics, worker and gateway."""
-    from app.kafka.broker import EmbeddedBroker
-    from app.kafka.topics import apply_topics_for_settings
     from app.settings import Settings
 
     settings = Settings()
     env = dict(os.environ)
+    # Explicit handlers: started in the background by a script, SIGINT arrives ignored (no
+    # KeyboardInterrupt), and SIGTERM would end dev without stopping its children.
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    busy = [p for p in (port, settings.worker_metrics_port) if p and not _port_free(settings.gateway_host, p)]
+    if busy:
+        console.print(f"[red]port {', '.join(map(str, busy))} on {settings.gateway_host} is already in use[/]")
+        raise typer.Exit(1)
+    try:
+        _run_dev(settings, env, port, examples, no_examples)
+    except _Stop as stop:
+        console.print(f"{stop}: stopped")
+
+
+def _run_dev(settings: Any, env: dict[str, str], port: int, examples: Path, no_examples: bool) -> None:
+    from app.kafka.broker import EmbeddedBroker
+    from app.kafka.topics import apply_topics_for_settings
+    from app.settings import Settings
+
     with ExitStack() as stack:
         if settings.kafka_bootstrap:
             bootstrap = settings.kafka_bootstrap
@@ -166,7 +214,12 @@ def dev(
 
         def spawn(*args: str) -> None:
             # Own session: Ctrl-C reaches only `quasar dev`, which stops gateway and worker before the broker.
-            proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", *args],
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # if dev is killed outright, the children still go
+            )
             procs.append(proc)
             stack.callback(_stop, proc)
 
@@ -179,21 +232,24 @@ def dev(
             console.print(f"examples: {counts}")
         console.print(f"gateway:  [bold]{base}[/]   docs: {base}/docs   metrics: {base}/metrics")
         console.print(f"worker metrics: http://127.0.0.1:{settings.worker_metrics_port}/metrics")
-        console.print("Ctrl-C stops everything.")
-        try:
-            while all(p.poll() is None for p in procs):
-                time.sleep(0.5)
-            console.print("[red]a process exited; stopping[/]")
-            raise typer.Exit(1)
-        except KeyboardInterrupt:
-            console.print("stopping…")
+        console.print("Ctrl-C (or SIGTERM) stops everything.")
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        console.print("[red]a process exited; stopping[/]")
+        raise typer.Exit(1)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    # No signal may interrupt the stop itself: children must not outlive dev.
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN), signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)  # the child bounds its own stop (shutdown_timeout_secs)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])

@@ -48,7 +48,11 @@ def gateway(
     from app.observability.logs import configure_logging
 
     configure_logging(log_level or settings.log_level, settings.log_format, take_over=True)
+    from app.cli.shutdown import exit_deadline
+
     application = create_app(settings, reply_partitions=reply_partition or None)
+    # Once HTTP has drained, stopping the Kafka clients is bounded (a dead broker must not hold the exit).
+    application.state.on_shutdown = lambda: exit_deadline(settings.shutdown_timeout_secs)
     config = server_config(
         application,
         settings,

@@ -41,9 +41,22 @@ def worker(
         instance_id=instance_id or None,
         worker_metrics_port=metrics_port,
     )
+    from app.cli.shutdown import exit_deadline
+
+    class Worker(faust.Worker):
+        """Faust's worker with a bounded stop (see app/cli/shutdown.py)."""
+
+        def _on_sigint(self) -> None:
+            exit_deadline(settings.shutdown_timeout_secs)
+            super()._on_sigint()
+
+        def _on_sigterm(self) -> None:
+            exit_deadline(settings.shutdown_timeout_secs)
+            super()._on_sigterm()
+
     faust_app = create_app(settings)
     level = (log_level or settings.log_level).upper()
-    faust.Worker(faust_app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    Worker(faust_app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
 def _supervised(count: int, instance_id: str | None, metrics_port: int | None, log_level: str | None) -> int:

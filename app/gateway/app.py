@@ -174,6 +174,9 @@ def create_app(
             )
             yield
             state.data_service = None
+            on_shutdown = getattr(state, "on_shutdown", None)  # `quasar gateway`: bounds the stop below
+            if on_shutdown is not None:
+                on_shutdown()
 
     app = FastAPI(
         title="Quasar",
