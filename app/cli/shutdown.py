@@ -8,6 +8,7 @@ exits anyway: nothing is lost, because offsets are only committed after results 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -29,10 +30,8 @@ def exit_deadline(seconds: float, code: int = 1) -> None:
     def expire() -> None:
         log.error("clean shutdown did not finish within %.0fs; exiting now", seconds)
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(Exception):  # a closed stream must not keep the process alive
                 stream.flush()
-            except Exception:  # a closed stream must not keep the process alive
-                pass
         os._exit(code)
 
     timer = threading.Timer(seconds, expire)
