@@ -44,7 +44,13 @@ def worker(
     from app.cli.shutdown import exit_deadline
 
     class Worker(faust.Worker):
-        """Faust's worker with a bounded stop (see app/cli/shutdown.py)."""
+        """Faust's worker with Quasar's logging from its first line and a bounded stop (app/cli/shutdown.py)."""
+
+        def _setup_logging(self) -> None:
+            # mode installs its own text handlers here: JSON mode got non-JSON lines until the app started.
+            from app.observability.logs import configure_logging
+
+            configure_logging(settings.log_level, settings.log_format, take_over=True)
 
         def _on_sigint(self) -> None:
             exit_deadline(settings.shutdown_timeout_secs)
@@ -56,7 +62,9 @@ def worker(
 
     faust_app = create_app(settings)
     level = (log_level or settings.log_level).upper()
-    Worker(faust_app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    worker = Worker(faust_app, loglevel=level, quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # a terminal spinner writes control sequences into the log stream
+    worker.execute_from_commandline()
 
 
 def _supervised(count: int, instance_id: str | None, metrics_port: int | None, log_level: str | None) -> int:

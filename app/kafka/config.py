@@ -141,9 +141,13 @@ def connection_properties(settings: Settings) -> KafkaConfig:
 
 
 def _base(settings: Settings, client_id: str | None) -> KafkaConfig:
+    from app.observability.logs import kafka_client_logger
+
     return {
         "bootstrap.servers": bootstrap_of(settings),
         "client.id": client_id or f"quasar-{settings.instance_id}",
+        # librdkafka's log lines go through Python logging (JSON in JSON mode, repeats rate-limited).
+        "logger": kafka_client_logger(),
     }
 
 

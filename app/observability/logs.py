@@ -9,7 +9,10 @@ carrying the request id / channel / workflow / trace id bound in `app.observabil
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
+import time
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -17,7 +20,16 @@ import structlog
 
 from app.secrets import MASK, is_secret_field, mask_secrets, mask_text
 
-__all__ = ["LOG_FORMATS", "configure_logging", "get_logger"]
+__all__ = [
+    "KAFKA_CLIENT_LOGGER",
+    "LOG_FORMATS",
+    "RepeatFilter",
+    "configure_logging",
+    "get_logger",
+    "kafka_client_logger",
+]
+
+KAFKA_CLIENT_LOGGER = "quasar.kafka.client"
 
 LOG_FORMATS = ("json", "console")
 _LEVELS = {
@@ -84,6 +96,16 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(lvl)
+    # Uncaught exceptions in threads (a library's consumer thread dying at shutdown) went to stderr as
+    # raw tracebacks; they are log records like everything else.
+    threading.excepthook = _log_thread_exception
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    thread = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("quasar.threads").error("uncaught exception in thread %s", thread, exc_info=args.exc_value)
 
 
 def _mask_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -100,6 +122,49 @@ def _drop_color_message(_logger: Any, _name: str, event: MutableMapping[str, Any
     # uvicorn adds an ANSI-coloured copy of each message as `extra`; it is noise in JSON.
     event.pop("color_message", None)
     return event
+
+
+class RepeatFilter(logging.Filter):
+    """Let a message through once per `window_s`; its repeats (digits ignored: ports, times, counts)
+    are dropped and counted, and the next one let through says how many were dropped.
+
+    A client retrying a dead broker logs the same failure several times a second (8,146 librdkafka lines
+    in 2.5 minutes were seen); one line per window says as much.
+    """
+
+    def __init__(self, window_s: float = 60.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}  # -> (last let through, dropped)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, _DIGITS.sub("#", record.getMessage())[:300])
+        now = self._clock()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self.window_s:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        if last is not None and last[1]:
+            record.msg = f"{record.getMessage()} ({last[1]} similar messages suppressed in {self.window_s:.0f}s)"
+            record.args = None
+        if len(self._seen) > 10_000:  # bounded: forget everything rather than grow
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        return True
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def kafka_client_logger() -> logging.Logger:
+    """The logger librdkafka's own log lines go to (`"logger"` in every client config): they leave
+    through the one logging setup (JSON in JSON mode) instead of raw `%3|...` lines on stderr, with
+    repeats rate-limited."""
+    logger = logging.getLogger(KAFKA_CLIENT_LOGGER)
+    if not any(isinstance(f, RepeatFilter) for f in logger.filters):
+        logger.addFilter(RepeatFilter())
+    return logger
 
 
 def get_logger(name: str) -> Any:

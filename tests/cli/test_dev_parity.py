@@ -195,3 +195,55 @@ def test_a_process_exits_soon_after_sigterm_with_the_broker_gone(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_json_mode_logs_are_all_json_and_client_errors_are_rate_limited(
+    doomed_broker: tuple[EmbeddedBroker, Settings], tmp_path: Path
+) -> None:
+    """Defect 10: Faust's and librdkafka's lines went around the logging setup (`%3|...` on stderr)."""
+    import json
+    import re
+
+    broker, settings = doomed_broker
+    port = free_port()
+    env = _env(
+        QUASAR_KAFKA_BOOTSTRAP=broker.bootstrap,
+        QUASAR_TOPIC_PREFIX=settings.topic_prefix,
+        QUASAR_FETCH_WAIT_MAX_MS="10",
+        QUASAR_SHUTDOWN_TIMEOUT_SECS="3",
+        QUASAR_WORKER_METRICS_PORT=str(port),
+        QUASAR_LOG_FORMAT="json",
+        QUASAR_LOG_LEVEL="info",
+    )
+    path = tmp_path / "worker.log"
+    with path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            _wait(lambda: _ready(f"http://127.0.0.1:{port}/readyz") or proc.poll() is not None, 180, "worker ready")
+            broker.stop()
+            # The clients notice the dead broker and say so (through the logging setup).
+            _wait(lambda: "quasar.kafka.client" in path.read_text(errors="replace"), 60, "a client error logged")
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=25)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    not_json = []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            not_json.append(line)
+    assert not_json == [], not_json[:10]
+    client = [r for r in records if r.get("logger") == "quasar.kafka.client"]
+    assert client, "librdkafka's lines must arrive through logging"
+    seen: dict[str, int] = {}
+    for r in client:
+        key = re.sub(r"\d+", "#", str(r.get("event")))
+        seen[key] = seen.get(key, 0) + 1
+    assert max(seen.values()) == 1, seen  # repeats within the window are suppressed
