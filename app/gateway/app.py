@@ -183,7 +183,7 @@ def create_app(
         version=__version__,
         description="Kafka-native declarative services runtime: Orion's data and admin API over Kafka.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served below from local assets (the default page loads them from a CDN)
         redoc_url=None,
         lifespan=lifespan,
         **_NO_NATIVE_TELEMETRY,
@@ -218,6 +218,7 @@ def create_app(
         # Outermost: only a configured proxy may say who the client is (X-Forwarded-For, right to left).
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    _serve_swagger_ui(app)
     app.include_router(health.router)
     # The admin API is written separately; include it when its module is part of this build.
     if importlib.util.find_spec("app.gateway.admin") is not None:
@@ -232,3 +233,23 @@ def create_app(
         app.include_router(flows_router)
     app.include_router(data.router)
     return app
+
+
+def _serve_swagger_ui(app: FastAPI) -> None:
+    """Swagger UI at `/docs` from the `swagger-ui-bundle` package's files: no CDN, so it works offline."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/api/v1/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )

@@ -49,6 +49,7 @@ from app.kafka.names import TopicNames
 from app.kafka.producer import HeaderList
 from app.observability.metrics import REPLY_TIMEOUTS
 from app.settings import Settings
+from app.topology import ChannelFilter
 
 __all__ = [
     "ChannelGuards",
@@ -175,6 +176,7 @@ class DataService:
         self.traces = traces
         self.guards = guards or ChannelGuards()
         self.topics = TopicNames(settings.topic_prefix)
+        self.topology = ChannelFilter.from_settings(settings)  # Orion's [channels] include/exclude
         self._snapshot: Snapshot | None = None
         self._table = RouteTable()
         self._resolved: dict[tuple[str, str], Resolution] = {}  # per snapshot
@@ -210,6 +212,8 @@ class DataService:
                 if len(self._resolved) >= 4096:
                     self._resolved.clear()
                 self._resolved[key] = resolution
+        if not self.topology.everything and not self.topology.serves(resolution.channel):
+            raise NotFound(f"Channel '{resolution.channel}' is not served by this instance (QUASAR_CHANNELS_*)")
         view = snap.channels[resolution.channel]
         return resolution, view, self._policies[resolution.channel]
 

@@ -38,6 +38,7 @@ from app.config_store import ConfigReader, ConfigState, Snapshot
 from app.config_store.state import default_compiler
 from app.connectors.breaker import BreakerConfig, BreakerRegistry
 from app.connectors.breaker_cluster import ClusterBreakers
+from app.topology import ChannelFilter
 from app.connectors.services import ConnectorServices
 from app.errors import QuasarError, ServiceUnavailable
 from app.governance.kafka_ingest import KafkaIngestGovernance, duplicate_trace
@@ -138,6 +139,7 @@ class ChannelWorker:
         # every such workflow failed with ENGINE_ERROR. Rebuilt from each config snapshot.
         self.services: ConnectorServices | None = None
         self._cluster_breakers: ClusterBreakers | None = None
+        self._topology = ChannelFilter.from_settings(settings)
         # Rate limit (pause/resume) and dedup of records produced straight to channel topics.
         self.governance = KafkaIngestGovernance(settings)
         self._seal_key = seal_key(settings)
@@ -264,6 +266,8 @@ class ChannelWorker:
             if self.services is not None:
                 self.services.set_connectors(snapshot.connectors)
             routes = routes_of(snapshot, self.names)
+            if not self._topology.everything:  # Orion's [channels] include/exclude: consume only ours
+                routes = {topic: r for topic, r in routes.items() if self._topology.serves(r.name)}
             new = [t for r in routes.values() for t in (r.topic, r.output_topic) if t and t not in self._ensured]
             if new:
                 await asyncio.to_thread(self._ensure_topics, routes, new)

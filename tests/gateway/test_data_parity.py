@@ -189,3 +189,57 @@ async def test_channel_executions_total_counts_each_record_run(gateway: Gateway,
     for _ in range(3):
         assert (await gateway.http.post("/api/v1/data/plain", json={"data": {}})).status_code == 200
     assert _sample("channel_executions_total", channel="plain") == before + 3
+
+
+# -- missing features: topology control, platform rate limit -------------------------------------------
+async def test_an_instance_serves_and_consumes_only_its_included_channels(
+    e2e_settings: Any, worker: Any, channels: None
+) -> None:
+    from app.worker.runner import ChannelWorker
+    from tests.gateway.conftest import running_gateway
+
+    only_plain = {"channels_include": ["pl*"], "channels_exclude": ["plain-*"]}
+    async with running_gateway(e2e_settings.model_copy(update={"instance_id": "gw-topo", **only_plain})) as gw:
+        assert (await gw.http.post("/api/v1/data/plain", json={"data": {}})).status_code == 200
+        r = await gw.http.post("/api/v1/data/browser", json={"data": {}})
+        assert r.status_code == 404 and "not served by this instance" in r.json()["error"]["message"]
+    other = ChannelWorker(
+        e2e_settings.model_copy(update={"instance_id": "worker-topo", **only_plain}), group_id="topo-group"
+    )
+    await other.start()
+    try:
+        assert {route.name for route in other._routes.values()} == {"plain"}
+    finally:
+        await other.stop()
+
+
+async def test_the_platform_rate_limit_answers_429_per_client_and_spares_probes(
+    e2e_settings: Any, worker: Any, channels: None
+) -> None:
+    from tests.gateway.conftest import running_gateway
+
+    limited = {
+        "instance_id": "gw-rl",
+        "rate_limit_enabled": True,
+        "rate_limit_default_rps": 0.01,
+        "rate_limit_default_burst": 2,
+        "rate_limit_admin_rps": 0.01,
+    }
+    async with running_gateway(e2e_settings.model_copy(update=limited)) as gw:
+        codes = [(await gw.http.get("/api/v1/admin/workflows")).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        r = await gw.http.get("/api/v1/admin/workflows")
+        assert r.json()["error"]["code"] == "RATE_LIMITED" and int(r.headers["retry-after"]) >= 1
+        # Data routes have their own bucket; probes are never limited.
+        assert (await gw.http.post("/api/v1/data/plain", json={"data": {}})).status_code == 200
+        for _ in range(5):
+            assert (await gw.http.get("/healthz")).status_code == 200
+
+
+async def test_swagger_ui_is_served_from_local_assets(gateway: Gateway) -> None:
+    page = await gateway.http.get("/docs")
+    assert page.status_code == 200 and "/docs/static/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.lower() and "https://" not in page.text.split("<body>")[0]
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        r = await gateway.http.get(f"/docs/static/{asset}")
+        assert r.status_code == 200 and len(r.content) > 10_000
