@@ -237,7 +237,6 @@ class Settings(BaseSettings):
         "reply carries the decision path of decision tables and rulesets. Turn off to keep rule internals private.",
     )
 
-
     # CORS (Orion's [cors]); a channel's `config.cors` overrides these per channel
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

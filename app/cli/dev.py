@@ -181,12 +181,20 @@ def dev(
         console.print(f"[red]port {', '.join(map(str, busy))} on {settings.gateway_host} is already in use[/]")
         raise typer.Exit(1)
     try:
-        _run_dev(settings, env, port, examples, no_examples)
+        _run_dev(settings, env, port, examples, no_examples, processes, gateway_workers)
     except _Stop as stop:
         console.print(f"{stop}: stopped")
 
 
-def _run_dev(settings: Any, env: dict[str, str], port: int, examples: Path, no_examples: bool) -> None:
+def _run_dev(
+    settings: Any,
+    env: dict[str, str],
+    port: int,
+    examples: Path,
+    no_examples: bool,
+    processes: int,
+    gateway_workers: int,
+) -> None:
     from app.kafka.broker import EmbeddedBroker
     from app.kafka.topics import apply_topics_for_settings
     from app.settings import Settings

@@ -38,7 +38,6 @@ from app.config_store import ConfigReader, ConfigState, Snapshot
 from app.config_store.state import default_compiler
 from app.connectors.breaker import BreakerConfig, BreakerRegistry
 from app.connectors.breaker_cluster import ClusterBreakers
-from app.topology import ChannelFilter
 from app.connectors.services import ConnectorServices
 from app.errors import QuasarError, ServiceUnavailable
 from app.governance.kafka_ingest import KafkaIngestGovernance, duplicate_trace
@@ -51,6 +50,7 @@ from app.kafka.producer import AsyncProducer
 from app.observability import metrics as M
 from app.observability.context import bound, context_from_headers
 from app.settings import Settings
+from app.topology import ChannelFilter
 from app.worker.codec import SchemaCache, decode_avro, decode_json, decode_raw, schemas_dir
 from app.worker.delivery import Acks, Batch, DeliveryTracker
 from app.worker.pipeline import ChannelRoute, Outcome, Pipeline, WorkerView, routes_of
