@@ -15,6 +15,7 @@ Quasar differences from Orion 0.1.x, on purpose:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets as _random
 import time
@@ -151,6 +152,7 @@ class HttpCall(_ConnectorTask):
         self.response_path: str | None = inp.get("response_path")
         self.response_parts = compile_path(self.response_path) if self.response_path else ()
         self.has_body = "body_logic" in inp.logic or "body" in inp.raw
+        self.traceparent_given = any(k.lower() == "traceparent" for k in self.headers)
 
     async def arun(self, message: Message, ctx: TaskContext) -> int:
         svc = _services(ctx, self.function)
@@ -177,19 +179,33 @@ class HttpCall(_ConnectorTask):
             return _record(ctx, self.function, self.connector, request)
         client = await svc.http(self.connector)
         method = self.method or (client.config.method or "GET").upper()
-        result = await svc.guarded(
-            ctx.channel,
-            self.connector,
-            lambda: client.call(
-                method,
-                path,
-                body=body,
-                has_body=self.has_body,
-                headers=headers,
-                timeout_ms=self.timeout_ms,
-                deadline=ctx.deadline,
-            ),
+        tracing = svc.tracing
+        span_cm = (
+            tracing.span(
+                f"http_call {self.connector}",
+                context["metadata"].get("traceparent"),
+                "client",
+                **{"http.request.method": method, "quasar.connector": self.connector},
+            )
+            if tracing is not None
+            else contextlib.nullcontext()
         )
+        with span_cm as span:
+            if span is not None and not self.traceparent_given:
+                headers["traceparent"] = tracing.traceparent_of(span)  # the callee continues this span
+            result = await svc.guarded(
+                ctx.channel,
+                self.connector,
+                lambda: client.call(
+                    method,
+                    path,
+                    body=body,
+                    has_body=self.has_body,
+                    headers=headers,
+                    timeout_ms=self.timeout_ms,
+                    deadline=ctx.deadline,
+                ),
+            )
         if self.response_path:
             _write(message, ctx, self.response_path, self.response_parts, result.body)
         return 200

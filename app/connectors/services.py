@@ -60,6 +60,7 @@ class ConnectorServices:
         self.topics = topics if topics is not None else TopicNames()
         self.breakers = breakers if breakers is not None else BreakerRegistry(BreakerConfig())
         self.dry_run = dry_run
+        self.tracing: Any = None  # app.observability.tracing.Tracing: http_call spans (QUASAR_TRACING_ENABLED)
         self.env = env
         self.resolver = resolver
         self.network_backend = network_backend

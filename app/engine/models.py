@@ -156,18 +156,34 @@ class DeduplicationConfig(_Strict):
     )
     key_logic: Any = Field(None, description="JSONLogic giving the idempotency key (instead of the header)")
     return_original: bool = Field(False, description="Answer a duplicate with the first request's response")
-    connector: str | None = Field(
-        None, description="Accepted for Orion compatibility (state lives in QUASAR_REDIS_URL)"
-    )
+    connector: str | None = Field(None, description="Not supported: dedup state lives in QUASAR_REDIS_URL")
+
+    @model_validator(mode="after")
+    def _no_connector(self) -> DeduplicationConfig:
+        _refuse_state_connector("deduplication", self.connector)
+        return self
+
+
+def _refuse_state_connector(section: str, connector: str | None) -> None:
+    # Orion keeps dedup/cache state per instance unless a cache connector is named; Quasar shares it for
+    # every channel through QUASAR_REDIS_URL, so a named connector would be silently ignored: refuse it.
+    if connector is not None:
+        raise ValueError(
+            f"{section}.connector is not supported: governance state is shared through QUASAR_REDIS_URL "
+            f"(remove '{connector}')"
+        )
 
 
 class CacheConfig(_Strict):
     enabled: bool = False
     ttl_secs: int = Field(300, ge=1)
     cache_key_fields: list[str] | None = None
-    connector: str | None = Field(
-        None, description="Accepted for Orion compatibility (state lives in QUASAR_REDIS_URL)"
-    )
+    connector: str | None = Field(None, description="Not supported: the response cache lives in QUASAR_REDIS_URL")
+
+    @model_validator(mode="after")
+    def _no_connector(self) -> CacheConfig:
+        _refuse_state_connector("cache", self.connector)
+        return self
 
 
 class TracingConfig(_Strict):

@@ -28,6 +28,7 @@ from app.gateway.errors import install_error_handlers
 from app.gateway.limits import RequestLimitsMiddleware
 from app.gateway.platform_limit import PlatformRateLimit
 from app.gateway.reply_router import KafkaBridge
+from app.gateway.request_spans import RequestSpans
 from app.gateway.security_headers import SecurityHeadersMiddleware
 from app.gateway.traces import TraceIndex
 from app.governance.governor import Governor
@@ -36,6 +37,7 @@ from app.kafka.headers import REQUEST_ID
 from app.observability import context as log_context
 from app.observability.http import HttpMetricsMiddleware, metrics_endpoint
 from app.observability.metrics import BUILD_INFO, SYNC_IN_FLIGHT
+from app.observability.tracing import tracing_for
 from app.settings import Settings, get_settings
 
 __all__ = ["RequestIdMiddleware", "create_app"]
@@ -212,6 +214,9 @@ def create_app(
         app.add_middleware(PlatformRateLimit, settings=settings)  # Orion's [rate_limit], before routing
     app.add_middleware(CorsMiddleware, settings=settings, state=app.state)
     app.add_middleware(SecurityHeadersMiddleware, tls=bool(settings.gateway_tls_cert))
+    tracing = tracing_for(settings)
+    if tracing is not None:  # OpenTelemetry: one span per request, its context carried into Kafka
+        app.add_middleware(RequestSpans, tracing=tracing)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HttpMetricsMiddleware)  # times everything, errors included
     if settings.trusted_proxies:

@@ -268,7 +268,10 @@ class DataService:
         # RequestIdMiddleware already chose it (the caller's, or a fresh one) and echoes it back.
         request_id = scope.get("state", {}).get("request_id") or fast_uuid4()
         trace_id = fast_uuid4()
-        ctx = DataContext(view, resolution, data, metadata, headers, _client_ip(scope), request_id, trace_id)
+        traceparent = scope.get("state", {}).get("traceparent")  # the request span's, when tracing is on
+        ctx = DataContext(
+            view, resolution, data, metadata, headers, _client_ip(scope), request_id, trace_id, traceparent=traceparent
+        )
         short_circuit = await self.guards.check(ctx, policy)
         if short_circuit is not None:
             return short_circuit
@@ -287,7 +290,7 @@ class DataService:
             (H.REQUEST_ID, ctx.request_id.encode()),
             (H.CORRELATION_ID, ctx.trace_id.encode()),
             (H.TRACE_ID, ctx.trace_id.encode()),
-            (H.TRACEPARENT, _traceparent(ctx.headers.get(H.TRACEPARENT), ctx.trace_id).encode()),
+            (H.TRACEPARENT, (ctx.traceparent or _traceparent(ctx.headers.get(H.TRACEPARENT), ctx.trace_id)).encode()),
             (H.MODE, mode.encode()),
             (H.CHANNEL, ctx.channel.name.encode()),
             (H.CONFIG_OFFSET, str(self.reader.applied_offset).encode()),

@@ -343,10 +343,35 @@ class Pipeline:
         self.retry_backoff_s = retry_backoff_s
         self.schemas = schemas or SchemaCache()
         self.services = services
+        self.tracing: Any = None  # app.observability.tracing.Tracing when QUASAR_TRACING_ENABLED
         self._observe = observe
         self._tasks: tuple[Any, dict[tuple[str, str], Any]] = (None, {})
 
     # -- the contract ------------------------------------------------------------------------------
+    def _span(self, channel: str, hm: Mapping[str, str], metadata: dict[str, Any]) -> Any:
+        """Start this record's span (tracing on) and put the trace context in the message's metadata, so
+        every `http_call` of the request continues the caller's trace (one trace id per request)."""
+        incoming = hm.get(H.TRACEPARENT)
+        tracing = self.tracing
+        if tracing is None:
+            if incoming and "traceparent" not in metadata:
+                metadata["traceparent"] = incoming
+            return None
+        span = tracing.tracer.start_span(
+            f"process {channel}",
+            context=tracing.context_of(incoming),
+            attributes={"quasar.channel": channel, "messaging.system": "kafka"},
+        )
+        metadata["traceparent"] = tracing.traceparent_of(span)
+        return span
+
+    def _end_span(self, span: Any, audit_trail: Any, started: float, error: BaseException | None = None) -> None:
+        assert self.tracing is not None
+        self.tracing.record_run(span, audit_trail, int(started * 1e9))
+        if error is not None:
+            span.record_exception(error)
+        span.end()
+
     async def handle(
         self,
         record: RecordLike,
@@ -369,6 +394,7 @@ class Pipeline:
         if deadline is not None and deadline.isdigit() and int(deadline) <= now * 1000:
             return Outcome("expired", route.name, [self._trace(record, route, hm, now, clock, failed=_EXPIRED)])
         message: EngineMessage | None = None
+        span: Any = None
         try:
             if route.config_error is not None:
                 raise BadRequest(route.config_error)
@@ -392,6 +418,7 @@ class Pipeline:
             if engine is None or not engine.has_channel(route.name):
                 raise NotFound(f"Channel '{route.name}' not found")
             trace_id = _trace_id(record, hm)
+            span = self._span(route.name, hm, metadata)  # OpenTelemetry; also continues the caller's trace
             message = EngineMessage.from_request(data, metadata, id=hm.get(H.REQUEST_ID) or trace_id)
             if self.explain_requests and (is_yes(hm.get(H.EXPLAIN)) or explain_requested(metadata)):
                 message.explain = []  # rule functions record their decision paths (docs/rules.md)
@@ -403,16 +430,23 @@ class Pipeline:
                 await engine.process(route.name, message, options)
             if self._observe is not None:
                 self._observe(route.name, message.audit_trail, now, time.perf_counter() - started)
+            if span is not None:
+                self._end_span(span, message.audit_trail, now)
+                span = None
             body: bytes = message.response_json()
             if len(body) > self.max_result_bytes:
                 raise ResponseTooLarge(
                     f"Response of {len(body)} bytes exceeds the limit of {self.max_result_bytes} bytes"
                 )
         except QuasarError as exc:
+            if span is not None:
+                self._end_span(span, message.audit_trail if message else (), now, exc)
             return self.failed(
                 record, route, hm, exc, view, clock, message=message, attempt=attempt, first_failed_ms=first_failed_ms
             )
         except Exception as exc:  # an engine bug must not stop the partition
+            if span is not None:
+                self._end_span(span, message.audit_trail if message else (), now, exc)
             err = EngineFailure("An internal engine error occurred")
             err.__cause__ = exc
             return self.failed(

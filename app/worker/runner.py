@@ -49,6 +49,7 @@ from app.kafka.names import TopicNames
 from app.kafka.producer import AsyncProducer
 from app.observability import metrics as M
 from app.observability.context import bound, context_from_headers
+from app.observability.tracing import tracing_for
 from app.settings import Settings
 from app.topology import ChannelFilter
 from app.worker.codec import SchemaCache, decode_avro, decode_json, decode_raw, schemas_dir
@@ -185,6 +186,7 @@ class ChannelWorker:
             topics=TopicNames(self.settings.topic_prefix),
         )
         self.pipeline.services = self.services
+        self.pipeline.tracing = self.services.tracing = tracing_for(self.settings)
         # Breaker states visible and resettable from any gateway (runtime records on the config topic).
         self._cluster_breakers = ClusterBreakers(self.services.breakers, self.reader, self.settings.instance_id)
         self._cluster_breakers.start()

@@ -236,3 +236,12 @@ def test_a_plugin_function_keeps_its_declared_schema() -> None:
     assert input_schema_of("my_plugin", declared) == declared
     assert input_schema_of("my_plugin") == {"type": "object"}
     assert input_schema_of("map")["required"] == ["mappings"]
+
+
+@pytest.mark.parametrize("section", ["cache", "deduplication"])
+def test_a_channel_state_connector_is_refused_not_silently_ignored(http: httpx.Client, section: str) -> None:
+    cid = uid("state")
+    config = {section: {"connector": "session-cache", **({"enabled": True} if section == "cache" else {})}}
+    doc = {"channel_id": cid, "name": cid, "workflow_id": "w", "config": config}
+    error = err(http.post(f"{A}/channels", json=doc), 400, "VALIDATION_ERROR")
+    assert f"{section}.connector is not supported" in error["message"] and "QUASAR_REDIS_URL" in error["message"]
