@@ -84,6 +84,10 @@ def compile_route(pattern: str, methods: tuple[str, ...] | list[str] = ()) -> Ro
             segments.append(("param", m.group(1)))
         else:
             segments.append(("static", raw.lower()))
+    if segments[-1] == ("static", "async"):
+        # A request path ending in /async selects async processing of the path before it: no request
+        # could ever reach this route.
+        raise ValueError(f"route_pattern {pattern!r} ends in 'async', which is reserved (it selects async mode)")
     return RoutePattern(pattern, tuple(segments), frozenset(m.upper() for m in methods))
 
 
