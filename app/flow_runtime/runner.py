@@ -33,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.config_store.reader import ConfigReader
 from app.config_store.state import ConfigState, default_compiler
+from app.connectors.breaker import BreakerConfig, BreakerRegistry
+from app.connectors.services import ConnectorServices
 from app.errors import ValidationFailed
 from app.flow_runtime.catalog import FlowCatalog
 from app.flow_runtime.records import (
@@ -75,6 +77,7 @@ from app.kafka.admin import create_admin, topic_partitions
 from app.kafka.config import consumer_config, producer_config, reader_config
 from app.kafka.consumer import read_to_end
 from app.kafka.names import TopicNames
+from app.kafka.producer import AsyncProducer
 from app.kafka.topics import apply_topics, load_specs, tasks_topic_plan
 from app.observability import metrics as M
 from app.settings import Settings
@@ -119,6 +122,8 @@ class FlowRunner:
         self._own_reader = reader is None
         self.catalog = FlowCatalog(self.reader.state)
         self.services = services
+        self._own_services = services is None
+        self._services_producer: AsyncProducer | None = None
         self.group_id = f"{settings.topic_prefix}flows"
         self.partitions = 0
         self.stores: dict[int, dict[str, AnyState]] = {}
@@ -157,7 +162,18 @@ class FlowRunner:
         # Task topics exist before any worker subscribes (a consumer subscribed to a missing topic may
         # not notice its creation for minutes): created for every active flow now and on each change.
         await self._ensure_task_topics()
-        self._unlisten = self.reader.add_listener(lambda _snapshot: self._ensure_task_topics())
+        if self._own_services:
+            # `task` steps may call connectors (http_call, db_*, cache_*, publish_kafka): same runtime as the worker.
+            self._services_producer = AsyncProducer(producer_config(self.settings, client_id="quasar-flows-connectors"))
+            self.services = ConnectorServices(
+                self.reader.snapshot.connectors,
+                producer=self._services_producer,
+                max_channel_call_depth=self.settings.max_channel_call_depth,
+                default_channel_call_timeout_ms=self.settings.default_channel_call_timeout_ms,
+                breakers=BreakerRegistry(BreakerConfig.from_settings(self.settings)),
+                topics=self.names,
+            )
+        self._unlisten = self.reader.add_listener(self._config_changed)
         self._producer = Producer(producer_config(self.settings, client_id=f"quasar-flows-{self.settings.instance_id}"))
         conf = consumer_config(
             self.settings, group_id=self.group_id, client_id=f"quasar-flows-{self.settings.instance_id}"
@@ -167,6 +183,11 @@ class FlowRunner:
             [self.names.flow_events, self.names.flow_results], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
         self._loop_task = asyncio.create_task(self._run(), name="flow-runner")
+
+    async def _config_changed(self, snapshot: Any) -> None:
+        if self._own_services and isinstance(self.services, ConnectorServices):
+            self.services.set_connectors(snapshot.connectors)
+        await self._ensure_task_topics()
 
     async def _ensure_task_topics(self) -> None:
         missing = sorted(h for h in self.catalog.handlers() if self.names.tasks(h) not in self._task_topics)
@@ -194,6 +215,10 @@ class FlowRunner:
             self._producer = None  # librdkafka clients close when collected: no reconnect attempts after stop
         self._consumer = None
         self._executor.shutdown(wait=False)
+        if self._own_services and isinstance(self.services, ConnectorServices):
+            await self.services.aclose()
+        if self._services_producer is not None:
+            await self._services_producer.close()
         if self._own_reader:
             await self.reader.stop()
 

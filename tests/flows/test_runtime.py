@@ -57,3 +57,32 @@ async def test_idempotent_start_keeps_the_first_instance(settings: Settings) -> 
         state = await env.view.wait_for("same", lambda s: s.context["data"].get("patched") is True, 60)
         assert state is not None and state.context["data"]["n"] == 1
         assert [e["event"] for e in state.timeline].count("started") == 1
+
+
+async def test_task_steps_call_connectors_like_workflows_do(settings: Settings) -> None:
+    from app.config_store import Put
+    from tests.connectors.servers import HttpTestServer
+
+    upstream = await HttpTestServer().start()
+    try:
+        async with FlowEnv(settings) as env:
+            connector = {
+                "name": "api",
+                "connector_type": "http",
+                "config": {"url": upstream.url, "allow_private_urls": True, "retry": {"max_retries": 0}},
+            }
+            await env.writer.apply("connector", "api", Put(connector))
+            call = {
+                "name": "http_call",
+                "input": {"connector": "api", "path": "/echo/x", "response_path": "data.reply"},
+            }
+            await env.flow(
+                {"flow_id": "calls", "name": "Calls", "steps": [{"id": "call", "type": "task", "function": call}]}
+            )
+            await env.runner()
+            await env.start("calls", "c-1")
+            done = await env.wait("c-1", "completed")
+            assert done.context["data"]["reply"]["path"] == "/echo/x"
+            assert upstream.hits["/echo/x"] == 1
+    finally:
+        await upstream.stop()
