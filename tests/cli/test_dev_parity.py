@@ -163,21 +163,25 @@ def doomed_broker(tmp_path: Path) -> Iterator[tuple[EmbeddedBroker, Settings]]:
         broker.stop()
 
 
+def _process_env(broker: EmbeddedBroker, settings: Settings, port: int, **extra: str) -> dict[str, str]:
+    """Environment of a `quasar worker|gateway` on `broker`, ops port `port`, a 3 s stop deadline."""
+    return _env(
+        QUASAR_KAFKA_BOOTSTRAP=broker.bootstrap,
+        QUASAR_TOPIC_PREFIX=settings.topic_prefix,
+        QUASAR_FETCH_WAIT_MAX_MS="10",
+        QUASAR_SHUTDOWN_TIMEOUT_SECS="3",
+        QUASAR_WORKER_METRICS_PORT=str(port),
+        **extra,
+    )
+
+
 @pytest.mark.parametrize("role", ["worker", "gateway"])
 def test_a_process_exits_soon_after_sigterm_with_the_broker_gone(
     doomed_broker: tuple[EmbeddedBroker, Settings], tmp_path: Path, role: str
 ) -> None:
     broker, settings = doomed_broker
     port = free_port()
-    env = _env(
-        QUASAR_KAFKA_BOOTSTRAP=broker.bootstrap,
-        QUASAR_TOPIC_PREFIX=settings.topic_prefix,
-        QUASAR_FETCH_WAIT_MAX_MS="10",
-        QUASAR_SHUTDOWN_TIMEOUT_SECS="3",
-        QUASAR_SHUTDOWN_DRAIN_SECS="1",
-        QUASAR_WORKER_METRICS_PORT=str(port),
-        QUASAR_GATEWAY_PORT=str(port),
-    )
+    env = _process_env(broker, settings, port, QUASAR_SHUTDOWN_DRAIN_SECS="1", QUASAR_GATEWAY_PORT=str(port))
     log = (tmp_path / f"{role}.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", role], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -206,15 +210,7 @@ def test_json_mode_logs_are_all_json_and_client_errors_are_rate_limited(
 
     broker, settings = doomed_broker
     port = free_port()
-    env = _env(
-        QUASAR_KAFKA_BOOTSTRAP=broker.bootstrap,
-        QUASAR_TOPIC_PREFIX=settings.topic_prefix,
-        QUASAR_FETCH_WAIT_MAX_MS="10",
-        QUASAR_SHUTDOWN_TIMEOUT_SECS="3",
-        QUASAR_WORKER_METRICS_PORT=str(port),
-        QUASAR_LOG_FORMAT="json",
-        QUASAR_LOG_LEVEL="info",
-    )
+    env = _process_env(broker, settings, port, QUASAR_LOG_FORMAT="json", QUASAR_LOG_LEVEL="info")
     path = tmp_path / "worker.log"
     with path.open("wb") as log:
         proc = subprocess.Popen(

@@ -67,6 +67,7 @@ class OtlpReceiver:
 
 @pytest.fixture
 async def http_server() -> AsyncIterator[HttpTestServer]:
+    """The loopback upstream the workflows call (as in tests/connectors)."""
     server = await HttpTestServer().start()
     yield server
     await server.stop()
