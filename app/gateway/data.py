@@ -225,6 +225,7 @@ class DataService:
 
     async def handle_raw(self, method: str, path: str, scope: Scope, receive: Receive) -> Response:
         """One data request straight from its ASGI scope: no Starlette `Request`, no pydantic."""
+        started = time.perf_counter()
         resolution, view, policy = self.resolve(method, path)
         # ASGI servers lower-case header names already; .lower() keeps odd servers honest.
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -272,9 +273,11 @@ class DataService:
         ctx = DataContext(
             view, resolution, data, metadata, headers, _client_ip(scope), request_id, trace_id, traceparent=traceparent
         )
+        parsed = time.perf_counter()
         short_circuit = await self.guards.check(ctx, policy)
         if short_circuit is not None:
             return short_circuit
+        guarded = time.perf_counter()
         try:
             if resolution.is_async:
                 response = await self._submit_async(ctx, policy)
@@ -283,7 +286,11 @@ class DataService:
         except ServiceUnavailable:
             await self.guards.abandon(ctx)  # refused, never ran: the retry may use the same key
             raise
-        return await self.guards.complete(ctx, response)  # governance: cache / idempotent original
+        response = await self.guards.complete(ctx, response)  # governance: cache / idempotent original
+        if headers.get("x-orion-profile") == "1" or b"profile=1" in scope.get("query_string", b""):
+            phases = {"parse": parsed - started, "guards": guarded - parsed, "process": time.perf_counter() - guarded}
+            response = _with_profile(response, phases, resolution.is_async)
+        return response
 
     def _record_headers(self, ctx: DataContext, mode: str, deadline_ms: int | None) -> HeaderList:
         hdrs: HeaderList = [
@@ -367,6 +374,23 @@ def _record_value(ctx: DataContext) -> bytes:
     if isinstance(headers, Mapping) and any(k in policy.secret for k in headers):
         return orjson.dumps({"data": ctx.data, "metadata": {**ctx.metadata, "headers": policy.persisted(headers)}})
     return orjson.dumps({"data": ctx.data, "metadata": ctx.metadata})
+
+
+def _with_profile(response: Response, phases: Mapping[str, float], is_async: bool) -> Response:
+    """Orion's per-request profile (`X-Orion-Profile: 1` / `?profile=1`): `_orion.profile` in a JSON answer,
+    milliseconds per phase as the gateway sees them (`process` = Kafka round trip + the worker's run)."""
+    try:
+        body = orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        return response
+    if not isinstance(body, dict):
+        return response
+    profile: dict[str, float | str] = {f"{name}_ms": round(seconds * 1000, 3) for name, seconds in phases.items()}
+    profile["total_ms"] = round(sum(phases.values()) * 1000, 3)
+    profile["mode"] = "async" if is_async else "sync"
+    body["_orion"] = {**(body.get("_orion") or {}), "profile": profile}
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+    return Response(orjson.dumps(body), status_code=response.status_code, headers=headers)
 
 
 def route_table(snapshot: Snapshot) -> RouteTable:

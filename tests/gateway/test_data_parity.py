@@ -243,3 +243,19 @@ async def test_swagger_ui_is_served_from_local_assets(gateway: Gateway) -> None:
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         r = await gateway.http.get(f"/docs/static/{asset}")
         assert r.status_code == 200 and len(r.content) > 10_000
+
+
+# -- missing feature: per-request profiling ----------------------------------------------------------
+async def test_a_profiled_request_carries_orion_profile_phases(gateway: Gateway, channels: None) -> None:
+    for call in (
+        gateway.http.post("/api/v1/data/plain", json={"data": {}}, headers={"x-orion-profile": "1"}),
+        gateway.http.post("/api/v1/data/plain", params={"profile": "1"}, json={"data": {}}),
+    ):
+        r = await call
+        assert r.status_code == 200, r.text
+        profile = r.json()["_orion"]["profile"]
+        assert set(profile) == {"parse_ms", "guards_ms", "process_ms", "total_ms", "mode"}
+        assert profile["mode"] == "sync" and profile["total_ms"] >= profile["process_ms"] >= 0
+        assert r.json()["data"]["order"] == {"seen": True}
+    plain = await gateway.http.post("/api/v1/data/plain", json={"data": {}})
+    assert "_orion" not in plain.json()  # only on request
