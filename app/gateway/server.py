@@ -41,7 +41,10 @@ def _answer(status: int, reason: str, code: str, message: str) -> bytes:
 
 
 _HEAD_TOO_LARGE = _answer(
-    431, "Request Header Fields Too Large", "REQUEST_HEADER_FIELDS_TOO_LARGE", "Request head too large"
+    431,
+    "Request Header Fields Too Large",
+    "REQUEST_HEADER_FIELDS_TOO_LARGE",
+    "Request head too large: over the limit of the request line plus headers (QUASAR_MAX_HEADER_BYTES)",
 )
 _HEAD_TIMEOUT = _answer(408, "Request Timeout", "REQUEST_TIMEOUT", "Request head not received in time")
 _BODY_TIMEOUT = _answer(408, "Request Timeout", "REQUEST_TIMEOUT", "Request body not received in time")
@@ -62,6 +65,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = True  # waiting for (the rest of) a request head
+        self._head_ended = False  # a head ended during the current data_received call
         self._head_bytes = 0
         self._read_timer: asyncio.TimerHandle | None = None
         self._peer: str | None = None
@@ -95,8 +99,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         in_head = self._in_head
         if in_head and self._read_timer is None:
             self._arm(self.head_timeout_s, _HEAD_TIMEOUT)  # the next request on a kept-alive connection
+        self._head_ended = False
         super().data_received(data)
-        if in_head and self._in_head and not self.transport.is_closing():
+        # A head that ended in this chunk (its body and even the whole request may have come with it) is
+        # not "still inside a head": counting the chunk would charge the body to the head limit (431).
+        if in_head and self._in_head and not self._head_ended and not self.transport.is_closing():
             # Still inside a head after this chunk: count it (at most one chunk beyond the limit is parsed).
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
@@ -104,6 +111,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self._refuse(_HEAD_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
+        self._head_ended = True
         self._in_head = False
         self._head_bytes = 0
         self._disarm()

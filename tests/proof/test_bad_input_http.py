@@ -174,9 +174,9 @@ def test_long_url_is_414(fuzz_stack: FuzzStack, http: httpx.Client) -> None:
     for path in ("/api/v1/data/traces/" + "a" * 20_000, "/api/v1/data/traces?q=" + "b" * 60_000):
         r = http.get(path)
         assert "limit" in _error(r, 414, "URI_TOO_LONG")
-    # Far beyond: httptools itself refuses the request line (plain 400 + close, before any app code).
+    # Far beyond: the protocol guard refuses the head while it arrives (431 + close, before any app code).
     huge = raw_exchange(fuzz_stack.gateway_url, _head("GET", "/healthz?x=" + "c" * 500_000, {}))
-    assert huge.status == 400 and huge.headers.get("connection") == "close", huge
+    assert huge.status == 431 and huge.headers.get("connection") == "close", huge
     _still_serving(http)
 
 
