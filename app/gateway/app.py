@@ -233,9 +233,11 @@ def create_app(
         from app.gateway.admin_releases import router as releases_router
 
         app.include_router(releases_router)
+        from app.gateway.flows import admin_router as flows_admin_router
         from app.gateway.flows import router as flows_router
 
         app.include_router(flows_router)
+        app.include_router(flows_admin_router)
     app.include_router(data.router)
     return app
 

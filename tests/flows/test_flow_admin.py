@@ -68,3 +68,33 @@ def test_schedule_lifecycle_and_validation(http: httpx.Client) -> None:
     assert http.patch(f"{A}/schedules/{schedule_id}/status", json={"status": "active"}).status_code == 200
     bad = http.post(f"{A}/schedules", json={**doc, "schedule_id": schedule_id + "b", "cron": "0 9 * *"})
     assert bad.status_code == 400 and "expected 5 fields" in bad.text
+
+
+def test_dry_run_moves_virtual_time_answers_external_tasks_and_records_side_effects(http: httpx.Client) -> None:
+    flow_id = f"dry-{uuid.uuid4().hex[:8]}"
+    doc = {
+        "flow_id": flow_id,
+        "name": "Dry",
+        "steps": [
+            {"id": "wait", "type": "delay", "delay": {"duration": "3d"}},
+            {"id": "ok", "type": "wait_for_signal", "signal": "paid", "timeout": "1d", "on_timeout": "remind"},
+            {"id": "done", "type": "terminal", "output": {"var": "outputs.ok"}},
+            {"id": "remind", "type": "external_task", "handler": "email"},
+        ],
+    }
+    assert http.post(f"{A}/flows", json=doc).status_code == 201
+    waited = http.post(f"{A}/flows/{flow_id}/test", json={"advance": "2d"}).json()["data"]
+    assert waited["status"] == "waiting" and waited["cursor"] == "wait"
+    paid = http.post(
+        f"{A}/flows/{flow_id}/test",
+        json={"signals": [{"signal": "custom", "name": "paid", "payload": {"via": "card"}}], "advance": "3d"},
+    ).json()["data"]
+    assert paid["status"] == "completed" and paid["output"] == {"via": "card"}
+    reminded = http.post(f"{A}/flows/{flow_id}/test", json={"advance": "5d", "external": {"email": {"sent": 1}}})
+    body = reminded.json()["data"]
+    assert body["status"] == "completed" and body["outputs"]["remind"] == {"sent": 1}
+    unanswered = http.post(f"{A}/flows/{flow_id}/test", json={"advance": "5d"}).json()["data"]
+    assert unanswered["status"] == "waiting" and unanswered["pending_external_tasks"][0]["handler"] == "email"
+    bad = http.post(f"{A}/flows/{flow_id}/test", json={"advance": "soon"})
+    assert bad.status_code == 400 and "advance" in bad.text
+    assert http.post(f"{A}/flows/nope/test", json={}).status_code == 404
