@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from app import __version__
 from app.gateway.errors import json_response
-from app.observability.health import HEALTHY, redis_status
+from app.observability.health import HEALTHY, config_problems, redis_status
 
 __all__ = ["components", "router"]
 
@@ -23,7 +23,6 @@ router = APIRouter(tags=["Operations"])
 
 # The reply poll loop wakes at least every 100 ms; silence for this long means it is stuck or dead.
 _POLL_STALE_S = 5.0
-_MAX_PROBLEMS = 50
 
 
 def components(request: Request) -> dict[str, Any]:
@@ -86,10 +85,7 @@ async def health(request: Request) -> Response:
         "config_offset": getattr(reader, "applied_offset", -1),
         "channels_loaded": len(snapshot.channels) if snapshot is not None else 0,
         "workflows_loaded": len(snapshot.workflows) if snapshot is not None else 0,
-        "config_problems": len(snapshot.problems) if snapshot is not None else 0,
-        # Stored definitions that cannot run (an invalid version, a binding to a missing workflow), with
-        # their field errors: a channel never silently stops; bounded so the answer stays small.
-        "problems": [dict(p) for p in snapshot.problems[:_MAX_PROBLEMS]] if snapshot is not None else [],
+        **config_problems(snapshot),
         "components": parts,
     }
     return json_response(body, 200 if healthy else 503)

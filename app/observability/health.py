@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["HEALTHY", "redis_status", "worker_components"]
+__all__ = ["HEALTHY", "config_problems", "redis_status", "worker_components"]
 
 # Component states that keep a process healthy: no Redis configured is a valid choice (in-memory
 # governance), reported as such instead of pretending a Redis answered.
@@ -69,3 +69,14 @@ def worker_components(worker: Any, redis_url: str | None, probe: Any = None) -> 
         out["engine"] = "ok"
     out["redis"] = redis_status(redis_url)
     return out
+
+
+MAX_PROBLEMS = 50
+
+
+def config_problems(snapshot: Any) -> dict[str, Any]:
+    """`/health` fields of a config snapshot's problems: stored definitions that cannot run (an invalid
+    version, a binding to a missing workflow, a setting that cannot be used here), with their field
+    errors, so a channel never stops silently. Bounded: the first `MAX_PROBLEMS` are listed."""
+    problems = tuple(getattr(snapshot, "problems", ()) or ())
+    return {"config_problems": len(problems), "problems": [dict(p) for p in problems[:MAX_PROBLEMS]]}

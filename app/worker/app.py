@@ -20,7 +20,7 @@ from app import __version__
 from app.kafka.config import bootstrap_of
 from app.kafka.names import TopicNames
 from app.kafka.probe import BrokerProbe
-from app.observability.health import worker_components
+from app.observability.health import config_problems, worker_components
 from app.observability.logs import configure_logging
 from app.observability.metrics import BUILD_INFO
 from app.observability.server import OpsServer, start_ops_server
@@ -60,6 +60,7 @@ class ChannelService(Service):
             info=lambda: {
                 "instance": self.settings.instance_id,
                 "config_offset": self.worker.reader.applied_offset,
+                **config_problems(self.worker.reader.snapshot),
             },
         )
         await self.worker.start()
