@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -392,7 +393,10 @@ class Pipeline:
         now = clock()
         deadline = hm.get(H.DEADLINE)
         if deadline is not None and deadline.isdigit() and int(deadline) <= now * 1000:
-            return Outcome("expired", route.name, [self._trace(record, route, hm, now, clock, failed=_EXPIRED)])
+            traced = _traced(route, failed=True)
+            return Outcome(
+                "expired", route.name, [self._trace(record, route, hm, now, clock, failed=_EXPIRED)] if traced else []
+            )
         message: EngineMessage | None = None
         span: Any = None
         try:
@@ -515,7 +519,8 @@ class Pipeline:
             trace_error["function"] = cause.function
         if cause.inner:
             trace_error["cause"] = _clip(cause.inner)
-        out.append(self._trace(record, route, hm, now, clock, failed=trace_error))
+        if _traced(route, failed=True):
+            out.append(self._trace(record, route, hm, now, clock, failed=trace_error))
         return Outcome("dlq", route.name, out, error=exc, first_failed_ms=first_ms)
 
     # -- pieces ------------------------------------------------------------------------------------
@@ -565,7 +570,8 @@ class Pipeline:
         if route.output_topic is not None and route.is_async:
             headers = [(H.CHANNEL, route.name.encode()), (H.TRACE_ID, trace_id.encode()), *carried]
             out.append((route.output_topic, body, self._output_key(route, record, message), headers, -1))
-        out.append(self._trace(record, route, hm, now, clock, result=body, trace_id=trace_id, carried=carried))
+        if _traced(route, failed=False):
+            out.append(self._trace(record, route, hm, now, clock, result=body, trace_id=trace_id, carried=carried))
         return Outcome("ok", route.name, out)
 
     @staticmethod
@@ -761,6 +767,15 @@ def _bounded_dlq(value: bytes | None, key: bytes | None, headers: HeaderList) ->
 
 
 _MIDDLES: dict[tuple[str, bool, str], bytes] = {}
+
+
+def _traced(route: ChannelRoute, *, failed: bool) -> bool:
+    """The channel's `tracing` policy (all | errors | sample:<ratio> | off) for one record: with `off` (or a
+    success under `errors` / outside the sample) no trace record is built at all. Default `all`."""
+    policy = route.channel.tracing if route.channel is not None else None
+    if policy is None or policy.mode == "all":
+        return True
+    return policy.traces(failed=failed, draw=random.random())
 
 
 def _trace_middle(channel: str, completed: bool, mode: str) -> bytes:

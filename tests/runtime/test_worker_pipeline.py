@@ -291,3 +291,33 @@ async def test_unknown_topic_is_dead_lettered() -> None:
     record = Record("t.ch.gone", b"{}", b"k")
     out = await _pipeline().handle(record, _view([MAP]), clock)
     assert out.status == "dlq" and _headers(_by_topic(out)[NAMES.dlq])[H.DLQ_ERROR_CODE] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("tracing", "traced_ok", "traced_failed"),
+    [
+        (None, True, True),
+        ("all", True, True),
+        ("errors", False, True),
+        ("off", False, False),
+        ("sample:0", False, True),
+    ],
+)
+async def test_the_channel_tracing_policy_decides_which_records_get_a_trace(
+    tracing: str | None, traced_ok: bool, traced_failed: bool
+) -> None:
+    import dataclasses
+
+    from app.channels.compile import compile_channel
+
+    doc: dict[str, Any] = {"name": "orders", "channel_type": "async", "protocol": "kafka", "workflow_id": "wf"}
+    if tracing is not None:
+        doc["config"] = {"tracing": tracing}
+    view = _view([MAP], envelope="quasar")
+    (route,) = view.routes.values()
+    view.routes[TOPIC] = dataclasses.replace(route, channel=compile_channel("orders", doc, NAMES))
+    ok = await _pipeline().handle(_record({"data": {"a": 1}}), view, clock)
+    failed = await _pipeline().handle(_record({"no": "data"}), view, clock)  # bad envelope: dead-lettered
+    assert (ok.status, failed.status) == ("ok", "dlq")
+    assert OUTPUT in _by_topic(ok)  # the work itself is not affected
+    assert (NAMES.traces in _by_topic(ok), NAMES.traces in _by_topic(failed)) == (traced_ok, traced_failed)
