@@ -24,7 +24,7 @@ from app.config_store.rulesets import call_problems, check_activation, ruleset_c
 from app.config_store.state import KINDS, STATUSES, ConfigState, ObjectState, definition_of, id_field
 from app.config_store.writer import BACKUP_FORMAT, ConfigWriter
 from app.errors import BadRequest, Conflict, NotFound, QuasarError, TestSuiteFailed, ValidationFailed
-from app.gateway.routing import RouteEntry, RouteTable, ambiguous_with
+from app.gateway.routing import RouteTable, ambiguous_with
 from app.secrets import mask_secrets, masked_paths, unmask_with
 from app.settings import Settings
 
@@ -205,9 +205,10 @@ class AdminService:
                 return value
         return str(uuid.uuid4())
 
-    def check_definition(self, kind: str, body: Mapping[str, Any]) -> None:
-        """400 for what the store would accept but Orion refuses (a blank name). Whether the definition
-        compiles is checked by the writer, with every error listed (Orion quirk 8: fail at create)."""
+    def check_definition(self, kind: str, body: Mapping[str, Any], object_id: str | None = None) -> None:
+        """400 for what the store would accept but Orion refuses (a blank name) and for a channel whose
+        route clashes with an active one. Whether the definition compiles is checked by the writer, with
+        every error listed (Orion quirk 8: fail at create)."""
         name = body.get("name")
         if kind == "connector" and name is None:
             return
@@ -216,28 +217,25 @@ class AdminService:
         if len(name) > 255:
             raise ValidationFailed("name must be at most 255 characters")
         if kind == "channel":
-            self._check_route(body)
+            self._check_route(object_id or name, body)
 
-    def _check_route(self, body: Mapping[str, Any]) -> None:
-        """A route pattern that active channels' patterns make ambiguous is refused (400). A pattern that
-        does not compile is left to the compile step, which names the field."""
-        pattern = body.get("route_pattern")
-        if not isinstance(pattern, str) or not pattern or str(body.get("channel_type", "sync")).lower() != "sync":
+    def _check_route(self, object_id: str, body: Mapping[str, Any]) -> None:
+        """A route pattern that active channels' patterns make ambiguous is refused (400). The candidate is
+        compiled once (the writer reuses the result); one that does not compile is left to the writer,
+        which names every field."""
+        result = self.state.compile("channel", object_id, body)
+        channel = result.compiled if result.valid else None
+        if not isinstance(channel, CompiledChannel) or channel.route is None:
             return
-        methods = body.get("methods") if isinstance(body.get("methods"), list) else ()
-        raw_priority = body.get("priority")
-        priority = raw_priority if isinstance(raw_priority, int) else 0
-        name = str(body.get("name") or "")
-        try:
-            entry = RouteEntry.compile(name, pattern, [str(m) for m in methods or ()], priority)
-        except ValueError:
-            return
+        (entry,) = RouteTable.of([channel]).entries or (None,)
+        if entry is None:
+            return  # not a sync REST/HTTP route
         active = RouteTable.of(view.channel for view in self.reader.snapshot.channels.values())
         clash = ambiguous_with(entry, active.entries)
         if clash is not None:
             raise ValidationFailed(
-                f"route_pattern '{pattern}' matches the same requests as channel '{clash.channel}' with the same "
-                "priority: give one a higher priority or a more specific pattern"
+                f"route_pattern '{channel.route.pattern}' matches the same requests as channel '{clash.channel}' "
+                "with the same priority: give one a higher priority or a more specific pattern"
             )
 
     def _prepare(self, kind: str, body: Any, object_id: str | None = None) -> tuple[str, dict[str, Any]]:
@@ -250,7 +248,7 @@ class AdminService:
             if stored is not None and stored.latest is not None:
                 # A client that read a masked connector and sends it back keeps the real secrets.
                 doc = unmask_with(doc, dict(stored.versions[stored.latest]))
-        self.check_definition(kind, doc)
+        self.check_definition(kind, doc, object_id)
         return object_id, doc
 
     async def create(self, kind: str, body: Any, *, actor: str) -> dict[str, Any]:
