@@ -177,3 +177,22 @@ async def test_executing_a_release_runs_the_test_suite_gate(gateways: tuple[Gate
         await ok(a.http.post(f"{A}/releases/{rid}/approve", json={}, headers=h(who)))
     r = await a.http.post(f"{A}/releases/{rid}/execute", json={}, headers=h("ed"))
     assert r.status_code == 400 and r.json()["error"]["code"] == "TEST_SUITE_FAILED", r.text
+
+
+async def test_freeze_window_refuses_by_the_records_time(gateways: tuple[Gateway, Gateway]) -> None:
+    a, b = gateways
+    # A window that opens every minute and lasts a day: whenever this test runs, it is frozen.
+    window = {"cron": "* * * * *", "duration_minutes": 1440, "reason": "change freeze"}
+    frozen = {"match": {"ids": ["frz-*"]}, "min_approvers": 0, "freeze_windows": [window]}
+    await ok(a.http.put(f"{A}/policies/freeze", json=frozen, headers=h("root")))
+    await ok(a.http.post(f"{A}/workflows", json={"workflow_id": "frz-1", "name": "f", "tasks": TASKS},
+                         headers=h("ed")), 201)  # fmt: skip
+    rel = await ok(a.http.post(f"{A}/releases", json={"kind": "workflow", "id": "frz-1"}, headers=h("ed")), 201)
+    assert rel["state"] == "approved"  # no approvals needed, but frozen
+    for gw in (a, b):
+        r = await gw.http.post(f"{A}/releases/{rel['id']}/execute", json={}, headers=h("ed"))
+        assert r.status_code == 409, r.text
+        assert "freeze window" in r.json()["error"]["message"] and "change freeze" in r.json()["error"]["message"]
+    await ok(a.http.delete(f"{A}/policies/freeze", headers=h("root")), 204)
+    done = await ok(a.http.post(f"{A}/releases/{rel['id']}/execute", json={}, headers=h("ed")))
+    assert done["state"] == "active"
