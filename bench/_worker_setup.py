@@ -41,7 +41,9 @@ async def activate_channel(
         await reader.stop()
 
 
-def setup_complex_channel(bootstrap: str, prefix: str, workflow: Mapping[str, Any]) -> tuple[str, str]:
+def setup_complex_channel(
+    bootstrap: str, prefix: str, workflow: Mapping[str, Any], tracing: str = "all"
+) -> tuple[str, str]:
     """Apply the fixed topics under `prefix`, activate channel `orders`; returns (request, output) topics."""
     from app.kafka.admin import create_admin
     from app.kafka.names import TopicNames
@@ -62,6 +64,7 @@ def setup_complex_channel(bootstrap: str, prefix: str, workflow: Mapping[str, An
         output_topic_plan(specs, settings, "orders"),
     ]
     apply_topics(create_admin(settings), plans)
-    asyncio.run(activate_channel(settings, "orders", workflow))
+    config = {"output": True, "envelope": "quasar", "tracing": tracing}
+    asyncio.run(activate_channel(settings, "orders", workflow, channel_doc={"config": config}))
     names = TopicNames(prefix)
     return names.channel("orders"), names.output("orders")

@@ -416,7 +416,7 @@ def _measure_process(
 # ---------------------------------------------------------------- the Quasar worker
 
 
-def _worker_run(bootstrap: str, n: int, timeout: float, processes: int = 1) -> float:
+def _worker_run(bootstrap: str, n: int, timeout: float, processes: int = 1, tracing: str = "all") -> float:
     """Start `quasar worker --processes N` on a fresh prefix with the complex workflow on an async channel;
     time its outputs."""
     from bench._worker_setup import setup_complex_channel
@@ -426,7 +426,7 @@ def _worker_run(bootstrap: str, n: int, timeout: float, processes: int = 1) -> f
     env.setdefault("QUASAR_FETCH_WAIT_MAX_MS", "10")
     env.setdefault("QUASAR_SESSION_TIMEOUT_MS", "3000")
     env.setdefault("QUASAR_WORKER_METRICS_PORT", "0")
-    src, dst = setup_complex_channel(bootstrap, prefix, COMPLEX_WORKFLOW)
+    src, dst = setup_complex_channel(bootstrap, prefix, COMPLEX_WORKFLOW, tracing)
     _fill(bootstrap, src, n)
     cmd = [sys.executable, "-m", "app.cli", "worker", "--processes", str(processes)]
     return _measure_process(cmd, env, bootstrap, dst, n, timeout)
@@ -490,12 +490,14 @@ HAND_LOGIC_ROW = "hand-written logic, no Kafka (in process)"
 ENGINE_ROW = "engine only, no Kafka (complex workflow)"
 WORKER_ROW = "quasar worker, complex 4-task workflow"
 WORKER2_ROW = "quasar worker --processes 2, same workflow"
+WORKER_ERRORS_ROW = "quasar worker, channel tracing: errors"
 
 
 def acceptance_ratios(rates: dict[str, float]) -> list[str]:
     """Issue 19's ratios for the rows this run measured (each pair comes from the same run)."""
     pairs = [
         (WORKER_ROW, HAND_LOOP_ROW, "worker / hand-written loop", 0.5),
+        (WORKER_ERRORS_ROW, HAND_LOOP_ROW, "worker, tracing errors / hand-written loop", 0.5),
         (ENGINE_ROW, HAND_LOGIC_ROW, "engine / hand-written logic (in process)", 0.5),
         (WORKER2_ROW, WORKER_ROW, "worker --processes 2 / one process", 1.6),
     ]
@@ -562,9 +564,13 @@ def main(argv: list[str] | None = None) -> int:
             hand_s, engine_s = in_process_pair(args.n)
             rows.append(Result(HAND_LOGIC_ROW, args.n, hand_s))
             rows.append(Result(ENGINE_ROW, args.n, engine_s))
-            for name, processes in ((WORKER_ROW, 1), (WORKER2_ROW, 2)):
+            for name, processes, tracing in (
+                (WORKER_ROW, 1, "all"),
+                (WORKER2_ROW, 2, "all"),
+                (WORKER_ERRORS_ROW, 1, "errors"),
+            ):
                 try:
-                    rows.append(Result(name, args.n, _worker_run(bootstrap, args.n, 300, processes)))
+                    rows.append(Result(name, args.n, _worker_run(bootstrap, args.n, 300, processes, tracing)))
                 except Exception as exc:
                     print(f"{name}: failed: {exc}", file=sys.stderr)
     print(_table(rows, raw))
