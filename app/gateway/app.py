@@ -115,6 +115,9 @@ def create_app(
                 stack.push_async_callback(cfg_reader.stop)
             await cfg_reader.ready()
             state.config_reader = cfg_reader
+            from app.gateway.admin_audit import DirectWriteAuditor
+
+            cfg_reader.add_outcome_listener(DirectWriteAuditor(cfg_reader))
             cfg_writer = writer
             if cfg_writer is None:
                 from app.config_store.writer import ConfigWriter

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from app.config_store.reader import ConfigReader
@@ -196,3 +197,37 @@ async def test_freeze_window_refuses_by_the_records_time(gateways: tuple[Gateway
     await ok(a.http.delete(f"{A}/policies/freeze", headers=h("root")), 204)
     done = await ok(a.http.post(f"{A}/releases/{rel['id']}/execute", json={}, headers=h("ed")))
     assert done["state"] == "active"
+
+
+async def test_a_record_written_straight_to_the_config_topic_is_audited_once(
+    gateways: tuple[Gateway, Gateway], settings: Any
+) -> None:
+    """A GitOps tool producing a proposal itself: both gateways fold it, one audit entry names its actor."""
+    from confluent_kafka import Producer
+
+    from app.config_store.operations import Create
+    from app.config_store.writer import proposal_record
+    from app.kafka.config import producer_config
+    from app.kafka.names import TopicNames
+
+    a, b = gateways
+    change = Create({"workflow_id": "direct-1", "name": "d", "tasks": TASKS})("workflow", "direct-1", None, "now")
+    key, value = proposal_record("workflow", "direct-1", change, {}, 0, "gitops-bot", 0)
+    doc = orjson.loads(value)
+    del doc["audited"]  # written by a tool of its own, not by a ConfigWriter
+    producer = Producer(producer_config(settings))
+    producer.produce(TopicNames(settings.topic_prefix).config, orjson.dumps(doc), key=key.encode())
+    assert producer.flush(10) == 0
+
+    async def entries() -> list[Any]:
+        r = await a.http.get(f"{A}/audit-logs", params={"resource_id": "direct-1"}, headers=h("ann"))
+        return [e for e in r.json()["data"] if e["details"].get("source") == "direct-write"]
+
+    found = await eventually(entries)
+    assert [e["principal"] for e in found] == ["gitops-bot"] and found[0]["action"] == "create"
+    # Both gateways wrote one; the listing keeps one per config record.
+    r = await b.http.get(f"{A}/audit-logs", params={"resource_id": "direct-1"}, headers=h("ann"))
+    assert len([e for e in r.json()["data"] if e["details"].get("source") == "direct-write"]) == 1
+    # Writes through the API are audited by their writer only, never again as direct writes.
+    r = await a.http.get(f"{A}/audit-logs", params={"resource_id": "pay-1"}, headers=h("ann"))
+    assert not [e for e in r.json()["data"] if e["details"].get("source") == "direct-write"]
