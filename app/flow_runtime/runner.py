@@ -446,9 +446,11 @@ class FlowRunner:
                 )
 
     def _put(self, partition: int, store: dict[str, AnyState], key: str, state: AnyState) -> None:
-        store[key] = state
         assert self._producer is not None
+        # Produce first: a state too large for the broker raises here, the event goes to the DLQ with
+        # the reason, and the in-memory state stays what the changelog says.
         self._producer.produce(self.names.flow_state, encode_state(state), key.encode(), partition=partition)
+        store[key] = state
 
     def _emit(self, event: AnyEvent) -> None:
         """Produce an event to the partition that owns its key (maybe this runner's own)."""

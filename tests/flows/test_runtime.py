@@ -86,3 +86,24 @@ async def test_task_steps_call_connectors_like_workflows_do(settings: Settings) 
             assert upstream.hits["/echo/x"] == 1
     finally:
         await upstream.stop()
+
+
+async def test_a_state_too_large_for_the_broker_parks_the_event_and_the_instance_goes_on(settings: Settings) -> None:
+    from app.worker.dlq import list_dlq
+
+    async with FlowEnv(settings) as env:
+        await env.flow(reminder("big", delay="1h"))
+        await env.runner()
+        await env.start("big", "b-1")
+        await env.wait("b-1", "waiting")
+        blob = "x" * 600_000
+        for n, name in enumerate(("first", "second")):  # together past the broker's 1 MB record limit
+            patch = SignalEvent(instance_id="b-1", signal_id=f"u{n}", signal="update_context", payload={name: blob})
+            await env.client.send(patch)
+        await env.client.send(
+            SignalEvent(instance_id="b-1", signal_id="small", signal="update_context", payload={"ok": 1})
+        )
+        state = await env.view.wait_for("b-1", lambda s: s.context["data"].get("ok") == 1, 60)
+        assert state is not None and "first" in state.context["data"] and "second" not in state.context["data"]
+        parked = [e for e in list_dlq(settings) if e.code == "FLOW_EVENT_FAILED"]
+        assert len(parked) == 1 and "MSG_SIZE_TOO_LARGE" in parked[0].message, parked
