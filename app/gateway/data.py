@@ -616,9 +616,7 @@ class DataFastPath:
             if service is None:
                 raise ServiceUnavailable("data API unavailable: the gateway is not connected to Kafka")
             response = await service.handle_raw(scope["method"], path[len(_DATA_SLASH) :], scope, receive)
-        except ClientDisconnect:
-            return  # nobody is listening for an answer
-        except Exception as exc:
+        except Exception as exc:  # a client that went away (ClientDisconnect) too: the app's 499 handler
             response = await _handled(scope, receive, exc)
         await response(scope, receive, send)
 

@@ -14,6 +14,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app.errors import QuasarError, Timeout
@@ -121,6 +122,18 @@ async def _validation_handler(request: Request, exc: Exception) -> Response:
     return json_response(body, 400)
 
 
+# nginx's "client closed request": what the access metrics record for a request whose client went away
+# before its answer (no client ever sees it).
+_CLIENT_CLOSED_REQUEST = 499
+
+
+async def _disconnect_handler(request: Request, exc: Exception) -> Response:
+    # The client closed the connection before its request was read or answered: nobody is left to
+    # answer and nothing failed here (it is never an unhandled error or a 500).
+    log.debug("client disconnected before the answer to %s %s", request.method, request.url.path)
+    return Response(status_code=_CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     ERRORS.labels("INTERNAL_ERROR").inc()
@@ -132,4 +145,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QuasarError, _quasar_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(ClientDisconnect, _disconnect_handler)
     app.add_exception_handler(Exception, _unexpected_handler)

@@ -7,13 +7,16 @@ header floods and long URLs, bad JSON on admin routes. Every refusal is a clear 
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import time
 from collections.abc import Iterator
 
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fixtures.polling import poll
 from tests.proof._fuzz_support import (
     FUZZ_ENV,
     SYNC_CHANNEL,
@@ -167,6 +170,37 @@ def test_slow_bodies_get_408_and_the_gateway_keeps_serving(fuzz_stack: FuzzStack
         assert answer.seconds < BODY_TIMEOUT + 5, answer.seconds
         assert answer.sent < len(body)
         _error(answer, 408, "REQUEST_TIMEOUT")
+    _still_serving(http)
+
+
+def _requests_by_status(http: httpx.Client, method: str) -> dict[str, float]:
+    """The gateway's `http_requests_total` for `method`, summed over routes, by status."""
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(http.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name.endswith("http_requests_total") and sample.labels.get("method") == method:
+                status = sample.labels["status"]
+                counts[status] = counts.get(status, 0.0) + sample.value
+    return counts
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", DATA), ("POST", ADMIN), ("PUT", f"{ADMIN}/gone")])
+def test_client_that_hangs_up_mid_body_is_no_server_error(
+    fuzz_stack: FuzzStack, http: httpx.Client, method: str, path: str
+) -> None:
+    """A client that closes its connection before its body is complete is nobody's error: recorded as 499
+    (client closed request), never an unhandled error or a 500."""
+    before = _requests_by_status(http, method)
+    host, port = fuzz_stack.gateway_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(_head(method, path, {**JSON, "content-length": "1000"}) + b'{"data": {"par')
+    after = poll(
+        lambda: (counts := _requests_by_status(http, method)).get("499", 0) > before.get("499", 0) and counts,
+        within=30,
+        what=f"the hung-up {method} {path} counted as 499",
+    )
+    assert after.get("500", 0) == before.get("500", 0), (before, after)
+    assert "unhandled error" not in fuzz_stack.log("gateway")
     _still_serving(http)
 
 
