@@ -110,7 +110,9 @@ async def test_records_faster_than_the_limit_are_all_processed_at_the_limit_rate
 
 
 async def test_key_logic_gives_each_client_its_own_bucket(rt: Runtime, redis_url: str) -> None:
-    limit = {"requests_per_second": 1, "burst": 1, "key_logic": {"var": "data.client"}}
+    # A bucket key lives as long as its debt (1/rate) plus 1 s: a slow rate keeps the keys readable after
+    # the outputs arrived even on a loaded box; one token per client never throttles.
+    limit = {"requests_per_second": 0.01, "burst": 1, "key_logic": {"var": "data.client"}}
     await rt.activate("per-client", config={"rate_limit": limit})
     worker = await rt.worker()
     # Four clients, one record each, on one partition: one token each, so no pause at all.
@@ -148,7 +150,9 @@ async def test_a_forged_mode_header_does_not_skip_governance_when_records_are_se
 ) -> None:
     rt = await _runtime(settings.model_copy(update={"ingest_seal_key": "seal-secret"}), redis_url)
     try:
-        await rt.activate("sealed", config={"rate_limit": {"requests_per_second": 50, "burst": 50}})
+        # Slow rate, large burst: never throttles, and a charged bucket key lives ~100 s (debt 1/rate + 1 s),
+        # so it is still there when the outputs have been read (at 50/s it expired after ~1 s).
+        await rt.activate("sealed", config={"rate_limit": {"requests_per_second": 0.01, "burst": 50}})
         await rt.worker()
         topic = rt.names.channel("sealed")
         value = orjson.dumps({"data": {}})
