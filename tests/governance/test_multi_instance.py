@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from app.settings import Settings
 from tests.fixtures.kafka import make_test_settings
@@ -98,19 +99,30 @@ async def _until_answered(gw: Gateway, path: str, headers: dict[str, str], withi
         assert r.status_code == 504 and time.monotonic() < deadline, (r.status_code, r.text)
 
 
+def _failed_open(channel: str) -> float:
+    """Rate-limit decisions taken without the shared store (both gateways run in this process)."""
+    labels = {"channel": channel, "feature": "rate_limit", "mode": "fail_open"}
+    return REGISTRY.get_sample_value("quasar_governance_degraded_total", labels) or 0.0
+
+
 async def test_rate_limit_is_enforced_across_both_instances(gateways: tuple[Gateway, Gateway]) -> None:
     a, b = gateways
+    failed_open_before = _failed_open("limited")
     started = time.monotonic()
     responses = await asyncio.gather(
         *[(a if i % 2 else b).http.post("/api/v1/data/limited", json={"data": {"i": i}}) for i in range(16)]
     )
     elapsed = time.monotonic() - started
     statuses = [r.status_code for r in responses]
-    allowed = statuses.count(200)
     assert set(statuses) <= {200, 429}, statuses
+    # On a loaded box a first connection to Redis can miss the store's 250 ms timeout: that request is
+    # admitted uncharged (fail_open, by design, counted). Only the requests the shared bucket decided count.
+    failed_open = int(_failed_open("limited") - failed_open_before)
+    assert failed_open <= 4, f"{failed_open} of 16 decided without Redis: the batch proves nothing"
+    charged = statuses.count(200) - failed_open
     # burst 4 + 2/s refill while the batch ran; per-instance buckets would let 8 (2 x burst) through
-    assert 4 <= allowed <= 4 + int(2 * elapsed) + 1, (allowed, elapsed)
-    assert allowed < 8, (allowed, elapsed)
+    assert 4 <= charged <= 4 + int(2 * elapsed) + 1, (charged, failed_open, elapsed)
+    assert charged < 8, (charged, failed_open, elapsed)
     served_by = {id(gw) for gw, r in zip([b, a] * 8, responses, strict=True) if r.status_code == 200}
     assert served_by  # at least one allowed request on some instance
     rejected = next(r for r in responses if r.status_code == 429)
