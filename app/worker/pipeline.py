@@ -9,8 +9,9 @@ records in, and the delivery tracker (`app/worker/delivery.py`) produces what co
 The record contract (docs/concepts.md, "The record contract"):
 - keys: an output keeps the input record's key unless the channel declares `key_logic`; a reply is keyed
   by the caller's correlation id, a trace by its trace id, a dead letter by the input key;
-- headers: application headers, `traceparent` and `x-request-id` travel to every record the input causes;
-  control headers (`quasar-*`) do not; the propagated set is bounded (`quasar-headers-dropped` says so);
+- headers: application headers, `traceparent` and `x-request-id` travel to every record the input causes,
+  as the channel's `headers` setting allows (drop list, allow-list, credentials left out); control
+  headers (`quasar-*`) do not; the propagated set is bounded (`quasar-headers-dropped` says so);
 - envelopes: `raw` (the whole value is the payload, Orion's Kafka format, default for `protocol: kafka`)
   or `quasar` (`{"data", "metadata"}`, the HTTP bridge's format); every message gets
   `metadata.kafka_topic/partition/offset/key`; client metadata never supplies `_quasar_*` fields;
@@ -37,7 +38,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from app.channels import CompiledChannel
+from app.channels import CompiledChannel, HeaderPolicy
 from app.config_store import Snapshot
 from app.engine.executor import RunOptions, rollout_bucket
 from app.engine.jsonlogic import Logic, is_truthy
@@ -147,6 +148,27 @@ class ValidationRefused(BadRequest):
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderFilter:
+    """The channel's `headers` setting (`HeaderPolicy.propagates`) precomputed for the record path: which
+    input headers may reach its output, reply, trace and DLQ records. Names compare lower-cased."""
+
+    blocked: frozenset[str]  # `drop` + credentials the channel does not keep
+    allowed: frozenset[str] | None  # None: every header not blocked; else only these (`propagate: none` = empty)
+
+    @classmethod
+    def of(cls, policy: HeaderPolicy) -> HeaderFilter:
+        blocked = policy.drop | (policy.secret - policy.keep)
+        if policy.propagate == "all":
+            return cls(blocked, None)
+        if policy.propagate == "none":
+            return cls(blocked, frozenset())
+        return cls(blocked, policy.propagate - blocked)
+
+
+DEFAULT_HEADERS = HeaderFilter.of(HeaderPolicy())
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelRoute:
     """What the worker needs to know about one active channel (rebuilt on every config change), taken
     from its compiled channel (`app.channels.CompiledChannel`): nothing is parsed here."""
@@ -162,6 +184,7 @@ class ChannelRoute:
     validation: Logic | None = None  # `validation_logic`, also applied to Kafka-ingested records
     config_error: str | None = None  # a setting that cannot be used: every record is dead-lettered
     channel: CompiledChannel | None = None  # everything else the channel declares
+    headers: HeaderFilter = DEFAULT_HEADERS  # input headers its produced records may carry
 
 
 def routes_of(snapshot: Snapshot, names: TopicNames | None = None) -> dict[str, ChannelRoute]:
@@ -182,6 +205,7 @@ def routes_of(snapshot: Snapshot, names: TopicNames | None = None) -> dict[str, 
             ch.guards.validation,
             None,
             ch,
+            HeaderFilter.of(ch.headers),
         )
     return out
 
@@ -258,14 +282,21 @@ log = logging.getLogger("quasar.worker")
 _READ_ONLY = frozenset({"db_read", "cache_read", "mongo_read"})  # tasks whose re-run changes nothing
 
 
-def propagated_headers(raw: Any, leave_out: frozenset[str] = _NOT_PROPAGATED) -> HeaderList:
-    """The input headers every produced record carries (control headers removed), bounded in size."""
+def propagated_headers(
+    raw: Any, leave_out: frozenset[str] = _NOT_PROPAGATED, allow: HeaderFilter = DEFAULT_HEADERS
+) -> HeaderList:
+    """The input headers every produced record carries (control headers removed, then the channel's
+    `headers` setting applied), bounded in size."""
     if not raw:
         return []
     out: HeaderList = []
     total = dropped = 0
+    blocked, allowed = allow.blocked, allow.allowed  # locals: this runs for every record
     for name, value in raw.items() if isinstance(raw, Mapping) else raw:
         if name in leave_out or name.startswith(H.CONNECT_PREFIX):
+            continue
+        lower = name.lower()
+        if lower in blocked or (allowed is not None and lower not in allowed):
             continue
         data = value.encode() if isinstance(value, str) else value  # None stays None (a header without value)
         length = len(data) if data is not None else 0
@@ -493,6 +524,7 @@ class Pipeline:
         topic, partition, offset = _where(record)
         headers = _dlq_headers(
             record.headers(),
+            route.headers,
             channel=route.name,
             code=exc.code,
             message=text,
@@ -510,7 +542,10 @@ class Pipeline:
                 reply_to = view.reply_to(hm)
         error_doc: dict[str, Any] = {"code": exc.code, "message": _clip(exc.message)}
         if reply_to is not None:
-            reply_headers = [(H.STATUS, str(exc.status).encode()), *propagated_headers(record.headers())]
+            reply_headers = [
+                (H.STATUS, str(exc.status).encode()),
+                *propagated_headers(record.headers(), allow=route.headers),
+            ]
             body = orjson.dumps({"error": error_doc})
             out.append((reply_to[0], body, hm[H.CORRELATION_ID], reply_headers, reply_to[1]))
         trace_error = dict(error_doc)
@@ -563,7 +598,7 @@ class Pipeline:
         trace_id: str,
         message: EngineMessage,
     ) -> Outcome:
-        carried = propagated_headers(raw) if raw else []
+        carried = propagated_headers(raw, allow=route.headers) if raw else []
         out: list[Produce] = []
         if reply_to is not None:
             out.append((reply_to[0], body, hm[H.CORRELATION_ID], [_STATUS_200, *carried], reply_to[1]))
@@ -627,7 +662,7 @@ class Pipeline:
             tail,
         )
         if carried is None:
-            carried = propagated_headers(record.headers())
+            carried = propagated_headers(record.headers(), allow=route.headers)
         return (self.names.traces, value, trace_id, carried or None, -1)
 
     def _task_index(self, engine: Any) -> dict[tuple[str, str], Any]:
@@ -724,6 +759,7 @@ def _text(key: bytes | None) -> str | None:
 
 def _dlq_headers(
     original: Any,
+    allow: HeaderFilter,
     *,
     channel: str,
     code: str,
@@ -735,7 +771,7 @@ def _dlq_headers(
 ) -> HeaderList:
     """Original headers (bounded, minus old error context) + Kafka Connect's error context + Quasar's."""
     topic, partition, offset = where
-    out = propagated_headers(original, _DLQ_LEAVE_OUT)  # control headers kept: a replay needs them
+    out = propagated_headers(original, _DLQ_LEAVE_OUT, allow)  # control headers kept: a replay needs them
     out += [
         (H.DLQ_ORIGINAL_TOPIC, topic.encode()),
         (H.DLQ_ORIGINAL_PARTITION, str(partition).encode()),

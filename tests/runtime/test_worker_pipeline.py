@@ -23,6 +23,7 @@ from app.worker.pipeline import (
     Pipeline,
     Record,
     WorkerView,
+    routes_of,
 )
 
 NAMES = TopicNames("t.")
@@ -321,3 +322,109 @@ async def test_the_channel_tracing_policy_decides_which_records_get_a_trace(
     assert (ok.status, failed.status) == ("ok", "dlq")
     assert OUTPUT in _by_topic(ok)  # the work itself is not affected
     assert (NAMES.traces in _by_topic(ok), NAMES.traces in _by_topic(failed)) == (traced_ok, traced_failed)
+
+
+# -- the channel's `headers` setting decides what input headers travel (drop list / allow-list) --------
+_SENT = {
+    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    H.REQUEST_ID: "req-1",
+    "Tenant": "acme",  # Kafka header names keep their case; the setting compares them lower-cased
+    "x-debug": "1",
+    "Authorization": "Bearer s3cret",  # a credential: never copied unless the channel keeps it
+    H.REPLY_TO: f"{NAMES.replies}:2",
+    H.CORRELATION_ID: "c-1",
+}
+
+
+def _with_headers_setting(headers: dict[str, Any] | None, *, failing: bool = False) -> WorkerView:
+    """The test view whose route comes from a compiled channel, through the worker's own `routes_of`."""
+    from types import SimpleNamespace
+
+    from app.channels.compile import compile_channel
+
+    doc: dict[str, Any] = {"name": "orders", "channel_type": "async", "protocol": "kafka", "workflow_id": "wf"}
+    if headers is not None:
+        doc["config"] = {"headers": headers}
+    compiled = compile_channel("orders", doc, NAMES)
+    view = _view(
+        [_task("boom", "map", {"mappings": [{"path": "data.x", "logic": {"throw": "boom"}}]})] if failing else [MAP]
+    )
+    (route,) = routes_of(SimpleNamespace(channels={"orders": SimpleNamespace(channel=compiled)}), NAMES).values()  # type: ignore[arg-type]
+    return WorkerView({TOPIC: route}, view.engine, view.reply_topics)
+
+
+async def _every_kind(headers: dict[str, Any] | None) -> dict[str, dict[str, str]]:
+    """Headers of the output, reply, trace (of a success) and DLQ, error reply and trace (of a failure)."""
+    ok = await _pipeline().handle(_record({"a": 1}, headers=_SENT), _with_headers_setting(headers), clock)
+    bad = await _pipeline().handle(
+        _record({"a": 1}, headers=_SENT), _with_headers_setting(headers, failing=True), clock
+    )
+    assert (ok.status, bad.status) == ("ok", "dlq")
+    done, failed = _by_topic(ok), _by_topic(bad)
+    return {
+        "output": _headers(done[OUTPUT]),
+        "reply": _headers(done[NAMES.replies]),
+        "trace": _headers(done[NAMES.traces]),
+        "dlq": _headers(failed[NAMES.dlq]),
+        "error reply": _headers(failed[NAMES.replies]),
+        "failed trace": _headers(failed[NAMES.traces]),
+    }
+
+
+async def test_by_default_every_application_header_travels_to_every_record_kind_but_credentials_do_not() -> None:
+    for kind, hm in (await _every_kind(None)).items():
+        assert hm["traceparent"] == _SENT["traceparent"] and hm[H.REQUEST_ID] == "req-1", kind
+        assert hm["Tenant"] == "acme" and hm["x-debug"] == "1", kind
+        assert "Authorization" not in hm, kind
+        assert (H.REPLY_TO in hm) == (kind == "dlq"), kind  # a dead letter keeps control headers for replay
+
+
+async def test_a_drop_list_removes_a_header_from_every_record_kind() -> None:
+    kinds = await _every_kind({"drop": ["X-Debug", "tenant"]})
+    for kind, hm in kinds.items():
+        assert "x-debug" not in hm and "Tenant" not in hm, kind
+        assert hm["traceparent"] == _SENT["traceparent"] and hm[H.REQUEST_ID] == "req-1", kind
+    assert kinds["dlq"][H.REPLY_TO] == _SENT[H.REPLY_TO]  # control headers are not the setting's business
+    assert kinds["output"][H.CHANNEL] == "orders" and kinds["reply"][H.STATUS] == "200"
+
+
+async def test_an_allow_list_keeps_only_the_named_headers() -> None:
+    kinds = await _every_kind({"propagate": ["traceparent", "TENANT", "authorization"]})
+    for kind, hm in kinds.items():
+        carried = {k for k in hm if k in _SENT and k not in (H.REPLY_TO, H.CORRELATION_ID)}
+        assert carried == {"traceparent", "Tenant"}, kind  # a credential needs keep_credentials too
+    assert H.TRACE_ID in kinds["output"] and H.STATUS in kinds["error reply"]  # Quasar's own headers stay
+
+
+async def test_propagate_none_carries_no_input_header_and_keep_credentials_lets_one_through() -> None:
+    for kind, hm in (await _every_kind({"propagate": "none"})).items():
+        assert not {k for k in hm if k in _SENT and k not in (H.REPLY_TO, H.CORRELATION_ID)}, kind
+    for kind, hm in (await _every_kind({"keep_credentials": ["authorization"]})).items():
+        assert hm["Authorization"] == "Bearer s3cret", kind
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {},
+        {"drop": ["x-debug"]},
+        {"propagate": "none"},
+        {"propagate": ["traceparent", "x-debug", "cookie"], "drop": ["x-debug"]},
+        {"secret": ["x-debug"], "keep_credentials": ["cookie"]},
+    ],
+)
+def test_the_precomputed_filter_agrees_with_the_compiled_policy(setting: dict[str, Any]) -> None:
+    from app.channels.compile import compile_channel
+    from app.worker.pipeline import HeaderFilter, propagated_headers
+
+    doc = {
+        "name": "orders",
+        "channel_type": "async",
+        "protocol": "kafka",
+        "workflow_id": "wf",
+        "config": {"headers": setting},
+    }
+    policy = compile_channel("orders", doc, NAMES).headers
+    check = HeaderFilter.of(policy)
+    for name in ("traceparent", "X-Debug", "x-debug", "Cookie", "authorization", "tenant", H.REQUEST_ID):
+        assert bool(propagated_headers([(name, b"v")], allow=check)) == policy.propagates(name), name
