@@ -22,7 +22,9 @@ The record contract (docs/concepts.md, "The record contract"):
 - trust: `quasar-reply-to` must name a configured reply topic, else the record is dead-lettered
   (`REPLY_TO_REFUSED`) and nothing is written anywhere else;
 - bounds: every produced record fits the producer's limit (messages truncated, oversized values and
-  headers dropped with a header saying so).
+  headers dropped with a header saying so);
+- per-task tracing (`tracing.per_task`): the trace record also carries the run's audit trail (each executed
+  task's id, function, status, duration and changed fields old -> new), bounded per value and in total.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from app.channels import CompiledChannel, HeaderPolicy
 from app.config_store import Snapshot
 from app.engine.executor import RunOptions, rollout_bucket
 from app.engine.jsonlogic import Logic, is_truthy
+from app.engine.message import AuditEntry, rfc3339
 from app.engine.message import Message as EngineMessage
 from app.engine.rules.explain import explain_requested, is_yes
 from app.errors import (
@@ -82,6 +85,9 @@ MAX_PRODUCE_BYTES = 990_000
 MAX_MESSAGE_CHARS = 4096  # error messages in replies, traces and DLQ headers
 MAX_HEADER_VALUE = 8192  # one propagated header value
 MAX_HEADERS_TOTAL = 32_768  # all propagated headers of one record
+MAX_TRAIL_VALUE_BYTES = 2048  # one old/new value on a per-task trace (longer: a truncation marker)
+MAX_TRAIL_CHANGES = 64  # changes kept per task on a per-task trace
+MAX_TRAIL_BYTES = 256 * 1024  # a per-task trace's whole audit trail
 
 Clock = Callable[[], float]  # epoch seconds
 HeaderList = list[tuple[str, str | bytes | None]]  # what confluent-kafka's produce() takes
@@ -185,6 +191,7 @@ class ChannelRoute:
     config_error: str | None = None  # a setting that cannot be used: every record is dead-lettered
     channel: CompiledChannel | None = None  # everything else the channel declares
     headers: HeaderFilter = DEFAULT_HEADERS  # input headers its produced records may carry
+    per_task: bool = False  # `tracing.per_task`: traces carry the audit trail (read once here, not per record)
 
 
 def routes_of(snapshot: Snapshot, names: TopicNames | None = None) -> dict[str, ChannelRoute]:
@@ -206,6 +213,7 @@ def routes_of(snapshot: Snapshot, names: TopicNames | None = None) -> dict[str, 
             None,
             ch,
             HeaderFilter.of(ch.headers),
+            ch.tracing.per_task,
         )
     return out
 
@@ -458,6 +466,8 @@ class Pipeline:
             if self.explain_requests and (is_yes(hm.get(H.EXPLAIN)) or explain_requested(metadata)):
                 message.explain = []  # rule functions record their decision paths (docs/rules.md)
             options = self._options(record, route, hm, data, metadata, deadline, engine)
+            if route.per_task:  # each task's changes, encoded as the task finishes (docs/concepts.md)
+                message.audit_trail = TaskTrail(self._task_index(engine))
             started = time.perf_counter()
             if options.services is None:
                 engine.process_sync(route.name, message, options)
@@ -555,7 +565,10 @@ class Pipeline:
         if cause.inner:
             trace_error["cause"] = _clip(cause.inner)
         if _traced(route, failed=True):
-            out.append(self._trace(record, route, hm, now, clock, failed=trace_error))
+            trail = b""
+            if route.per_task and message is not None and isinstance(message.audit_trail, TaskTrail):
+                trail = message.audit_trail.encode(MAX_TRAIL_BYTES)
+            out.append(self._trace(record, route, hm, now, clock, failed=trace_error, trail=trail))
         return Outcome("dlq", route.name, out, error=exc, first_failed_ms=first_ms)
 
     # -- pieces ------------------------------------------------------------------------------------
@@ -606,7 +619,14 @@ class Pipeline:
             headers = [(H.CHANNEL, route.name.encode()), (H.TRACE_ID, trace_id.encode()), *carried]
             out.append((route.output_topic, body, self._output_key(route, record, message), headers, -1))
         if _traced(route, failed=False):
-            out.append(self._trace(record, route, hm, now, clock, result=body, trace_id=trace_id, carried=carried))
+            trail = b""
+            if route.per_task and isinstance(message.audit_trail, TaskTrail):
+                # the room the (bounded) result leaves; 2048 covers the trace's own fields (id, channel, ...)
+                room = MAX_PRODUCE_BYTES - MAX_HEADERS_TOTAL - len(body) - 2048
+                trail = message.audit_trail.encode(min(MAX_TRAIL_BYTES, room))
+            out.append(
+                self._trace(record, route, hm, now, clock, result=body, trace_id=trace_id, carried=carried, trail=trail)
+            )
         return Outcome("ok", route.name, out)
 
     @staticmethod
@@ -637,6 +657,7 @@ class Pipeline:
         failed: Mapping[str, Any] | None = None,
         trace_id: str | None = None,
         carried: HeaderList | None = None,
+        trail: bytes = b"",
     ) -> Produce:
         trace_id = trace_id or _trace_id(record, hm)
         created = record.timestamp()[1]
@@ -644,8 +665,8 @@ class Pipeline:
         if created <= 0:
             created = int(now * 1000)
         # The same bytes as orjson.dumps({"id", "status", "mode", "channel", "created_at", "completed_at",
-        # "duration_ms", "result" | "error"}), but the constant middle is encoded once per (channel,
-        # status, mode) and the result body is spliced in, never parsed again.
+        # "duration_ms", "result" | "error", per-task "audit_trail"}), but the constant middle is encoded once
+        # per (channel, status, mode) and the result body is spliced in, never parsed again.
         completed = failed is None
         mode = hm.get(H.MODE) or ("sync" if H.REPLY_TO in hm else "async")
         middle = _trace_middle(route.name, completed, mode)
@@ -653,6 +674,8 @@ class Pipeline:
             tail = b',"result":' + (result if result is not None else b"null")
         else:
             tail = b',"error":' + orjson.dumps(failed)
+        if trail:
+            tail += trail
         value = b'{"id":%b%b"created_at":"%b","completed_at":"%b","duration_ms":%d%b}' % (
             orjson.dumps(trace_id),
             middle,
@@ -812,6 +835,75 @@ def _traced(route: ChannelRoute, *, failed: bool) -> bool:
     if policy is None or policy.mode == "all":
         return True
     return policy.traces(failed=failed, draw=random.random())
+
+
+def _trail_value(value: Any) -> Any:
+    """A value for a per-task trace: itself (pre-encoded) or, if longer than MAX_TRAIL_VALUE_BYTES encoded,
+    a marker with its size and the start of its text."""
+    try:
+        raw = orjson.dumps(value, default=str)
+    except (TypeError, orjson.JSONEncodeError):
+        raw = orjson.dumps(repr(value)[: MAX_TRAIL_VALUE_BYTES * 2])
+    if len(raw) <= MAX_TRAIL_VALUE_BYTES:
+        return orjson.Fragment(raw)
+    return {"_truncated": True, "bytes": len(raw), "preview": raw[:256].decode("utf-8", "ignore")}
+
+
+class TaskTrail(list[AuditEntry]):
+    """A message's audit trail that, for per-task tracing, encodes each entry the moment the engine records
+    it (both engine paths append to `message.audit_trail`), so a value a later task mutates in place still
+    shows as it was after this task. Entries are Orion's (`workflow_id`, `task_id`, `timestamp`, `changes`,
+    `status`) plus `function` and `duration_ms` (since the run started or the previous task finished).
+
+    Bounded: a value longer than MAX_TRAIL_VALUE_BYTES becomes `{"_truncated": true, "bytes", "preview"}`,
+    changes past MAX_TRAIL_CHANGES are counted (`changes_omitted`), and entries stop being encoded past
+    MAX_TRAIL_BYTES; `encode(budget)` counts what does not fit (`audit_trail_omitted`)."""
+
+    def __init__(self, tasks: Mapping[tuple[str, str], Any]) -> None:
+        super().__init__()
+        self._tasks = tasks
+        self._previous = time.time()
+        self._encoded: list[bytes] = []
+        self._size = 0
+
+    def append(self, entry: AuditEntry) -> None:
+        super().append(entry)
+        if self._size > MAX_TRAIL_BYTES:
+            return  # counted as omitted by `encode`
+        task = self._tasks.get((entry.workflow_id, entry.task_id))
+        changes = entry.changes
+        doc: dict[str, Any] = {
+            "workflow_id": entry.workflow_id,
+            "task_id": entry.task_id,
+            "function": task.function_name if task is not None else None,
+            "timestamp": rfc3339(entry.ts),
+            "status": entry.status,
+            "duration_ms": round(max(0.0, entry.ts - self._previous) * 1000, 3),
+            "changes": [
+                {"path": path, "old_value": _trail_value(old), "new_value": _trail_value(new)}
+                for path, old, new in changes[:MAX_TRAIL_CHANGES]
+            ],
+        }
+        if len(changes) > MAX_TRAIL_CHANGES:
+            doc["changes_omitted"] = len(changes) - MAX_TRAIL_CHANGES
+        self._previous = entry.ts
+        part = orjson.dumps(doc)
+        self._encoded.append(part)
+        self._size += len(part) + 1
+
+    def encode(self, budget: int) -> bytes:
+        """`,"audit_trail":[...]` in at most about `budget` bytes, plus `,"audit_trail_omitted":<n>` if cut."""
+        used = len(b',"audit_trail":[]') + 40  # 40: room for the omitted counter
+        kept = 0
+        for part in self._encoded:
+            if used + len(part) + 1 > budget:
+                break
+            used += len(part) + 1
+            kept += 1
+        out = b',"audit_trail":[' + b",".join(self._encoded[:kept]) + b"]"
+        if kept < len(self):
+            out += b',"audit_trail_omitted":%d' % (len(self) - kept)
+        return out
 
 
 def _trace_middle(channel: str, completed: bool, mode: str) -> bytes:
