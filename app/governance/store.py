@@ -201,6 +201,7 @@ class RedisStore(Store):
         self._degraded = False
         self._last_error: str | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def degraded(self) -> bool:
@@ -235,6 +236,7 @@ class RedisStore(Store):
         self._probe = asyncio.create_task(self._probe_loop(), name="quasar-governance-redis-probe")
 
     async def aclose(self) -> None:
+        self._closing = True
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -247,8 +249,9 @@ class RedisStore(Store):
 
     async def _probe_loop(self) -> None:
         # Without traffic nobody would notice Redis going away or coming back: ping on a timer
-        # so /health tells the truth either way.
-        while True:
+        # so /health tells the truth either way. The flag ends the loop even when the client turned our
+        # cancellation into a timeout (a cancel racing a socket timeout), which aclose would await forever.
+        while not self._closing:
             await asyncio.sleep(self.probe_every_s)
             with contextlib.suppress(StoreUnavailable):
                 await self._call(lambda c: c.ping(), probe=True)
