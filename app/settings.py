@@ -166,6 +166,14 @@ class Settings(BaseSettings):
         description="Max time to receive a request head (request line + headers) once a connection is open "
         "or the next request has begun (408 and close above; held half-sent heads cost a connection each).",
     )
+    keep_alive_timeout_ms: int = Field(
+        default=75_000,
+        gt=0,
+        description="How long an idle kept-alive HTTP connection stays open before the gateway closes it. "
+        "Longer than the idle timeouts of clients and load balancers (httpx 5 s, AWS ALB 60 s) so that the "
+        "client always closes first: a server closing a connection just as the client reuses it fails that "
+        "request (a reset, a 502 at the balancer).",
+    )
     max_connections_per_client: int = Field(
         default=1000,
         gt=0,

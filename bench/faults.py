@@ -713,13 +713,12 @@ async def _serve_gateway(settings: Any) -> tuple[Any, str, Callable[[], Awaitabl
     import uvicorn
 
     from app.gateway.app import create_app
+    from app.gateway.server import server_config
 
     app = create_app(settings)
     port = _free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", loop="none", lifespan="on", access_log=False
-    )
-    server = uvicorn.Server(config)
+    # The gateway's own server config (guarded protocol, keep-alive), as `quasar gateway` runs it.
+    server = uvicorn.Server(server_config(app, settings, host="127.0.0.1", port=port, log_level="warning", loop="none"))
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 60
     while not server.started:

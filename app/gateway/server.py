@@ -6,6 +6,7 @@ check ran, and a connection that sent half a header line was held forever (500 o
 70 s). `GuardedHttpProtocol` counts the bytes of each request head as they arrive and answers 431 and
 closes once they exceed the limit, gives every head `header_read_timeout_ms` and every body
 `body_read_timeout_ms` (408 and close), and caps the connections one client address may hold at once.
+Idle kept-alive connections stay open `keep_alive_timeout_ms`, longer than clients keep theirs.
 
 `server_config` is the one place the uvicorn settings are made (`quasar gateway` and the test gateways).
 Forwarded headers are not trusted by uvicorn: `create_app` installs uvicorn's `ProxyHeadersMiddleware`
@@ -183,6 +184,9 @@ def server_config(app: Any, settings: Settings, *, host: str, port: int, **overr
         "ssl_certfile": settings.gateway_tls_cert,
         "ssl_keyfile": settings.gateway_tls_key,
         "timeout_graceful_shutdown": math.ceil(settings.shutdown_drain_secs),
+        # uvicorn's 5 s equals httpx's pool expiry: under load a client reused connections the server
+        # was closing that instant (requests failed with a reset). The client must be the one to close.
+        "timeout_keep_alive": settings.keep_alive_timeout_ms / 1000,
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
