@@ -49,6 +49,14 @@ class FlowService:
         await self.producer.close()
 
 
+def _config_state(request: Request) -> Any:
+    """The folded config (503 on an instance without a config store, like the rest of the admin API)."""
+    reader = getattr(request.app.state, "config_reader", None)
+    if reader is None:
+        raise ServiceUnavailable("flow API unavailable: the config store is not running on this instance")
+    return reader.state
+
+
 async def _service(request: Request) -> FlowService:
     """Started on first use (reading the state changelog costs a gateway that serves no flows nothing)."""
     state = request.app.state
@@ -130,7 +138,7 @@ def _data(item: Any, status: int = 200) -> Response:
 @router.post("/flows/{flow_id}/instances", status_code=202, summary="Start an instance of a flow")
 async def start_instance(flow_id: str, request: Request, flows: FlowService = Flows) -> Response:
     body: StartRequest = await _json(request, StartRequest)
-    catalog = FlowCatalog(request.app.state.config_reader.state)
+    catalog = FlowCatalog(_config_state(request))
     version = body.version or catalog.active_version(flow_id)
     if version is None:
         raise NotFound(f"flow {flow_id!r} has no active version")
@@ -272,7 +280,7 @@ async def flow_test(object_id: str, request: Request, version: int | None = Quer
     from app.flows.timing import TimingError, parse_duration
 
     body: DryRunRequest = await _json(request, DryRunRequest)
-    state = request.app.state.config_reader.state
+    state = _config_state(request)
     obj = state.get("flow", object_id)
     n = version if version is not None else (obj.draft or obj.latest) if obj is not None else None
     if obj is None or n is None or n not in obj.versions:
