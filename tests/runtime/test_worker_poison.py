@@ -147,7 +147,7 @@ def _values() -> st.SearchStrategy[bytes | None]:
         st.none(),
         st.binary(max_size=64),
         st.recursive(
-            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
             lambda c: st.lists(c) | st.dictionaries(st.text(max_size=8), c),
             max_leaves=20,
         ).map(orjson.dumps),
