@@ -4,7 +4,6 @@ real broker. Each test failed before its fix."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 from app.secrets import MASK
 from app.settings import Settings
 from tests.cli.admin_gateway import AdminGateway, admin_gateway
+from tests.fixtures.admin_http import err, ok
 
 A = "/api/v1/admin"
 
@@ -39,30 +39,6 @@ def http_connector(name: str, token: str = "sk-live-secret", url: str = "https:/
         "connector_type": "http",
         "config": {"type": "http", "url": url, "auth": {"type": "bearer", "token": token}},
     }
-
-
-@pytest.fixture(scope="module")
-def gateway(module_settings: Settings) -> Iterator[AdminGateway]:
-    with admin_gateway(module_settings) as gw:
-        yield gw
-
-
-@pytest.fixture
-def http(gateway: AdminGateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=30) as client:
-        yield client
-
-
-def ok(resp: httpx.Response, status: int = 200) -> Any:
-    assert resp.status_code == status, resp.text
-    return resp.json() if resp.content else None
-
-
-def err(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"} and body["error"]["code"] == code, body
-    return dict(body["error"])
 
 
 # -- defect 1: a restore never writes a masked secret ------------------------------------------------

@@ -5,42 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from app.settings import Settings
-from tests.cli.admin_gateway import AdminGateway, admin_gateway
+from tests.fixtures.admin_http import err, ok
 
 A = "/api/v1/admin"
-FRAUD = json.loads((Path(__file__).resolve().parents[2] / "docs/examples/rules/fraud-scoring.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def gateway(module_settings: Settings) -> Iterator[AdminGateway]:
-    with admin_gateway(module_settings) as gw:
-        yield gw
-
-
-@pytest.fixture
-def http(gateway: AdminGateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=30) as client:
-        yield client
-
-
-def ok(resp: httpx.Response, status: int = 200) -> Any:
-    assert resp.status_code == status, resp.text
-    return resp.json() if resp.content else None
-
-
-def err(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert body["error"]["code"] == code, body
-    return dict(body["error"])
+FRAUD = json.loads((Path(__file__).resolve().parents[3] / "docs/examples/rules/fraud-scoring.json").read_text())
 
 
 def uid(prefix: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,6 +14,7 @@ from app.kafka.names import TopicNames
 from app.secrets import MASK
 from app.settings import Settings
 from tests.cli.admin_gateway import AdminGateway, admin_gateway
+from tests.fixtures.admin_http import err, ok
 
 A = "/api/v1/admin"
 
@@ -44,30 +44,6 @@ def workflow(wid: str | None = None, *, threshold: int = 10000, tags: list[str] 
 
 def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def gateway(module_settings: Settings) -> Iterator[AdminGateway]:
-    with admin_gateway(module_settings) as gw:
-        yield gw
-
-
-@pytest.fixture
-def http(gateway: AdminGateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=30) as client:
-        yield client
-
-
-def ok(resp: httpx.Response, status: int = 200) -> Any:
-    assert resp.status_code == status, resp.text
-    return resp.json() if resp.content else None
-
-
-def err(resp: httpx.Response, status: int, code: str) -> str:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"} and body["error"]["code"] == code, body
-    return str(body["error"]["message"])
 
 
 # -- lifecycle ----------------------------------------------------------------------------------------
@@ -130,30 +106,30 @@ def test_list_filters_by_tag_and_status_and_paginates(http: httpx.Client) -> Non
     second = ok(http.get(f"{A}/workflows", params={"tag": tag, "limit": 2, "offset": 2}))
     assert (len(first["data"]), len(second["data"]), first["limit"], second["offset"]) == (2, 1, 2, 2)
     assert {w["workflow_id"] for w in first["data"] + second["data"]} == set(ids)
-    err(http.get(f"{A}/workflows", params={"status": "paused"}), 400, "BAD_REQUEST")
-    err(http.get(f"{A}/workflows", params={"limit": 0}), 400, "BAD_REQUEST")
+    err_message(http.get(f"{A}/workflows", params={"status": "paused"}), 400, "BAD_REQUEST")
+    err_message(http.get(f"{A}/workflows", params={"limit": 0}), 400, "BAD_REQUEST")
 
 
 # -- conflicts and not found --------------------------------------------------------------------------
 def test_conflicts_existing_id_second_draft_update_of_active_and_stale_if_match(http: httpx.Client) -> None:
     wid = uid("conf")
     v1 = ok(http.post(f"{A}/workflows", json=workflow(wid)), 201)["data"]
-    err(http.post(f"{A}/workflows", json=workflow(wid)), 409, "CONFLICT")
-    err(http.post(f"{A}/workflows/{wid}/versions"), 409, "CONFLICT")  # v1 is still a draft
+    err_message(http.post(f"{A}/workflows", json=workflow(wid)), 409, "CONFLICT")
+    err_message(http.post(f"{A}/workflows/{wid}/versions"), 409, "CONFLICT")  # v1 is still a draft
 
     # Optimistic concurrency over HTTP: a write based on an old revision is refused.
     stale = v1["revision"]
     ok(http.put(f"{A}/workflows/{wid}", json=workflow(threshold=1)))
-    msg = err(http.put(f"{A}/workflows/{wid}", json=workflow(threshold=2), headers={"If-Match": str(stale)}),
+    msg = err_message(http.put(f"{A}/workflows/{wid}", json=workflow(threshold=2), headers={"If-Match": str(stale)}),
               409, "CONFLICT")  # fmt: skip
     assert "revision" in msg
     current = ok(http.get(f"{A}/workflows/{wid}"))["data"]
     assert current["tasks"][1]["condition"][">"][1] == 1  # the stale write changed nothing
     ok(http.put(f"{A}/workflows/{wid}", json=workflow(threshold=3), headers={"If-Match": str(current["revision"])}))
-    err(http.put(f"{A}/workflows/{wid}", json=workflow(), headers={"If-Match": "abc"}), 400, "BAD_REQUEST")
+    err_message(http.put(f"{A}/workflows/{wid}", json=workflow(), headers={"If-Match": "abc"}), 400, "BAD_REQUEST")
 
     ok(http.patch(f"{A}/workflows/{wid}/status", json={"status": "active"}))
-    err(http.put(f"{A}/workflows/{wid}", json=workflow()), 409, "CONFLICT")  # only drafts can change
+    err_message(http.put(f"{A}/workflows/{wid}", json=workflow()), 409, "CONFLICT")  # only drafts can change
 
 
 @pytest.mark.parametrize(
@@ -175,7 +151,7 @@ def test_conflicts_existing_id_second_draft_update_of_active_and_stale_if_match(
 )
 def test_unknown_id_is_404_not_found(http: httpx.Client, method: str, path: str, body: Any) -> None:
     resp = http.request(method, A + path.format(id=uid("missing")), json=body)
-    assert "not found" in err(resp, 404, "NOT_FOUND")
+    assert "not found" in err_message(resp, 404, "NOT_FOUND")
 
 
 def test_delete_removes_all_versions(http: httpx.Client) -> None:
@@ -184,8 +160,8 @@ def test_delete_removes_all_versions(http: httpx.Client) -> None:
     ok(http.patch(f"{A}/workflows/{wid}/status", json={"status": "active"}))
     ok(http.post(f"{A}/workflows/{wid}/versions"), 201)
     assert http.delete(f"{A}/workflows/{wid}").status_code == 204
-    err(http.get(f"{A}/workflows/{wid}"), 404, "NOT_FOUND")
-    err(http.get(f"{A}/workflows/{wid}/versions"), 404, "NOT_FOUND")
+    err_message(http.get(f"{A}/workflows/{wid}"), 404, "NOT_FOUND")
+    err_message(http.get(f"{A}/workflows/{wid}/versions"), 404, "NOT_FOUND")
     # The id is free again.
     assert ok(http.post(f"{A}/workflows", json=workflow(wid)), 201)["data"]["version"] == 1
 
@@ -193,26 +169,28 @@ def test_delete_removes_all_versions(http: httpx.Client) -> None:
 # -- bad input ----------------------------------------------------------------------------------------
 def test_bad_bodies_are_400_or_415_in_the_standard_shape(http: httpx.Client) -> None:
     headers = {"content-type": "application/json"}
-    assert "JSON" in err(http.post(f"{A}/workflows", content=b"{not json", headers=headers), 400, "BAD_REQUEST")
-    err(http.post(f"{A}/workflows", json=[1, 2]), 400, "BAD_REQUEST")
-    err(http.post(f"{A}/workflows", content=b"", headers=headers), 400, "BAD_REQUEST")
-    err(http.post(f"{A}/workflows", content=b"name=x", headers={"content-type": "text/plain"}), 415,
+    assert "JSON" in err_message(http.post(f"{A}/workflows", content=b"{not json", headers=headers), 400, "BAD_REQUEST")
+    err_message(http.post(f"{A}/workflows", json=[1, 2]), 400, "BAD_REQUEST")
+    err_message(http.post(f"{A}/workflows", content=b"", headers=headers), 400, "BAD_REQUEST")
+    err_message(http.post(f"{A}/workflows", content=b"name=x", headers={"content-type": "text/plain"}), 415,
         "UNSUPPORTED_MEDIA_TYPE")  # fmt: skip
     blank = workflow(uid("blank"))
     blank["name"] = "  "
-    assert "name" in err(http.post(f"{A}/workflows", json=blank), 400, "VALIDATION_ERROR")
+    assert "name" in err_message(http.post(f"{A}/workflows", json=blank), 400, "VALIDATION_ERROR")
     bad_id = workflow("-starts-with-dash")
-    assert "invalid workflow id" in err(http.post(f"{A}/workflows", json=bad_id), 400, "BAD_REQUEST")
+    assert "invalid workflow id" in err_message(http.post(f"{A}/workflows", json=bad_id), 400, "BAD_REQUEST")
 
     wid = uid("val")
     ok(http.post(f"{A}/workflows", json=workflow(wid)), 201)
-    err(http.patch(f"{A}/workflows/{wid}/status", json={"status": "paused"}), 400, "BAD_REQUEST")
-    err(http.patch(f"{A}/workflows/{wid}/status", json={"status": "active", "rollout_percentage": 101}), 400,
+    err_message(http.patch(f"{A}/workflows/{wid}/status", json={"status": "paused"}), 400, "BAD_REQUEST")
+    err_message(http.patch(f"{A}/workflows/{wid}/status", json={"status": "active", "rollout_percentage": 101}), 400,
         "BAD_REQUEST")  # fmt: skip
-    err(http.patch(f"{A}/workflows/{wid}/rollout", json={"rollout_percentage": 50}), 400, "BAD_REQUEST")
-    err(http.patch(f"{A}/workflows/{wid}/rollout", json={}), 400, "BAD_REQUEST")
+    err_message(http.patch(f"{A}/workflows/{wid}/rollout", json={"rollout_percentage": 50}), 400, "BAD_REQUEST")
+    err_message(http.patch(f"{A}/workflows/{wid}/rollout", json={}), 400, "BAD_REQUEST")
     ok(http.patch(f"{A}/workflows/{wid}/status", json={"status": "active"}))
-    assert "no draft" in err(http.patch(f"{A}/workflows/{wid}/status", json={"status": "active"}), 400, "BAD_REQUEST")
+    assert "no draft" in err_message(
+        http.patch(f"{A}/workflows/{wid}/status", json={"status": "active"}), 400, "BAD_REQUEST"
+    )
 
 
 def test_invalid_workflow_is_refused_at_create_with_the_field_named(http: httpx.Client) -> None:
@@ -221,9 +199,9 @@ def test_invalid_workflow_is_refused_at_create_with_the_field_named(http: httpx.
     rules = {"rules": [{"logic": True}]}
     doc["tasks"].append({"id": "check", "name": "Check", "function": {"name": "validation", "input": rules}})
     resp = http.post(f"{A}/workflows", json=doc)
-    assert "tasks[2].function.input.rules[0].message" in err(resp, 400, "VALIDATION_ERROR")
+    assert "tasks[2].function.input.rules[0].message" in err_message(resp, 400, "VALIDATION_ERROR")
     assert resp.json()["error"]["details"][0]["field"] == "tasks[2].function.input.rules[0].message"
-    err(http.get(f"{A}/workflows/{doc['workflow_id']}"), 404, "NOT_FOUND")  # nothing was stored
+    err_message(http.get(f"{A}/workflows/{doc['workflow_id']}"), 404, "NOT_FOUND")  # nothing was stored
 
     report = ok(http.post(f"{A}/workflows/validate", json=doc))
     assert report["valid"] is False
@@ -254,7 +232,7 @@ def test_dry_run_on_a_draft_returns_the_step_trace(http: httpx.Client) -> None:
     assert "flagged" not in low["output"]["order"]
     # Still a draft: a dry run does not activate anything.
     assert ok(http.get(f"{A}/workflows/{wid}"))["data"]["status"] == "draft"
-    err(http.post(f"{A}/workflows/{wid}/test", json={"data": {}, "metadata": [1]}), 400, "BAD_REQUEST")
+    err_message(http.post(f"{A}/workflows/{wid}/test", json={"data": {}, "metadata": [1]}), 400, "BAD_REQUEST")
 
 
 # -- channels -----------------------------------------------------------------------------------------
@@ -334,7 +312,7 @@ def test_connector_secrets_are_masked_at_any_depth_in_every_response(http: httpx
     assert latest["auth"]["token"] == "sk-live-secret-token"
     assert latest["nested"]["deeper"]["key"] == "raw-key" and "revision" not in stored.versions[stored.latest]
     assert http.delete(f"{A}/connectors/{name}").status_code == 204
-    err(http.get(f"{A}/connectors/{name}"), 404, "NOT_FOUND")
+    err_message(http.get(f"{A}/connectors/{name}"), 404, "NOT_FOUND")
 
 
 # -- import / export, backup / restore ------------------------------------------------------------------
@@ -363,7 +341,7 @@ def test_export_import_round_trip(http: httpx.Client) -> None:
         assert back["status"] == "draft" and back["version"] == 1  # imported as drafts
         for field in ("name", "condition", "tasks", "tags"):
             assert back[field] == original[field]
-    err(http.post(f"{A}/workflows/import", json={"nope": 1}), 400, "BAD_REQUEST")
+    err_message(http.post(f"{A}/workflows/import", json={"nope": 1}), 400, "BAD_REQUEST")
     partial = ok(http.post(f"{A}/workflows/import", json=[workflow(uid("imp")), {"name": ""}, 7]))
     assert (partial["imported"], partial["failed"]) == (1, 2)
     assert [e["index"] for e in partial["errors"]] == [1, 2]
@@ -396,15 +374,15 @@ def test_backup_restore_round_trip_of_the_whole_config(settings: Settings) -> No
         assert (result["restored"], result["unchanged"], result["deleted"]) == (2, 1, 1)
         after = ok(http.get(f"{A}/backup"))
         assert {(o["kind"], o["id"]): o["versions"] for o in after["objects"]} == before
-        err(http.get(f"{A}/workflows/extra"), 404, "NOT_FOUND")
+        err_message(http.get(f"{A}/workflows/extra"), 404, "NOT_FOUND")
         assert ok(http.get(f"{A}/channels/orders"))["data"]["workflow_id"] == "keep"
 
         # A restore of the same backup changes nothing; bad backups are refused before any write.
         assert ok(http.post(f"{A}/restore", json=backup))["unchanged"] == 3
-        err(http.post(f"{A}/restore", json={"objects": "x"}), 400, "BAD_REQUEST")
+        err_message(http.post(f"{A}/restore", json={"objects": "x"}), 400, "BAD_REQUEST")
         broken = copy.deepcopy(backup)
         broken["objects"][0]["versions"]["1"]["status"] = "paused"
-        err(http.post(f"{A}/restore", json=broken), 400, "BAD_REQUEST")
+        err_message(http.post(f"{A}/restore", json=broken), 400, "BAD_REQUEST")
         assert {(o["kind"], o["id"]): o["versions"] for o in ok(http.get(f"{A}/backup"))["objects"]} == before
 
 
@@ -434,3 +412,7 @@ def test_audit_log_lists_every_change_with_principal_and_filters(http: httpx.Cli
     assert entries[1]["details"]["after"]["1"]["status"] == "active"
     only = ok(http.get(f"{A}/audit-logs", params={"resource_id": wid, "action": "activate"}))
     assert [e["action"] for e in only["data"]] == ["activate"] and only["total"] == 1
+
+
+def err_message(resp: httpx.Response, status: int, code: str) -> str:
+    return str(err(resp, status, code)["message"])
