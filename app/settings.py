@@ -149,6 +149,13 @@ class Settings(BaseSettings):
         default=3, description="Attempts for a retryable failure (with backoff) before the record goes to the DLQ."
     )
     worker_retry_backoff_ms: int = Field(default=200, description="First retry delay; doubles per attempt.")
+    worker_flows: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="The durable-flow runner inside `quasar worker` (docs/flows.md): `auto` starts it once the "
+        "config holds a flow or a schedule (a worker of a deployment without flows joins no flow group and "
+        "polls nothing), `on` with the worker (missing flow topics stop the worker), `off` never (run "
+        "`quasar flows run` processes instead).",
+    )
 
     # Limits (Orion defaults)
     max_payload_size: int = Field(default=1_048_576, description="Max request body in bytes (413 above).")

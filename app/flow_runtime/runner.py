@@ -86,6 +86,10 @@ __all__ = ["ExternalResult", "FlowRunner"]
 
 log = logging.getLogger(__name__)
 _MAX_DLQ_VALUE = 900_000  # under librdkafka's default message.max.bytes with room for headers
+# Longest poll when nothing is due: events wake the poll at once, so this only bounds how late a stop,
+# a newly activated schedule or a config change is noticed; a short one is pure idle wake-ups.
+IDLE_POLL_S = 1.0
+_GAUGES_EVERY_S = 5.0  # the instance-count gauges walk every owned state: not on every loop turn
 
 
 class ExternalResult(BaseModel):
@@ -113,7 +117,7 @@ class FlowRunner:
         clock: Clock | None = None,
         reader: ConfigReader | None = None,
         services: Any = None,
-        schedule_every: float = 0.2,
+        schedule_every: float = IDLE_POLL_S,
     ) -> None:
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
@@ -132,6 +136,10 @@ class FlowRunner:
         self._fired_up_to: dict[str, float] = {}
         self._first_seen: dict[str, float] = {}
         self._last_schedule_pass = 0.0
+        self._next_fire: float | None = None  # the earliest cron fire of an owned schedule
+        self._last_gauges = 0.0
+        self._joined = False  # the group assigned this member its partitions once (maybe none)
+        self._recovering = False  # reading changelog partitions back (in the assignment callback)
         self._task_topics: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="flow-runner")
@@ -234,6 +242,18 @@ class FlowRunner:
     def owned(self) -> list[int]:
         return sorted(self.stores)
 
+    def status(self) -> str:
+        """Health component: `ok` once joined and recovered; read from the ops server's threads."""
+        task = self._loop_task
+        if task is None:
+            return "not_running"
+        if task.done():
+            failure = None if task.cancelled() else task.exception()
+            return f"failed ({type(failure).__name__}: {failure})" if failure else "not_running"
+        if self._recovering:
+            return "recovering"
+        return "ok" if self._joined else "joining"
+
     def instance(self, instance_id: str) -> InstanceState | None:
         found = self.stores.get(partition_for(instance_id, self.partitions), {}).get(instance_id)
         return found if isinstance(found, InstanceState) else None
@@ -274,10 +294,13 @@ class FlowRunner:
         return False
 
     def _poll_wait(self) -> float:
-        due = self.timers.next_due()
-        if due is None:
-            return 0.1
-        return max(0.0, min(0.1, due - self.clock.now()))
+        """Until the next timer or cron fire is due (events end the poll as soon as they arrive)."""
+        now = self.clock.now()
+        wait = IDLE_POLL_S
+        for due in (self.timers.next_due(), self._next_fire):
+            if due is not None:
+                wait = min(wait, due - now)
+        return max(0.0, wait)
 
     def _commit(self, batch: list[Message]) -> None:
         """Flush what the batch produced (state first in each partition's queue), then commit its offsets."""
@@ -298,6 +321,7 @@ class FlowRunner:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         owned = [tp.partition for tp in partitions if tp.topic == self.names.flow_events]
         assert self._producer is not None
+        self._recovering = True
         reader = Consumer(reader_config(self.settings, client_id=f"quasar-flows-recover-{self.settings.instance_id}"))
         try:
             for partition in owned:
@@ -324,6 +348,8 @@ class FlowRunner:
             log.info("flows: owning partitions %s (%d keys)", owned, sum(len(self.stores[p]) for p in owned))
         finally:
             reader.close()
+            self._recovering = False
+            self._joined = True
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -549,10 +575,15 @@ class FlowRunner:
 
     def _drive_schedules(self) -> None:
         now = self.clock.now()
-        if now - self._last_schedule_pass < self.schedule_every:
+        if now - self._last_gauges >= _GAUGES_EVERY_S:
+            self._last_gauges = now
+            self._update_gauges()
+        # A pass at each owned schedule's next fire time, and every `schedule_every` to notice new
+        # schedules, changed ones and newly owned partitions.
+        if now - self._last_schedule_pass < self.schedule_every and (self._next_fire is None or now < self._next_fire):
             return
         self._last_schedule_pass = now
-        self._update_gauges()
+        self._next_fire = None
         for schedule in self.catalog.schedules():
             key = SCHEDULE_PREFIX + schedule.id
             store = self.stores.get(partition_for(key, self.partitions))
@@ -570,6 +601,8 @@ class FlowRunner:
             for fire in fires:
                 self._emit(ScheduleEvent(type="schedule_fire", schedule_id=schedule.id, fire_time=fire))
                 self._fired_up_to[schedule.id] = fire
+            upcoming = schedule.cron.next_after(max([now, *fires]))
+            self._next_fire = upcoming if self._next_fire is None else min(self._next_fire, upcoming)
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -29,7 +29,9 @@ MAX_HANDLER_THREADS = 16
 # Returns the component map: {"broker": "ok", "config": "not_ready", ...}; all "ok" = healthy.
 HealthFn = Callable[[], dict[str, str]]
 # Components that decide readiness (a Redis outage degrades health but governance fails open/closed).
-_READY_KEYS = ("broker", "config", "engine")
+# `flows` is not ready while the worker's flow runner joins its group or reads its state back, so a
+# rolling restart waits for it; `not_configured` (no runner here) is ready.
+_READY_KEYS = ("broker", "config", "engine", "flows")
 
 
 class _BoundedServer(ThreadingHTTPServer):
@@ -97,7 +99,7 @@ def _handler(
                     extra = info() if info else {}
                     body = {"status": "ok" if ok else "degraded", **extra, "components": parts}
                 else:
-                    ok = all(parts.get(k, "ok") == "ok" for k in _READY_KEYS)
+                    ok = all(parts.get(k, "ok") in HEALTHY for k in _READY_KEYS)
                     body = {"status": "ready" if ok else "not_ready", "checks": parts}
                 self._json(200 if ok else 503, body)
             else:

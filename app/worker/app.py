@@ -17,6 +17,7 @@ from faust.app.base import BootStrategy
 from mode import Service
 
 from app import __version__
+from app.flow_runtime.service import FlowService
 from app.kafka.config import bootstrap_of
 from app.kafka.names import TopicNames
 from app.kafka.probe import BrokerProbe
@@ -32,12 +33,14 @@ __all__ = ["ChannelService", "create_app"]
 
 
 class ChannelService(Service):
-    """Runs a `ChannelWorker` inside the Faust worker; a worker failure crashes the app."""
+    """Runs a `ChannelWorker` and the flow runner (`worker_flows`) inside the Faust worker; a failure of
+    either crashes the app."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.worker = ChannelWorker(settings)
+        self.flows = FlowService(settings, self.worker.reader)
         self.ops: OpsServer | None = None
         self.probe: BrokerProbe | None = None
 
@@ -56,22 +59,34 @@ class ChannelService(Service):
         self.ops = start_ops_server(
             self.settings.worker_metrics_port,
             self.settings.worker_metrics_host,
-            health=lambda: worker_components(self.worker, self.settings.redis_url, self.probe),
+            health=lambda: {
+                **worker_components(self.worker, self.settings.redis_url, self.probe),
+                "flows": self.flows.status(),
+            },
             info=lambda: {
                 "instance": self.settings.instance_id,
                 "config_offset": self.worker.reader.applied_offset,
+                "flows": self.flows.info(),
                 **config_problems(self.worker.reader.snapshot),
             },
         )
         await self.worker.start()
+        # `task` steps of flows use the worker's connector runtime (started by now).
+        self.flows.services = self.worker.services
+        await self.flows.start()
         self.add_future(self._watch())
+        self.add_future(self._watch_flows())
 
     async def _watch(self) -> None:
         failure = await self.worker.wait_failed()
         if not self.worker._stopping:
             await self.crash(failure)
 
+    async def _watch_flows(self) -> None:
+        await self.crash(await self.flows.wait_failed())
+
     async def on_stop(self) -> None:
+        await self.flows.stop()
         await self.worker.stop()
         if self.probe is not None:
             self.probe.stop()

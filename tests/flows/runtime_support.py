@@ -107,9 +107,17 @@ def runner_env(settings: Settings, name: str) -> dict[str, str]:
 
 
 class RunnerProcess:
-    """`quasar flows run` as a subprocess (so it can be killed with SIGKILL); its log goes to a file."""
+    """`quasar flows run` (or `command`, e.g. `("worker",)`) as a subprocess, so it can be killed with
+    SIGKILL; its log goes to a file."""
 
-    def __init__(self, settings: Settings, name: str, log_dir: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        log_dir: Any,
+        command: tuple[str, ...] = ("flows", "run"),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         import subprocess
         import sys
         from pathlib import Path
@@ -118,8 +126,8 @@ class RunnerProcess:
         self.log = Path(log_dir) / f"{name}.log"
         quasar = Path(sys.executable).with_name("quasar")
         self.proc = subprocess.Popen(
-            [str(quasar), "flows", "run"],
-            env=runner_env(settings, name),
+            [str(quasar), *command],
+            env=runner_env(settings, name) | dict(env or {}),
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("wb"),
         )
