@@ -13,7 +13,7 @@ from typing import Any
 from app.config_store.state import ConfigState
 from app.errors import ValidationFailed
 
-__all__ = ["call_problems", "check_activation", "ruleset_catalog"]
+__all__ = ["call_problems", "check_activation", "check_workflow_rules", "rule_task_problems", "ruleset_catalog"]
 
 
 def ruleset_catalog(state: ConfigState) -> Any:
@@ -59,5 +59,49 @@ def check_activation(state: ConfigState, object_id: str, version: int, compiled:
         raise ValidationFailed(
             f"ruleset '{object_id}' version {version} cannot be activated: "
             + "; ".join(str(p["message"]) for p in problems),
+            details=problems,
+        )
+
+
+def rule_task_problems(state: ConfigState, workflow: Any) -> list[dict[str, str]]:
+    """Field errors for a workflow's `rule` tasks that name a ruleset this config cannot run.
+
+    A task without `version` runs the ruleset's active version, so one must exist; a pinned `version` must be
+    a valid, non-draft version. Inline rulesets were checked when the workflow compiled.
+    """
+    problems: list[dict[str, str]] = []
+    tasks = workflow.get("tasks") if isinstance(workflow, dict) else None
+    for i, task in enumerate(tasks if isinstance(tasks, list) else []):
+        function = task.get("function") if isinstance(task, dict) else None
+        if not isinstance(function, dict) or function.get("name") != "rule":
+            continue
+        inp = function.get("input") if isinstance(function.get("input"), dict) else {}
+        ref, version = inp.get("ruleset"), inp.get("version")
+        if not isinstance(ref, str):
+            continue
+        field = f"tasks[{i}].function.input.ruleset"
+        obj = state.get("ruleset", ref)
+        if version is None:
+            if obj is None or not any(_runnable(obj, n) for n in obj.active):
+                problems.append({"field": field, "message": f"ruleset '{ref}' has no active version"})
+        elif obj is None or not isinstance(version, int) or version not in obj.versions:
+            problems.append({"field": field, "message": f"ruleset '{ref}' has no version {version}"})
+        elif obj.versions[version].get("status") == "draft" or not _runnable(obj, version):
+            problems.append({"field": field, "message": f"ruleset '{ref}' version {version} is a draft or invalid"})
+    return problems
+
+
+def _runnable(obj: Any, version: int) -> bool:
+    result = obj.compiled.get(version)
+    return result is not None and bool(result.valid)
+
+
+def check_workflow_rules(state: ConfigState, object_id: str, version: int, workflow: Any) -> None:
+    """Refuse (400) activating workflow `object_id` v`version` when a `rule` task names a ruleset it cannot run."""
+    problems = rule_task_problems(state, workflow)
+    if problems:
+        raise ValidationFailed(
+            f"workflow '{object_id}' version {version} cannot be activated: "
+            + "; ".join(f"{p['field']}: {p['message']}" for p in problems),
             details=problems,
         )

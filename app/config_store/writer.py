@@ -25,7 +25,7 @@ import orjson
 
 from app.config_store.operations import Change, Delete, Operation, Restore, summarize
 from app.config_store.reader import ConfigReader
-from app.config_store.rulesets import check_activation
+from app.config_store.rulesets import check_activation, check_workflow_rules
 from app.config_store.state import KINDS, ObjectState, Outcome, proposal_key
 from app.errors import BadRequest, Conflict, EngineFailure, PolicyRefused, ValidationFailed
 from app.kafka.names import TopicNames
@@ -228,6 +228,9 @@ class ConfigWriter:
         if kind == "ruleset" and doc.get("status") == "active":
             # Pinned calls are resolved now: a published ruleset never calls a version that may change or vanish.
             check_activation(self.reader.state, object_id, change.version, result.compiled)
+        if kind == "workflow" and doc.get("status") == "active":
+            # A `rule` task's ruleset must be runnable now, not discovered missing by the first record.
+            check_workflow_rules(self.reader.state, object_id, change.version, doc)
 
     async def _propose(
         self,

@@ -142,6 +142,28 @@ def test_workflows_run_rule_tasks_against_active_rulesets(http: httpx.Client) ->
     err(http.post(f"{A}/workflows/{uid('none')}/test-suite"), 404, "NOT_FOUND")
 
 
+def test_a_workflow_whose_rule_task_names_an_unrunnable_ruleset_is_refused_at_activation(http: httpx.Client) -> None:
+    # Found at activation with the field named, not by the first record at run time (RULESET_UNAVAILABLE).
+    rid, wid = uid("signals"), uid("fraud")
+    wf = copy.deepcopy(FRAUD["workflows"][0])
+    wf["workflow_id"], wf["tests"] = wid, None
+    rule_task = next(i for i, t in enumerate(wf["tasks"]) if t["function"]["name"] == "rule")
+    field = f"tasks[{rule_task}].function.input.ruleset"
+    wf["tasks"][rule_task]["function"]["input"]["ruleset"] = rid
+    ok(http.post(f"{A}/workflows", json=wf), 201)
+    activate_wf = lambda: http.patch(f"{A}/workflows/{wid}/status", json={"status": "active"})  # noqa: E731
+    missing = err(activate_wf(), 400, "VALIDATION_ERROR")
+    assert f"{field}: ruleset '{rid}' has no active version" in missing["message"]
+    assert missing["details"] == [{"field": field, "message": f"ruleset '{rid}' has no active version"}]
+    ok(http.post(f"{A}/rulesets", json=signals(rid)), 201)  # a draft does not count
+    err(activate_wf(), 400, "VALIDATION_ERROR")
+    wf["tasks"][rule_task]["function"]["input"]["version"] = 1  # pinned to the draft: still refused
+    ok(http.put(f"{A}/workflows/{wid}", json=wf))
+    assert "version 1 is a draft" in err(activate_wf(), 400, "VALIDATION_ERROR")["message"]
+    ok(activate(http, rid))
+    assert ok(activate_wf())["data"]["status"] == "active"
+
+
 def test_export_import_round_trip(http: httpx.Client) -> None:
     rid = uid("signals")
     ok(http.post(f"{A}/rulesets", json=signals(rid)), 201)
