@@ -75,7 +75,9 @@ def rule_task_problems(state: ConfigState, workflow: Any) -> list[dict[str, str]
         function = task.get("function") if isinstance(task, dict) else None
         if not isinstance(function, dict) or function.get("name") != "rule":
             continue
-        inp = function.get("input") if isinstance(function.get("input"), dict) else {}
+        inp = function.get("input")
+        if not isinstance(inp, dict):
+            continue
         ref, version = inp.get("ruleset"), inp.get("version")
         if not isinstance(ref, str):
             continue
