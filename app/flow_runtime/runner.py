@@ -145,6 +145,7 @@ class FlowRunner:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="flow-runner")
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._task_producer: Producer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
         self._stopping = False
@@ -183,6 +184,15 @@ class FlowRunner:
             )
         self._unlisten = self.reader.add_listener(self._config_changed)
         self._producer = Producer(producer_config(self.settings, client_id=f"quasar-flows-{self.settings.instance_id}"))
+        # Task records are read by workers in any language: uncompressed, since some clients read LZ4 (our
+        # producers' codec) only with a plugin (kafkajs, the Node example's client, has gzip alone built in).
+        self._task_producer = Producer(
+            producer_config(
+                self.settings,
+                client_id=f"quasar-flows-tasks-{self.settings.instance_id}",
+                **{"compression.type": "none"},
+            )
+        )
         conf = consumer_config(
             self.settings, group_id=self.group_id, client_id=f"quasar-flows-{self.settings.instance_id}"
         )
@@ -219,8 +229,9 @@ class FlowRunner:
             consumer = self._consumer
             await loop.run_in_executor(self._executor, consumer.close)
         if self._producer is not None:
-            await loop.run_in_executor(self._executor, self._producer.flush, 10)
-            self._producer = None  # librdkafka clients close when collected: no reconnect attempts after stop
+            await loop.run_in_executor(self._executor, self._flush, 10)
+            # librdkafka clients close when collected: no reconnect attempts after stop
+            self._producer = self._task_producer = None
         self._consumer = None
         self._executor.shutdown(wait=False)
         if self._own_services and isinstance(self.services, ConnectorServices):
@@ -279,8 +290,9 @@ class FlowRunner:
             if batch:
                 await loop.run_in_executor(self._executor, self._commit, batch)
             else:
-                assert self._producer is not None
+                assert self._producer is not None and self._task_producer is not None
                 self._producer.poll(0)
+                self._task_producer.poll(0)
 
     def _starts_unknown_flow(self, batch: list[Message]) -> bool:
         for msg in batch:
@@ -302,10 +314,15 @@ class FlowRunner:
                 wait = min(wait, due - now)
         return max(0.0, wait)
 
+    def _flush(self, timeout: float) -> int:
+        """Deliver everything produced so far; returns how many records are still undelivered."""
+        assert self._producer is not None and self._task_producer is not None
+        return int(self._producer.flush(timeout)) + int(self._task_producer.flush(timeout))
+
     def _commit(self, batch: list[Message]) -> None:
         """Flush what the batch produced (state first in each partition's queue), then commit its offsets."""
-        assert self._producer is not None and self._consumer is not None
-        remaining = self._producer.flush(30)
+        assert self._consumer is not None
+        remaining = self._flush(30)
         if remaining:
             raise KafkaException(f"{remaining} flow records not delivered within 30 s")
         offsets: dict[tuple[str, int], int] = {}
@@ -358,7 +375,7 @@ class FlowRunner:
             for key in self.stores.pop(tp.partition, {}):
                 self.timers.forget_instance(key)
         if self._producer is not None:
-            self._producer.flush(30)
+            self._flush(30)
 
     # -- records -------------------------------------------------------------------------------
 
@@ -537,8 +554,8 @@ class FlowRunner:
             "deadline": effect.deadline,
             "reply_topic": self.names.flow_results,
         }
-        assert self._producer is not None
-        self._producer.produce(topic, orjson.dumps(envelope), effect.instance_id.encode())
+        assert self._task_producer is not None
+        self._task_producer.produce(topic, orjson.dumps(envelope), effect.instance_id.encode())
         self._handlers.add(effect.handler)
         M.FLOW_EXTERNAL_TASKS.labels(effect.handler, "published").inc()
 

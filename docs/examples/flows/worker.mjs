@@ -4,7 +4,8 @@ import { Kafka } from "kafkajs";
 const kafka = new Kafka({ brokers: (process.env.KAFKA_BOOTSTRAP ?? "localhost:9092").split(",") });
 const prefix = process.env.QUASAR_TOPIC_PREFIX ?? "quasar.";
 const handler = process.argv[2];
-const consumer = kafka.consumer({ groupId: `${prefix}workers.${handler}` });
+// A waiting fetch ends at maxWaitTimeInMs on brokers that answer only then (Tansu): keep it short.
+const consumer = kafka.consumer({ groupId: `${prefix}workers.${handler}`, sessionTimeout: 6000, maxWaitTimeInMs: 100 });
 const producer = kafka.producer();
 
 async function work(task) { // your code: return the output, or throw to report a failure
@@ -17,6 +18,7 @@ await consumer.run({
   eachMessage: async ({ message }) => {
     const task = JSON.parse(message.value.toString());
     if (task.deadline && Date.now() / 1000 > task.deadline) return; // the flow has retried it
+    console.log(`${handler}: working on ${task.task_id}`);
     const reply = { task_id: task.task_id, instance_id: task.instance_id, step: task.step,
                     attempt: task.attempt, handler: task.handler };
     try {
