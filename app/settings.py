@@ -13,8 +13,19 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from app.config_file import CONFIG_FILE_ENV, load_config_file
 
-__all__ = ["Settings", "get_settings", "property_name", "read_properties_file", "settings_error_lines"]
+__all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
+    "RECORD_FRAMING_BYTES",
+    "REPLY_HEADERS_ROOM",
+    "Settings",
+    "get_settings",
+    "property_name",
+    "read_properties_file",
+    "request_record_room",
+    "settings_error_lines",
+]
 
+DEFAULT_MAX_RECORD_BYTES = 2_097_152  # 2 MiB: a 1 MiB body with its headers, or its echo, fits in one record
 _LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "critical")
 
 
@@ -158,7 +169,20 @@ class Settings(BaseSettings):
     )
 
     # Limits (Orion defaults)
-    max_payload_size: int = Field(default=1_048_576, description="Max request body in bytes (413 above).")
+    max_record_bytes: int = Field(
+        default=DEFAULT_MAX_RECORD_BYTES,
+        ge=65_536,
+        description="Record-size budget: the largest Kafka record (value + key + headers) Quasar produces. "
+        "Producers get message.max.bytes and every topic max.message.bytes of this plus 4 KiB of framing "
+        "(`quasar topics apply` sets it on existing topics); the request body limit (with room for the "
+        "request's headers and URL in its record) and the response limit must fit inside it, and every "
+        "reply, output, trace and DLQ record is bounded by it.",
+    )
+    max_payload_size: int = Field(
+        default=1_048_576,
+        description="Max request body in bytes (413 above; also 413 when the body's record would exceed "
+        "max_record_bytes).",
+    )
     max_admin_body_size: int = Field(
         default=16_777_216, description="Max admin API request body in bytes (413 above; restores are big)."
     )
@@ -193,12 +217,18 @@ class Settings(BaseSettings):
         "(comma-separated). Empty: the client is always the connecting address, so rate "
         "limits and audit entries cannot be steered by a forged header.",
     )
-    worker_max_record_bytes: int = Field(
-        default=2_097_152,
-        description="Max channel record value the worker runs (DLQ PAYLOAD_TOO_LARGE above). Larger than "
-        "max_payload_size: the gateway's envelope adds metadata to the body.",
+    worker_max_record_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Max channel record value the worker runs (DLQ PAYLOAD_TOO_LARGE above). Default: "
+        "max_record_bytes (every record the gateway writes fits).",
     )
-    max_result_size_bytes: int = Field(default=1_048_576, description="Max response size (502 above).")
+    max_result_size_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Max response size (502 above). Default: max_record_bytes less 36 KiB for the reply's "
+        "headers, so the answer of a body at max_payload_size fits; never more than that.",
+    )
     processing_timeout_ms: int = Field(default=60_000, description="Default sync timeout when a channel has none.")
     max_channel_call_depth: int = 10
     default_channel_call_timeout_ms: int = 30_000
@@ -351,6 +381,40 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, dotenv_settings, _ConfigFileSource(settings_cls), file_secret_settings)
 
     @model_validator(mode="after")
+    def _limits_fit_the_record_budget(self) -> Settings:
+        """Every limit follows `max_record_bytes`: a body the gateway accepts, or a response the worker
+        returns, must fit in one record the producer and the topic take (else 5xx inside the limits)."""
+        room = request_record_room(self)
+        if self.max_payload_size + room > self.max_record_bytes:
+            raise ValueError(
+                f"max_payload_size ({self.max_payload_size}) plus room for the request's headers and URL in "
+                f"its record ({room}) exceeds max_record_bytes ({self.max_record_bytes}): raise "
+                "QUASAR_MAX_RECORD_BYTES (and the brokers' limits with it) or lower QUASAR_MAX_PAYLOAD_SIZE"
+            )
+        most = self.max_record_bytes - REPLY_HEADERS_ROOM
+        if self.max_result_size_bytes is not None and self.max_result_size_bytes > most:
+            raise ValueError(
+                f"max_result_size_bytes ({self.max_result_size_bytes}) exceeds what a reply record can carry "
+                f"under max_record_bytes ({self.max_record_bytes}): at most {most}"
+            )
+        return self
+
+    @property
+    def kafka_message_max_bytes(self) -> int:
+        """Producers' `message.max.bytes` and topics' `max.message.bytes`: the budget plus Kafka's framing."""
+        return self.max_record_bytes + RECORD_FRAMING_BYTES
+
+    @property
+    def result_limit_bytes(self) -> int:
+        """The response limit in force (`max_result_size_bytes`, else what a reply record can carry)."""
+        return self.max_result_size_bytes or self.max_record_bytes - REPLY_HEADERS_ROOM
+
+    @property
+    def worker_record_limit_bytes(self) -> int:
+        """The largest channel record value the worker runs (`worker_max_record_bytes`, else the budget)."""
+        return self.worker_max_record_bytes or self.max_record_bytes
+
+    @model_validator(mode="after")
     def _bootstrap_from_properties(self) -> Settings:
         """A properties file or QUASAR_KAFKA__BOOTSTRAP_SERVERS may name the cluster (Confluent Cloud's file does)."""
         if not self.kafka_bootstrap:
@@ -365,6 +429,20 @@ class Settings(BaseSettings):
         merged = read_properties_file(self.kafka_properties_file) if self.kafka_properties_file else {}
         merged.update({property_name(k): str(v) for k, v in self.kafka.items()})
         return merged
+
+
+# Kafka's framing around one record's key, value and headers (record batch header 61 bytes, record
+# varints): producers and topics allow this much more than the record budget.
+RECORD_FRAMING_BYTES = 4096
+# Room a reply/output/trace record keeps for its headers (propagated ones are bounded at 32 KiB) and the
+# trace's own fields next to the result body.
+REPLY_HEADERS_ROOM = 36_864
+
+
+def request_record_room(settings: Settings) -> int:
+    """Bytes a request's record may need beyond its body: the headers, query and path parameters copied
+    into `metadata` (JSON escaping may double them) and the envelope's own fields."""
+    return 2 * settings.max_header_bytes + 2 * settings.max_url_bytes + 4096
 
 
 # librdkafka properties whose names contain underscores (every other one is dotted).

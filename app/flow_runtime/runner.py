@@ -80,12 +80,11 @@ from app.kafka.names import TopicNames
 from app.kafka.producer import AsyncProducer
 from app.kafka.topics import apply_topics, load_specs, tasks_topic_plan
 from app.observability import metrics as M
-from app.settings import Settings
+from app.settings import REPLY_HEADERS_ROOM, Settings
 
 __all__ = ["ExternalResult", "FlowRunner"]
 
 log = logging.getLogger(__name__)
-_MAX_DLQ_VALUE = 900_000  # under librdkafka's default message.max.bytes with room for headers
 # Longest poll when nothing is due: events wake the poll at once, so this only bounds how late a stop,
 # a newly activated schedule or a config change is noticed; a short one is pure idle wake-ups.
 IDLE_POLL_S = 1.0
@@ -662,7 +661,8 @@ class FlowRunner:
             (H.DLQ_ATTEMPTS, b"1"),
             (H.DLQ_FIRST_FAILED_AT, str(int(time.time() * 1000)).encode()),
         ]
-        if value is not None and len(value) > _MAX_DLQ_VALUE:
+        # within the record budget, with room for the headers
+        if value is not None and len(value) > self.settings.max_record_bytes - REPLY_HEADERS_ROOM:
             extra.append((H.DLQ_VALUE_DROPPED, str(len(value)).encode()))
             value = None  # the original stays readable at its topic/partition/offset
         assert self._producer is not None

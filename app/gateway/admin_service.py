@@ -714,7 +714,7 @@ def _package_version() -> str:
 async def ensure_channel_topic_for(settings: Settings, channel: CompiledChannel) -> None:
     """Create a channel's request topic and (async) output topic if missing, with the topic specs."""
     from app.kafka.admin import create_admin
-    from app.kafka.topics import ensure_channel_topic, load_specs
+    from app.kafka.topics import ensure_channel_topic, load_specs, spec_configs
 
     def run() -> None:
         specs = load_specs()
@@ -727,7 +727,7 @@ async def ensure_channel_topic_for(settings: Settings, channel: CompiledChannel)
                 admin,
                 name,
                 spec.partitions or settings.default_partitions,
-                configs=dict(spec.configs),
+                configs=spec_configs(spec, settings),
                 replication_factor=settings.replication_factor,
             )
 

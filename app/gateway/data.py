@@ -283,7 +283,7 @@ class DataService:
                 response = await self._submit_async(ctx, policy)
             else:
                 response = await self._call_sync(ctx, policy)
-        except ServiceUnavailable:
+        except (ServiceUnavailable, PayloadTooLarge):
             await self.guards.abandon(ctx)  # refused, never ran: the retry may use the same key
             raise
         response = await self.guards.complete(ctx, response)  # governance: cache / idempotent original
@@ -309,6 +309,19 @@ class DataService:
             hdrs.append((H.ROLLOUT_KEY, rollout_key.encode()))
         return hdrs
 
+    def _check_record_size(self, value: bytes, key: str, headers: HeaderList) -> None:
+        """413 for a request whose record would not fit the record budget (the producer and the topic would
+        refuse it: a 5xx). The body limit leaves room for the usual envelope; this catches bodies that grow
+        when re-encoded (e.g. `1e15` is written `1000000000000000.0`). 2 KiB stay free for the fields an
+        async request's pending trace adds to its payload."""
+        size = len(value) + len(key) + sum(len(k) + len(v or b"") for k, v in headers)
+        budget = self.settings.max_record_bytes - 2048
+        if size > budget:
+            raise PayloadTooLarge(
+                f"Request too large: its record (body, request headers and envelope) would be {size} bytes, "
+                f"over the record limit of {budget} bytes (QUASAR_MAX_RECORD_BYTES)"
+            )
+
     async def _call_sync(self, ctx: DataContext, policy: ChannelPolicy) -> Response:
         if policy.max_concurrent is not None and policy.in_flight >= policy.max_concurrent:
             raise ServiceUnavailable(f"Channel '{policy.name}' is at capacity")
@@ -318,6 +331,7 @@ class DataService:
         hdrs.append((H.REPLY_TO, bridge.reply_to().encode()))
         value = _record_value(ctx)
         correlation_id = ctx.trace_id
+        self._check_record_size(value, correlation_id, hdrs)
         reply_future = bridge.expect(correlation_id)
         policy.in_flight += 1
         # One timer handle instead of asyncio.wait_for (a task wrapper and callbacks per request).
@@ -336,16 +350,16 @@ class DataService:
             timer.cancel()
             policy.in_flight -= 1
             bridge.forget(correlation_id)
-        limit = self.settings.max_result_size_bytes
+        limit = self.settings.result_limit_bytes
         if len(reply.body) > limit:
             raise ResponseTooLarge(f"Response of {len(reply.body)} bytes exceeds the limit of {limit} bytes")
         return Response(reply.body, status_code=reply.status, media_type="application/json")
 
     async def _submit_async(self, ctx: DataContext, policy: ChannelPolicy) -> Response:
         value = _record_value(ctx)
-        delivered = self.bridge.produce_request(
-            policy.topic, value, key=ctx.trace_id, headers=self._record_headers(ctx, "async", None)
-        )
+        hdrs = self._record_headers(ctx, "async", None)
+        self._check_record_size(value, ctx.trace_id, hdrs)
+        delivered = self.bridge.produce_request(policy.topic, value, key=ctx.trace_id, headers=hdrs)
         pending = {
             "id": ctx.trace_id,
             "channel": policy.name,

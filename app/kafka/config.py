@@ -119,6 +119,11 @@ def connection_properties(settings: Settings) -> KafkaConfig:
     user.pop("bootstrap.servers", None)  # folded into settings.kafka_bootstrap
     if "sasl.mechanisms" in user:  # librdkafka's alias (Confluent Cloud's files use it)
         user.setdefault("sasl.mechanism", user.pop("sasl.mechanisms"))
+    if "message.max.bytes" in user:
+        raise KafkaSettingsError(
+            "librdkafka property message.max.bytes follows QUASAR_MAX_RECORD_BYTES (with the topics' "
+            "max.message.bytes and every limit that must fit in a record): set that instead"
+        )
     protected = sorted(PROTECTED_PROPERTIES & user.keys())
     if protected:
         raise KafkaSettingsError(
@@ -165,6 +170,8 @@ def producer_config(settings: Settings, *, client_id: str | None = None, **overr
     - linger 2 ms + large batches: a busy worker sends few big requests, an idle one waits 2 ms at most.
     - acks=all: a delivery report means the record is durable on the cluster.
     - lz4: cheap on CPU and accepted by Tansu and Kafka alike.
+    - message.max.bytes from the record budget (QUASAR_MAX_RECORD_BYTES), the same value as the topics'
+      max.message.bytes, so every record Quasar bounds to the budget is taken by producer and broker alike.
     - idempotent: a retried batch is written once and never reordered (the broker checks sequence
       numbers), with up to 5 requests in flight. Apache Kafka, Redpanda, MSK, Confluent Cloud and Tansu 0.6
       all support it (measured on Tansu: 30k records over 4 partitions, no error). A broker without it:
@@ -177,7 +184,8 @@ def producer_config(settings: Settings, *, client_id: str | None = None, **overr
             "acks": "all",
             "linger.ms": 2,
             "batch.num.messages": 10_000,
-            "batch.size": 1_048_576,
+            "batch.size": min(1_048_576, settings.kafka_message_max_bytes),
+            "message.max.bytes": settings.kafka_message_max_bytes,
             "compression.type": "lz4",
             "enable.idempotence": True,
             "max.in.flight.requests.per.connection": 5,

@@ -58,6 +58,7 @@ __all__ = [
     "load_specs",
     "output_topic_plan",
     "partition_mismatches",
+    "spec_configs",
     "tasks_topic_plan",
 ]
 
@@ -170,6 +171,11 @@ def _parse_spec(path: Path) -> TopicSpec:
     configs = raw.get("configs", {})
     if not isinstance(configs, dict):
         raise TopicSpecError(f"{path}: [configs] must be a table")
+    if "max.message.bytes" in configs:
+        raise TopicSpecError(
+            f"{path}: max.message.bytes follows QUASAR_MAX_RECORD_BYTES on every topic (with the producers' "
+            "message.max.bytes): remove it from the spec"
+        )
     return TopicSpec(
         role=role,
         partitions=partitions,
@@ -199,6 +205,11 @@ def load_specs(directory: Path | str | None = None) -> dict[str, TopicSpec]:
     return specs
 
 
+def spec_configs(spec: TopicSpec, settings: Settings) -> dict[str, str]:
+    """The broker configs of a topic made from `spec`: its own, plus max.message.bytes from the record budget."""
+    return {**spec.configs, "max.message.bytes": str(settings.kafka_message_max_bytes)}
+
+
 def fixed_topic_plans(specs: Mapping[str, TopicSpec], settings: Settings) -> list[TopicPlan]:
     """The topics every Quasar cluster needs (config, audit, replies, traces, dlq)."""
     names = TopicNames(settings.topic_prefix)
@@ -207,7 +218,7 @@ def fixed_topic_plans(specs: Mapping[str, TopicSpec], settings: Settings) -> lis
             name=getattr(names, role),
             partitions=specs[role].partitions or settings.default_partitions,
             replication_factor=settings.replication_factor,
-            configs=dict(specs[role].configs),
+            configs=spec_configs(specs[role], settings),
         )
         for role in FIXED_ROLES
     ]
@@ -220,7 +231,7 @@ def _template_plan(spec: TopicSpec, name: str, settings: Settings, partitions: i
         name=name,
         partitions=partitions or spec.partitions or settings.default_partitions,
         replication_factor=settings.replication_factor,
-        configs=dict(spec.configs),
+        configs=spec_configs(spec, settings),
     )
 
 

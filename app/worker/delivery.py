@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from app.kafka import headers as H
 from app.observability import metrics as M
-from app.worker.pipeline import MAX_HEADER_VALUE, MAX_PRODUCE_BYTES, Outcome, Produce, propagated_headers
+from app.worker.pipeline import MAX_HEADER_VALUE, MAX_PRODUCE_BYTES, Outcome, Produce, bounded_dlq, propagated_headers
 
 __all__ = ["Acks", "Batch", "DeliveryTracker"]
 
@@ -150,8 +150,10 @@ class DeliveryTracker:
         *,
         timeout: float = 10.0,
         resend_backoff: float = 1.0,
+        max_record_bytes: int = MAX_PRODUCE_BYTES,
     ) -> None:
         self._client = client
+        self.max_record_bytes = max_record_bytes  # a dead letter's bound (QUASAR_MAX_RECORD_BYTES)
         self._consumer = consumer
         self.dlq_topic = dlq_topic
         self.timeout = timeout
@@ -190,7 +192,7 @@ class DeliveryTracker:
                 elif record[0] != self.dlq_topic:
                     log.error("record to %s not delivered (%s): dead-lettering it", record[0], err.str())
                     M.ERRORS.labels("KAFKA_DELIVERY_FAILED").inc()
-                    again.send(_delivery_dead_letter(self.dlq_topic, record, err))
+                    again.send(_delivery_dead_letter(self.dlq_topic, record, err, self.max_record_bytes))
                 else:
                     self.undeliverable += 1
                     M.ERRORS.labels("UNDELIVERABLE").inc()
@@ -275,7 +277,7 @@ def _transient(err: KafkaError) -> bool:
     return False
 
 
-def _delivery_dead_letter(dlq: str, record: Produce, err: KafkaError) -> Produce:
+def _delivery_dead_letter(dlq: str, record: Produce, err: KafkaError, limit: int) -> Produce:
     """The dead letter of a record that could not be produced (bounded: its value only if it fits)."""
     topic, value, key, headers, partition = record
     context = [
@@ -289,11 +291,7 @@ def _delivery_dead_letter(dlq: str, record: Produce, err: KafkaError) -> Produce
         (H.DLQ_ATTEMPTS, b"1"),
         (H.DLQ_FIRST_FAILED_AT, str(int(time.time() * 1000)).encode()),
     ]
-    kept = [*propagated_headers(headers), *context]
-    size = len(value or b"") + len(key or b"") + sum(len(k) + len(v or b"") for k, v in kept)
-    if value is not None and size > MAX_PRODUCE_BYTES:
-        kept.append((H.DLQ_VALUE_DROPPED, str(len(value)).encode()))
-        value = None
     if isinstance(key, bytes | str) and len(key) > MAX_HEADER_VALUE:
         key = None
+    value, kept = bounded_dlq(value, key, [*propagated_headers(headers), *context], limit)
     return (dlq, value, key, kept, -1)

@@ -59,6 +59,7 @@ from app.errors import (
 from app.governance.rollout import record_rollout_key
 from app.kafka import headers as H
 from app.kafka.names import TopicNames
+from app.settings import DEFAULT_MAX_RECORD_BYTES
 from app.worker.codec import InvalidEnvelope, SchemaCache, check_record_size, decode_avro, decode_json, decode_raw
 
 __all__ = [
@@ -74,14 +75,15 @@ __all__ = [
     "RecordLike",
     "ReplyToRefused",
     "WorkerView",
+    "bounded_dlq",
     "is_transient",
     "propagated_headers",
     "routes_of",
 ]
 
-# Under librdkafka's default message.max.bytes (1,000,000) with room for the batch overhead: a record above
-# it is refused by the producer, so nothing the pipeline returns may be larger.
-MAX_PRODUCE_BYTES = 990_000
+# The record budget (QUASAR_MAX_RECORD_BYTES; producers and topics take it plus framing): nothing the
+# pipeline returns may be larger. The worker passes its setting; this default is the setting's.
+MAX_PRODUCE_BYTES = DEFAULT_MAX_RECORD_BYTES
 MAX_MESSAGE_CHARS = 4096  # error messages in replies, traces and DLQ headers
 MAX_HEADER_VALUE = 8192  # one propagated header value
 MAX_HEADERS_TOTAL = 32_768  # all propagated headers of one record
@@ -368,6 +370,7 @@ class Pipeline:
         *,
         max_record_bytes: int,
         max_result_bytes: int,
+        max_produce_bytes: int = MAX_PRODUCE_BYTES,
         max_attempts: int = 3,
         retry_backoff_s: float = 0.5,
         schemas: SchemaCache | None = None,
@@ -378,7 +381,8 @@ class Pipeline:
         self.names = names
         self.explain_requests = explain_requests  # honour x-quasar-explain / ?explain=1 (docs/rules.md)
         self.max_record_bytes = max_record_bytes
-        self.max_result_bytes = min(max_result_bytes, MAX_PRODUCE_BYTES - MAX_HEADERS_TOTAL - 1024)
+        self.max_produce_bytes = max_produce_bytes
+        self.max_result_bytes = min(max_result_bytes, max_produce_bytes - MAX_HEADERS_TOTAL - 1024)
         self.max_attempts = max(1, max_attempts)
         self.retry_backoff_s = retry_backoff_s
         self.schemas = schemas or SchemaCache()
@@ -544,7 +548,7 @@ class Pipeline:
             cause=cause,
         )
         value = record.value()
-        value, headers = _bounded_dlq(value, record.key(), headers)
+        value, headers = bounded_dlq(value, record.key(), headers, self.max_produce_bytes)
         out: list[Produce] = [(self.names.dlq, value, record.key(), headers, -1)]
         reply_to = None
         if not isinstance(exc, ReplyToRefused):
@@ -622,7 +626,7 @@ class Pipeline:
             trail = b""
             if route.per_task and isinstance(message.audit_trail, TaskTrail):
                 # the room the (bounded) result leaves; 2048 covers the trace's own fields (id, channel, ...)
-                room = MAX_PRODUCE_BYTES - MAX_HEADERS_TOTAL - len(body) - 2048
+                room = self.max_produce_bytes - MAX_HEADERS_TOTAL - len(body) - 2048
                 trail = message.audit_trail.encode(min(MAX_TRAIL_BYTES, room))
             out.append(
                 self._trace(record, route, hm, now, clock, result=body, trace_id=trace_id, carried=carried, trail=trail)
@@ -814,13 +818,15 @@ def _dlq_headers(
     return out
 
 
-def _bounded_dlq(value: bytes | None, key: bytes | None, headers: HeaderList) -> tuple[bytes | None, HeaderList]:
+def bounded_dlq(
+    value: bytes | None, key: bytes | str | None, headers: HeaderList, limit: int
+) -> tuple[bytes | None, HeaderList]:
     """The DLQ copy of `value`: itself, or None plus `quasar-dlq-value-dropped: <size>` when the record
-    would be too large to produce (the original stays readable at its topic/partition/offset)."""
+    would be larger than `limit` (the original stays readable at its topic/partition/offset)."""
     if value is None:
         return None, headers
     size = len(value) + len(key or b"") + sum(len(k) + len(v or b"") for k, v in headers)
-    if size <= MAX_PRODUCE_BYTES:
+    if size <= limit:
         return value, headers
     return None, [*headers, (H.DLQ_VALUE_DROPPED, str(len(value)).encode())]
 

@@ -102,8 +102,9 @@ class ChannelWorker:
         self._workflows = M.WorkflowObserver()
         self.pipeline = Pipeline(
             self.names,
-            max_record_bytes=settings.worker_max_record_bytes,
-            max_result_bytes=settings.max_result_size_bytes,
+            max_record_bytes=settings.worker_record_limit_bytes,
+            max_result_bytes=settings.result_limit_bytes,
+            max_produce_bytes=settings.max_record_bytes,
             max_attempts=settings.worker_max_attempts,
             retry_backoff_s=settings.worker_retry_backoff_ms / 1000.0,
             schemas=self.schemas,
@@ -128,7 +129,9 @@ class ChannelWorker:
         self._loop_thread = 0
         self._task: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
-        self.tracker = DeliveryTracker(self._producer_client, lambda: self._consumer, self.names.dlq)
+        self.tracker = DeliveryTracker(
+            self._producer_client, lambda: self._consumer, self.names.dlq, max_record_bytes=settings.max_record_bytes
+        )
         self._wake = asyncio.Event()
         self._stopping = False
         self._unlisten: Callable[[], None] | None = None
@@ -318,21 +321,22 @@ class ChannelWorker:
     def _ensure_topics(self, routes: Mapping[str, ChannelRoute], names: list[str]) -> None:
         # Never let the broker auto-create a channel topic (Tansu would make 4 partitions).
         from app.kafka.admin import create_admin
-        from app.kafka.topics import TopicPlan, ensure_channel_topic, load_specs
+        from app.kafka.topics import ensure_channel_topic, load_specs, spec_configs
 
         specs = load_specs()
         admin = create_admin(self.settings)
         outputs = {r.output_topic for r in routes.values()}
         for name in names:
             spec = specs["output" if name in outputs else "channel"]
-            plan = TopicPlan(
-                name,
-                spec.partitions or self.settings.default_partitions,
-                self.settings.replication_factor,
-                dict(spec.configs),
-            )
+            partitions = spec.partitions or self.settings.default_partitions
             try:
-                ensure_channel_topic(admin, plan.name, plan.partitions, configs=plan.configs)
+                ensure_channel_topic(
+                    admin,
+                    name,
+                    partitions,
+                    configs=spec_configs(spec, self.settings),
+                    replication_factor=self.settings.replication_factor,
+                )
                 self._ensured.add(name)
             except QuasarError as exc:
                 log.error("cannot create topic %s: %s", name, exc)

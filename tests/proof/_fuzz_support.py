@@ -71,6 +71,7 @@ ECHO: dict[str, Any] = {
 
 # Small limits so the abuse cases stay cheap; the body read timeout is short for the slowloris case.
 FUZZ_ENV: dict[str, str] = {
+    "QUASAR_MAX_RECORD_BYTES": "1000000",  # a budget at librdkafka's default message.max.bytes
     "QUASAR_MAX_PAYLOAD_SIZE": str(128 * 1024),
     "QUASAR_MAX_ADMIN_BODY_SIZE": str(1024 * 1024),
     "QUASAR_WORKER_MAX_RECORD_BYTES": str(256 * 1024),

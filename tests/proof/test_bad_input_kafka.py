@@ -77,14 +77,14 @@ def corpus(replies: str) -> list[Bad]:
             message_part="limit",
         ),
         Bad(
-            "near-broker-limit",  # librdkafka's default message.max.bytes is 1,000,000
-            JSON_CHANNEL,
-            b'{"data": "' + b"y" * 990_000 + b'"}',
+            "near-record-budget",  # QUASAR_MAX_RECORD_BYTES of the fuzz stack is 1,000,000: no room for the
+            JSON_CHANNEL,  # dead letter's headers next to this value
+            b'{"data": "' + b"y" * 999_700 + b'"}',
             "PAYLOAD_TOO_LARGE",
             value_dropped=True,
         ),
         Bad(
-            "above-client-default-limit",  # Kafka's broker default (1,048,588) > librdkafka's (1,000,000)
+            "above-record-budget",  # Kafka's broker default (1,048,588) > the stack's budget (1,000,000)
             JSON_CHANNEL,
             b'{"data": "' + b"z" * 1_040_000 + b'"}',
             "PAYLOAD_TOO_LARGE",

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from app.worker.pipeline import MAX_PRODUCE_BYTES, MAX_TRAIL_VALUE_BYTES, WorkerView
+from app.worker.pipeline import MAX_TRAIL_VALUE_BYTES, WorkerView
 from tests.runtime.test_worker_pipeline import (
     MAP,
     NAMES,
@@ -90,10 +90,11 @@ async def test_a_large_value_is_replaced_by_a_truncation_marker() -> None:
 async def test_a_trail_past_the_room_left_by_the_result_is_cut_with_a_count_and_the_record_fits() -> None:
     many = [_task(f"t{i}", "map", {"mappings": [{"path": f"data.n{i}", "logic": i}]}) for i in range(400)]
     view = _per_task(_view([MAP, *many]))
-    out = await _pipeline().handle(_record({"blob": "y" * 900_000}), view, clock)
+    budget = 1_000_000  # a record budget (QUASAR_MAX_RECORD_BYTES) the 900 kB result nearly fills
+    out = await _pipeline(max_produce_bytes=budget).handle(_record({"blob": "y" * 900_000}), view, clock)
     assert out.status == "ok"
     for _topic, value, _key, headers, _ in out.records:
-        assert len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers or []) <= MAX_PRODUCE_BYTES
+        assert len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers or []) <= budget
     trace = _trace(out)
     kept = len(trace["audit_trail"])
     assert 0 < kept < 401 and trace["audit_trail_omitted"] == 401 - kept

@@ -271,10 +271,13 @@ async def test_expired_record_is_traced_not_run() -> None:
 async def test_dead_letter_of_an_oversized_record_drops_the_value_and_bounds_headers() -> None:
     headers = {f"h{i}": "v" * 8000 for i in range(200)}  # ~1.6 MB of headers
     big = b'"' + b"x" * 980_000 + b'"'
-    out = await _pipeline().handle(_record(big, headers=headers), _view([MAP]), clock)
+    budget = 990_000  # QUASAR_MAX_RECORD_BYTES
+    out = await _pipeline(max_produce_bytes=budget).handle(_record(big, headers=headers), _view([MAP]), clock)
+    (dlq,) = [r for r in out.records if r[0] == NAMES.dlq]
+    assert dlq[1] is None and _headers(dlq)[H.DLQ_VALUE_DROPPED] == str(len(big))
     for topic, value, key, hdrs, _ in out.records:
         size = len(value or b"") + len(key or b"") + sum(len(k) + len(v or b"") for k, v in hdrs or [])
-        assert size <= MAX_PRODUCE_BYTES, topic
+        assert size <= budget, topic
 
 
 async def test_huge_client_call_chain_cannot_blow_up_the_error_reply() -> None:
