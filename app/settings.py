@@ -96,6 +96,38 @@ class Settings(BaseSettings):
         description="Directory of named Avro schemas (`<name>.avsc`). Unset: `schemas/` of the source tree when "
         "running from a checkout, else `./schemas` (the Docker image sets /srv/quasar/schemas).",
     )
+    # Confluent Schema Registry (channels with value_format avro_registry / json_schema_registry /
+    # protobuf_registry). A channel's `schema_registry.url` overrides the URL; secrets may be `env://VAR`.
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="Schema Registry URL(s), comma-separated (Confluent Cloud: https://psrc-....confluent.cloud).",
+    )
+    schema_registry_basic_auth_user_info: str | None = Field(
+        default=None,
+        description="Basic auth `key:secret` (Confluent Cloud: the Schema Registry API key and secret); or env://VAR.",
+        repr=False,
+    )
+    schema_registry_bearer_token: str | None = Field(
+        default=None,
+        description="Static bearer token for the registry (instead of basic auth); or env://VAR.",
+        repr=False,
+    )
+    schema_registry_ssl_ca_location: str | None = Field(
+        default=None, description="CA bundle (PEM) the registry's certificate is verified with (unset: system CAs)."
+    )
+    schema_registry_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="Timeout of one registry request; a slower registry counts as down."
+    )
+    schema_registry_cache_capacity: int = Field(
+        default=1000, ge=10, le=100_000, description="Schemas kept per registry client (by id and by subject; LRU)."
+    )
+    schema_registry_down_cooldown_ms: int = Field(
+        default=1000,
+        ge=0,
+        le=60_000,
+        description="After a failed registry request, records needing it fail fast (retried with backoff) for "
+        "this long instead of each waiting for a timeout.",
+    )
     fetch_wait_max_ms: int = Field(
         default=100,
         description="Consumer fetch.wait.max.ms. Real Kafka answers as soon as data arrives; Tansu only when "

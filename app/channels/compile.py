@@ -22,6 +22,7 @@ from app.channels.compiled import (
     HeaderPolicy,
     InputGuards,
     RateLimitPolicy,
+    RegistryPolicy,
     RetryPolicy,
     RolloutKey,
     RoutePattern,
@@ -29,7 +30,7 @@ from app.channels.compiled import (
     TracingPolicy,
 )
 from app.engine.jsonlogic import Logic, compile_logic
-from app.engine.models import ChannelDoc, HeadersConfig, TracingConfig
+from app.engine.models import REGISTRY_FORMATS, ChannelConfig, ChannelDoc, HeadersConfig, TracingConfig
 from app.errors import ValidationFailed
 from app.kafka.names import TopicNames
 
@@ -147,6 +148,50 @@ def _headers(cfg: HeadersConfig | None, api_key_header: str | None) -> HeaderPol
     )
 
 
+def _value_format(cfg: ChannelConfig, errors: list[dict[str, str]]) -> tuple[Any, RegistryPolicy | None]:
+    """The channel's value format and, for the `*_registry` ones, its registry policy (settings that do not
+    go together are field errors)."""
+    fmt = cfg.value_format or ("avro" if cfg.avro_schema is not None else "json")
+    sr = cfg.schema_registry
+
+    def bad(where: str, message: str) -> None:
+        errors.append({"field": f"config.{where}", "message": message})
+
+    if fmt == "avro" and cfg.avro_schema is None:
+        bad("avro_schema", "value_format avro needs avro_schema (a schema file name or the schema itself)")
+    if fmt != "avro" and cfg.avro_schema is not None:
+        bad("avro_schema", f"avro_schema is for value_format avro, not {fmt}")
+    if fmt not in REGISTRY_FORMATS:
+        if sr is not None:
+            bad("schema_registry", f"applies to value formats {', '.join(sorted(REGISTRY_FORMATS))}, not {fmt}")
+        return fmt, None
+    if fmt == "protobuf_registry":
+        # Decoding without generated classes needs descriptors built from the registry's serialized schema;
+        # not built yet (docs/operations.md, "Schema Registry").
+        bad("value_format", "protobuf_registry is not supported yet: use avro_registry or json_schema_registry")
+    if cfg.envelope == "quasar":
+        bad("envelope", f"a {fmt} value is the payload itself: envelope quasar does not apply")
+    if sr is None:
+        return fmt, RegistryPolicy(fmt.removesuffix("_registry"))  # type: ignore[arg-type]
+    if sr.subject_name_strategy != "topic" and sr.output_schema is None:
+        bad(
+            "schema_registry.output_schema",
+            f"subject_name_strategy {sr.subject_name_strategy} names the output subject after the output "
+            "record: it needs output_schema",
+        )
+    if sr.auto_register and sr.output_schema is None:
+        bad("schema_registry.auto_register", "needs output_schema (the schema to register)")
+    return fmt, RegistryPolicy(
+        fmt.removesuffix("_registry"),  # type: ignore[arg-type]
+        url=sr.url,
+        basic_auth_user_info=sr.basic_auth_user_info,
+        bearer_token=sr.bearer_token,
+        subject_name_strategy=sr.subject_name_strategy,
+        output_schema=sr.output_schema,
+        auto_register=sr.auto_register,
+    )
+
+
 def compile_channel(
     channel_id: str, definition: Mapping[str, Any], topics: TopicNames | None = None
 ) -> CompiledChannel:
@@ -214,6 +259,7 @@ def compile_channel(
 
     # Every async channel writes its results to an output topic unless it opts out (`output: false`); a
     # sync channel answers its caller and has one only when it asks (`output: true` or a topic name).
+    value_format, registry = _value_format(cfg, c.errors)
     output = cfg.output if cfg.output is not None else doc.channel_type == "async"
     output_topic = output if isinstance(output, str) else names.output(doc.name) if output else None
     request_topic = names.channel(doc.name, doc.topic)
@@ -248,5 +294,7 @@ def compile_channel(
         tracing=_tracing(cfg.tracing),
         headers=_headers(cfg.headers, guards.api_key_header if guards.api_keys else None),
         avro_schema=cfg.avro_schema,
+        value_format=value_format,
+        registry=registry,
         document=doc,
     )

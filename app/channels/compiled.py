@@ -23,11 +23,13 @@ __all__ = [
     "HeaderPolicy",
     "InputGuards",
     "RateLimitPolicy",
+    "RegistryPolicy",
     "RetryPolicy",
     "RolloutKey",
     "RoutePattern",
     "TracingMode",
     "TracingPolicy",
+    "ValueFormat",
 ]
 
 # Request headers that carry credentials: never written to a topic unless a channel keeps them.
@@ -35,6 +37,7 @@ CREDENTIAL_HEADERS: frozenset[str] = frozenset({"authorization", "cookie", "prox
 
 Envelope = Literal["raw", "quasar"]
 TracingMode = Literal["all", "errors", "sample", "off"]
+ValueFormat = Literal["json", "avro", "avro_registry", "json_schema_registry", "protobuf_registry"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,21 @@ class HeaderPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryPolicy:
+    """How a channel's values go through a Confluent Schema Registry (the wire format: magic byte 0, a 4-byte
+    schema id, the payload). Unset URL and credentials mean the worker's QUASAR_SCHEMA_REGISTRY_URL settings;
+    credentials stay references (`env://VAR`), resolved by the worker."""
+
+    format: Literal["avro", "json_schema", "protobuf"]
+    url: str | None = None
+    basic_auth_user_info: str | None = None
+    bearer_token: str | None = None
+    subject_name_strategy: Literal["topic", "record", "topic_record"] = "topic"
+    output_schema: str | Mapping[str, Any] | None = None
+    auto_register: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledChannel:
     """One channel version, compiled: everything any reader needs, typed and immutable."""
 
@@ -189,6 +207,8 @@ class CompiledChannel:
     tracing: TracingPolicy = field(default_factory=TracingPolicy)
     headers: HeaderPolicy = field(default_factory=HeaderPolicy)
     avro_schema: str | Mapping[str, Any] | None = None
+    value_format: ValueFormat = "json"
+    registry: RegistryPolicy | None = None  # set for the `*_registry` value formats
     document: ChannelDoc | None = None  # the validated document it was compiled from
 
     @property

@@ -18,6 +18,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from app.secrets import mask_secrets
 
 __all__ = [
+    "REGISTRY_FORMATS",
     "ApiKeyAuth",
     "BackpressureConfig",
     "BasicAuth",
@@ -37,10 +38,12 @@ __all__ = [
     "RateLimitConfig",
     "RecordRetryConfig",
     "RetryConfig",
+    "SchemaRegistryConfig",
     "Status",
     "StorageConnectorConfig",
     "TaskDoc",
     "TracingConfig",
+    "ValueFormat",
     "WorkflowDoc",
 ]
 
@@ -218,6 +221,40 @@ class RecordRetryConfig(_Strict):
     max_backoff_ms: int | None = Field(None, ge=0, le=3_600_000)
 
 
+ValueFormat = Literal["json", "avro", "avro_registry", "json_schema_registry", "protobuf_registry"]
+REGISTRY_FORMATS: frozenset[str] = frozenset({"avro_registry", "json_schema_registry", "protobuf_registry"})
+
+
+class SchemaRegistryConfig(_Strict):
+    """A channel's Schema Registry settings (value formats `*_registry`); unset URL and credentials: the
+    worker's QUASAR_SCHEMA_REGISTRY_URL and its credential settings."""
+
+    url: str | None = Field(None, description="Registry URL(s), comma-separated; default QUASAR_SCHEMA_REGISTRY_URL")
+    basic_auth_user_info: str | None = Field(None, description="`key:secret` or env://VAR")
+    bearer_token: str | None = Field(None, description="Static bearer token or env://VAR")
+    subject_name_strategy: Literal["topic", "record", "topic_record"] = Field(
+        "topic",
+        description="Subject of output records: <topic>-value, <record name>, or <topic>-<record name>",
+    )
+    output_schema: str | dict[str, Any] | None = Field(
+        None,
+        description="Schema of output records: a file name in QUASAR_SCHEMAS_DIR or the schema itself; "
+        "unset: the latest version registered under the output subject",
+    )
+    auto_register: bool = Field(
+        False, description="Register output_schema under the output subject if it is not there (default off)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_urls(cls, value: str | None) -> str | None:
+        if value is not None:
+            for url in value.split(","):
+                if urlsplit(url.strip()).scheme not in ("http", "https") or not urlsplit(url.strip()).netloc:
+                    raise ValueError(f"{url.strip()!r} is not an http(s) URL")
+        return value
+
+
 class ChannelConfig(_Strict):
     """Per-channel settings (Orion's `config_json` keys plus Quasar's). Unknown keys are rejected."""
 
@@ -249,7 +286,15 @@ class ChannelConfig(_Strict):
         None,
         description="Async channels write results to <prefix>out.<channel> unless false; a string names the topic",
     )
-    avro_schema: str | dict[str, Any] | None = None
+    avro_schema: str | dict[str, Any] | None = Field(
+        None, description="Schemaless Avro (value_format avro): a file name in QUASAR_SCHEMAS_DIR or the schema"
+    )
+    value_format: ValueFormat | None = Field(
+        None,
+        description="Record value format: json (default), avro (schemaless, needs avro_schema), or the Confluent "
+        "wire format through a Schema Registry: avro_registry, json_schema_registry, protobuf_registry",
+    )
+    schema_registry: SchemaRegistryConfig | None = None
     tracing: str | TracingConfig | None = Field(
         None, description="all (default) | errors | sample:<ratio> | off, or {policy, per_task}"
     )

@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from app.channels import CompiledChannel, HeaderPolicy
+from app.channels import CompiledChannel, HeaderPolicy, RegistryPolicy
 from app.config_store import Snapshot
 from app.engine.executor import RunOptions, rollout_bucket
 from app.engine.jsonlogic import Logic, is_truthy
@@ -61,6 +61,7 @@ from app.kafka import headers as H
 from app.kafka.names import TopicNames
 from app.settings import DEFAULT_MAX_RECORD_BYTES
 from app.worker.codec import InvalidEnvelope, SchemaCache, check_record_size, decode_avro, decode_json, decode_raw
+from app.worker.registry import SchemaRegistry
 
 __all__ = [
     "MAX_HEADER_VALUE",
@@ -194,6 +195,7 @@ class ChannelRoute:
     channel: CompiledChannel | None = None  # everything else the channel declares
     headers: HeaderFilter = DEFAULT_HEADERS  # input headers its produced records may carry
     per_task: bool = False  # `tracing.per_task`: traces carry the audit trail (read once here, not per record)
+    registry: RegistryPolicy | None = None  # Confluent wire format through a Schema Registry (`*_registry`)
 
 
 def routes_of(snapshot: Snapshot, names: TopicNames | None = None) -> dict[str, ChannelRoute]:
@@ -216,6 +218,7 @@ def routes_of(snapshot: Snapshot, names: TopicNames | None = None) -> dict[str, 
             ch,
             HeaderFilter.of(ch.headers),
             ch.tracing.per_task,
+            ch.registry,
         )
     return out
 
@@ -374,6 +377,7 @@ class Pipeline:
         max_attempts: int = 3,
         retry_backoff_s: float = 0.5,
         schemas: SchemaCache | None = None,
+        registry: SchemaRegistry | None = None,
         services: Any = None,
         observe: Callable[[str, Any, float, float], None] | None = None,
         explain_requests: bool = True,
@@ -386,10 +390,18 @@ class Pipeline:
         self.max_attempts = max(1, max_attempts)
         self.retry_backoff_s = retry_backoff_s
         self.schemas = schemas or SchemaCache()
+        self._registry = registry
         self.services = services
         self.tracing: Any = None  # app.observability.tracing.Tracing when QUASAR_TRACING_ENABLED
         self._observe = observe
         self._tasks: tuple[Any, dict[tuple[str, str], Any]] = (None, {})
+
+    @property
+    def registry(self) -> SchemaRegistry:
+        """The Schema Registry codec (made on first use: most workers have no registry channel)."""
+        if self._registry is None:
+            self._registry = SchemaRegistry()
+        return self._registry
 
     # -- the contract ------------------------------------------------------------------------------
     def _span(self, channel: str, hm: Mapping[str, str], metadata: dict[str, Any]) -> Any:
@@ -452,7 +464,10 @@ class Pipeline:
             reply_to = view.reply_to(hm)
             value = record.value()
             check_record_size(value, self.max_record_bytes)
-            if route.avro_schema is not None:
+            if route.registry is not None:
+                data = await self.registry.decode(route.registry, value, topic)
+                metadata: dict[str, Any] = {}
+            elif route.avro_schema is not None:
                 data, metadata = decode_avro(value, self.schemas.get(route.avro_schema))
             elif route.envelope == "raw":
                 data, metadata = decode_raw(value)
@@ -487,6 +502,14 @@ class Pipeline:
                 raise ResponseTooLarge(
                     f"Response of {len(body)} bytes exceeds the limit of {self.max_result_bytes} bytes"
                 )
+            output: bytes | None = None  # the output record's value when it is not `body`
+            if route.registry is not None and route.output_topic is not None and route.is_async:
+                # The result's `data` in the wire format, under the output topic's subject.
+                output = await self.registry.encode(route.registry, message.context["data"], route.output_topic)
+                if len(output) > self.max_result_bytes:
+                    raise ResponseTooLarge(
+                        f"Output of {len(output)} bytes exceeds the limit of {self.max_result_bytes} bytes"
+                    )
         except QuasarError as exc:
             if span is not None:
                 self._end_span(span, message.audit_trail if message else (), now, exc)
@@ -501,7 +524,7 @@ class Pipeline:
             return self.failed(
                 record, route, hm, err, view, clock, message=message, attempt=attempt, first_failed_ms=first_failed_ms
             )
-        return self._ok(record, raw, route, hm, body, reply_to, now, clock, trace_id, message)
+        return self._ok(record, raw, route, hm, body, reply_to, now, clock, trace_id, message, output)
 
     def failed(
         self,
@@ -614,6 +637,7 @@ class Pipeline:
         clock: Clock,
         trace_id: str,
         message: EngineMessage,
+        output: bytes | None = None,
     ) -> Outcome:
         carried = propagated_headers(raw, allow=route.headers) if raw else []
         out: list[Produce] = []
@@ -621,7 +645,8 @@ class Pipeline:
             out.append((reply_to[0], body, hm[H.CORRELATION_ID], [_STATUS_200, *carried], reply_to[1]))
         if route.output_topic is not None and route.is_async:
             headers = [(H.CHANNEL, route.name.encode()), (H.TRACE_ID, trace_id.encode()), *carried]
-            out.append((route.output_topic, body, self._output_key(route, record, message), headers, -1))
+            value = body if output is None else output
+            out.append((route.output_topic, value, self._output_key(route, record, message), headers, -1))
         if _traced(route, failed=False):
             trail = b""
             if route.per_task and isinstance(message.audit_trail, TaskTrail):

@@ -55,6 +55,7 @@ from app.topology import ChannelFilter
 from app.worker.codec import SchemaCache, decode_avro, decode_json, decode_raw, schemas_dir
 from app.worker.delivery import Acks, Batch, DeliveryTracker
 from app.worker.pipeline import ChannelRoute, Outcome, Pipeline, WorkerView, routes_of
+from app.worker.registry import SchemaRegistry
 
 __all__ = ["ChannelRoute", "ChannelWorker", "ConfigLag", "WorkerFailed", "routes_of"]
 
@@ -108,6 +109,7 @@ class ChannelWorker:
             max_attempts=settings.worker_max_attempts,
             retry_backoff_s=settings.worker_retry_backoff_ms / 1000.0,
             schemas=self.schemas,
+            registry=SchemaRegistry(settings, schemas_dir(settings)),
             observe=self._workflows.observe,
             explain_requests=settings.explain_requests,
         )
@@ -484,7 +486,10 @@ class ChannelWorker:
                 if runs_inline is None:
                     engine = view.engine
                     runs_inline = inline[topic] = bool(
-                        engine is not None and engine.has_channel(route.name) and engine.is_sync(route.name)  # type: ignore[union-attr]
+                        engine is not None
+                        and engine.has_channel(route.name)  # type: ignore[union-attr]
+                        and engine.is_sync(route.name)  # type: ignore[union-attr]
+                        and route.registry is None  # type: ignore[union-attr]  # registry lookups are IO
                     )
                 if runs_inline:
                     # No IO to await: run now, in order (the coroutine never suspends).
@@ -590,6 +595,8 @@ class ChannelWorker:
         "denied" (dead-lettered with the reason)."""
 
         def decode() -> tuple[Any, Any]:
+            if route.registry is not None:
+                return None, {}  # decoded after admission (registry IO): key rules see the key and headers
             if route.avro_schema is not None:
                 return decode_avro(msg.value(), self.schemas.get(route.avro_schema))
             if route.envelope == "raw":

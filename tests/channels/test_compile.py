@@ -207,3 +207,67 @@ def test_quasars_own_topics_and_loops_are_refused(doc: dict[str, Any], field: st
     with pytest.raises(ChannelInvalid) as err:
         compile_channel("c", {"name": "c", **doc})
     assert [e["field"] for e in err.value.errors] == [field]
+
+
+def test_value_formats_compile_to_a_registry_policy() -> None:
+    assert (_compile().value_format, _compile().registry) == ("json", None)
+    avro = _compile({"avro_schema": "order"})
+    assert (avro.value_format, avro.registry) == ("avro", None)
+    plain = _compile({"value_format": "avro_registry"}, protocol="kafka", channel_type="async")
+    assert plain.value_format == "avro_registry" and plain.registry is not None
+    assert (plain.registry.format, plain.registry.url, plain.registry.subject_name_strategy) == ("avro", None, "topic")
+    assert not plain.registry.auto_register  # production safety: outputs use registered schemas only
+    sr = {
+        "url": "https://psrc-1.confluent.cloud",
+        "basic_auth_user_info": "env://SR_AUTH",
+        "subject_name_strategy": "topic_record",
+        "output_schema": "priced_order",
+        "auto_register": True,
+    }
+    full = _compile({"value_format": "json_schema_registry", "schema_registry": sr}, protocol="kafka")
+    assert full.registry is not None and full.registry.format == "json_schema"
+    assert (full.registry.url, full.registry.basic_auth_user_info) == (sr["url"], "env://SR_AUTH")
+    assert (full.registry.subject_name_strategy, full.registry.output_schema, full.registry.auto_register) == (
+        "topic_record",
+        "priced_order",
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "text"),
+    [
+        ({"value_format": "avro"}, "config.avro_schema", "needs avro_schema"),
+        ({"value_format": "avro_registry", "avro_schema": "order"}, "config.avro_schema", "not avro_registry"),
+        ({"schema_registry": {}}, "config.schema_registry", "not json"),
+        ({"value_format": "avro_registry", "envelope": "quasar"}, "config.envelope", "does not apply"),
+        ({"value_format": "protobuf_registry"}, "config.value_format", "not supported yet"),
+        (
+            {"value_format": "avro_registry", "schema_registry": {"subject_name_strategy": "record"}},
+            "config.schema_registry.output_schema",
+            "needs output_schema",
+        ),
+        (
+            {"value_format": "avro_registry", "schema_registry": {"auto_register": True}},
+            "config.schema_registry.auto_register",
+            "needs output_schema",
+        ),
+        ({"value_format": "xml"}, "config.value_format", "Input should be"),
+        (
+            {"value_format": "avro_registry", "schema_registry": {"url": "ftp://x"}},
+            "config.schema_registry.url",
+            "http",
+        ),
+        ({"value_format": "avro_registry", "schema_registry": {"urll": "x"}}, "config.schema_registry.urll", "unknown"),
+        (
+            {"value_format": "avro_registry", "schema_registry": {"subject_name_strategy": "tpoic"}},
+            "config.schema_registry.subject_name_strategy",
+            "Input should be",
+        ),
+    ],
+)
+def test_value_format_settings_that_do_not_go_together_are_field_errors(
+    config: dict[str, Any], field: str, text: str
+) -> None:
+    errors = _errors(config, protocol="kafka", channel_type="async")
+    assert any(e["field"] == field and text in e["message"] for e in errors), errors

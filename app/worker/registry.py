@@ -1,0 +1,333 @@
+"""Record values in the Confluent wire format, through a Schema Registry (the IO edge of channel decoding).
+
+A channel with `value_format: avro_registry | json_schema_registry | protobuf_registry` reads values framed
+as magic byte 0, a 4-byte big-endian schema id and the payload; `confluent_kafka.schema_registry` fetches the
+writer schema by id and decodes. Its outputs are encoded the same way under the output topic's subject.
+
+Failures, and what the worker does with them (docs/operations.md, "Schema Registry"):
+- `WIRE_FORMAT_INVALID`: not framed (too short, magic byte not 0): dead-lettered at once;
+- `SCHEMA_NOT_FOUND`: unknown schema id, or no output schema under the output subject: dead-lettered;
+- `SCHEMA_MISMATCH`: the payload does not decode with its schema, or a result does not fit the output schema;
+- `SCHEMA_REGISTRY_REFUSED`: 401/403 and other refusals, no registry URL: dead-lettered (a configuration fix
+  is needed; the DLQ keeps the records for a replay);
+- `SCHEMA_REGISTRY_UNAVAILABLE`: connection error, timeout, 5xx / 408 / 429: transient, retried with the
+  record's backoff. After one failed request the registry counts as down for a cooldown, so the records
+  that need it fail fast instead of each holding a worker slot for a timeout; records of other channels
+  (and cached schema ids) are not held up.
+
+Clients, deserializers and serializers are cached (bounded LRU); each client bounds its schema cache by
+QUASAR_SCHEMA_REGISTRY_CACHE_CAPACITY, so a stream of distinct schema ids cannot grow memory without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema
+from confluent_kafka.schema_registry._async.avro import AsyncAvroDeserializer, AsyncAvroSerializer
+from confluent_kafka.schema_registry._async.json_schema import AsyncJSONDeserializer, AsyncJSONSerializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from app.channels import RegistryPolicy
+from app.errors import BadRequest, QuasarError, ServiceUnavailable
+from app.secrets import resolve_secret
+from app.settings import Settings
+
+__all__ = [
+    "SchemaMismatch",
+    "SchemaNotFound",
+    "SchemaRegistry",
+    "SchemaRegistryRefused",
+    "SchemaRegistryUnavailable",
+    "WireFormatInvalid",
+]
+
+MAGIC_BYTE = 0
+_MAX_CLIENTS = 32  # distinct (url, credentials) a worker talks to
+_MAX_SERDES = 256  # de/serializers kept (one per client and format, one per output schema)
+_LATEST_TTL_S = 60  # how long "the latest version of the output subject" is cached
+_SCHEMA_TYPES = {"avro": "AVRO", "json_schema": "JSON", "protobuf": "PROTOBUF"}
+_SCHEMA_FILE_SUFFIX = {"avro": ".avsc", "json_schema": ".json", "protobuf": ".proto"}
+_NETWORK_MODULES = frozenset({"httpx", "httpx2", "httpcore", "httpcore2", "anyio", "ssl"})
+T = TypeVar("T")
+
+
+class WireFormatInvalid(BadRequest):
+    """The value is not in the Confluent wire format (magic byte 0, 4-byte schema id, payload)."""
+
+    code = "WIRE_FORMAT_INVALID"
+
+
+class SchemaNotFound(BadRequest):
+    """The registry has no such schema id, or no (matching) schema under the output subject."""
+
+    code = "SCHEMA_NOT_FOUND"
+
+
+class SchemaMismatch(BadRequest):
+    """The payload does not decode with its registered schema, or a result does not fit the output schema."""
+
+    code = "SCHEMA_MISMATCH"
+
+
+class SchemaRegistryRefused(BadRequest):
+    """The registry refused the request (credentials, permissions, an invalid schema) or none is configured."""
+
+    code = "SCHEMA_REGISTRY_REFUSED"
+
+
+class SchemaRegistryUnavailable(ServiceUnavailable):
+    """The registry cannot be reached or answers 5xx / 408 / 429: transient, the record is retried."""
+
+    code = "SCHEMA_REGISTRY_UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One registry as a client sees it: URL(s) and resolved credentials."""
+
+    url: str
+    user_info: str | None
+    bearer: str | None
+
+
+class _Lru(OrderedDict[Any, Any]):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: Any, value: Any) -> Any:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+        return value
+
+    def hit(self, key: Any) -> Any:
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+
+class SchemaRegistry:
+    """Decodes and encodes channel values through the registry each channel names (one per worker)."""
+
+    def __init__(self, settings: Settings | None = None, schemas_dir: Path | None = None) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.schemas_dir = schemas_dir if schemas_dir is not None else Path("schemas")
+        self._clients: _Lru = _Lru(_MAX_CLIENTS)
+        self._serdes: _Lru = _Lru(_MAX_SERDES)
+        self._building: dict[Any, asyncio.Future[Any]] = {}
+        self._down_until: dict[_Target, float] = {}
+
+    # -- the two operations ------------------------------------------------------------------------
+    async def decode(self, policy: RegistryPolicy, value: bytes | None, topic: str) -> Any:
+        """The value of a record read from `topic`, decoded with the schema its id names."""
+        if value is None:
+            raise WireFormatInvalid("null record value (tombstone): expected the Confluent wire format")
+        if len(value) < 6:
+            raise WireFormatInvalid(
+                f"record value of {len(value)} bytes: the Confluent wire format needs a magic byte, a 4-byte "
+                "schema id and a payload"
+            )
+        if value[0] != MAGIC_BYTE:
+            raise WireFormatInvalid(
+                f"magic byte {value[0]} (expected {MAGIC_BYTE}): the value was not written by a Schema Registry "
+                "serializer"
+            )
+        target = self._target(policy)
+        schema_id = int.from_bytes(value[1:5], "big")
+        deserializer = await self._serde(target, ("de", policy.format), lambda: self._deserializer(target, policy))
+        ctx = SerializationContext(topic, MessageField.VALUE)
+        return await self._call(target, lambda: deserializer(value, ctx), what=f"schema id {schema_id}")
+
+    async def encode(self, policy: RegistryPolicy, data: Any, topic: str) -> bytes:
+        """`data` encoded for `topic` under its subject (the output schema, or the subject's latest version)."""
+        target = self._target(policy)
+        key = (
+            "ser",
+            policy.format,
+            policy.subject_name_strategy,
+            _schema_key(policy.output_schema),
+            policy.auto_register,
+        )
+        serializer = await self._serde(target, key, lambda: self._serializer(target, policy))
+        ctx = SerializationContext(topic, MessageField.VALUE)
+        subject = (
+            f"{topic}-value"
+            if policy.subject_name_strategy == "topic"
+            else f"the {policy.subject_name_strategy} subject"
+        )
+        out = await self._call(target, lambda: serializer(data, ctx), what=f"output subject {subject!r}")
+        if not isinstance(out, bytes):
+            raise SchemaMismatch(f"the output for {subject!r} encoded to nothing (a null result)")
+        return out
+
+    # -- clients and serdes ------------------------------------------------------------------------
+    def _target(self, policy: RegistryPolicy) -> _Target:
+        s = self.settings
+        url = policy.url or s.schema_registry_url
+        if not url:
+            raise SchemaRegistryRefused(
+                "no Schema Registry URL: set QUASAR_SCHEMA_REGISTRY_URL or the channel's schema_registry.url"
+            )
+        own = policy.url is not None  # a channel's own registry never gets the global credentials
+        user_info = policy.basic_auth_user_info or (None if own else s.schema_registry_basic_auth_user_info)
+        bearer = policy.bearer_token or (None if own else s.schema_registry_bearer_token)
+        return _Target(url, resolve_secret(user_info), resolve_secret(bearer))
+
+    def _client(self, target: _Target) -> AsyncSchemaRegistryClient:
+        client: AsyncSchemaRegistryClient | None = self._clients.hit(target)
+        if client is None:
+            s = self.settings
+            conf: dict[str, Any] = {
+                "url": target.url,
+                "timeout": s.schema_registry_timeout_s,
+                "cache.capacity": s.schema_registry_cache_capacity,
+                "cache.latest.ttl.sec": _LATEST_TTL_S,
+                "max.retries": 0,  # the worker retries the record, with its backoff, outside the slot
+            }
+            if target.user_info is not None:
+                if ":" not in target.user_info:
+                    raise SchemaRegistryRefused("schema registry basic auth must be `key:secret`")
+                conf["basic.auth.user.info"] = target.user_info
+            elif target.bearer is not None:
+                token = target.bearer
+                conf["bearer.auth.credentials.source"] = "CUSTOM"
+                conf["bearer.auth.custom.provider.function"] = lambda _conf: {
+                    "bearer.auth.token": token,
+                    "bearer.auth.logical.cluster": "",
+                }
+                conf["bearer.auth.custom.provider.config"] = {}
+            if s.schema_registry_ssl_ca_location:
+                conf["ssl.ca.location"] = s.schema_registry_ssl_ca_location
+            try:
+                client = AsyncSchemaRegistryClient(conf)
+            except (ValueError, TypeError) as exc:
+                raise SchemaRegistryRefused(f"schema registry client settings: {exc}") from None
+            self._clients.put(target, client)
+        return client
+
+    async def _serde(self, target: _Target, key: tuple[Any, ...], build: Callable[[], Awaitable[Any]]) -> Any:
+        full = (target, *key)
+        serde = self._serdes.hit(full)
+        if serde is not None:
+            return serde
+        pending = self._building.get(full)
+        if pending is None:
+            pending = self._building[full] = asyncio.ensure_future(build())
+            pending.add_done_callback(lambda _f: self._building.pop(full, None))
+        try:
+            serde = await asyncio.shield(pending)
+        except QuasarError:
+            raise
+        except Exception as exc:  # an unusable output schema, a setting the library refuses
+            raise SchemaRegistryRefused(
+                f"cannot set up the {key[1]} {'decoder' if key[0] == 'de' else 'encoder'}: {exc}"
+            ) from None
+        return self._serdes.put(full, serde)
+
+    async def _deserializer(self, target: _Target, policy: RegistryPolicy) -> Callable[..., Awaitable[Any]]:
+        client = self._client(target)
+        # TOPIC: the writer schema comes from the id; the strategy only keeps the library from asking the
+        # registry for subject associations (not every registry has that API).
+        conf = {"subject.name.strategy.type": "TOPIC"}
+        if policy.format == "avro":
+            return await AsyncAvroDeserializer(client, conf=conf)  # type: ignore[no-any-return]
+        if policy.format == "json_schema":
+            return await AsyncJSONDeserializer(None, schema_registry_client=client, conf=conf)  # type: ignore[no-any-return]
+        raise SchemaRegistryRefused(f"value format {policy.format}_registry is not supported")
+
+    async def _serializer(self, target: _Target, policy: RegistryPolicy) -> Callable[..., Awaitable[Any]]:
+        client = self._client(target)
+        conf: dict[str, Any] = {"subject.name.strategy.type": policy.subject_name_strategy.upper()}
+        schema: Schema | None = None
+        if policy.output_schema is None:
+            conf.update({"auto.register.schemas": False, "use.latest.version": True})
+        else:
+            schema = Schema(self._schema_text(policy), _SCHEMA_TYPES[policy.format])
+            conf["auto.register.schemas"] = policy.auto_register
+        if policy.format == "avro":
+            return await AsyncAvroSerializer(client, schema, conf=conf)  # type: ignore[no-any-return]
+        if policy.format == "json_schema":
+            return await AsyncJSONSerializer(schema, client, conf=conf)  # type: ignore[no-any-return]
+        raise SchemaRegistryRefused(f"value format {policy.format}_registry is not supported")
+
+    def _schema_text(self, policy: RegistryPolicy) -> str:
+        declared = policy.output_schema
+        if isinstance(declared, Mapping):
+            return orjson.dumps(dict(declared)).decode()
+        assert isinstance(declared, str)
+        text = declared.strip()
+        if text.startswith(("{", "[", '"')) or "\n" in text or text.startswith("syntax"):
+            return text  # the schema itself
+        suffix = _SCHEMA_FILE_SUFFIX[policy.format]
+        name = text.removesuffix(suffix)
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise SchemaRegistryRefused(f"invalid output schema name {declared!r}")
+        path = self.schemas_dir / f"{name}{suffix}"
+        try:
+            return path.read_text()
+        except FileNotFoundError:
+            raise SchemaNotFound(f"output schema {name!r} not found ({path})") from None
+
+    # -- calls and their failures ------------------------------------------------------------------
+    async def _call(self, target: _Target, call: Callable[[], Awaitable[T]], *, what: str) -> T:
+        if self._down_until.get(target, 0.0) > time.monotonic():
+            raise SchemaRegistryUnavailable(f"schema registry {_host(target)} is down (failed moments ago); {what}")
+        try:
+            result = await call()
+        except QuasarError:
+            raise
+        except SchemaRegistryError as exc:
+            raise self._registry_error(target, exc, what) from None
+        except Exception as exc:
+            if _is_network(exc):
+                self._mark_down(target)
+                raise SchemaRegistryUnavailable(
+                    f"schema registry {_host(target)} unreachable ({type(exc).__name__}: {exc}); {what}"
+                ) from None
+            # SerializationError, fastavro's and jsonschema's errors, EOFError...: the data does not fit.
+            raise SchemaMismatch(f"{what}: {type(exc).__name__}: {exc}") from None
+        self._down_until.pop(target, None)
+        return result
+
+    def _registry_error(self, target: _Target, exc: SchemaRegistryError, what: str) -> QuasarError:
+        status = exc.http_status_code
+        text = f"{exc.error_message} (HTTP {status}, registry code {exc.error_code}); {what}"
+        if status == 404:
+            return SchemaNotFound(text)
+        if status in (408, 429) or status >= 500:
+            self._mark_down(target)
+            return SchemaRegistryUnavailable(f"schema registry {_host(target)}: {text}")
+        if status in (409, 422):
+            return SchemaMismatch(text)  # incompatible or invalid output schema
+        return SchemaRegistryRefused(f"schema registry {_host(target)}: {text}")
+
+    def _mark_down(self, target: _Target) -> None:
+        cooldown = self.settings.schema_registry_down_cooldown_ms / 1000.0
+        if cooldown > 0:
+            self._down_until[target] = time.monotonic() + cooldown
+
+
+def _is_network(exc: BaseException) -> bool:
+    return isinstance(exc, OSError | TimeoutError) or type(exc).__module__.split(".")[0] in _NETWORK_MODULES
+
+
+def _host(target: _Target) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(target.url.split(",")[0].strip()).netloc.rpartition("@")[2] or "?"
+
+
+def _schema_key(declared: Any) -> Any:
+    return orjson.dumps(declared, option=orjson.OPT_SORT_KEYS) if isinstance(declared, Mapping) else declared

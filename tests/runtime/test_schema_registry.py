@@ -1,0 +1,284 @@
+"""Schema Registry channels on the real broker and a real registry (Karapace, tests/fixtures/schema_registry.py).
+
+Records are produced with confluent_kafka's own serializers, the worker decodes them, runs the workflow and
+writes its outputs in the Confluent wire format; confluent_kafka's deserializers read them back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from app.kafka import headers as H
+from app.kafka.broker import free_port
+from app.settings import Settings
+from tests.runtime.worker_support import Runtime, dlq_headers
+
+pytestmark = pytest.mark.timeout(240)
+
+ORDER_IN = {
+    "type": "record",
+    "name": "Order",
+    "namespace": "shop",
+    "fields": [{"name": "id", "type": "string"}, {"name": "amount", "type": "double"}],
+}
+ORDER_OUT = {
+    "type": "record",
+    "name": "PricedOrder",
+    "namespace": "shop",
+    "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "amount", "type": "double"},
+        {"name": "total", "type": "double"},
+        {"name": "status", "type": "string"},
+    ],
+}
+JSON_IN = {
+    "type": "object",
+    "properties": {"id": {"type": "string"}, "amount": {"type": "number"}},
+    "required": ["id", "amount"],
+}
+JSON_OUT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "amount": {"type": "number"},
+        "total": {"type": "number"},
+        "status": {"type": "string"},
+    },
+    "required": ["id", "total", "status"],
+}
+PRICE = {  # the decoded record is the payload: parse it into data.in, then id, amount, total (x1.2), status
+    "name": "price",
+    "condition": True,
+    "tasks": [
+        {
+            "id": "parse",
+            "name": "Parse",
+            "function": {"name": "parse_json", "input": {"source": "payload", "target": "in"}},
+        },
+        {
+            "id": "price",
+            "name": "Price",
+            "function": {
+                "name": "map",
+                "input": {
+                    "mappings": [
+                        {"path": "data.id", "logic": {"var": "data.in.id"}},
+                        {"path": "data.amount", "logic": {"var": "data.in.amount"}},
+                        {"path": "data.total", "logic": {"*": [{"var": "data.in.amount"}, 1.2]}},
+                        {"path": "data.status", "logic": "priced"},
+                    ]
+                },
+            },
+        },
+    ],
+}
+
+
+@pytest.fixture
+async def rt(settings: Settings, schema_registry_url: str) -> AsyncIterator[Runtime]:
+    runtime = Runtime(
+        settings.model_copy(
+            update={
+                "worker_retry_backoff_ms": 10,
+                "worker_max_attempts": 3,
+                "schema_registry_url": schema_registry_url,
+            }
+        )
+    )
+    await runtime.reader.ready(20)
+    yield runtime
+    await runtime.close()
+
+
+def _ctx(topic: str) -> SerializationContext:
+    return SerializationContext(topic, MessageField.VALUE)
+
+
+def _send(rt: Runtime, channel: str, value: bytes, key: str, trace: str | None = None) -> None:
+    rt.send(channel, value, key=key, headers={H.TRACE_ID: trace} if trace else None)
+
+
+async def test_avro_records_round_trip_through_the_registry(rt: Runtime, schema_registry_url: str) -> None:
+    sr = SchemaRegistryClient({"url": schema_registry_url})
+    in_topic, out_topic = rt.names.channel("prices"), rt.names.output("prices")
+    out_id = sr.register_schema(f"{out_topic}-value", Schema(orjson.dumps(ORDER_OUT).decode(), "AVRO"))
+    await rt.activate("prices", PRICE, envelope=None, config={"value_format": "avro_registry"})
+    await rt.worker()
+    serialize = AvroSerializer(sr, orjson.dumps(ORDER_IN).decode())  # registers <topic>-value, as producers do
+    sent = [{"id": f"o-{i}", "amount": 10.0 * (i + 1)} for i in range(3)]
+    for order in sent:
+        _send(rt, "prices", serialize(order, _ctx(in_topic)), key=order["id"])
+    outs = await asyncio.to_thread(rt.outputs, "prices", 3)
+    deserialize = AvroDeserializer(sr)
+    got = {m.key().decode(): (deserialize(m.value(), _ctx(out_topic)), m.value()) for m in outs}
+    for order in sent:
+        value, raw = got[order["id"]]  # keys kept
+        assert value == {**order, "total": pytest.approx(order["amount"] * 1.2), "status": "priced"}
+        assert raw[0] == 0 and int.from_bytes(raw[1:5], "big") == out_id  # wire format, the subject's schema
+
+
+async def test_json_schema_records_round_trip_through_the_registry(rt: Runtime, schema_registry_url: str) -> None:
+    sr = SchemaRegistryClient({"url": schema_registry_url})
+    in_topic, out_topic = rt.names.channel("jprices"), rt.names.output("jprices")
+    out_id = sr.register_schema(f"{out_topic}-value", Schema(orjson.dumps(JSON_OUT).decode(), "JSON"))
+    await rt.activate("jprices", PRICE, envelope=None, config={"value_format": "json_schema_registry"})
+    await rt.worker()
+    serialize = JSONSerializer(orjson.dumps(JSON_IN).decode(), sr)
+    for i in range(2):
+        _send(rt, "jprices", serialize({"id": f"j-{i}", "amount": 5 + i}, _ctx(in_topic)), key=f"j-{i}")
+    outs = await asyncio.to_thread(rt.outputs, "jprices", 2)
+    deserialize = JSONDeserializer(orjson.dumps(JSON_OUT).decode(), schema_registry_client=sr)
+    for m in outs:
+        i = int(m.key().decode().split("-")[1])
+        decoded = deserialize(m.value(), _ctx(out_topic))
+        assert decoded.pop("in") == {"id": f"j-{i}", "amount": 5 + i}  # JSON Schema allows more properties
+        assert decoded == {
+            "id": f"j-{i}",
+            "amount": 5 + i,
+            "total": pytest.approx((5 + i) * 1.2),
+            "status": "priced",
+        }
+        assert m.value()[0] == 0 and int.from_bytes(m.value()[1:5], "big") == out_id
+
+
+async def test_bad_wire_format_unknown_ids_and_mismatches_are_dead_lettered(
+    rt: Runtime, schema_registry_url: str
+) -> None:
+    sr = SchemaRegistryClient({"url": schema_registry_url})
+    in_topic, out_topic = rt.names.channel("strict"), rt.names.output("strict")
+    sr.register_schema(f"{out_topic}-value", Schema(orjson.dumps(ORDER_OUT).decode(), "AVRO"))
+    in_id = sr.register_schema(f"{in_topic}-value", Schema(orjson.dumps(ORDER_IN).decode(), "AVRO"))
+    await rt.activate("strict", PRICE, envelope=None, config={"value_format": "avro_registry"})
+    await rt.worker()
+    good = AvroSerializer(sr, orjson.dumps(ORDER_IN).decode())({"id": "ok", "amount": 1.0}, _ctx(in_topic))
+    cases = {
+        "magic": (b"\x01" + good[1:], "WIRE_FORMAT_INVALID", "magic byte 1"),
+        "json": (b'{"id": "x", "amount": 1}', "WIRE_FORMAT_INVALID", "magic byte 123"),
+        "short": (b"\x00\x00\x00", "WIRE_FORMAT_INVALID", "3 bytes"),
+        "unknown": (b"\x00" + (in_id + 10_000).to_bytes(4, "big") + good[5:], "SCHEMA_NOT_FOUND", "schema id"),
+        "garbage": (b"\x00" + in_id.to_bytes(4, "big") + b"\x02", "SCHEMA_MISMATCH", f"schema id {in_id}"),
+    }
+    for name, (value, _code, _text) in cases.items():
+        _send(rt, "strict", value, key=name, trace=name)
+    _send(rt, "strict", good, key="ok")
+    dead = await asyncio.to_thread(rt.dlq, len(cases))
+    by_trace = {dlq_headers(d)[H.TRACE_ID]: d for d in dead}
+    for name, (value, code, text) in cases.items():
+        hm = dlq_headers(by_trace[name])
+        assert hm[H.DLQ_ERROR_CODE] == code and text in hm[H.DLQ_ERROR_MESSAGE], (name, hm)
+        assert hm[H.DLQ_ATTEMPTS] == "1"  # deterministic: never retried
+        assert by_trace[name].value() == value and by_trace[name].key() == name.encode()  # nothing lost
+    (out,) = await asyncio.to_thread(rt.outputs, "strict", 1)  # the good record still went through
+    assert AvroDeserializer(sr)(out.value(), _ctx(out_topic))["id"] == "ok"
+
+
+async def test_output_without_a_registered_schema_is_dead_lettered(rt: Runtime, schema_registry_url: str) -> None:
+    sr = SchemaRegistryClient({"url": schema_registry_url})
+    in_topic = rt.names.channel("unregistered")
+    await rt.activate("unregistered", PRICE, envelope=None, config={"value_format": "avro_registry"})
+    await rt.worker()
+    value = AvroSerializer(sr, orjson.dumps(ORDER_IN).decode())({"id": "u", "amount": 2.0}, _ctx(in_topic))
+    _send(rt, "unregistered", value, key="u", trace="u")
+    (dead,) = await asyncio.to_thread(rt.dlq, 1)
+    hm = dlq_headers(dead)
+    assert hm[H.DLQ_ERROR_CODE] == "SCHEMA_NOT_FOUND" and rt.names.output("unregistered") in hm[H.DLQ_ERROR_MESSAGE]
+    assert dead.value() == value
+
+
+async def test_result_that_does_not_fit_the_output_schema_is_dead_lettered(
+    rt: Runtime, schema_registry_url: str
+) -> None:
+    sr = SchemaRegistryClient({"url": schema_registry_url})
+    in_topic, out_topic = rt.names.channel("misfit"), rt.names.output("misfit")
+    narrow = {**JSON_OUT, "properties": {**JSON_OUT["properties"], "total": {"type": "number", "maximum": 10}}}
+    sr.register_schema(f"{out_topic}-value", Schema(orjson.dumps(narrow).decode(), "JSON"))
+    await rt.activate("misfit", PRICE, envelope=None, config={"value_format": "json_schema_registry"})
+    await rt.worker()
+    serialize = JSONSerializer(orjson.dumps(JSON_IN).decode(), sr)
+    _send(rt, "misfit", serialize({"id": "big", "amount": 100}, _ctx(in_topic)), key="big", trace="big")
+    _send(rt, "misfit", serialize({"id": "small", "amount": 1}, _ctx(in_topic)), key="small", trace="small")
+    (dead,) = await asyncio.to_thread(rt.dlq, 1)
+    hm = dlq_headers(dead)
+    assert hm[H.TRACE_ID] == "big" and hm[H.DLQ_ERROR_CODE] == "SCHEMA_MISMATCH"
+    assert "maximum" in hm[H.DLQ_ERROR_MESSAGE]
+    (out,) = await asyncio.to_thread(rt.outputs, "misfit", 1)
+    assert out.key() == b"small"
+
+
+async def test_auto_registered_output_schema_under_the_record_subject(rt: Runtime, schema_registry_url: str) -> None:
+    sr = SchemaRegistryClient({"url": schema_registry_url})
+    in_topic, out_topic = rt.names.channel("autoreg"), rt.names.output("autoreg")
+    name = f"shop.Priced{uuid.uuid4().hex[:8]}"
+    out_schema: dict[str, Any] = {**ORDER_OUT, "name": name.split(".")[1]}
+    registry = {"subject_name_strategy": "record", "output_schema": out_schema, "auto_register": True}
+    await rt.activate(
+        "autoreg", PRICE, envelope=None, config={"value_format": "avro_registry", "schema_registry": registry}
+    )
+    await rt.worker()
+    value = AvroSerializer(sr, orjson.dumps(ORDER_IN).decode())({"id": "a", "amount": 3.0}, _ctx(in_topic))
+    _send(rt, "autoreg", value, key="a")
+    (out,) = await asyncio.to_thread(rt.outputs, "autoreg", 1)
+    registered = sr.get_latest_version(name)  # the record strategy's subject: the record's full name
+    assert int.from_bytes(out.value()[1:5], "big") == registered.schema_id
+    assert AvroDeserializer(sr)(out.value(), _ctx(out_topic)) == {
+        "id": "a",
+        "amount": 3.0,
+        "total": pytest.approx(3.6),
+        "status": "priced",
+    }
+
+
+async def test_registry_down_is_retried_then_dead_lettered_without_stalling_other_channels(
+    rt: Runtime, schema_registry_url: str
+) -> None:
+    sr = SchemaRegistryClient({"url": schema_registry_url})
+    dead_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    await rt.activate(
+        "down", PRICE, envelope=None, config={"value_format": "avro_registry", "schema_registry": {"url": dead_url}}
+    )
+    await rt.activate("plain", PRICE, envelope=None)
+    await rt.worker()
+    value = AvroSerializer(sr, orjson.dumps(ORDER_IN).decode())(
+        {"id": "d", "amount": 1.0}, _ctx(rt.names.channel("down"))
+    )
+    for i in range(3):
+        _send(rt, "down", value, key=f"d-{i}", trace=f"d-{i}")
+    for i in range(5):
+        rt.send("plain", {"id": f"p-{i}", "amount": i}, key=f"p-{i}")
+    outs = await asyncio.to_thread(rt.outputs, "plain", 5)  # the other channel kept going
+    assert sorted(m.key() for m in outs) == [f"p-{i}".encode() for i in range(5)]
+    dead = await asyncio.to_thread(rt.dlq, 3)
+    for d in dead:
+        hm = dlq_headers(d)
+        assert hm[H.DLQ_ERROR_CODE] == "SCHEMA_REGISTRY_UNAVAILABLE", hm
+        assert hm[H.DLQ_ATTEMPTS] == "3"  # transient: retried with backoff first
+        assert "127.0.0.1" in hm[H.DLQ_ERROR_MESSAGE]
+        assert d.value() == value
+
+
+def test_credentials_resolve_from_env_and_a_channel_registry_never_gets_the_global_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.channels import RegistryPolicy
+    from app.worker.registry import SchemaRegistry, SchemaRegistryRefused
+
+    monkeypatch.setenv("SR_AUTH", "key:secret")
+    settings = Settings(schema_registry_url="https://sr.example", schema_registry_basic_auth_user_info="env://SR_AUTH")
+    registry = SchemaRegistry(settings)
+    target = registry._target(RegistryPolicy("avro"))
+    assert (target.url, target.user_info, target.bearer) == ("https://sr.example", "key:secret", None)
+    own = registry._target(RegistryPolicy("avro", url="https://other.example"))
+    assert (own.url, own.user_info) == ("https://other.example", None)
+    with pytest.raises(SchemaRegistryRefused, match="QUASAR_SCHEMA_REGISTRY_URL"):
+        SchemaRegistry(Settings(schema_registry_url=None))._target(RegistryPolicy("avro"))
