@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from app.digits import is_uint
 from app.settings import Settings
 
 __all__ = ["app"]
@@ -32,7 +33,7 @@ def _ms(when: str | None, what: str) -> int | None:
     """ISO 8601 date/time (UTC unless it says otherwise) or epoch milliseconds -> epoch ms."""
     if when is None:
         return None
-    if when.isdigit():
+    if is_uint(when):
         return int(when)
     try:
         parsed = dt.datetime.fromisoformat(when)

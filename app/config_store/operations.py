@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.config_store.state import DIRECT_KINDS, KINDS, STATUSES, ObjectState, definition_of, id_field, valid_object_id
+from app.digits import parse_uint
 from app.errors import BadRequest, Conflict, NotFound
 
 __all__ = [
@@ -388,7 +389,7 @@ class Restore(Operation):
         if not isinstance(self.versions, Mapping) or not self.versions:
             raise BadRequest(f"{_label(kind, object_id)}: backup entry has no versions")
         for key, doc in self.versions.items():
-            if not (str(key).isdigit() and int(key) >= 1) or not isinstance(doc, Mapping):
+            if not ((parse_uint(str(key)) or 0) >= 1) or not isinstance(doc, Mapping):
                 raise BadRequest(f"{_label(kind, object_id)}: bad version entry {key!r}")
             if doc.get("status") not in STATUSES:
                 raise BadRequest(f"{_label(kind, object_id)} v{key}: invalid status {doc.get('status')!r}")

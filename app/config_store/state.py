@@ -25,6 +25,7 @@ from typing import Any, Literal
 import orjson
 
 from app.config_store.releases import RELEASE_KINDS, Proposed, active_set, check_proposal, effective_policy
+from app.digits import parse_uint
 
 __all__ = [
     "DIRECT_KINDS",
@@ -307,7 +308,7 @@ def _parse(key: str, value: bytes) -> _Proposal:
         raise _Malformed('object must be null or {"versions": {...}}')
     versions: dict[int, dict[str, Any]] = {}
     for n, doc in obj["versions"].items():
-        if not (isinstance(n, str) and n.isdigit() and int(n) >= 1):
+        if not (isinstance(n, str) and (parse_uint(n) or 0) >= 1):
             raise _Malformed(f"version key {n!r} is not a positive integer")
         if not isinstance(doc, dict):
             raise _Malformed(f"version {n} is not an object")

@@ -27,6 +27,7 @@ import orjson
 from app.connectors.errors import ConnectorError, UpstreamStatus
 from app.connectors.retry import with_retries
 from app.connectors.ssrf import GuardedBackend, Resolver
+from app.digits import parse_uint
 from app.engine.models import ApiKeyAuth, BasicAuth, BearerAuth, HttpConnectorConfig
 from app.errors import ResponseTooLarge, Timeout, ValidationFailed
 from app.secrets import resolve_secret
@@ -197,7 +198,7 @@ class HttpConnector:
             raise _NetworkError(f"connector '{self.name}': {type(exc).__name__}: {exc}") from exc
         try:
             declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
+            if declared is not None and (parse_uint(declared) or 0) > limit:
                 raise ResponseTooLarge(
                     f"response of connector '{self.name}' is {declared} bytes; max_response_size is {limit}"
                 )

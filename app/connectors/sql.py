@@ -29,6 +29,7 @@ import orjson
 
 from app.connectors.errors import ConnectorError
 from app.connectors.retry import with_retries
+from app.digits import parse_uint
 from app.engine.models import DbConnectorConfig
 from app.errors import Timeout
 
@@ -244,7 +245,7 @@ class _Postgres(SqlConnector):
             await stmt.fetch(*_pg_params(stmt, params))
             status = stmt.get_statusmsg() or ""
             tail = status.rsplit(" ", 1)[-1]
-            return int(tail) if tail.isdigit() else 0
+            return parse_uint(tail) or 0
 
         try:
             return await self._run(op)

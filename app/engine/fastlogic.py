@@ -39,7 +39,7 @@ def lookup(root: Any, segments: tuple[str, ...]) -> Any:
             if cur is MISSING:
                 return MISSING
         elif type(cur) is list:
-            if not seg.isdigit():
+            if not (seg.isascii() and seg.isdigit()):
                 return MISSING
             idx = int(seg)
             if idx >= len(cur):

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from app.digits import parse_uint
 from app.errors import BadRequest, Forbidden, ServiceUnavailable, UnsupportedMediaType
 from app.gateway.admin_audit import AuditLog
 from app.gateway.admin_service import AdminService, ensure_channel_topic_for
@@ -139,9 +140,10 @@ def _if_match(request: Request) -> int | None:
     if raw is None:
         return None
     raw = raw.strip().strip('"').removeprefix("W/").strip('"')
-    if not raw.isdigit():
-        raise BadRequest(f"If-Match must be an object revision (an integer), got {raw!r}")
-    return int(raw)
+    revision = parse_uint(raw)
+    if revision is None:
+        raise BadRequest(f"If-Match must be an object revision (an integer), got {raw[:64]!r}")
+    return revision
 
 
 def _actor(request: Request) -> str:

@@ -15,6 +15,7 @@ from app.config_store.operations import Delete, Put
 from app.config_store.release_ops import ExecuteRelease, RequestRelease, ReviewRelease
 from app.config_store.releases import RELEASE_KINDS, RELEASE_STATES, ReleasePolicyDoc, effective_policy
 from app.config_store.state import ConfigState, ObjectState, valid_object_id
+from app.digits import is_uint
 from app.engine.diff import diff_definitions
 from app.errors import BadRequest, NotFound, ServiceUnavailable, ValidationFailed
 from app.gateway.admin import _actor, _authenticate, _body, _check_scope, _data, get_admin_service
@@ -51,7 +52,7 @@ def _policy_of(state: ConfigState, obj: ObjectState) -> Any:
 
 def _parse_rid(rid: str) -> tuple[str, str]:
     parts = rid.split(":")
-    if len(parts) != 3 or parts[0] not in RELEASE_KINDS or not parts[2].isdigit():
+    if len(parts) != 3 or parts[0] not in RELEASE_KINDS or not is_uint(parts[2]):
         raise BadRequest(f"release id {rid!r} is not <kind>:<id>:<n>")
     return parts[0], parts[1]
 

@@ -38,6 +38,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from app.digits import parse_uint
 from app.errors import ServiceUnavailable
 from app.governance.seal import seal, seal_key
 from app.kafka.admin import create_admin, topic_partitions
@@ -360,7 +361,7 @@ class KafkaBridge:
                     continue  # not ours (shared partition) or its caller already gave up
                 # Only the status header is needed on the hot path; decode nothing else.
                 raw_status = _header(headers, STATUS) or "200"
-                status = int(raw_status) if raw_status.isdigit() else 502
+                status = parse_uint(raw_status) or 502
                 batch.append((fut, Reply(status, msg.value() or b"")))
             if batch:
                 loop.call_soon_threadsafe(_resolve_batch, batch)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Message, Producer
 
+from app.digits import is_uint
 from app.errors import QuasarError
 from app.kafka import headers as H
 from app.kafka.admin import create_admin, topic_partitions
@@ -145,7 +146,7 @@ def list_dlq(
             if _is_marker(msg, key):
                 if key.startswith(_REPLAYED):
                     p, _, o = key[len(_REPLAYED) :].decode(errors="replace").partition("/")
-                    if p.isdigit() and o.isdigit():
+                    if is_uint(p) and is_uint(o):
                         replayed.add((int(p), int(o)))
             else:
                 entries.append(DlqEntry.from_message(msg))

@@ -42,6 +42,7 @@ import orjson
 
 from app.channels import CompiledChannel, HeaderPolicy, RegistryPolicy
 from app.config_store import Snapshot
+from app.digits import is_uint, parse_uint
 from app.engine.executor import RunOptions, rollout_bucket
 from app.engine.jsonlogic import Logic, is_truthy
 from app.engine.message import AuditEntry, rfc3339
@@ -237,7 +238,7 @@ class WorkerView:
         if raw is None:
             return None
         topic, sep, part = raw.rpartition(":")
-        if not sep or not topic or not part.isdigit():
+        if not sep or not topic or not is_uint(part):
             raise ReplyToRefused(f"malformed {H.REPLY_TO} header {raw[:200]!r}: expected '<topic>:<partition>'")
         if H.CORRELATION_ID not in hm:
             raise ReplyToRefused(f"{H.REPLY_TO} without {H.CORRELATION_ID}")
@@ -447,7 +448,8 @@ class Pipeline:
             return self.failed(record, route, hm, NotFound(f"no active channel reads topic '{topic}'"), view, clock)
         now = clock()
         deadline = hm.get(H.DEADLINE)
-        if deadline is not None and deadline.isdigit() and int(deadline) <= now * 1000:
+        deadline_ms = parse_uint(deadline)
+        if deadline_ms is not None and deadline_ms <= now * 1000:
             traced = _traced(route, failed=True)
             return Outcome(
                 "expired", route.name, [self._trace(record, route, hm, now, clock, failed=_EXPIRED)] if traced else []
@@ -457,7 +459,7 @@ class Pipeline:
         try:
             if route.config_error is not None:
                 raise BadRequest(route.config_error)
-            if deadline is not None and not deadline.isdigit():
+            if deadline is not None and deadline_ms is None:
                 raise InvalidEnvelope(f"malformed {H.DEADLINE} header {deadline[:64]!r}: expected epoch ms")
             if raw and len(raw) != len(hm):  # some value was dropped as undecodable
                 _check_control_headers(raw)
@@ -543,7 +545,7 @@ class Pipeline:
         the dead letter, the error reply to a sync caller and the failed trace."""
         now = clock()
         first = hm.get(H.DLQ_FIRST_FAILED_AT)
-        first_ms = int(first) if first and first.isdigit() else (first_failed_ms or int(now * 1000))
+        first_ms = parse_uint(first) or first_failed_ms or int(now * 1000)
         done = self._side_effects_done(route, message, view.engine)
         if is_transient(exc) and attempt < self.max_attempts and not done:
             delay = self.retry_backoff_s * (2 ** (attempt - 1))
@@ -557,7 +559,8 @@ class Pipeline:
             text += f" (not retried: task '{done}' already completed)"
         text = _clip(text)
         prior = hm.get(H.ATTEMPT)
-        attempts = (int(prior) - 1 if prior and prior.isdigit() else 0) + attempt
+        prior_n = parse_uint(prior)
+        attempts = (prior_n - 1 if prior_n else 0) + attempt
         topic, partition, offset = _where(record)
         headers = _dlq_headers(
             record.headers(),
@@ -597,6 +600,30 @@ class Pipeline:
                 trail = message.audit_trail.encode(MAX_TRAIL_BYTES)
             out.append(self._trace(record, route, hm, now, clock, failed=trace_error, trail=trail))
         return Outcome("dlq", route.name, out, error=exc, first_failed_ms=first_ms)
+
+    def last_resort(self, record: RecordLike, exc: BaseException, channel: str = "") -> Outcome:
+        """The dead letter of a record whose processing raised (a bug, never the record's content by design):
+        built from nothing that could have failed (no original headers, no reply, no trace), so the record is
+        kept and its partition moves on."""
+        topic, partition, offset = _where(record)
+        key = record.key()
+        if isinstance(key, bytes) and len(key) > MAX_HEADER_VALUE:
+            key = None
+        headers: HeaderList = [
+            (H.DLQ_ORIGINAL_TOPIC, topic.encode()),
+            (H.DLQ_ORIGINAL_PARTITION, str(partition).encode()),
+            (H.DLQ_ORIGINAL_OFFSET, str(offset).encode()),
+            (H.DLQ_STAGE, b"WORKER"),
+            (H.DLQ_CLASS_NAME, b"quasar.worker"),
+            (H.DLQ_ERROR_CODE, b"INTERNAL_ERROR"),
+            (H.DLQ_ERROR_MESSAGE, f"internal worker error: {type(exc).__name__}".encode()),
+            (H.DLQ_ATTEMPTS, b"1"),
+            (H.DLQ_FIRST_FAILED_AT, str(int(time.time() * 1000)).encode()),
+        ]
+        value, headers = bounded_dlq(record.value(), key, headers, self.max_produce_bytes)
+        err = EngineFailure("An internal worker error occurred")
+        err.__cause__ = exc
+        return Outcome("dlq", channel, [(self.names.dlq, value, key, headers, -1)], error=err)
 
     # -- pieces ------------------------------------------------------------------------------------
     def _options(

@@ -493,7 +493,7 @@ class ChannelWorker:
                     )
                 if runs_inline:
                     # No IO to await: run now, in order (the coroutine never suspends).
-                    first = await self.pipeline.handle(msg, view)
+                    first = await self._handle(msg, view)
                     if first.status == "ok":
                         acks.emit(first)
                         status_key = (first.channel, "ok")
@@ -528,15 +528,14 @@ class ChannelWorker:
         if prev is not None:
             await asyncio.wait([prev])  # its failure is its own; order is what we wait for
         outcome = first
-        if slow:
-            outcome = await self._await_config(msg, hm)
         attempt, first_failed = 1, 0
         while True:
+            if outcome is None and slow:
+                # Every attempt waits for the config position the record was sent under (not only the first).
+                outcome = await self._await_config(msg, hm, attempt, first_failed)
             if outcome is None:
                 async with self._slots:
-                    outcome = await self.pipeline.handle(
-                        msg, self._worker_view, attempt=attempt, first_failed_ms=first_failed
-                    )
+                    outcome = await self._handle(msg, self._worker_view, attempt=attempt, first_failed_ms=first_failed)
             if outcome.status != "retry":
                 break
             # Transient failure: back off without blocking other keys; later records of this key wait.
@@ -547,6 +546,16 @@ class ChannelWorker:
             outcome = None
         self._finish(msg, hm, acks, outcome)
 
+    async def _handle(self, msg: Message, view: WorkerView, *, attempt: int = 1, first_failed_ms: int = 0) -> Outcome:
+        """`Pipeline.handle`, which never raises by design; if a bug makes it raise, the record is dead-lettered
+        (not lost, not committed unprocessed, and the worker keeps running)."""
+        try:
+            return await self.pipeline.handle(msg, view, attempt=attempt, first_failed_ms=first_failed_ms)
+        except Exception as exc:
+            log.exception("record %s[%s]@%s: processing raised; dead-lettering it", *_where(msg))
+            route = view.routes.get(msg.topic() or "")
+            return self.pipeline.last_resort(msg, exc, route.name if route is not None else "")
+
     def _finish(self, msg: Message, hm: dict[str, str], acks: Acks, outcome: Outcome) -> None:
         """Produce what one record caused and count it."""
         acks.emit(outcome)
@@ -556,7 +565,7 @@ class ChannelWorker:
         elif outcome.status == "dlq" and outcome.error is not None:
             self._log_dead_letter(msg, hm, outcome)
 
-    async def _await_config(self, msg: Message, hm: dict[str, str]) -> Outcome | None:
+    async def _await_config(self, msg: Message, hm: dict[str, str], attempt: int, first_failed: int) -> Outcome | None:
         """Wait (bounded) for the config position the record was sent under; a `CONFIG_LAG` outcome when
         it does not come (None: go on)."""
         needed = hm.get(H.CONFIG_OFFSET)
@@ -570,7 +579,7 @@ class ChannelWorker:
         lag = ConfigLag(
             f"config position {needed} not applied within {self.config_wait_seconds}s (worker at {self.view_offset})"
         )
-        return self.pipeline.failed(msg, route, hm, lag, view)
+        return self.pipeline.failed(msg, route, hm, lag, view, attempt=attempt, first_failed_ms=first_failed)
 
     def _log_dead_letter(self, msg: Message, hm: dict[str, str], outcome: Outcome) -> None:
         exc = outcome.error

@@ -291,6 +291,34 @@ async def test_huge_client_call_chain_cannot_blow_up_the_error_reply() -> None:
         assert len(value_ or b"") + sum(len(k) + len(v or b"") for k, v in hdrs or []) <= MAX_PRODUCE_BYTES
 
 
+# Text that `str.isdigit()` accepts but `int()` refuses ('²', more than 4,300 digits), and other near-numbers.
+_NOT_NUMBERS = ["²", "³", "1²", "9" * 5000, "٣", "-1", " 1", "1e3", ""]
+
+
+@pytest.mark.parametrize("text", _NOT_NUMBERS)
+@pytest.mark.parametrize("header", [H.DEADLINE, H.REPLY_TO, H.DLQ_FIRST_FAILED_AT, H.ATTEMPT])
+async def test_numeric_headers_that_are_not_ascii_numbers_never_make_the_pipeline_raise(header: str, text: str) -> None:
+    # Review finding: '²' passed isdigit() and int() raised, out of `handle`: the worker crash-looped.
+    value = f"{NAMES.replies}:{text}" if header == H.REPLY_TO else text
+    headers = {header: value, H.CORRELATION_ID: "c"}
+    fails = _task("t", "map", {"mappings": [{"path": "data.y", "logic": {"throw": "boom"}}]})
+    for tasks in ([MAP], [fails]):
+        out = await _pipeline().handle(_record({}, headers=headers), _view(tasks), clock)
+        assert out.status in ("ok", "dlq"), out.status
+        if header in (H.DEADLINE, H.REPLY_TO):  # a malformed control header refuses the record
+            assert out.status == "dlq"
+
+
+async def test_a_pipeline_bug_still_dead_letters_the_record_with_nothing_from_it_but_its_value() -> None:
+    record = _record({"a": 1}, headers={"x-app": "v"})
+    out = _pipeline().last_resort(record, RuntimeError("bug"), "orders")
+    ((topic, value, key, headers, _),) = out.records
+    hm = H.header_map(headers)
+    assert (topic, value, key, out.status, out.channel) == (NAMES.dlq, record.value(), b"cust-A", "dlq", "orders")
+    assert hm[H.DLQ_ERROR_CODE] == "INTERNAL_ERROR" and "RuntimeError" in hm[H.DLQ_ERROR_MESSAGE]
+    assert (hm[H.DLQ_ORIGINAL_PARTITION], hm[H.DLQ_ORIGINAL_OFFSET]) == ("3", "41") and "x-app" not in hm
+
+
 async def test_unknown_topic_is_dead_lettered() -> None:
     record = Record("t.ch.gone", b"{}", b"k")
     out = await _pipeline().handle(record, _view([MAP]), clock)
