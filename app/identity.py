@@ -7,7 +7,9 @@ Roles are cumulative where it makes sense:
 - `reader`: every read (GET) of the admin API;
 - `editor`: reader + create/update drafts, new versions, validate, dry-run, import, request releases;
 - `approver`: reader + approve/reject releases (an approver cannot author: separation of duties);
-- `admin`: everything (activation, rollout, rollback, delete, restore, backup, keys, reloads, breakers).
+- `admin`: everything (activation, rollout, rollback, delete, restore, backup, keys, reloads, breakers);
+- `worker`: only the task bridge (poll, complete and fail flows' external tasks over HTTP); a scope's
+  `ids` then name the handlers it may work for. It reads nothing else.
 
 Scopes (optional) narrow *writes* to objects whose id (channels, workflows, rulesets, ...) matches one of
 the key's `ids` globs, or that carry a tag matching one of its `tags` globs. Reads are not scoped:
@@ -38,8 +40,8 @@ __all__ = [
     "required_permission",
 ]
 
-ROLES: tuple[str, ...] = ("reader", "editor", "approver", "admin")
-Role = Literal["reader", "editor", "approver", "admin"]
+ROLES: tuple[str, ...] = ("reader", "editor", "approver", "admin", "worker")
+Role = Literal["reader", "editor", "approver", "admin", "worker"]
 KEY_PREFIX = "qsr_"
 
 
@@ -50,6 +52,7 @@ class Permission(IntEnum):
     EDIT = 2
     APPROVE = 3
     ADMIN = 4
+    WORK = 5  # the task bridge: poll, complete, fail external tasks
 
 
 _GRANTS: dict[str, frozenset[Permission]] = {
@@ -57,6 +60,7 @@ _GRANTS: dict[str, frozenset[Permission]] = {
     "editor": frozenset({Permission.READ, Permission.EDIT}),
     "approver": frozenset({Permission.READ, Permission.APPROVE}),
     "admin": frozenset(Permission),
+    "worker": frozenset({Permission.WORK}),
 }
 
 
@@ -131,6 +135,10 @@ _EXPLICIT: dict[tuple[str, str], Permission] = {
     # Flow instances (app/gateway/flows.py): starting and signalling is an editor's work, not an admin's.
     ("POST", "/api/v1/flows/{flow_id}/instances"): Permission.EDIT,
     ("POST", "/api/v1/instances/{instance_id}/signals"): Permission.EDIT,
+    # The task bridge (app/gateway/tasks.py): a worker key's whole business.
+    ("POST", "/api/v1/tasks/{handler}/poll"): Permission.WORK,
+    ("POST", "/api/v1/tasks/{task_id}/complete"): Permission.WORK,
+    ("POST", "/api/v1/tasks/{task_id}/fail"): Permission.WORK,
 }
 _EDIT_SUFFIXES = ("/validate", "/test", "/test-suite", "/versions", "/import", "/diff", "/replay")
 _EDIT_COLLECTIONS = ("workflows", "channels", "rulesets", "flows", "schedules", "testsuites")

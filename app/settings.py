@@ -192,6 +192,21 @@ class Settings(BaseSettings):
         default=3, description="Attempts for a retryable failure (with backoff) before the record goes to the DLQ."
     )
     worker_retry_backoff_ms: int = Field(default=200, description="First retry delay; doubles per attempt.")
+    task_bridge_max_polls: int = Field(
+        default=256,
+        ge=0,
+        description="Concurrent long-polls of the gateway's HTTP task bridge (`POST /api/v1/tasks/{handler}/poll`, "
+        "docs/flows.md); more are refused with 429. 0 turns the bridge off (503).",
+    )
+    task_bridge_max_wait_ms: int = Field(
+        default=30_000, ge=0, le=120_000, description="Longest wait a task-bridge poll may ask for (`wait_ms`)."
+    )
+    task_bridge_max_result_bytes: int = Field(
+        default=262_144,
+        ge=1024,
+        description="Largest body of a task-bridge completion or failure (413 above): the output becomes part "
+        "of the instance's state record, which must fit the broker's message size.",
+    )
     worker_flows: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="The durable-flow runner inside `quasar worker` (docs/flows.md): `auto` starts it once the "

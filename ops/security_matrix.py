@@ -9,6 +9,7 @@ from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "security.md"
 HEADER = "| route | roles allowed |\n|---|---|\n"
+ROLE_ROUTES = ("/api/v1/admin", "/api/v1/tasks")  # routes whose permission comes from app.identity
 
 
 def render() -> str:
@@ -17,7 +18,7 @@ def render() -> str:
     from app.settings import Settings
 
     app = create_app(Settings())
-    routes = [(m.upper(), p) for p, ops in app.openapi()["paths"].items() if p.startswith("/api/v1/admin") for m in ops]
+    routes = [(m.upper(), p) for p, ops in app.openapi()["paths"].items() if p.startswith(ROLE_ROUTES) for m in ops]
     rows = [
         f"| `{method} {route}` | {', '.join(r for r in ROLES if allowed[r])} |"
         for (method, route), allowed in matrix(routes).items()

@@ -238,9 +238,11 @@ def create_app(
         app.include_router(releases_router)
         from app.gateway.flows import admin_router as flows_admin_router
         from app.gateway.flows import router as flows_router
+        from app.gateway.tasks import router as tasks_router
 
         app.include_router(flows_router)
         app.include_router(flows_admin_router)
+        app.include_router(tasks_router)
     app.include_router(data.router)
     return app
 

@@ -20,11 +20,13 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from app.flow_runtime.bridge import TaskBridge
 from app.flow_runtime.catalog import FlowCatalog
 from app.flow_runtime.client import FlowClient, instance_id_for
 from app.flow_runtime.view import InstanceView
 from app.flows.instance import SIGNAL_TYPES, TERMINAL, InstanceState, SignalEvent, StartEvent
 from app.gateway.admin import _authenticate
+from app.gateway.data import read_body
 from app.kafka.admin import create_admin, topic_partitions
 from app.kafka.config import producer_config
 from app.kafka.names import TopicNames
@@ -43,8 +45,10 @@ class FlowService:
     view: InstanceView
     client: FlowClient
     producer: AsyncProducer
+    bridge: TaskBridge
 
     async def close(self) -> None:
+        await self.bridge.close()
         await self.view.stop()
         await self.producer.close()
 
@@ -79,7 +83,7 @@ async def _service(request: Request) -> FlowService:
             )
             view = InstanceView(settings)
             await view.start()
-            service = FlowService(view, FlowClient(producer, names, partitions), producer)
+            service = FlowService(view, FlowClient(producer, names, partitions), producer, TaskBridge(settings))
             state.flow_service = service
     return service
 
@@ -113,8 +117,10 @@ class SignalRequest(BaseModel):
     signal_id: str | None = Field(default=None, min_length=1, max_length=128, description="Default: generated")
 
 
-async def _json(request: Request, model: type[BaseModel]) -> Any:
-    raw = await request.body()
+async def _json(request: Request, model: type[BaseModel], limit: int | None = None) -> Any:
+    """The body as `model`: 400 when malformed, 413 above `limit` (default: `max_admin_body_size`), read bounded."""
+    settings: Settings = request.app.state.settings
+    raw = await read_body(request, limit or settings.max_admin_body_size, settings.body_read_timeout_ms / 1000)
     try:
         return model.model_validate(orjson.loads(raw) if raw.strip() else {})
     except orjson.JSONDecodeError as exc:

@@ -25,7 +25,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
 def admin_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
     for path, ops in app.openapi()["paths"].items():
-        if path.startswith("/api/v1/admin"):
+        if path.startswith(("/api/v1/admin", "/api/v1/tasks")):
             for method in ops:
                 yield method.upper(), path
 
@@ -55,6 +55,9 @@ def admin_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
         ("POST", "/api/v1/admin/releases/{release_id}/reject", Permission.APPROVE),
         ("PUT", "/api/v1/admin/policies/{name}", Permission.ADMIN),
         ("POST", "/api/v1/admin/something-new", Permission.ADMIN),  # unclassified writes are closed
+        ("POST", "/api/v1/tasks/{handler}/poll", Permission.WORK),
+        ("POST", "/api/v1/tasks/{task_id}/complete", Permission.WORK),
+        ("POST", "/api/v1/tasks/{task_id}/fail", Permission.WORK),
     ],
 )
 def test_route_permission_table(method: str, route: str, need: Permission) -> None:
@@ -67,6 +70,7 @@ def test_roles_grant_what_the_docs_say() -> None:
     assert grants["editor"] == {Permission.READ, Permission.EDIT}
     assert grants["approver"] == {Permission.READ, Permission.APPROVE}  # approvers do not author
     assert grants["admin"] == set(Permission)
+    assert grants["worker"] == {Permission.WORK}  # the task bridge only
     assert not Principal("p", "no-such-role").allows(Permission.READ)
 
 
@@ -83,7 +87,7 @@ def test_documented_matrix_is_the_enforced_one() -> None:
     """docs/security.md lists every admin route with the roles allowed; it must match the code."""
     app = create_app(Settings())
     text = DOC.read_text()
-    rows = dict(re.findall(r"^\| `([A-Z]+ /api/v1/admin[^`]*)` \| ([^|]+) \|", text, re.M))
+    rows = dict(re.findall(r"^\| `([A-Z]+ /api/v1/(?:admin|tasks)[^`]*)` \| ([^|]+) \|", text, re.M))
     for (method, route), allowed in matrix(admin_routes(app)).items():
         roles = [r for r in ROLES if allowed[r]]
         row = f"| `{method} {route}` | {', '.join(roles)} |"  # what the table must say
