@@ -159,6 +159,22 @@ class Settings(BaseSettings):
         "the session timeout gets its partitions back without a rebalance. Needs an instance id unique per "
         "worker and stable across restarts (a StatefulSet pod name); two workers with one id fence each other.",
     )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="`exactly_once`: every consumed batch's outputs, replies, traces and dead letters and its "
+        "input offsets are committed in one Kafka transaction (read_committed consumers see each result once, "
+        "also after a crash). Needs a broker with transactions (Apache Kafka, Redpanda, MSK, Confluent Cloud); "
+        "the worker refuses to start on one without (the embedded broker). See docs/operations.md.",
+    )
+    worker_commit_interval_ms: int | None = Field(
+        default=None,
+        ge=0,
+        description="How often the worker commits what it has processed: consumed offsets (at_least_once) or "
+        "the open transaction (exactly_once); 0: after every consumed batch. Unset: 0 with at_least_once, 100 "
+        "with exactly_once (a transaction per batch costs a commit round trip and markers on every partition "
+        "it wrote). Longer: fewer commit requests, more records run again after a crash, and with "
+        "exactly_once results reach read_committed readers only at each commit.",
+    )
     session_timeout_ms: int = Field(
         default=10000, description="Consumer group session timeout (Tansu joins take about half of it)."
     )
@@ -467,6 +483,13 @@ class Settings(BaseSettings):
         if not self.kafka_bootstrap:
             self.kafka_bootstrap = self.kafka_user_properties().get("bootstrap.servers") or None
         return self
+
+    def commit_interval_s(self) -> float:
+        """The worker's commit cadence in seconds (`worker_commit_interval_ms`, or its per-guarantee default)."""
+        ms = self.worker_commit_interval_ms
+        if ms is None:
+            ms = 100 if self.processing_guarantee == "exactly_once" else 0
+        return ms / 1000.0
 
     def kafka_user_properties(self) -> dict[str, str]:
         """The user's librdkafka properties: the properties file, then QUASAR_KAFKA__* (which wins).

@@ -136,6 +136,8 @@ def quasar_env(settings: Any, **extra: str) -> dict[str, str]:
         "default_partitions",
         "processing_timeout_ms",
         "redis_url",
+        "worker_commit_interval_ms",
+        "processing_guarantee",
     ):
         value = getattr(settings, name)
         if value is not None:
@@ -418,8 +420,12 @@ def kill_worker(
     rate: float = 5000.0,
     kill_at: float = 0.3,
     timeout: float = 300.0,
+    commit_interval_ms: int | None = None,
 ) -> dict[str, Any]:
-    """Two `quasar worker` processes share the channel; kill -9 one when ~`kill_at` of the results are out."""
+    """Two `quasar worker` processes share the channel; kill -9 one when ~`kill_at` of the results are out.
+
+    `commit_interval_ms`: the workers' QUASAR_WORKER_COMMIT_INTERVAL_MS (None: the default); the
+    duplicates it causes are what the kill shows."""
     from confluent_kafka import Producer
 
     from app.kafka.config import producer_config
@@ -427,7 +433,8 @@ def kill_worker(
     from bench._worker_setup import activate_channel
 
     logs = _log_dir(log_dir, "kill-worker")
-    settings = _settings(bootstrap, default_partitions=partitions)
+    cadence = {} if commit_interval_ms is None else {"worker_commit_interval_ms": commit_interval_ms}
+    settings = _settings(bootstrap, default_partitions=partitions, **cadence)
     channel = "orders"
     names = TopicNames(settings.topic_prefix)
     _apply_topics(settings, (channel,), (channel,))
@@ -512,6 +519,7 @@ def kill_worker(
         "messages": n,
         "partitions": partitions,
         "produce_rate_target": rate,
+        "commit_interval_ms": round(settings.commit_interval_s() * 1000),
         "produce_seconds": round(produce_seconds, 2),
         "killed_worker_ok_before_kill": killed_ok,
         "produced_at_kill": produced_at_kill,
@@ -1103,6 +1111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000, help="messages of the worker-kill scenario")
     parser.add_argument("--rate", type=float, default=5000.0, help="produce rate of the worker-kill scenario")
+    parser.add_argument(
+        "--commit-interval-ms", type=int, default=None, help="workers' commit interval (default: the setting's)"
+    )
     parser.add_argument("--only", default="", help="comma list of scenario names (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "faults.json")
     args = parser.parse_args(argv)
@@ -1110,7 +1121,9 @@ def main(argv: list[str] | None = None) -> int:
 
     scenarios: dict[str, Callable[[str, Path], dict[str, Any]]] = {
         "broker_unreachable": lambda b, d: broker_unreachable(log_dir=d),
-        "kill_worker": lambda b, d: kill_worker(b, args.messages, log_dir=d, rate=args.rate, timeout=900),
+        "kill_worker": lambda b, d: kill_worker(
+            b, args.messages, log_dir=d, rate=args.rate, timeout=900, commit_interval_ms=args.commit_interval_ms
+        ),
         "gateway_restart": lambda b, d: gateway_restart(b, log_dir=d, concurrency=50, before=5, after=10),
         "admin_conflicts": lambda b, d: admin_conflicts(b, writers=100),
         "redis_restart": lambda b, d: redis_restart(b, log_dir=d, concurrency=20, phase=4),

@@ -6,6 +6,8 @@ import typer
 
 from app.cli.startup import settings_waiting_for_cluster
 from app.cli.supervise import child_argv, processes_for, supervise
+from app.kafka.names import TopicNames
+from app.settings import Settings
 
 __all__ = ["app"]
 
@@ -36,11 +38,9 @@ def worker(
     from app.worker.app import create_app
 
     settings = settings_waiting_for_cluster(
-        "worker",
-        lambda names: (names.config, names.traces, names.dlq),
-        instance_id=instance_id or None,
-        worker_metrics_port=metrics_port,
+        "worker", _required_topics, instance_id=instance_id or None, worker_metrics_port=metrics_port
     )
+    _refuse_unsupported_guarantee(settings)
     from app.cli.shutdown import exit_deadline
 
     class Worker(faust.Worker):
@@ -67,12 +67,33 @@ def worker(
     worker.execute_from_commandline()
 
 
+def _required_topics(names: TopicNames) -> tuple[str, ...]:
+    return (names.config, names.traces, names.dlq)
+
+
+def _refuse_unsupported_guarantee(settings: Settings) -> None:
+    """exactly_once on a broker without real transactions: one clear line and exit 2 (before any child
+    starts: a supervisor would restart a refusing child forever)."""
+    if settings.processing_guarantee != "exactly_once":
+        return
+    from app.worker.transactions import TransactionsUnsupported, probe_transactions
+
+    try:
+        probe_transactions(settings)
+    except TransactionsUnsupported as exc:
+        typer.echo(f"quasar worker: refusing to run: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _supervised(count: int, instance_id: str | None, metrics_port: int | None, log_level: str | None) -> int:
     """`count` single-process workers: instance `<id>-<i>`, metrics on `<port>+i` (0 stays off)."""
-    from app.settings import Settings
-
     settings = Settings()
     base_id = instance_id or settings.instance_id
+    if settings.processing_guarantee == "exactly_once":
+        # Checked once here, as child 0 (whose transactional id it initialises first).
+        _refuse_unsupported_guarantee(
+            settings_waiting_for_cluster("worker", _required_topics, instance_id=f"{base_id}-0")
+        )
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
     commands = []
     for i in range(count):

@@ -141,6 +141,11 @@ RATE_LIMIT_REJECTIONS = Counter(
 BUILD_INFO = Gauge("quasar_build_info", "Always 1; labels say what runs.", ["version", "component"])
 DLQ_RECORDS = Counter("quasar_dlq_records_total", "Records sent to the dead letter topic.", ["channel", "code"])
 RETRIES = Counter("quasar_retries_total", "Retry attempts of retryable failures.", ["channel"])
+TRANSACTIONS = Counter(
+    "quasar_worker_transactions_total",
+    "Worker transactions (processing_guarantee exactly_once), by outcome (committed, aborted).",
+    ["outcome"],
+)
 EXPIRED = Counter("quasar_expired_total", "Requests skipped because their quasar-deadline had passed.", ["channel"])
 CONFIG_CHANGES_APPLIED = Counter(
     "quasar_config_changes_applied_total",

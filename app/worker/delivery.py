@@ -29,7 +29,7 @@ from app.kafka import headers as H
 from app.observability import metrics as M
 from app.worker.pipeline import MAX_HEADER_VALUE, MAX_PRODUCE_BYTES, Outcome, Produce, bounded_dlq, propagated_headers
 
-__all__ = ["Acks", "Batch", "DeliveryTracker"]
+__all__ = ["Acks", "Batch", "DeliveryTracker", "delivery_dead_letter", "retriable_delivery_error"]
 
 log = logging.getLogger("quasar.worker")
 
@@ -151,15 +151,17 @@ class DeliveryTracker:
         timeout: float = 10.0,
         resend_backoff: float = 1.0,
         max_record_bytes: int = MAX_PRODUCE_BYTES,
+        commit_interval: float = 0.0,
     ) -> None:
         self._client = client
         self.max_record_bytes = max_record_bytes  # a dead letter's bound (QUASAR_MAX_RECORD_BYTES)
+        self.commit_interval = commit_interval
         self._consumer = consumer
         self.dlq_topic = dlq_topic
         self.timeout = timeout
         self.resend_backoff = resend_backoff
         self.pending: deque[Batch] = deque()
-        self._queue: asyncio.Queue[Batch] = asyncio.Queue()
+        self._queue: asyncio.Queue[Batch | None] = asyncio.Queue()  # None: commit what is settled now
         self._idle = asyncio.Event()
         self._idle.set()
         self.committed: dict[tuple[str, int], int] = {}
@@ -184,15 +186,15 @@ class DeliveryTracker:
         while acks.failures:
             failures, acks.failures = acks.failures, []
             again = self.acks()
-            if rounds and any(_transient(err) for err, _ in failures):
+            if rounds and any(retriable_delivery_error(err) for err, _ in failures):
                 await asyncio.sleep(min(self.resend_backoff * 2 ** (rounds - 1), 30.0))
             for err, record in failures:
-                if _transient(err) and rounds < MAX_RESEND_ROUNDS:
+                if retriable_delivery_error(err) and rounds < MAX_RESEND_ROUNDS:
                     again.send(record)
                 elif record[0] != self.dlq_topic:
                     log.error("record to %s not delivered (%s): dead-lettering it", record[0], err.str())
                     M.ERRORS.labels("KAFKA_DELIVERY_FAILED").inc()
-                    again.send(_delivery_dead_letter(self.dlq_topic, record, err, self.max_record_bytes))
+                    again.send(delivery_dead_letter(self.dlq_topic, record, err, self.max_record_bytes))
                 else:
                     self.undeliverable += 1
                     M.ERRORS.labels("UNDELIVERABLE").inc()
@@ -202,28 +204,58 @@ class DeliveryTracker:
             rounds += 1
 
     async def commit_loop(self) -> None:
-        """Commit batches in order as they settle (runs for the worker's lifetime)."""
+        """Commit batches in order as they settle (runs for the worker's lifetime).
+
+        Settled batches are committed together at most every `commit_interval` s (0: each as soon as it
+        settles): fewer commit requests against a longer stretch of records redelivered after a crash.
+        """
+        settled = 0  # leading batches of `pending` settled and not committed yet
+        last = time.monotonic()
         while True:
-            batch = await self._queue.get()
-            await self.settle(batch.acks)
-            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in batch.offsets.items()]
-            consumer = self._consumer()
-            if consumer is not None and offsets:
+            if settled:
+                wait = self.commit_interval - (time.monotonic() - last)
+                if wait <= 0:
+                    self._commit_settled(settled)
+                    settled, last = 0, time.monotonic()
+                    continue
                 try:
-                    # Asynchronous: a synchronous commit issued during a group rebalance waits for the
-                    # rebalance to end, and meanwhile librdkafka blocks consume() on every thread: every
-                    # channel of the worker stalled ~1 s whenever a channel was activated. `on_commit`
-                    # (served by the consume loop's polls) records what the broker accepted.
-                    consumer.commit(offsets=offsets, asynchronous=True)
-                except Exception as exc:
-                    # Lost the partition meanwhile (rebalance): the new owner redelivers.
-                    log.warning("commit failed: %s", exc)
-            self.pending.popleft()
-            if not self.pending:
-                self._idle.set()
+                    async with asyncio.timeout(wait):
+                        batch = await self._queue.get()
+                except TimeoutError:
+                    continue
+            else:
+                batch = await self._queue.get()
+            if batch is None:  # drain(): whatever the interval
+                self._commit_settled(settled)
+                settled, last = 0, time.monotonic()
+                continue
+            await self.settle(batch.acks)
+            settled += 1
+
+    def _commit_settled(self, count: int) -> None:
+        latest: dict[tuple[str, int], int] = {}
+        for _ in range(min(count, len(self.pending))):
+            latest.update(self.pending.popleft().offsets)
+        consumer = self._consumer()
+        if consumer is not None and latest:
+            try:
+                # Asynchronous: a synchronous commit issued during a group rebalance waits for the
+                # rebalance to end, and meanwhile librdkafka blocks consume() on every thread: every
+                # channel of the worker stalled ~1 s whenever a channel was activated. `on_commit`
+                # (served by the consume loop's polls) records what the broker accepted.
+                consumer.commit(
+                    offsets=[TopicPartition(t, p, o + 1) for (t, p), o in latest.items()], asynchronous=True
+                )
+            except Exception as exc:
+                # Lost the partition meanwhile (rebalance): the new owner redelivers.
+                log.warning("commit failed: %s", exc)
+        if not self.pending:
+            self._idle.set()
 
     async def drain(self) -> None:
-        """Wait until every pending batch is committed."""
+        """Wait until every pending batch is committed (without waiting for the commit interval)."""
+        if self.pending:
+            self._queue.put_nowait(None)
         while self.pending:
             await self._idle.wait()
 
@@ -271,13 +303,13 @@ def _same(sent: bytes | str | None, reported: bytes | None) -> bool:
     return (sent.encode() if isinstance(sent, str) else sent) == reported
 
 
-def _transient(err: KafkaError) -> bool:
+def retriable_delivery_error(err: KafkaError) -> bool:
     with contextlib.suppress(Exception):
         return bool(err.retriable()) and err.code() != KafkaError.MSG_SIZE_TOO_LARGE
     return False
 
 
-def _delivery_dead_letter(dlq: str, record: Produce, err: KafkaError, limit: int) -> Produce:
+def delivery_dead_letter(dlq: str, record: Produce, err: KafkaError, limit: int) -> Produce:
     """The dead letter of a record that could not be produced (bounded: its value only if it fits)."""
     topic, value, key, headers, partition = record
     context = [

@@ -56,6 +56,7 @@ from app.worker.codec import SchemaCache, decode_avro, decode_json, decode_raw, 
 from app.worker.delivery import Acks, Batch, DeliveryTracker
 from app.worker.pipeline import ChannelRoute, Outcome, Pipeline, WorkerView, routes_of
 from app.worker.registry import SchemaRegistry
+from app.worker.transactions import TransactionalLoop, open_transactions, transactional_id
 
 __all__ = ["ChannelRoute", "ChannelWorker", "ConfigLag", "WorkerFailed", "routes_of"]
 
@@ -131,8 +132,15 @@ class ChannelWorker:
         self._loop_thread = 0
         self._task: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
+        # processing_guarantee exactly_once: the transactions replace the tracker's commits.
+        self.transactions: TransactionalLoop | None = None
+        self._services_producer: AsyncProducer | None = None
         self.tracker = DeliveryTracker(
-            self._producer_client, lambda: self._consumer, self.names.dlq, max_record_bytes=settings.max_record_bytes
+            self._producer_client,
+            lambda: self._consumer,
+            self.names.dlq,
+            max_record_bytes=settings.max_record_bytes,
+            commit_interval=settings.commit_interval_s(),
         )
         self._wake = asyncio.Event()
         self._stopping = False
@@ -163,13 +171,25 @@ class ChannelWorker:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         await self.reader.ready()
+        exactly_once = self.settings.processing_guarantee == "exactly_once"
+        txn = {"transactional.id": transactional_id(self.settings)} if exactly_once else {}
         self._producer = AsyncProducer(
             producer_config(
                 self.settings,
                 client_id=f"quasar-worker-{self.settings.instance_id}",
-                **{"linger.ms": self.settings.worker_linger_ms},
+                **{"linger.ms": self.settings.worker_linger_ms, **txn},
             )
         )
+        self._services_producer = self._producer
+        if exactly_once:
+            self.transactions = await open_transactions(
+                self.settings, self._producer.client, lambda: self._consumer, self.names.dlq, self.tracker.committed
+            )
+            # Connectors' own records (publish_kafka, channel calls) stay outside the transactions: a
+            # channel call's request must be readable before its caller's transaction commits.
+            self._services_producer = AsyncProducer(
+                producer_config(self.settings, client_id=f"quasar-worker-{self.settings.instance_id}-connectors")
+            )
         # Large fetches: the loop takes whole batches; latency is still fetch.wait.max.ms.
         fetch: dict[str, Any] = {"fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 10_485_760}
         fetch["on_commit"] = self.tracker.on_commit
@@ -184,7 +204,7 @@ class ChannelWorker:
         self._consumer = Consumer(conf)
         self.services = ConnectorServices(
             self.reader.snapshot.connectors,
-            producer=self._producer,
+            producer=self._services_producer,
             max_channel_call_depth=self.settings.max_channel_call_depth,
             default_channel_call_timeout_ms=self.settings.default_channel_call_timeout_ms,
             breakers=BreakerRegistry(BreakerConfig.from_settings(self.settings)),
@@ -201,7 +221,8 @@ class ChannelWorker:
         # `_apply_snapshot` ignores whichever of the two arrives second if it is not newer.
         self._unlisten = self.reader.add_listener(self._apply_snapshot)
         await self._apply_snapshot(self.reader.snapshot)
-        self._committer = asyncio.create_task(self.tracker.commit_loop(), name="quasar-worker-commit")
+        if self.transactions is None:
+            self._committer = asyncio.create_task(self.tracker.commit_loop(), name="quasar-worker-commit")
         self._task = asyncio.create_task(self._consume_loop(), name="quasar-worker-consume")
         settle_heap()
 
@@ -222,7 +243,10 @@ class ChannelWorker:
                 await self._task
         if commit and self.failure is None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.tracker.drain(), self.drain_timeout)
+                if self.transactions is not None:
+                    await asyncio.wait_for(self.transactions.close(commit=True), self.drain_timeout)
+                else:
+                    await asyncio.wait_for(self.tracker.drain(), self.drain_timeout)
         if self._committer is not None:
             self._committer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -238,6 +262,8 @@ class ChannelWorker:
             await asyncio.to_thread(consumer.close)
         if self._producer is not None:
             await self._producer.close()
+        if self._services_producer is not None and self._services_producer is not self._producer:
+            await self._services_producer.close()
         if self._cluster_breakers is not None:
             with contextlib.suppress(Exception):
                 await self._cluster_breakers.stop()
@@ -387,10 +413,14 @@ class ChannelWorker:
                 # Busy stream: take what librdkafka already fetched, on the loop thread (no thread
                 # hand-off, no GIL ping-pong with a consumer thread). Idle: wait in a thread.
                 await asyncio.sleep(0)  # let the committer, listeners and other services run
+                if self.transactions is not None:
+                    await self.transactions.tick()
                 msgs = consumer.consume(self.batch_size, 0)
                 if not msgs:
                     msgs = await asyncio.to_thread(_poll_batch, consumer, self.batch_size)
-                if msgs:
+                if msgs and self.transactions is not None:
+                    await self.transactions.run(msgs, self._process)
+                elif msgs:
                     batch = self.tracker.batch()
                     await self._process(msgs, batch)
                     self._producer_client().poll(0)  # serve delivery reports of earlier batches
@@ -410,6 +440,10 @@ class ChannelWorker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit what was processed for the revoked partitions before another member takes them."""
+        if self.transactions is not None:
+            if partitions and self.failure is None:
+                self.transactions.on_revoke()
+            return
         # Cooperative rebalancing also calls this with no partitions (a subscription change that takes
         # nothing away): nothing to hand over, and a synchronous commit here would block the loop
         # for the whole rebalance.
