@@ -370,6 +370,8 @@ class ConfigState:
             p = _parse(key, value)
         except _Malformed as exc:
             return Outcome("ignored", f"malformed: {exc}", offset, key)
+        except Exception as exc:  # the fold is total: a record nobody foresaw must not stop every reader
+            return Outcome("ignored", f"malformed: {type(exc).__name__}: {str(exc)[:200]}", offset, key)
         current = self._objects.get((p.kind, p.id))
         current_revision = current.revision if current is not None else 0
         if p.expected_revision < current_revision:
@@ -382,7 +384,10 @@ class ConfigState:
                 p.id,
                 p.revision,
             )
-        refusal = self._governed(p, current)
+        try:
+            refusal = self._governed(p, current)
+        except Exception as exc:  # a release history the checks cannot read: refused, by every reader alike
+            refusal = f"release policy check failed: {type(exc).__name__}: {str(exc)[:200]}"
         if refusal is not None:
             return Outcome("refused", refusal, offset, key, p.kind, p.id, p.revision, p.actor, p.audited)
         if p.versions is None:

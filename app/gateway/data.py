@@ -39,7 +39,7 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.gateway.errors import ChannelTimeout, RequestTimeout, json_response
-from app.gateway.guards import ChannelGuards, ChannelPolicy, DataContext, Guard
+from app.gateway.guards import ChannelGuards, ChannelPolicy, DataContext, Guard, InFlight
 from app.gateway.reply_router import KafkaBridge
 from app.gateway.routing import Resolution, RouteTable
 from app.gateway.traces import TRACE_STATUSES, TraceIndex, orion_trace
@@ -181,6 +181,7 @@ class DataService:
         self._table = RouteTable()
         self._resolved: dict[tuple[str, str], Resolution] = {}  # per snapshot
         self._policies: dict[str, ChannelPolicy] = {}
+        self._in_flight: dict[str, InFlight] = {}
 
     # -- config view --------------------------------------------------------------------------------
 
@@ -189,13 +190,12 @@ class DataService:
         if snap is not self._snapshot:
             self._table = route_table(snap)
             self._resolved = {}
-            old = self._policies
-            self._policies = {}
-            for name, view in snap.channels.items():
-                policy = ChannelPolicy.build(view.channel, self.settings)
-                if name in old:  # keep the in-flight count of requests admitted under the old config
-                    policy.in_flight = old[name].in_flight
-                self._policies[name] = policy
+            counts = self._in_flight
+            self._in_flight = {n: c for n, c in counts.items() if c.n or n in snap.channels}  # forget idle, gone
+            self._policies = {
+                name: ChannelPolicy.build(view.channel, self.settings, self._in_flight.setdefault(name, InFlight()))
+                for name, view in snap.channels.items()
+            }
             self._snapshot = snap
         return snap
 
@@ -323,7 +323,7 @@ class DataService:
             )
 
     async def _call_sync(self, ctx: DataContext, policy: ChannelPolicy) -> Response:
-        if policy.max_concurrent is not None and policy.in_flight >= policy.max_concurrent:
+        if policy.max_concurrent is not None and policy.in_flight.n >= policy.max_concurrent:
             raise ServiceUnavailable(f"Channel '{policy.name}' is at capacity")
         bridge = self.bridge
         timeout_ms = policy.timeout_ms
@@ -333,7 +333,7 @@ class DataService:
         correlation_id = ctx.trace_id
         self._check_record_size(value, correlation_id, hdrs)
         reply_future = bridge.expect(correlation_id)
-        policy.in_flight += 1
+        policy.in_flight.n += 1
         # One timer handle instead of asyncio.wait_for (a task wrapper and callbacks per request).
         timer = reply_future.get_loop().call_later(timeout_ms / 1000, _expire, reply_future)
         try:
@@ -348,7 +348,7 @@ class DataService:
                 ) from None
         finally:
             timer.cancel()
-            policy.in_flight -= 1
+            policy.in_flight.n -= 1
             bridge.forget(correlation_id)
         limit = self.settings.result_limit_bytes
         if len(reply.body) > limit:

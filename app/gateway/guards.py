@@ -69,16 +69,24 @@ Guard = Callable[[DataContext], Awaitable[Response | None]]
 
 
 @dataclass(slots=True)
+class InFlight:
+    """Sync requests in flight on one channel. One object per channel name, shared by the policies of every
+    config snapshot: a request admitted under an old snapshot is counted down where new ones are counted."""
+
+    n: int = 0
+
+
+@dataclass(slots=True)
 class ChannelPolicy:
     """A channel's gateway-side state for one config snapshot: its compiled settings and in-flight count."""
 
     channel: CompiledChannel
     timeout_ms: int
-    in_flight: int = 0
+    in_flight: InFlight
 
     @classmethod
-    def build(cls, channel: CompiledChannel, settings: Settings) -> ChannelPolicy:
-        return cls(channel, channel.timeout_ms or settings.processing_timeout_ms)
+    def build(cls, channel: CompiledChannel, settings: Settings, in_flight: InFlight) -> ChannelPolicy:
+        return cls(channel, channel.timeout_ms or settings.processing_timeout_ms, in_flight)
 
     @property
     def name(self) -> str:

@@ -66,7 +66,7 @@ async def test_backpressure_rejects_beyond_max_concurrent_with_503(lonely: Gatew
     service = lonely.app.state.data_service
 
     async def admitted() -> None:
-        while service._policies.get("slow") is None or service._policies["slow"].in_flight < 1:  # noqa: ASYNC110
+        while service._policies.get("slow") is None or service._policies["slow"].in_flight.n < 1:  # noqa: ASYNC110
             await asyncio.sleep(0.005)  # the first request is being admitted by the same loop
 
     await asyncio.wait_for(admitted(), 5)
@@ -77,6 +77,30 @@ async def test_backpressure_rejects_beyond_max_concurrent_with_503(lonely: Gatew
         "message": "Channel 'slow' is at capacity",
     }
     assert (await first).status_code == 504
+
+
+async def test_a_config_change_during_a_request_does_not_leak_capacity(lonely: Gateway) -> None:
+    # Review finding: each new config snapshot copied the in-flight count, and the requests admitted before
+    # it counted down the old copy: after a few changes a max_concurrent channel refused everyone (503).
+    service = lonely.app.state.data_service
+    for round_ in range(3):
+        first = asyncio.create_task(lonely.http.post("/api/v1/data/slow", json={"data": {}}))
+
+        async def admitted() -> None:
+            while service._policies.get("slow") is None or service._policies["slow"].in_flight.n < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+
+        await asyncio.wait_for(admitted(), 5)
+        # Any config change makes a new snapshot while the request waits (here: a new workflow).
+        await Admin(lonely.http).workflow(
+            {"workflow_id": f"other-{round_}", "name": "o", "tasks": [map_task("t", ("data.x", 1))]}
+        )
+        # A request after the change takes the new snapshot while the first is in flight: at capacity.
+        assert (await lonely.http.post("/api/v1/data/slow", json={"data": {}})).status_code == 503
+        assert (await first).status_code == 504
+        assert service._policies["slow"].in_flight.n == 0
+    third = asyncio.create_task(lonely.http.post("/api/v1/data/slow", json={"data": {}}))
+    assert (await third).status_code == 504  # admitted (no worker answers), not 503 at capacity
 
 
 async def test_a_guard_hook_can_answer_before_the_kafka_round_trip(lonely: Gateway) -> None:

@@ -199,11 +199,11 @@ async def test_a_503_does_not_use_up_the_idempotency_key(gateway: Gateway) -> No
 
     await eventually(admitted, within=60)
     policy = service._policies["capped"]
-    policy.in_flight = policy.max_concurrent  # the channel is at capacity (as if a request were running)
+    policy.in_flight.n = policy.max_concurrent  # the channel is at capacity (as if a request were running)
     try:
         refused = await gateway.http.post("/api/v1/data/capped", json={"data": {}}, headers=key)
     finally:
-        policy.in_flight = 0
+        policy.in_flight.n = 0
     assert refused.status_code == 503, refused.text
     retry = await gateway.http.post("/api/v1/data/capped", json={"data": {}}, headers=key)
     assert retry.status_code == 200, retry.text

@@ -262,6 +262,8 @@ def _bad(kind: str = "workflow", oid: str = "a", **changes: Any) -> tuple[str, b
         ("workflow/a#5.n", _bad(revision=5)[1], "expected_revision + 1"),
         (*_bad(expected_revision="0"), "must be integers"),
         (*_bad(object={"versions": {"one": {"status": "draft"}}}), "positive integer"),
+        (*_bad(object={"versions": {"²": {"status": "draft"}}}), "positive integer"),  # isdigit() but not int()
+        (*_bad(object={"versions": {"9" * 5000: {"status": "draft"}}}), "positive integer"),  # int() refuses
         (*_bad(object={"versions": {"1": {"status": "live"}}}), "invalid status"),
         (
             *_bad(object={"versions": {"1": {"status": "draft"}, "2": {"status": "draft"}}}),

@@ -157,6 +157,29 @@ def test_forged_records_are_refused_by_every_reader(log: Log) -> None:
     assert out.status == "refused"
 
 
+@pytest.mark.parametrize("extra", [1, "x", None, ["list"]])
+def test_release_histories_the_checks_cannot_read_are_refused_and_the_fold_goes_on(log: Log, extra: Any) -> None:
+    # Review finding: an event that is not an object raised AttributeError out of the fold, which stopped every
+    # reader, on every restart, at that offset.
+    rid = request(log)
+    obj = log.state.get("workflow", "pay-1")
+    assert obj is not None
+    rel = dict(obj.releases[rid])
+    rel["events"] = [*rel["events"], extra]
+
+    class Forge(Operation):
+        name = "release.review"
+
+        def run(self, kind: str, object_id: str, current: Any, now: str) -> Any:
+            from app.config_store.operations import Change
+
+            return Change(self.name, {n: dict(d) for n, d in current.versions.items()}, None, {rid: rel})
+
+    out = log.write("workflow", "pay-1", Forge(), actor="key:ed")
+    assert out.status == "refused" and "release policy check failed" in out.reason, out
+    assert log.write("workflow", "pay-1", Update(wf("pay-1", description="after"))).applied
+
+
 def test_freeze_window_is_judged_on_the_records_own_time(log: Log) -> None:
     frozen = ReleasePolicyDoc.model_validate(
         {
