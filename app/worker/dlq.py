@@ -82,12 +82,18 @@ class DlqEntry:
         )
 
     def replay_headers(self) -> HeaderList:
-        """The original headers with `quasar-attempt` = attempts + 1 and the first failure time kept."""
-        out: HeaderList = [(k, v) for k, v in self.headers if k not in _CONTEXT]
+        """The original headers with `quasar-attempt` = attempts + 1 and the first failure time kept.
+
+        A sync request's caller already had its answer (the error): the replay carries no deadline (it would
+        expire at once, traced and never run) and no reply address (nobody waits for it)."""
+        out: HeaderList = [(k, v) for k, v in self.headers if k not in _CONTEXT and k not in _CALLER]
         out.append((H.ATTEMPT, str(self.attempts + 1).encode()))
         if self.first_failed_at:
             out.append((H.DLQ_FIRST_FAILED_AT, str(self.first_failed_at).encode()))
         return out
+
+
+_CALLER = frozenset({H.DEADLINE, H.REPLY_TO, H.CORRELATION_ID})
 
 
 def _int(value: str | None, default: int) -> int:

@@ -23,7 +23,7 @@ from app.kafka.topics import TopicPlan, apply_topics
 from app.settings import Settings
 from app.worker import metrics as M
 from app.worker.codec import SCHEMAS_DIR
-from app.worker.dlq import DlqFilter, list_dlq, replay_dlq, replay_report
+from app.worker.dlq import DlqEntry, DlqFilter, list_dlq, replay_dlq, replay_report
 from tests.runtime.worker_support import COMPLEX, Runtime, dlq_headers, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -288,3 +288,33 @@ async def test_dead_letters_with_crafted_keys_are_listed_and_mark_nothing(rt: Ru
     )  # fmt: skip
     assert table.returncode == 0, table.stderr
     assert "4 dead letter(s)" in table.stdout
+
+
+def test_a_replayed_sync_request_carries_no_deadline_and_no_reply_address() -> None:
+    # Review finding: the replay kept `quasar-deadline`, so a replayed sync request expired at once (traced,
+    # never run) while the replay marker said it was replayed.
+    entry = DlqEntry(
+        partition=0,
+        offset=5,
+        key=b"k",
+        value=b"{}",
+        headers=[
+            (H.DEADLINE, b"1700000000000"),
+            (H.REPLY_TO, b"quasar.replies:0"),
+            (H.CORRELATION_ID, b"c-1"),
+            ("x-app", b"kept"),
+            (H.DLQ_ERROR_CODE, b"VALIDATION_ERROR"),
+            (H.ATTEMPT, b"1"),
+        ],
+        channel="ch",
+        code="VALIDATION_ERROR",
+        message="m",
+        attempts=1,
+        first_failed_at=1_700_000_000_000,
+        topic="quasar.ch.ch",
+        original_partition=0,
+        original_offset=3,
+    )
+    headers = dict(entry.replay_headers())
+    assert not {H.DEADLINE, H.REPLY_TO, H.CORRELATION_ID, H.DLQ_ERROR_CODE} & set(headers)
+    assert headers["x-app"] == b"kept" and headers[H.ATTEMPT] == b"2"
