@@ -165,15 +165,19 @@ def _value_format(cfg: ChannelConfig, errors: list[dict[str, str]]) -> tuple[Any
         if sr is not None:
             bad("schema_registry", f"applies to value formats {', '.join(sorted(REGISTRY_FORMATS))}, not {fmt}")
         return fmt, None
-    if fmt == "protobuf_registry":
-        # Decoding without generated classes needs descriptors built from the registry's serialized schema;
-        # not built yet (docs/operations.md, "Schema Registry").
-        bad("value_format", "protobuf_registry is not supported yet: use avro_registry or json_schema_registry")
     if cfg.envelope == "quasar":
         bad("envelope", f"a {fmt} value is the payload itself: envelope quasar does not apply")
     if sr is None:
         return fmt, RegistryPolicy(fmt.removesuffix("_registry"))  # type: ignore[arg-type]
-    if sr.subject_name_strategy != "topic" and sr.output_schema is None:
+    if fmt == "protobuf_registry" and sr.output_schema is not None:
+        # Python has no .proto compiler: message types come from the registry's serialized descriptors.
+        bad(
+            "schema_registry.output_schema",
+            "not for protobuf_registry: outputs use the output subject's latest version",
+        )
+    elif fmt == "protobuf_registry" and sr.subject_name_strategy != "topic":
+        bad("schema_registry.subject_name_strategy", "protobuf_registry outputs use the topic strategy")
+    elif sr.subject_name_strategy != "topic" and sr.output_schema is None:
         bad(
             "schema_registry.output_schema",
             f"subject_name_strategy {sr.subject_name_strategy} names the output subject after the output "

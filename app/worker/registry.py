@@ -33,8 +33,12 @@ import orjson
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema
 from confluent_kafka.schema_registry._async.avro import AsyncAvroDeserializer, AsyncAvroSerializer
 from confluent_kafka.schema_registry._async.json_schema import AsyncJSONDeserializer, AsyncJSONSerializer
+from confluent_kafka.schema_registry._async.protobuf import AsyncProtobufDeserializer
+from confluent_kafka.schema_registry.common.serde import SchemaId
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
+from google.protobuf import empty_pb2, json_format
+from google.protobuf.message_factory import GetMessageClass
 
 from app.channels import RegistryPolicy
 from app.errors import BadRequest, QuasarError, ServiceUnavailable
@@ -147,12 +151,23 @@ class SchemaRegistry:
         target = self._target(policy)
         schema_id = int.from_bytes(value[1:5], "big")
         deserializer = await self._serde(target, ("de", policy.format), lambda: self._deserializer(target, policy))
+        if policy.format == "protobuf":
+            return await self._call(
+                target, lambda: _protobuf_to_dict(deserializer, value), what=f"schema id {schema_id}"
+            )
         ctx = SerializationContext(topic, MessageField.VALUE)
         return await self._call(target, lambda: deserializer(value, ctx), what=f"schema id {schema_id}")
 
     async def encode(self, policy: RegistryPolicy, data: Any, topic: str) -> bytes:
         """`data` encoded for `topic` under its subject (the output schema, or the subject's latest version)."""
         target = self._target(policy)
+        if policy.format == "protobuf":
+            deserializer = await self._serde(target, ("de", "protobuf"), lambda: self._deserializer(target, policy))
+            return await self._call(
+                target,
+                lambda: _protobuf_encode(deserializer, self._client(target, serialized=True), data, f"{topic}-value"),
+                what=f"output subject '{topic}-value'",
+            )
         key = (
             "ser",
             policy.format,
@@ -185,8 +200,11 @@ class SchemaRegistry:
         bearer = policy.bearer_token or (None if own else s.schema_registry_bearer_token)
         return _Target(url, resolve_secret(user_info), resolve_secret(bearer))
 
-    def _client(self, target: _Target) -> AsyncSchemaRegistryClient:
-        client: AsyncSchemaRegistryClient | None = self._clients.hit(target)
+    def _client(self, target: _Target, *, serialized: bool = False) -> AsyncSchemaRegistryClient:
+        # Protobuf schemas are fetched as serialized descriptors; the library's schema cache does not key by
+        # format, so they get a client of their own.
+        key = (target, serialized)
+        client: AsyncSchemaRegistryClient | None = self._clients.hit(key)
         if client is None:
             s = self.settings
             conf: dict[str, Any] = {
@@ -214,7 +232,7 @@ class SchemaRegistry:
                 client = AsyncSchemaRegistryClient(conf)
             except (ValueError, TypeError) as exc:
                 raise SchemaRegistryRefused(f"schema registry client settings: {exc}") from None
-            self._clients.put(target, client)
+            self._clients.put(key, client)
         return client
 
     async def _serde(self, target: _Target, key: tuple[Any, ...], build: Callable[[], Awaitable[Any]]) -> Any:
@@ -245,7 +263,10 @@ class SchemaRegistry:
             return await AsyncAvroDeserializer(client, conf=conf)  # type: ignore[no-any-return]
         if policy.format == "json_schema":
             return await AsyncJSONDeserializer(None, schema_registry_client=client, conf=conf)  # type: ignore[no-any-return]
-        raise SchemaRegistryRefused(f"value format {policy.format}_registry is not supported")
+        # Protobuf without generated classes: the placeholder type is never parsed into; `_protobuf_to_dict`
+        # builds the writer's message type from the registry's descriptors (cached per schema by the library).
+        client = self._client(target, serialized=True)
+        return await AsyncProtobufDeserializer(empty_pb2.Empty, conf=conf, schema_registry_client=client)  # type: ignore[no-any-return]
 
     async def _serializer(self, target: _Target, policy: RegistryPolicy) -> Callable[..., Awaitable[Any]]:
         client = self._client(target)
@@ -317,6 +338,38 @@ class SchemaRegistry:
         cooldown = self.settings.schema_registry_down_cooldown_ms / 1000.0
         if cooldown > 0:
             self._down_until[target] = time.monotonic() + cooldown
+
+
+async def _protobuf_to_dict(deserializer: Any, value: bytes) -> Any:
+    """A Protobuf wire-format value as a dict (proto3 JSON mapping, field names as declared, defaults included),
+    its message type built from the writer schema's descriptors (the value's message indexes pick it)."""
+    schema_id = SchemaId("PROTOBUF")
+    payload = deserializer._schema_id_deserializer(value, None, schema_id)
+    writer = await deserializer._get_writer_schema(schema_id, None, "serialized")
+    fd_proto, pool = await deserializer._get_parsed_schema(writer)
+    desc = deserializer._get_message_desc(pool, pool.FindFileByName(fd_proto.name), schema_id.message_indexes or [0])
+    message = GetMessageClass(desc)()
+    message.ParseFromString(payload.read())
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+async def _protobuf_encode(deserializer: Any, client: AsyncSchemaRegistryClient, data: Any, subject: str) -> bytes:
+    """`data` as the first message of the subject's latest Protobuf schema, in the wire format (message index
+    [0] is the single byte 0). Fields the message does not declare are left out, as Avro and JSON Schema do."""
+    latest = await client.get_latest_version(subject)
+    if latest.schema_id is None:
+        raise SchemaNotFound(f"subject {subject!r} has no schema id")
+    schema_id: int = latest.schema_id
+    schema = await client.get_schema(schema_id, None, "serialized")
+    fd_proto, pool = await deserializer._get_parsed_schema(schema)
+    desc = deserializer._get_message_desc(pool, pool.FindFileByName(fd_proto.name), [0])
+    if not isinstance(data, Mapping):
+        raise SchemaMismatch(f"a Protobuf message needs an object, got {type(data).__name__}")
+    message = json_format.ParseDict(data, GetMessageClass(desc)(), ignore_unknown_fields=True)
+    body: bytes = message.SerializeToString()
+    return bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big") + b"\x00" + body
 
 
 def _is_network(exc: BaseException) -> bool:

@@ -241,7 +241,16 @@ def test_value_formats_compile_to_a_registry_policy() -> None:
         ({"value_format": "avro_registry", "avro_schema": "order"}, "config.avro_schema", "not avro_registry"),
         ({"schema_registry": {}}, "config.schema_registry", "not json"),
         ({"value_format": "avro_registry", "envelope": "quasar"}, "config.envelope", "does not apply"),
-        ({"value_format": "protobuf_registry"}, "config.value_format", "not supported yet"),
+        (
+            {"value_format": "protobuf_registry", "schema_registry": {"output_schema": "x"}},
+            "config.schema_registry.output_schema",
+            "latest version",
+        ),
+        (
+            {"value_format": "protobuf_registry", "schema_registry": {"subject_name_strategy": "record"}},
+            "config.schema_registry.subject_name_strategy",
+            "topic strategy",
+        ),
         (
             {"value_format": "avro_registry", "schema_registry": {"subject_name_strategy": "record"}},
             "config.schema_registry.output_schema",

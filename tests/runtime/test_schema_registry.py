@@ -16,7 +16,10 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.message_factory import GetMessageClass
 
 from app.kafka import headers as H
 from app.kafka.broker import free_port
@@ -83,6 +86,34 @@ PRICE = {  # the decoded record is the payload: parse it into data.in, then id, 
         },
     ],
 }
+
+
+PRICED_PROTO = """syntax = "proto3";
+package shop;
+
+message PricedOrder {
+  string id = 1;
+  double amount = 2;
+  double total = 3;
+  string status = 4;
+}
+"""
+
+
+def _proto_class(file: str, name: str, fields: list[tuple[str, int]]) -> Any:
+    """A message class built at run time (no generated code), as a producer's generated class would be."""
+    fdp = descriptor_pb2.FileDescriptorProto(name=file, package="shop", syntax="proto3")
+    message = fdp.message_type.add(name=name)
+    for number, (field, kind) in enumerate(fields, start=1):
+        message.field.add(
+            name=field, number=number, type=kind, label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+        )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return GetMessageClass(pool.FindMessageTypeByName(f"shop.{name}"))
+
+
+_STRING, _DOUBLE = descriptor_pb2.FieldDescriptorProto.TYPE_STRING, descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE
 
 
 @pytest.fixture
@@ -282,3 +313,33 @@ def test_credentials_resolve_from_env_and_a_channel_registry_never_gets_the_glob
     assert (own.url, own.user_info) == ("https://other.example", None)
     with pytest.raises(SchemaRegistryRefused, match="QUASAR_SCHEMA_REGISTRY_URL"):
         SchemaRegistry(Settings(schema_registry_url=None))._target(RegistryPolicy("avro"))
+
+
+async def test_protobuf_records_round_trip_without_generated_classes(rt: Runtime, schema_registry_url: str) -> None:
+    sr = SchemaRegistryClient({"url": schema_registry_url})
+    in_topic, out_topic = rt.names.channel("pprices"), rt.names.output("pprices")
+    out_id = sr.register_schema(f"{out_topic}-value", Schema(PRICED_PROTO, "PROTOBUF"))
+    await rt.activate("pprices", PRICE, envelope=None, config={"value_format": "protobuf_registry"})
+    await rt.worker()
+    order = _proto_class(f"order_{uuid.uuid4().hex[:6]}.proto", "Order", [("id", _STRING), ("amount", _DOUBLE)])
+    serialize = ProtobufSerializer(order, sr, {"use.deprecated.format": False})
+    for i in range(2):
+        _send(rt, "pprices", serialize(order(id=f"p-{i}", amount=10.0 + i), _ctx(in_topic)), key=f"p-{i}")
+    garbage = serialize(order(id="x", amount=1.0), _ctx(in_topic))[:6] + b"\xff\xff\xff"  # truncated varint
+    _send(rt, "pprices", garbage, key="bad", trace="bad")
+    outs = await asyncio.to_thread(rt.outputs, "pprices", 2)
+    priced = _proto_class(
+        f"priced_{uuid.uuid4().hex[:6]}.proto",
+        "PricedOrder",
+        [("id", _STRING), ("amount", _DOUBLE), ("total", _DOUBLE), ("status", _STRING)],
+    )
+    deserialize = ProtobufDeserializer(priced, {"use.deprecated.format": False})
+    for m in outs:
+        i = int(m.key().decode().split("-")[1])
+        msg = deserialize(m.value(), _ctx(out_topic))
+        assert (msg.id, msg.amount, msg.status) == (f"p-{i}", 10.0 + i, "priced")
+        assert msg.total == pytest.approx((10.0 + i) * 1.2)
+        assert m.value()[0] == 0 and int.from_bytes(m.value()[1:5], "big") == out_id
+    (dead,) = await asyncio.to_thread(rt.dlq, 1)
+    hm = dlq_headers(dead)
+    assert hm[H.TRACE_ID] == "bad" and hm[H.DLQ_ERROR_CODE] == "SCHEMA_MISMATCH", hm
