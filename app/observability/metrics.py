@@ -214,10 +214,11 @@ class _RunStats(Collector):
     """
 
     def __init__(self) -> None:
-        self.workflow_runs: dict[tuple[str, str], int] = {}
+        # A workflow's run count is its histogram's count (derived at scrape time).
         self.workflow_hist: dict[tuple[str, str], list[float]] = {}
-        self.task_runs: dict[tuple[str, str, int | str], int] = {}
-        self.task_hist: dict[tuple[str, str], list[float]] = {}
+        # One row per (workflow, task, status): the run count is the row's bucket total and the task's
+        # histogram is the sum of its status rows, both derived at scrape time (one lookup per task run).
+        self.task_rows: dict[tuple[str, str, int | str], list[float]] = {}
         self.message_hist: dict[tuple[str], list[float]] = {}
 
     @staticmethod
@@ -231,14 +232,35 @@ class _RunStats(Collector):
         row[-1] += seconds
 
     def workflow(self, channel: str, workflow: str, seconds: float) -> None:
-        key = (channel, workflow)
-        self.workflow_runs[key] = self.workflow_runs.get(key, 0) + 1
-        self._observe(self.workflow_hist, key, seconds)
+        self._observe(self.workflow_hist, (channel, workflow), seconds)
+
+    @staticmethod
+    def row(hist: dict[Any, list[float]], key: Any) -> list[float]:
+        """The histogram row of `key` (created empty): hot paths keep it and add to it in place."""
+        row = hist.get(key)
+        if row is None:
+            row = hist[key] = [0.0] * _ROW
+        return row
 
     def task(self, workflow: str, task: str, status: int | str, seconds: float) -> None:
-        key = (workflow, task, status)
-        self.task_runs[key] = self.task_runs.get(key, 0) + 1
-        self._observe(self.task_hist, (workflow, task), seconds)
+        self._observe(self.task_rows, (workflow, task, status), seconds)
+
+    @staticmethod
+    def _task_families(
+        rows: dict[tuple[str, str, int | str], list[float]],
+    ) -> tuple[dict[Any, int], dict[Any, list[float]]]:
+        """(runs by (workflow, task, status), histogram rows by (workflow, task)) from the status rows."""
+        runs: dict[Any, int] = {}
+        hist: dict[Any, list[float]] = {}
+        for (wf, task, status), row in rows.items():
+            runs[(wf, task, status)] = int(sum(row[:-1]))
+            merged = hist.get((wf, task))
+            if merged is None:
+                hist[(wf, task)] = list(row)
+            else:
+                for i, value in enumerate(row):
+                    merged[i] += value
+        return runs, hist
 
     def message(self, channel: str, seconds: float) -> None:
         self._observe(self.message_hist, (channel,), seconds)
@@ -247,12 +269,15 @@ class _RunStats(Collector):
         return iter(self._families({}, {}, {}, {}, {}))
 
     def collect(self) -> Iterator[Any]:
+        # `dict.copy()` holds the GIL: a consistent view of the dicts; the rows are copied while merging.
+        task_runs, task_hist = self._task_families({k: list(v) for k, v in self.task_rows.copy().items()})
+        workflow_hist = {k: list(v) for k, v in self.workflow_hist.copy().items()}
         return iter(
             self._families(
-                self.workflow_runs.copy(),
-                self.workflow_hist.copy(),
-                self.task_runs.copy(),
-                self.task_hist.copy(),
+                {k: int(sum(row[:-1])) for k, row in workflow_hist.items()},
+                workflow_hist,
+                task_runs,
+                task_hist,
                 self.message_hist.copy(),
             )
         )
@@ -368,40 +393,57 @@ class WorkflowObserver:
     (`workflow_id`, `task_id`, wall-clock `ts`, `status`); durations are the gaps between them.
     """
 
-    __slots__ = ("_stats",)
+    __slots__ = ("_channels", "_stats")
 
     def __init__(self, stats: _RunStats | None = None) -> None:
         self._stats = stats or RUN_STATS
+        # channel -> (its message histogram row, workflow id -> its workflow histogram row): the rows of
+        # the stats' dicts, kept here so a record's update needs no key tuple and no lookup in them.
+        self._channels: dict[str, tuple[list[float], dict[str, list[float]]]] = {}
 
     def observe(self, channel: str, audit_trail: Iterable[Any], started: float, duration: float | None = None) -> None:
         """Record one run; `started` is `time.time()` taken just before the engine ran, `duration` the
         engine time of the whole record (`message_duration_seconds`) when measured."""
-        # Inlined (no helper calls): this runs for every record on the worker's hot path.
+        # Inlined (no helper calls): this runs for every record on the worker's hot path. Most tasks of a
+        # compiled workflow take microseconds: such a duration lands in the first bucket with no search.
         stats = self._stats
+        rows_of_channel = self._channels.get(channel)
+        if rows_of_channel is None:
+            rows_of_channel = self._channels[channel] = (stats.row(stats.message_hist, (channel,)), {})
+        message_row, workflow_rows = rows_of_channel
+        first_bound = _FAST_BUCKETS[0]
         if duration is not None:
-            stats.message(channel, duration)
-        task_runs, task_hist = stats.task_runs, stats.task_hist
+            seconds = duration if duration > 0.0 else 0.0
+            message_row[0 if seconds <= first_bound else bisect_left(_FAST_BUCKETS, seconds)] += 1
+            message_row[-1] += seconds
+        rows = stats.task_rows
         prev = started
         wf_id: str | None = None
         wf_last = started
         for entry in audit_trail:
-            wid, tid, ts = entry.workflow_id, entry.task_id, entry.ts
+            wid, ts = entry.workflow_id, entry.ts
             if wid != wf_id:
                 if wf_id is not None:
                     stats.workflow(channel, wf_id, wf_last - started)
                 wf_id = wid
-            key = (wid, tid, entry.status)
-            task_runs[key] = task_runs.get(key, 0) + 1
-            hkey = (wid, tid)
-            row = task_hist.get(hkey)
+            key = (wid, entry.task_id, entry.status)
+            row = rows.get(key)
             if row is None:
-                row = task_hist[hkey] = [0.0] * _ROW
-            seconds = ts - prev if ts > prev else 0.0
-            row[bisect_left(_FAST_BUCKETS, seconds)] += 1
-            row[-1] += seconds
+                row = rows[key] = [0.0] * _ROW
+            if ts > prev:
+                seconds = ts - prev
+                row[0 if seconds <= first_bound else bisect_left(_FAST_BUCKETS, seconds)] += 1
+                row[-1] += seconds
+            else:
+                row[0] += 1
             prev = wf_last = ts
         if wf_id is not None:
-            stats.workflow(channel, wf_id, wf_last - started)
+            row = workflow_rows.get(wf_id)
+            if row is None:
+                row = workflow_rows[wf_id] = stats.row(stats.workflow_hist, (channel, wf_id))
+            seconds = wf_last - started if wf_last > started else 0.0
+            row[0 if seconds <= first_bound else bisect_left(_FAST_BUCKETS, seconds)] += 1
+            row[-1] += seconds
 
 
 def observe_config_record(kind: str | None, outcome: str, record_ts_ms: int, *, caught_up: bool) -> None:

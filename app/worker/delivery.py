@@ -68,8 +68,16 @@ class Acks:
 
     def emit(self, outcome: Outcome) -> None:
         """Enqueue every record of `outcome` (never awaits)."""
+        produce, cb, sent = self._client.produce, self._cb, self.sent
         for record in outcome.records:
-            self.send(record)
+            topic, value, key, headers, partition = record
+            try:
+                produce(topic, value, key, partition=partition, on_delivery=cb, headers=headers)
+            except (BufferError, KafkaException):
+                self.send(record)  # the queue is full or the record was refused: the slow path handles both
+                continue
+            self.produced += 1
+            sent.append(record)
 
     def send(self, record: Produce) -> None:
         """Enqueue one record; a full local queue blocks up to `timeout` (backpressure)."""

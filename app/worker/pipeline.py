@@ -437,12 +437,19 @@ class Pipeline:
         *,
         attempt: int = 1,
         first_failed_ms: int = 0,
+        headers: tuple[Any, dict[str, str]] | None = None,
     ) -> Outcome:
-        """Process one record. Never raises for anything a record can contain."""
+        """Process one record. Never raises for anything a record can contain.
+
+        `headers`: the record's raw headers and their `header_map`, when the caller already read them
+        (confluent-kafka builds a new list on every `headers()` call)."""
         topic = record.topic() or ""
         route = view.routes.get(topic)
-        raw = record.headers()
-        hm = H.header_map(raw) if raw else {}
+        if headers is None:
+            raw = record.headers()
+            hm = H.header_map(raw) if raw else {}
+        else:
+            raw, hm = headers
         if route is None:
             route = ChannelRoute(hm.get(H.CHANNEL, "")[:255], topic, True, None, None)
             return self.failed(record, route, hm, NotFound(f"no active channel reads topic '{topic}'"), view, clock)
@@ -463,9 +470,10 @@ class Pipeline:
                 raise InvalidEnvelope(f"malformed {H.DEADLINE} header {deadline[:64]!r}: expected epoch ms")
             if raw and len(raw) != len(hm):  # some value was dropped as undecodable
                 _check_control_headers(raw)
-            reply_to = view.reply_to(hm)
+            reply_to = view.reply_to(hm) if H.REPLY_TO in hm else None
             value = record.value()
-            check_record_size(value, self.max_record_bytes)
+            if value is not None and len(value) > self.max_record_bytes:
+                check_record_size(value, self.max_record_bytes)
             if route.registry is not None:
                 data = await self.registry.decode(route.registry, value, topic)
                 metadata: dict[str, Any] = {}
@@ -482,11 +490,24 @@ class Pipeline:
             if engine is None or not engine.has_channel(route.name):
                 raise NotFound(f"Channel '{route.name}' not found")
             trace_id = _trace_id(record, hm)
-            span = self._span(route.name, hm, metadata)  # OpenTelemetry; also continues the caller's trace
-            message = EngineMessage.from_request(data, metadata, id=hm.get(H.REQUEST_ID) or trace_id)
-            if self.explain_requests and (is_yes(hm.get(H.EXPLAIN)) or explain_requested(metadata)):
+            if self.tracing is not None or H.TRACEPARENT in hm:
+                span = self._span(route.name, hm, metadata)  # OpenTelemetry; also continues the caller's trace
+            # `metadata` is this record's own (just decoded): no copy, unlike `Message.from_request`.
+            message = EngineMessage(data, metadata=metadata, id=hm.get(H.REQUEST_ID) or trace_id)
+            if self.explain_requests and (
+                (H.EXPLAIN in hm and is_yes(hm[H.EXPLAIN]))
+                or (("headers" in metadata or "query" in metadata) and explain_requested(metadata))
+            ):
                 message.explain = []  # rule functions record their decision paths (docs/rules.md)
-            options = self._options(record, route, hm, data, metadata, deadline, engine)
+            if (
+                deadline is None
+                and route.rollout_channel is None
+                and H.ROLLOUT_KEY not in hm
+                and engine.is_sync(route.name)
+            ):
+                options = _NO_OPTIONS  # the common case, decided without building anything
+            else:
+                options = self._options(record, route, hm, data, metadata, deadline, engine)
             if route.per_task:  # each task's changes, encoded as the task finishes (docs/concepts.md)
                 message.audit_trail = TaskTrail(self._task_index(engine))
             started = time.perf_counter()
@@ -671,10 +692,11 @@ class Pipeline:
         if reply_to is not None:
             out.append((reply_to[0], body, hm[H.CORRELATION_ID], [_STATUS_200, *carried], reply_to[1]))
         if route.output_topic is not None and route.is_async:
-            headers = [(H.CHANNEL, route.name.encode()), (H.TRACE_ID, trace_id.encode()), *carried]
-            value = body if output is None else output
-            out.append((route.output_topic, value, self._output_key(route, record, message), headers, -1))
-        if _traced(route, failed=False):
+            headers = [_channel_header(route.name), (H.TRACE_ID, trace_id.encode()), *carried]
+            key = record.key() if route.key_logic is None else self._output_key(route, record, message)
+            out.append((route.output_topic, body if output is None else output, key, headers, -1))
+        channel = route.channel
+        if channel is None or channel.tracing.mode == "all" or _traced(route, failed=False):
             trail = b""
             if route.per_task and isinstance(message.audit_trail, TaskTrail):
                 # the room the (bounded) result leaves; 2048 covers the trace's own fields (id, channel, ...)
@@ -726,19 +748,14 @@ class Pipeline:
         completed = failed is None
         mode = hm.get(H.MODE) or ("sync" if H.REPLY_TO in hm else "async")
         middle = _trace_middle(route.name, completed, mode)
-        if completed:
-            tail = b',"result":' + (result if result is not None else b"null")
-        else:
-            tail = b',"error":' + orjson.dumps(failed)
-        if trail:
-            tail += trail
-        value = b'{"id":%b%b"created_at":"%b","completed_at":"%b","duration_ms":%d%b}' % (
+        value = (_COMPLETED_TRACE if completed else _FAILED_TRACE) % (
             orjson.dumps(trace_id),
             middle,
-            _iso(created).encode(),
-            _iso(done_ms).encode(),
+            _iso(created),
+            _iso(done_ms),
             max(0, done_ms - created),
-            tail,
+            (result if result is not None else b"null") if completed else orjson.dumps(failed),
+            trail,
         )
         if carried is None:
             carried = propagated_headers(record.headers(), allow=route.headers)
@@ -883,7 +900,22 @@ def bounded_dlq(
     return None, [*headers, (H.DLQ_VALUE_DROPPED, str(len(value)).encode())]
 
 
+_CHANNEL_HEADERS: dict[str, tuple[str, bytes]] = {}
+
+
+def _channel_header(channel: str) -> tuple[str, bytes]:
+    """`quasar-channel: <channel>` of an output record, encoded once per channel."""
+    header = _CHANNEL_HEADERS.get(channel)
+    if header is None:
+        if len(_CHANNEL_HEADERS) > 4096:
+            _CHANNEL_HEADERS.clear()
+        header = _CHANNEL_HEADERS[channel] = (H.CHANNEL, channel.encode())
+    return header
+
+
 _MIDDLES: dict[tuple[str, bool, str], bytes] = {}
+_COMPLETED_TRACE = b'{"id":%b%b"created_at":"%b","completed_at":"%b","duration_ms":%d,"result":%b%b}'
+_FAILED_TRACE = b'{"id":%b%b"created_at":"%b","completed_at":"%b","duration_ms":%d,"error":%b%b}'
 
 
 def _traced(route: ChannelRoute, *, failed: bool) -> bool:
@@ -998,15 +1030,21 @@ def _trace_id(record: RecordLike, hm: Mapping[str, str]) -> str:
     return f"{record.topic()}-{record.partition()}-{record.offset()}"
 
 
-_SECONDS: dict[int, str] = {}
+_SECONDS: dict[int, bytes] = {}
+_STAMPS: dict[int, bytes] = {}  # ms -> the whole stamp: a trace's two stamps and a batch's records share a few
 
 
-def _iso(ms: int) -> str:
-    """RFC 3339 UTC with milliseconds; the seconds part is cached (records of a batch share a few)."""
-    secs, rem = divmod(ms, 1000)
-    text = _SECONDS.get(secs)
+def _iso(ms: int) -> bytes:
+    """RFC 3339 UTC with milliseconds, as bytes for a trace record; cached per millisecond and per second."""
+    text = _STAMPS.get(ms)
     if text is None:
-        if len(_SECONDS) > 64:
-            _SECONDS.clear()
-        text = _SECONDS[secs] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    return f"{text}.{rem:03d}Z"
+        if len(_STAMPS) > 4096:
+            _STAMPS.clear()
+        secs, rem = divmod(ms, 1000)
+        head = _SECONDS.get(secs)
+        if head is None:
+            if len(_SECONDS) > 64:
+                _SECONDS.clear()
+            head = _SECONDS[secs] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)).encode()
+        text = _STAMPS[ms] = b"%b.%03dZ" % (head, rem)
+    return text

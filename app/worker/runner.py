@@ -467,12 +467,14 @@ class ChannelWorker:
         offsets = batch.offsets
         acks = batch.acks
         counts: dict[tuple[str, str], int] = {}
+        oks: dict[str, int] = {}  # channel -> records that succeeded inline (the common case, counted apart)
         governed = self.governance.governed(self.reader.snapshot)  # channels with keys / size / rate / dedup
         held = self.governance.throttle.held  # partitions paused by a rate limit
         stopped: set[tuple[str, int]] = set()  # held partitions already handled in this batch
         inline: dict[str, bool] = {}  # topic -> its channel runs synchronously (no IO to await)
         tails = self._tails
         skipped = 0
+        emit = acks.emit
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -527,11 +529,10 @@ class ChannelWorker:
                     )
                 if runs_inline:
                     # No IO to await: run now, in order (the coroutine never suspends).
-                    first = await self._handle(msg, view)
+                    first = await self._handle(msg, view, headers=(raw_headers, hm))
                     if first.status == "ok":
-                        acks.emit(first)
-                        status_key = (first.channel, "ok")
-                        counts[status_key] = counts.get(status_key, 0) + 1
+                        emit(first)
+                        oks[first.channel] = oks.get(first.channel, 0) + 1
                         continue
                     if first.status != "retry":
                         self._finish(msg, hm, acks, first)
@@ -541,6 +542,8 @@ class ChannelWorker:
                 tails[chain] = task
                 task.add_done_callback(functools.partial(self._untail, chain))
             acks.tasks.append(task)
+        for channel, n in oks.items():
+            counts[(channel, "ok")] = counts.get((channel, "ok"), 0) + n
         for (channel, status), n in counts.items():
             M.MESSAGES.labels(channel, status).inc(n)
         self.processed += len(msgs) - skipped
@@ -580,11 +583,21 @@ class ChannelWorker:
             outcome = None
         self._finish(msg, hm, acks, outcome)
 
-    async def _handle(self, msg: Message, view: WorkerView, *, attempt: int = 1, first_failed_ms: int = 0) -> Outcome:
+    async def _handle(
+        self,
+        msg: Message,
+        view: WorkerView,
+        *,
+        attempt: int = 1,
+        first_failed_ms: int = 0,
+        headers: tuple[Any, dict[str, str]] | None = None,
+    ) -> Outcome:
         """`Pipeline.handle`, which never raises by design; if a bug makes it raise, the record is dead-lettered
         (not lost, not committed unprocessed, and the worker keeps running)."""
         try:
-            return await self.pipeline.handle(msg, view, attempt=attempt, first_failed_ms=first_failed_ms)
+            return await self.pipeline.handle(
+                msg, view, attempt=attempt, first_failed_ms=first_failed_ms, headers=headers
+            )
         except Exception as exc:
             log.exception("record %s[%s]@%s: processing raised; dead-lettering it", *_where(msg))
             route = view.routes.get(msg.topic() or "")
