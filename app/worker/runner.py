@@ -88,6 +88,7 @@ class ChannelWorker:
         batch_size: int = 2000,
         config_wait_seconds: float = 5.0,
         max_in_flight: int = 256,
+        max_outstanding: int | None = None,
         drain_timeout: float = 30.0,
     ) -> None:
         self.settings = settings
@@ -117,6 +118,13 @@ class ChannelWorker:
         self._reply_topics: dict[str, int] = {}  # configured reply topic -> partition count
         self.drain_timeout = drain_timeout
         self._slots = asyncio.Semaphore(max_in_flight)
+        # Records handed to tasks and not finished (each holds its Message): above the bound the loop
+        # consumes nothing more until half of them finished, so a slow upstream cannot pull a whole backlog
+        # into memory. Heartbeats go on (librdkafka's thread); a rebalance waits for the next poll.
+        self.max_outstanding = max_outstanding or max(batch_size, 4 * max_in_flight)
+        self._outstanding = 0
+        self.outstanding_peak = 0
+        self._room = asyncio.Event()
         self._routes: dict[str, ChannelRoute] = {}
         self._worker_view = WorkerView({}, None)
         self._view: Snapshot | None = None  # the snapshot `_routes` were built from
@@ -410,6 +418,11 @@ class ChannelWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), 0.5)
                     continue
+                if self._outstanding >= self.max_outstanding:
+                    self._room.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._room.wait(), 0.5)  # bounded, to notice stop()
+                    continue
                 # Busy stream: take what librdkafka already fetched, on the loop thread (no thread
                 # hand-off, no GIL ping-pong with a consumer thread). Idle: wait in a thread.
                 await asyncio.sleep(0)  # let the committer, listeners and other services run
@@ -538,6 +551,9 @@ class ChannelWorker:
                         self._finish(msg, hm, acks, first)
                         continue
             task = asyncio.ensure_future(self._run(msg, hm, acks, prev, first, slow))
+            self._outstanding += 1
+            self.outstanding_peak = max(self.outstanding_peak, self._outstanding)
+            task.add_done_callback(self._record_done)
             if chain is not None:
                 tails[chain] = task
                 task.add_done_callback(functools.partial(self._untail, chain))
@@ -547,6 +563,11 @@ class ChannelWorker:
         for (channel, status), n in counts.items():
             M.MESSAGES.labels(channel, status).inc(n)
         self.processed += len(msgs) - skipped
+
+    def _record_done(self, _task: asyncio.Future[None]) -> None:
+        self._outstanding -= 1
+        if self._outstanding <= self.max_outstanding // 2:
+            self._room.set()
 
     def _untail(self, chain: tuple[str, int, bytes], task: asyncio.Future[None]) -> None:
         if self._tails.get(chain) is task:

@@ -134,6 +134,21 @@ async def test_same_key_order_is_kept_when_the_workflow_awaits_io(rt: Runtime, u
         assert upstream.arrivals[k] == sorted(upstream.arrivals[k]) and len(upstream.arrivals[k]) >= per_key
 
 
+async def test_a_slow_upstream_does_not_pull_the_backlog_into_memory(rt: Runtime, upstream: Upstream) -> None:
+    # Review finding: the consume loop never waited for its record tasks, so with an IO workflow the whole
+    # backlog became tasks holding their records (memory grew until the process died).
+    await _connector(rt, upstream)
+    call = _task("work", "http_call", connector="api", method="POST", path="/work", body_logic={"var": "data.in"})
+    await rt.activate("backlog", _workflow(call), envelope=None)
+    total = 300
+    for seq in range(total):  # distinct keys: nothing serializes them but the bound
+        rt.send("backlog", {"k": f"k{seq}", "seq": seq}, key=f"k{seq}")
+    worker = await rt.worker(batch_size=10, max_in_flight=4, max_outstanding=20)
+    outputs = await asyncio.to_thread(rt.outputs, "backlog", total, 120)
+    assert len({m.key() for m in outputs}) == total  # every record processed
+    assert 0 < worker.outstanding_peak <= worker.max_outstanding + worker.batch_size
+
+
 async def test_side_effect_runs_once_per_delivery_when_a_later_task_fails(rt: Runtime, upstream: Upstream) -> None:
     await _connector(rt, upstream)
     charge = _task("charge", "http_call", connector="api", method="POST", path="/charge", body={"x": 1})
