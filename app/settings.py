@@ -208,6 +208,24 @@ class Settings(BaseSettings):
         default=3, description="Attempts for a retryable failure (with backoff) before the record goes to the DLQ."
     )
     worker_retry_backoff_ms: int = Field(default=200, description="First retry delay; doubles per attempt.")
+    flow_view_max_finished: int = Field(
+        default=10_000,
+        ge=0,
+        description="Finished (completed, failed, cancelled) instances a gateway's instance view keeps, least "
+        "recently written or read first out; running ones are always kept. An evicted instance answers 404.",
+    )
+    flow_view_max_finished_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Bound on the finished instances of the instance view, in bytes of their state records (the "
+        "objects in memory take a few times that).",
+    )
+    flow_view_finished_ttl_secs: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="Finished instances older than this (since their last change) leave the instance view; "
+        "0 keeps them until the count or bytes bound.",
+    )
     task_bridge_max_polls: int = Field(
         default=256,
         ge=0,

@@ -4,14 +4,23 @@ A background thread tails every partition of `flows.state` (no consumer group) a
 state of each instance; each new state record wakes the `watch` subscribers of that instance (the
 SSE stream) and `wait_for` callers (the start endpoint's sync wait). Readiness: after a marker has
 been read back on every partition, the view holds everything written before it started.
+
+Bounded: running instances are all kept (they are the working set, signals and streams need them);
+finished ones only up to `flow_view_max_finished` instances and `flow_view_max_finished_bytes` bytes
+of state records, least recently written or read first out, and for `flow_view_finished_ttl_secs`
+after this view last wrote or read them (its own clock: runners' clocks may be virtual in tests).
+An evicted instance is unknown to this gateway (404); its history stays in the changelog.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
@@ -35,6 +44,14 @@ class InstanceView:
         self.settings = settings
         self.topic = TopicNames(settings.topic_prefix).flow_state
         self.instances: dict[str, InstanceState] = {}
+        # Finished instances, least recently written or read first: id -> (monotonic time of that, bytes
+        # of its state record).
+        self._finished: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self.finished_bytes = 0
+        self.evicted = 0
+        # While reading the history back, partition after partition, arrival order is not the order in
+        # which instances finished: the bound then drops the oldest by `updated_at` (a heap).
+        self._by_age: list[tuple[float, str]] | None = []
         self._watchers: dict[str, set[asyncio.Queue[InstanceState]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -50,6 +67,10 @@ class InstanceView:
             log.warning("flows: %s does not exist; instance API unavailable", self.topic)
             return
         positions = await self._loop.run_in_executor(None, self._catch_up, partitions, catch_up_seconds)
+        with self._lock:  # from now on arrival order is finishing order: least recently used first out
+            ordered = sorted(self._finished.items(), key=lambda item: self.instances[item[0]].updated_at)
+            self._finished = OrderedDict(ordered)
+            self._by_age = None
         self._ready.set()
         self._thread = threading.Thread(target=self._tail, args=(positions,), name="flow-view", daemon=True)
         self._thread.start()
@@ -64,10 +85,16 @@ class InstanceView:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
 
     def get(self, instance_id: str) -> InstanceState | None:
-        return self.instances.get(instance_id)
+        with self._lock:
+            entry = self._finished.get(instance_id)
+            if entry is not None:  # read: keep it longer (LRU)
+                self._finished[instance_id] = (time.monotonic(), entry[1])
+                self._finished.move_to_end(instance_id)
+            return self.instances.get(instance_id)
 
     def find(self, *, flow_id: str | None = None, status: str | None = None) -> list[InstanceState]:
         with self._lock:
+            self._evict()
             found = list(self.instances.values())
         return [
             s for s in found if (flow_id is None or s.flow_id == flow_id) and (status is None or s.status == status)
@@ -147,9 +174,45 @@ class InstanceView:
             if previous is not None and previous.events > state.events:
                 return  # an older record (a replay by a new owner) never hides a newer state
             self.instances[state.id] = state
+            self.finished_bytes -= self._finished.pop(state.id, (0.0, 0))[1]
+            if state.terminal:
+                self._finished[state.id] = (time.monotonic(), len(value))
+                self.finished_bytes += len(value)
+                if self._by_age is not None:
+                    heapq.heappush(self._by_age, (state.updated_at, state.id))
+                self._evict()
         loop = self._loop
         if loop is not None and state.id in self._watchers:
             loop.call_soon_threadsafe(self._notify, state)
+
+    def _evict(self) -> None:
+        """Drop finished instances beyond the bounds, least recently used first (under `_lock`)."""
+        settings = self.settings
+        ttl = settings.flow_view_finished_ttl_secs
+        cutoff = time.monotonic() - ttl if ttl > 0 else None
+        while self._finished:
+            oldest = self._oldest()
+            touched = self._finished[oldest][0]
+            over = (
+                len(self._finished) > settings.flow_view_max_finished
+                or self.finished_bytes > settings.flow_view_max_finished_bytes
+                or (cutoff is not None and touched < cutoff)
+            )
+            if not over:
+                return
+            self.finished_bytes -= self._finished.pop(oldest)[1]
+            del self.instances[oldest]
+            self.evicted += 1
+
+    def _oldest(self) -> str:
+        """The finished instance to drop first: least recently used, or while catching up, oldest finished."""
+        while self._by_age:
+            updated_at, instance_id = self._by_age[0]
+            state = self.instances.get(instance_id)
+            if instance_id in self._finished and state is not None and state.updated_at == updated_at:
+                return instance_id
+            heapq.heappop(self._by_age)  # evicted or written again since
+        return next(iter(self._finished))
 
     def _notify(self, state: InstanceState) -> None:
         for queue in list(self._watchers.get(state.id, ())):

@@ -37,6 +37,10 @@ __all__ = ["FlowService", "admin_router", "close_flow_service", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["Flow instances"], dependencies=[Depends(_authenticate)])
 MAX_WAIT_MS = 60_000
+_UNKNOWN = (
+    "instance {!r} not found (or finished and no longer kept by this gateway's view: "
+    "QUASAR_FLOW_VIEW_MAX_FINISHED and docs/flows.md)"
+)
 _SSE_KEEPALIVE_S = 15.0
 
 
@@ -176,7 +180,7 @@ async def start_instance(flow_id: str, request: Request, flows: FlowService = Fl
 async def get_instance(instance_id: str, flows: FlowService = Flows) -> Response:
     state = flows.view.get(instance_id)
     if state is None:
-        raise NotFound(f"instance {instance_id!r} not found")
+        raise NotFound(_UNKNOWN.format(instance_id))
     return _data(_view(state))
 
 

@@ -96,8 +96,8 @@ async def test_a_state_too_large_for_the_broker_parks_the_event_and_the_instance
         await env.runner()
         await env.start("big", "b-1")
         await env.wait("b-1", "waiting")
-        blob = "x" * 600_000
-        for n, name in enumerate(("first", "second")):  # together past the broker's 1 MB record limit
+        blob = "x" * (settings.max_record_bytes * 6 // 10)
+        for n, name in enumerate(("first", "second")):  # together past the record budget (message.max.bytes)
             patch = SignalEvent(instance_id="b-1", signal_id=f"u{n}", signal="update_context", payload={name: blob})
             await env.client.send(patch)
         await env.client.send(
