@@ -10,5 +10,5 @@ from tests.fixtures.kafka import (  # noqa: F401
     topic_factory,
     unique_topic,
 )
-from tests.fixtures.schema_registry import schema_registry_url  # noqa: F401
+from tests.fixtures.schema_registry import schema_registry_url, secured_schema_registry  # noqa: F401
 from tests.fixtures.services import postgres_dsn, redis_key_prefix, redis_server, redis_url  # noqa: F401

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -343,3 +344,31 @@ async def test_protobuf_records_round_trip_without_generated_classes(rt: Runtime
     (dead,) = await asyncio.to_thread(rt.dlq, 1)
     hm = dlq_headers(dead)
     assert hm[H.TRACE_ID] == "bad" and hm[H.DLQ_ERROR_CODE] == "SCHEMA_MISMATCH", hm
+
+
+async def test_basic_auth_reaches_a_secured_registry_and_wrong_credentials_are_refused(
+    rt: Runtime, secured_schema_registry: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, user, password = secured_schema_registry
+    monkeypatch.setenv("SR_AUTH_OK", f"{user}:{password}")
+    monkeypatch.setenv("SR_AUTH_BAD", f"{user}:wrong")
+    sr = SchemaRegistryClient({"url": url, "basic.auth.user.info": f"{user}:{password}"})
+    with pytest.raises(SchemaRegistryError) as refused:
+        SchemaRegistryClient({"url": url}).get_subjects()
+    assert refused.value.http_status_code == 401  # the registry does refuse anonymous callers
+    in_topic, out_topic = rt.names.channel("authed"), rt.names.output("authed")
+    sr.register_schema(f"{out_topic}-value", Schema(orjson.dumps(ORDER_OUT).decode(), "AVRO"))
+    for channel, secret in (("authed", "env://SR_AUTH_OK"), ("unauthed", "env://SR_AUTH_BAD")):
+        registry = {"url": url, "basic_auth_user_info": secret}
+        config = {"value_format": "avro_registry", "schema_registry": registry}
+        await rt.activate(channel, PRICE, envelope=None, config=config)
+    await rt.worker()
+    value = AvroSerializer(sr, orjson.dumps(ORDER_IN).decode())({"id": "s", "amount": 5.0}, _ctx(in_topic))
+    _send(rt, "authed", value, key="s")
+    _send(rt, "unauthed", value, key="u", trace="u")
+    (out,) = await asyncio.to_thread(rt.outputs, "authed", 1)
+    assert AvroDeserializer(sr)(out.value(), _ctx(out_topic))["total"] == pytest.approx(6.0)
+    (dead,) = await asyncio.to_thread(rt.dlq, 1)
+    hm = dlq_headers(dead)
+    assert hm[H.DLQ_ERROR_CODE] == "SCHEMA_REGISTRY_REFUSED" and "401" in hm[H.DLQ_ERROR_MESSAGE], hm
+    assert hm[H.DLQ_ATTEMPTS] == "1" and "wrong" not in hm[H.DLQ_ERROR_MESSAGE]  # no secret in the reason
