@@ -115,27 +115,49 @@ def _fenced(err: KafkaError, tid: str) -> ProducerFenced:
 
 
 class _GuardedClient:
-    """The producer as `Acks` sees it: a record that failed for good in an aborted transaction is refused
-    locally on its next run, so `Acks` reports it and the loop dead-letters it inside the transaction."""
+    """The producer as `Acks` sees it. A record that failed for good in an aborted transaction is refused
+    locally on its next run, so `Acks` reports it and the loop dead-letters it inside the transaction. A
+    fatal producer error (fenced), which librdkafka raises from produce() and poll() too, becomes
+    `ProducerFenced`: not a KafkaException, so no record is dead-lettered for it and the worker stops."""
 
-    __slots__ = ("_poisoned", "_producer")
+    __slots__ = ("_poisoned", "_producer", "_tid")
 
-    def __init__(self, producer: TxnProducer, poisoned: dict[tuple[str, bytes | None, int], KafkaError]) -> None:
+    def __init__(
+        self, producer: TxnProducer, poisoned: dict[tuple[str, bytes | None, int], KafkaError], tid: str
+    ) -> None:
         self._producer = producer
         self._poisoned = poisoned
+        self._tid = tid
 
     def produce(self, topic: str, value: Any = None, key: Any = None, **kwargs: Any) -> None:
         if self._poisoned:
             err = self._poisoned.get(_identity(topic, key, value))
             if err is not None:
                 raise KafkaException(err)
-        self._producer.produce(topic, value, key, **kwargs)
+        try:
+            self._producer.produce(topic, value, key, **kwargs)
+        except KafkaException as exc:
+            raise _fatal_or(exc, self._tid) from exc
 
     def poll(self, timeout: float = 0) -> int:
-        return self._producer.poll(timeout)
+        try:
+            return self._producer.poll(timeout)
+        except KafkaException as exc:
+            raise _fatal_or(exc, self._tid) from exc
 
     def flush(self, timeout: float = 10.0) -> int:
-        return self._producer.flush(timeout)
+        try:
+            return self._producer.flush(timeout)
+        except KafkaException as exc:
+            raise _fatal_or(exc, self._tid) from exc
+
+
+def _fatal_or(exc: KafkaException, tid: str) -> BaseException:
+    """`ProducerFenced` for a fatal producer error, else `exc` itself."""
+    err = _error(exc)
+    if err is not None and _fatal(err):
+        return _fenced(err, tid)
+    return exc
 
 
 def _identity(topic: str, key: Any, value: Any) -> tuple[str, bytes | None, int]:
@@ -178,7 +200,7 @@ class TransactionalLoop:
         self.poisoned: dict[tuple[str, bytes | None, int], KafkaError] = {}
         self.aborts_in_row = 0
         self.undeliverable = 0
-        self._client = _GuardedClient(producer, self.poisoned)
+        self._client = _GuardedClient(producer, self.poisoned, transactional_id)
 
     # -- per consumed batch ---------------------------------------------------------------------------
     async def run(self, msgs: list[Message], process: Callable[[list[Message], Batch], Awaitable[None]]) -> None:
@@ -305,10 +327,7 @@ class TransactionalLoop:
         self.rewind = {}
 
     def _fatal_or(self, exc: KafkaException) -> BaseException:
-        err = _error(exc)
-        if err is not None and _fatal(err):
-            return _fenced(err, self.transactional_id)
-        return exc
+        return _fatal_or(exc, self.transactional_id)
 
     # -- records that could not be produced ------------------------------------------------------------
     async def _settle(self, acks: Acks) -> bool:

@@ -13,19 +13,24 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
+from app.kafka import headers as H
 from app.kafka.admin import create_admin
-from app.kafka.config import producer_config, reader_config
+from app.kafka.config import consumer_config, producer_config, reader_config
 from app.kafka.consumer import read_to_end
 from app.kafka.names import TopicNames
 from app.kafka.topics import apply_topics, fixed_topic_plans, load_specs
+from app.observability import metrics as M
 from app.settings import Settings
+from app.worker import transactions
 from app.worker.runner import ChannelWorker
 from app.worker.transactions import TransactionsUnsupported, probe_transactions
 from bench.faults import quasar_env
+from tests.runtime.worker_support import Runtime, read_records
 
 # The embedded broker is what the suite runs on unless an external one is named.
 EMBEDDED = not os.environ.get("QUASAR_KAFKA_BOOTSTRAP")
@@ -92,3 +97,86 @@ def test_quasar_worker_exits_with_a_clear_message(settings: Settings, processes:
     assert "QUASAR_PROCESSING_GUARANTEE=exactly_once" in lines[0] and "Tansu" in lines[0]
     assert "Traceback" not in done.stderr
     assert "processes (pids" not in done.stderr  # refused by the parent, before any child started
+
+
+async def test_the_transactional_worker_runs_end_to_end_on_the_broker_protocol(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tansu speaks the whole transaction protocol; only the isolation of aborted records is missing. With the
+    start-up check bypassed (here only), the real worker's transactional path runs against a real broker:
+    init_transactions, begin, produce, send_offsets_to_transaction, commit. Every result arrives once, a
+    bad record's dead letter too, and the group's committed offsets are those the transactions carried."""
+    monkeypatch.setattr(transactions, "probe_transactions", lambda *args, **kwargs: None)
+    rt = Runtime(settings.model_copy(update={"processing_guarantee": "exactly_once", "worker_commit_interval_ms": 50}))
+    await rt.reader.ready(20)
+    try:
+        await rt.activate("orders")
+        worker = await rt.worker()
+        assert worker.transactions is not None and worker._committer is None  # no plain commits
+        before = M.TRANSACTIONS.labels("committed")._value.get()
+        ids = [f"eos-{i}" for i in range(20)]
+        for rid in ids:
+            rt.send("orders", {"data": {"amount": 5}, "metadata": {"rid": rid}}, key=rid, headers={H.TRACE_ID: rid})
+        rt.send("orders", b"{not json", key="bad-1")
+        outs = await asyncio.to_thread(rt.outputs, "orders", 20)
+        assert sorted(m.key().decode() for m in outs) == sorted(ids)
+        (dead,) = await asyncio.to_thread(rt.dlq, 1)
+        assert dead.key() == b"bad-1"
+        topic = rt.names.channel("orders")
+        positions = await asyncio.to_thread(_group_positions, rt.settings, worker.group_id, topic)
+        deadline = time.monotonic() + 20
+        while sum(positions.values()) < 21:  # committed with the transaction that carried the last record
+            assert time.monotonic() < deadline, f"offsets not committed: {positions}"
+            await asyncio.sleep(0.2)
+            positions = await asyncio.to_thread(_group_positions, rt.settings, worker.group_id, topic)
+        assert positions == {p: o for (t, p), o in worker.committed.items() if t == topic}
+        assert M.TRANSACTIONS.labels("committed")._value.get() > before
+    finally:
+        await rt.close()
+
+
+def _group_positions(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets on `topic` as the broker has them (next offset per partition)."""
+    consumer = Consumer(consumer_config(settings, group_id=group))
+    try:
+        parts = [TopicPartition(topic, p) for p in range(settings.default_partitions)]
+        return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10) if tp.offset >= 0}
+    finally:
+        consumer.close()
+
+
+async def test_a_second_worker_with_the_same_instance_id_fences_the_first(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same instance id -> same transactional id: the newer producer fences the older one on the broker (Tansu
+    does fence). The fenced worker stops with PRODUCER_FENCED (its process exits and is restarted); once it
+    has left the group, the other worker serves its partitions and every record gets its result."""
+    monkeypatch.setattr(transactions, "probe_transactions", lambda *args, **kwargs: None)
+    rt = Runtime(settings.model_copy(update={"processing_guarantee": "exactly_once", "worker_commit_interval_ms": 0}))
+    await rt.reader.ready(20)
+    try:
+        await rt.activate("orders")
+        first = await rt.worker()
+        second = await rt.worker()  # init_transactions with the same id: the first producer is fenced
+        ids = [f"fence-{i}" for i in range(40)]  # keys spread over both partitions: each worker gets records
+        for rid in ids:
+            rt.send("orders", {"data": {}, "metadata": {"rid": rid}}, key=rid)
+        failure = await asyncio.wait_for(first.wait_failed(), 60)
+        assert isinstance(failure, transactions.ProducerFenced), repr(failure)
+        assert "same instance id" in str(failure) and rt.settings.topic_prefix + "worker.pytest" in str(failure)
+        await first.abort()  # what the process exit does: the consumer leaves the group
+        rt.workers.remove(first)
+        outs = await asyncio.to_thread(
+            read_records,
+            rt.settings,
+            rt.names.output("orders"),
+            until=lambda r: {m.key().decode() for m in r} >= set(ids),
+            timeout=60,
+            # Tansu never ends the transaction a fenced producer left open (Kafka aborts it when the new
+            # producer initialises), so read_committed readers stay behind it: read what was written.
+            isolation="read_uncommitted",
+        )
+        assert {m.key().decode() for m in outs} >= set(ids)
+        assert second.failure is None
+    finally:
+        await rt.close()

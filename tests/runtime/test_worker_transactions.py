@@ -274,6 +274,17 @@ async def test_a_fenced_producer_stops_the_worker(method: str) -> None:
     assert loop.committed == {}
 
 
+async def test_a_fatal_error_raised_by_produce_stops_the_worker_without_dead_letters() -> None:
+    # librdkafka raises a fenced producer's fatal error from produce() and poll() too, not only from the
+    # transaction calls: it must not look like a record refused locally (which would be dead-lettered).
+    loop, producer, calls, _ = _loop()
+    fenced = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
+    producer.refuse = lambda topic, key: fenced
+    with pytest.raises(ProducerFenced):
+        await loop.run(_msgs("in", 0, 1), _process)
+    assert calls == [("begin",)] and loop.undeliverable == 0
+
+
 async def test_a_retriable_commit_error_is_retried_without_adding_the_offsets_twice() -> None:
     loop, producer, calls, _ = _loop()
     producer.raises["commit"] = [KafkaException(KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True))]

@@ -56,6 +56,7 @@ def read_records(
     until: Callable[[list[Message]], bool],
     timeout: float = 20.0,
     partitions: list[int] | None = None,
+    isolation: str = "read_committed",
 ) -> list[Message]:
     """Read `topic` from the beginning (all or the given partitions) until `until(records)` holds."""
     deadline = time.monotonic() + timeout
@@ -67,7 +68,7 @@ def read_records(
                 raise AssertionError(f"topic {topic} does not exist after {timeout}s")
             time.sleep(0.05)  # polling topic metadata (no record to wait for yet)
         partitions = list(range(n))
-    consumer = Consumer(reader_config(settings))
+    consumer = Consumer(reader_config(settings, **{"isolation.level": isolation}))
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     out: list[Message] = []
     try:
