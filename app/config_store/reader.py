@@ -294,7 +294,7 @@ class ConfigReader:
                 self._runtime(outcome.key, m.value())
             # Propagation delay only once caught up: replaying history would report its age.
             M.observe_config_record(outcome.kind, outcome.status, m.timestamp()[1], caught_up=self._ready)
-            if outcome.status != "ignored" or outcome.reason not in ("marker", "tombstone"):
+            if outcome.status != "ignored" or outcome.reason not in ("marker", "tombstone", "archive"):
                 log.debug("config record %s", outcome)
             outcomes.append(outcome)
             last = m.offset()

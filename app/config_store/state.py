@@ -9,6 +9,15 @@ and ends in the same state (see docs/internals.md "Config topic records"):
 - tombstones (null value) and `__marker__/` records are fold no-ops;
 - anything malformed is ignored with a reason: a reader never crashes on a record.
 
+Archived versions never change, so a proposal does not carry them inline (the record would grow with
+history until the broker refused it): each archived version is its own immutable record
+`__archive__/<kind>/<id>/<N>.<digest>` (digest: of its value), listed in index records of at most
+`ARCHIVE_INDEX_SIZE` versions chained newest-first (`__archive__/<kind>/<id>/index.<digest>`), and the
+proposal names the newest index (`"archive": <digest>`). Content-addressed keys make them
+compaction-safe: never tombstoned, written before the proposal that names them (one partition: a lower
+offset), identical when two writers write the same one. A proposal with archived versions inline (the
+layout before) folds as it always did.
+
 Definitions are compiled here, at fold time, never per message. A definition that fails to compile is
 recorded as invalid with its errors. Compile results are cached by content, so a proposal that only
 changes a version's status does not recompile it.
@@ -28,6 +37,8 @@ from app.config_store.releases import RELEASE_KINDS, Proposed, active_set, check
 from app.digits import parse_uint
 
 __all__ = [
+    "ARCHIVE_INDEX_SIZE",
+    "ARCHIVE_PREFIX",
     "DIRECT_KINDS",
     "KINDS",
     "MARKER_PREFIX",
@@ -41,6 +52,7 @@ __all__ = [
     "Outcome",
     "default_compiler",
     "definition_of",
+    "encode_object",
     "id_field",
     "proposal_key",
     "valid_object_id",
@@ -61,6 +73,10 @@ KINDS: tuple[str, ...] = (
 DIRECT_KINDS: frozenset[str] = frozenset({"connector", "apikey", "policy", "testsuite"})
 STATUSES: tuple[str, ...] = ("draft", "active", "archived")
 MARKER_PREFIX = "__marker__/"
+# Immutable archived versions and their index records (module docstring).
+ARCHIVE_PREFIX = "__archive__/"
+ARCHIVE_INDEX_SIZE = 256  # archived versions one index record lists
+_MAX_ARCHIVE_INDEXES = 100_000  # a chain longer than this is malformed (a loop cannot be built, but bound it)
 # Runtime records share the config log but are not config: instance state every reader should see (a
 # worker's circuit breakers) and commands for every instance (reset a breaker). The fold skips them;
 # the reader hands them to its runtime listeners. See docs/internals.md.
@@ -198,6 +214,8 @@ class ObjectState:
     deleted: bool = False
     # Release id -> release document (requests, approvals, executions: see config_store/releases.py).
     releases: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Archived version -> digest of its archive record (layout only: not part of the state's JSON view).
+    archive_digests: Mapping[int, str] = field(default_factory=dict)
 
     def by_status(self, status: str) -> list[int]:
         """Version numbers with `status`, newest first."""
@@ -261,6 +279,7 @@ class _Proposal:
     revision: int
     versions: dict[int, dict[str, Any]] | None
     releases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    archive_digests: dict[int, str] = field(default_factory=dict)
     ts: int | None = None
     actor: str | None = None
     audited: bool = True
@@ -270,7 +289,97 @@ class _Malformed(Exception):
     pass
 
 
-def _parse(key: str, value: bytes) -> _Proposal:
+# Archive record key -> its parsed value (a version document, or an index {"versions", "prev"}).
+ArchiveLookup = Callable[[str], Mapping[str, Any] | None]
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def _archive_key(kind: str, object_id: str, name: str, digest: str) -> str:
+    return f"{ARCHIVE_PREFIX}{kind}/{object_id}/{name}.{digest}"
+
+
+def encode_object(
+    kind: str,
+    object_id: str,
+    versions: Mapping[int, Mapping[str, Any]],
+    releases: Mapping[str, Any],
+    *,
+    previous: ObjectState | None = None,
+    written: Callable[[str], bool] = lambda key: False,
+) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """A proposal's `object` and the archive records it names that are not `written` yet (write them
+    first). Deterministic: the same versions give the same records. An archived version unchanged since
+    `previous` keeps its digest without being encoded again (a write costs O(versions), not O(history bytes))."""
+    inline = {str(n): d for n, d in sorted(versions.items()) if d.get("status") != "archived"}
+    archived = sorted(n for n, d in versions.items() if d.get("status") == "archived")
+    known = previous.archive_digests if previous is not None else {}
+    records: list[tuple[str, bytes]] = []
+    prev: str | None = None
+    for start in range(0, len(archived), ARCHIVE_INDEX_SIZE):
+        refs = {}
+        for n in archived[start : start + ARCHIVE_INDEX_SIZE]:
+            digest = known.get(n)
+            if digest is not None and previous is not None and previous.versions.get(n) == versions[n]:
+                key = _archive_key(kind, object_id, str(n), digest)
+                if not written(key):
+                    records.append((key, orjson.dumps(versions[n], option=orjson.OPT_SORT_KEYS)))
+            else:
+                raw = orjson.dumps(versions[n], option=orjson.OPT_SORT_KEYS)
+                digest = _digest(raw)
+                key = _archive_key(kind, object_id, str(n), digest)
+                if not written(key):
+                    records.append((key, raw))
+            refs[str(n)] = digest
+        index = orjson.dumps({"versions": refs, "prev": prev}, option=orjson.OPT_SORT_KEYS)
+        prev = _digest(index)
+        key = _archive_key(kind, object_id, "index", prev)
+        if not written(key):
+            records.append((key, index))
+    obj: dict[str, Any] = {"versions": inline}
+    if prev is not None:
+        obj["archive"] = prev
+    if releases:
+        obj["releases"] = dict(releases)
+    return obj, records
+
+
+def _archived_versions(
+    kind: str, object_id: str, newest: object, lookup: ArchiveLookup
+) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
+    """The archived versions an `archive` reference names, from the archive records folded so far, and
+    their digests. The documents are the archive table's own (immutable: nobody changes a stored version)."""
+    out: dict[int, dict[str, Any]] = {}
+    digests: dict[int, str] = {}
+    digest = newest
+    for _ in range(_MAX_ARCHIVE_INDEXES):
+        if digest is None:
+            return out, digests
+        if not isinstance(digest, str):
+            raise _Malformed("archive reference must be a digest string")
+        index = lookup(_archive_key(kind, object_id, "index", digest))
+        if index is None:
+            raise _Malformed(f"archive index {digest} is not on the log before the proposal")
+        refs = index.get("versions")
+        if not isinstance(refs, dict):
+            raise _Malformed(f"archive index {digest} has no versions")
+        for n, version_digest in refs.items():
+            doc = lookup(_archive_key(kind, object_id, str(n), str(version_digest)))
+            if doc is None:
+                raise _Malformed(f"archived version {n} ({version_digest}) is not on the log before the proposal")
+            if not (n.isdigit() and int(n) >= 1) or int(n) in out:
+                raise _Malformed(f"archive index {digest}: bad or repeated version {n!r}")
+            if doc.get("status") != "archived":
+                raise _Malformed(f"archive record of version {n} is not an archived version")
+            out[int(n)] = doc  # type: ignore[assignment]
+            digests[int(n)] = str(version_digest)
+        digest = index.get("prev")
+    raise _Malformed("archive index chain too long")
+
+
+def _parse(key: str, value: bytes, lookup: ArchiveLookup) -> _Proposal:
     m = _KEY.match(key)
     if m is None:
         raise _Malformed("key is not <kind>/<id>#<revision>.<nonce>")
@@ -306,7 +415,7 @@ def _parse(key: str, value: bytes) -> _Proposal:
         return _Proposal(kind, object_id, op, expected, revision, None, ts=ts, actor=actor, audited=audited)
     if not isinstance(obj, dict) or not isinstance(obj.get("versions"), dict):
         raise _Malformed('object must be null or {"versions": {...}}')
-    versions: dict[int, dict[str, Any]] = {}
+    versions, digests = _archived_versions(kind, object_id, obj.get("archive"), lookup)
     for n, doc in obj["versions"].items():
         if not (isinstance(n, str) and (parse_uint(n) or 0) >= 1):
             raise _Malformed(f"version key {n!r} is not a positive integer")
@@ -314,9 +423,12 @@ def _parse(key: str, value: bytes) -> _Proposal:
             raise _Malformed(f"version {n} is not an object")
         if doc.get("status") not in STATUSES:
             raise _Malformed(f"version {n} has invalid status {doc.get('status')!r}")
+        if int(n) in versions:
+            raise _Malformed(f"version {n} is both inline and archived")
         versions[int(n)] = doc
     if not versions:
         raise _Malformed("object has no versions")
+    versions = dict(sorted(versions.items()))  # the same order whichever layout carried them
     if sum(1 for d in versions.values() if d["status"] == "draft") > 1:
         raise _Malformed("more than one draft")
     if sum(1 for d in versions.values() if d["status"] == "active") > 2:
@@ -326,7 +438,7 @@ def _parse(key: str, value: bytes) -> _Proposal:
         isinstance(r, dict) and isinstance(r.get("events"), list) for r in releases.values()
     ):
         raise _Malformed('releases must be {"<id>": {"events": [...], ...}}')
-    return _Proposal(kind, object_id, op, expected, revision, versions, releases, ts, actor, audited)
+    return _Proposal(kind, object_id, op, expected, revision, versions, releases, digests, ts, actor, audited)
 
 
 def _content_hash(kind: str, object_id: str, definition: Mapping[str, Any]) -> str:
@@ -343,6 +455,7 @@ class ConfigState:
     generation: int = 0  # bumped on every applied proposal: snapshots rebuild only when it moves
     _objects: dict[tuple[str, str], ObjectState] = field(default_factory=dict)
     _cache: dict[str, CompileResult] = field(default_factory=dict)
+    _archive: dict[str, dict[str, Any]] = field(default_factory=dict)  # archive records by key
     _policy_generation: int = 0  # bumped when a policy object changes
     _policy_cache: tuple[int, list[tuple[str, Any]]] | None = None
 
@@ -366,8 +479,10 @@ class ConfigState:
             return Outcome("ignored", "runtime", offset, key)
         if value is None:
             return Outcome("ignored", "tombstone", offset, key)
+        if key.startswith(ARCHIVE_PREFIX):
+            return self._archive_record(offset, key, value)
         try:
-            p = _parse(key, value)
+            p = _parse(key, value, self._archive.get)
         except _Malformed as exc:
             return Outcome("ignored", f"malformed: {exc}", offset, key)
         except Exception as exc:  # the fold is total: a record nobody foresaw must not stop every reader
@@ -393,13 +508,47 @@ class ConfigState:
         if p.versions is None:
             new = ObjectState(p.kind, p.id, p.revision, {}, {}, key, offset, deleted=True)
         else:
-            compiled = {n: self._compile(p.kind, p.id, doc) for n, doc in p.versions.items()}
-            new = ObjectState(p.kind, p.id, p.revision, p.versions, compiled, key, offset, releases=p.releases)
+            before = current.versions if current is not None else {}
+            compiled = {
+                # an archived version the object already held is the same document: its result stands
+                n: current.compiled[n]
+                if current is not None and before.get(n) is doc
+                else self._compile(p.kind, p.id, doc)
+                for n, doc in p.versions.items()
+            }
+            new = ObjectState(
+                p.kind,
+                p.id,
+                p.revision,
+                p.versions,
+                compiled,
+                key,
+                offset,
+                releases=p.releases,
+                archive_digests=p.archive_digests,
+            )
         self._objects[(p.kind, p.id)] = new
         self.generation += 1
         if p.kind == "policy":
             self._policy_generation += 1
         return Outcome("applied", p.op, offset, key, p.kind, p.id, p.revision, p.actor, p.audited)
+
+    def _archive_record(self, offset: int, key: str, value: bytes) -> Outcome:
+        """Keep an archive record whose key names its content's digest (a proposal may refer to it)."""
+        if _digest(value) != key.rpartition(".")[2]:
+            return Outcome("ignored", "malformed: archive record does not match the digest in its key", offset, key)
+        try:
+            body = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return Outcome("ignored", "malformed: archive record is not JSON", offset, key)
+        if not isinstance(body, dict):
+            return Outcome("ignored", "malformed: archive record is not a JSON object", offset, key)
+        self._archive[key] = body
+        return Outcome("ignored", "archive", offset, key)
+
+    def has_record(self, key: str) -> bool:
+        """An archive record with `key` was folded (a writer need not write it again)."""
+        return key in self._archive
 
     def _governed(self, p: _Proposal, current: ObjectState | None) -> str | None:
         """Release policies (config_store/releases.py): why `p` is refused, or None."""

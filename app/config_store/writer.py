@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,8 +26,8 @@ import orjson
 from app.config_store.operations import Change, Delete, Operation, Restore, summarize
 from app.config_store.reader import ConfigReader
 from app.config_store.rulesets import check_activation, check_workflow_rules
-from app.config_store.state import KINDS, ObjectState, Outcome, proposal_key
-from app.errors import BadRequest, Conflict, EngineFailure, PolicyRefused, ValidationFailed
+from app.config_store.state import KINDS, ObjectState, Outcome, encode_object, proposal_key
+from app.errors import BadRequest, Conflict, EngineFailure, PayloadTooLarge, PolicyRefused, ValidationFailed
 from app.kafka.names import TopicNames
 
 __all__ = ["BACKUP_FORMAT", "ConfigWriter", "WriteResult"]
@@ -56,7 +56,7 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def proposal_record(
+def proposal_records(
     kind: str,
     object_id: str,
     change: Change,
@@ -64,9 +64,18 @@ def proposal_record(
     revision: int,
     actor: str,
     ts: int,
-) -> tuple[str, bytes]:
-    """The config record (key, value) proposing `change` on top of `revision` (docs/internals.md)."""
+    *,
+    previous: ObjectState | None = None,
+    written: Callable[[str], bool] = lambda key: False,
+) -> list[tuple[str, bytes]]:
+    """The config records (key, value) proposing `change` on top of `revision` (docs/internals.md): the
+    archive records of its archived versions that are not `written` yet, then the proposal (last), which
+    carries only the draft and active versions, so its size does not grow with the object's history."""
     key = proposal_key(kind, object_id, revision + 1, uuid.uuid4().hex[:16])
+    archives: list[tuple[str, bytes]] = []
+    obj: dict[str, Any] | None = None
+    if change.versions is not None:
+        obj, archives = encode_object(kind, object_id, change.versions, releases, previous=previous, written=written)
     value = {
         "kind": kind,
         "id": object_id,
@@ -76,14 +85,9 @@ def proposal_record(
         "actor": actor,
         "audited": True,  # this writer audits its own change; readers audit records that are not
         "ts": ts,
-        "object": None
-        if change.versions is None
-        else {
-            "versions": {str(n): d for n, d in sorted(change.versions.items())},
-            **({"releases": dict(releases)} if releases else {}),
-        },
+        "object": obj,
     }
-    return key, orjson.dumps(value)
+    return [*archives, (key, orjson.dumps(value))]
 
 
 class ConfigWriter:
@@ -242,7 +246,27 @@ class ConfigWriter:
         actor: str,
         ts: int,
     ) -> tuple[Outcome, str]:
-        key, value = proposal_record(kind, object_id, change, releases, revision, actor, ts)
+        state = self.reader.state
+        *archives, (key, value) = proposal_records(
+            kind,
+            object_id,
+            change,
+            releases,
+            revision,
+            actor,
+            ts,
+            previous=state.get(kind, object_id),
+            written=state.has_record,
+        )
+        budget = self.reader.settings.max_record_bytes
+        for record_key, record in [*archives, (key, value)]:
+            if len(record) + len(record_key) > budget:
+                raise PayloadTooLarge(
+                    f"{kind} '{object_id}': a config record of {len(record)} bytes would exceed the record limit "
+                    f"of {budget} bytes (QUASAR_MAX_RECORD_BYTES); one version must fit in a record"
+                )
+        for record_key, record in archives:  # on the log before the proposal that names them
+            await self.reader.write(record_key, record)
         outcome = await self.reader.propose(key, value, self.write_timeout)
         return outcome, key
 

@@ -206,13 +206,13 @@ async def test_a_record_written_straight_to_the_config_topic_is_audited_once(
     from confluent_kafka import Producer
 
     from app.config_store.operations import Create
-    from app.config_store.writer import proposal_record
+    from app.config_store.writer import proposal_records
     from app.kafka.config import producer_config
     from app.kafka.names import TopicNames
 
     a, b = gateways
     change = Create({"workflow_id": "direct-1", "name": "d", "tasks": TASKS})("workflow", "direct-1", None, "now")
-    key, value = proposal_record("workflow", "direct-1", change, {}, 0, "gitops-bot", 0)
+    ((key, value),) = proposal_records("workflow", "direct-1", change, {}, 0, "gitops-bot", 0)  # a draft: no archive
     doc = orjson.loads(value)
     del doc["audited"]  # written by a tool of its own, not by a ConfigWriter
     producer = Producer(producer_config(settings))

@@ -1,5 +1,5 @@
 """Release policies decided by the config fold (pure, no broker): what is refused, identically on every
-reader, and why. Records are built exactly as the config writer builds them (`proposal_record`)."""
+reader, and why. Records are built exactly as the config writer builds them (`proposal_records`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from app.config_store.operations import Activate, Create, Operation, Put, Rollout, Update
 from app.config_store.release_ops import ExecuteRelease, RequestRelease, ReviewRelease
 from app.config_store.releases import FreezeWindow, ReleasePolicyDoc, effective_policy
-from app.config_store.state import ConfigState, Outcome
-from app.config_store.writer import proposal_record
+from app.config_store.state import ARCHIVE_PREFIX, ConfigState, Outcome
+from app.config_store.writer import proposal_records
 from app.errors import Conflict
 
 TASKS = [{"id": "t", "name": "t", "function": {"name": "map", "input": {"mappings": [{"path": "data.x", "logic": 1}]}}}]
@@ -36,7 +36,12 @@ class Log:
         live = current if current is not None and not current.deleted else None
         change = op(kind, oid, live, "2026-12-02T12:00:00Z")
         releases = change.releases if change.releases is not None else (dict(live.releases) if live else {})
-        key, value = proposal_record(kind, oid, change, releases, state.revision_of(kind, oid), actor, ts)
+        *archives, (key, value) = proposal_records(
+            kind, oid, change, releases, state.revision_of(kind, oid), actor, ts, written=state.has_record
+        )
+        for archive in archives:
+            self.records.append(archive)
+            assert {r.apply(len(self.records) - 1, *archive).reason for r in self.readers} == {"archive"}
         offset = len(self.records)
         self.records.append((key, value))
         outcomes = [r.apply(offset, key, value) for r in self.readers]
@@ -227,7 +232,7 @@ def test_two_executions_racing_for_one_object_one_wins(log: Log) -> None:
     rev = log.state.revision_of("workflow", "pay-1")
     outcomes = []
     for _ in range(2):
-        key, value = proposal_record("workflow", "pay-1", change, change.releases or {}, rev, "key:ed", NOON)
+        *_, (key, value) = proposal_records("workflow", "pay-1", change, change.releases or {}, rev, "key:ed", NOON)
         offset = len(log.records)
         log.records.append((key, value))
         outcomes.append([r.apply(offset, key, value) for r in log.readers])
@@ -271,13 +276,17 @@ def test_rollback_is_a_new_release_and_marks_the_old_one(log: Log) -> None:
 
 
 def test_compacted_log_folds_to_the_same_state(log: Log) -> None:
-    """Keep only each object's latest accepted proposal (what GC + compaction leave): same fingerprint."""
+    """Keep only each object's latest accepted proposal and the archive records (what GC + compaction
+    leave: archive records are never tombstoned): same fingerprint."""
     rid = request(log)
     for by in ("key:ann", "key:bob"):
         assert review(log, rid, "approved", by).applied
     assert execute(log, rid).applied
     latest: dict[str, int] = {}
     for i, (key, _) in enumerate(log.records):
+        if key.startswith(ARCHIVE_PREFIX):
+            latest[key] = i
+            continue
         obj_key = key.split("#", 1)[0]
         state = ConfigState()
         for j, (k, v) in enumerate(log.records[: i + 1]):
