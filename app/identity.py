@@ -139,6 +139,11 @@ _EXPLICIT: dict[tuple[str, str], Permission] = {
     ("POST", "/api/v1/tasks/{handler}/poll"): Permission.WORK,
     ("POST", "/api/v1/tasks/{task_id}/complete"): Permission.WORK,
     ("POST", "/api/v1/tasks/{task_id}/fail"): Permission.WORK,
+    # Channel operations (app/gateway/admin_channels.py) act on production consumption: pausing stops a
+    # channel, a seek re-runs (side effects again) or skips records. Admins only, said here on purpose.
+    ("POST", "/channels/{object_id}/pause"): Permission.ADMIN,
+    ("POST", "/channels/{object_id}/resume"): Permission.ADMIN,
+    ("POST", "/channels/{object_id}/offsets"): Permission.ADMIN,
 }
 _EDIT_SUFFIXES = ("/validate", "/test", "/test-suite", "/versions", "/import", "/diff", "/replay")
 _EDIT_COLLECTIONS = ("workflows", "channels", "rulesets", "flows", "schedules", "testsuites")

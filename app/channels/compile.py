@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -196,6 +197,14 @@ def _value_format(cfg: ChannelConfig, errors: list[dict[str, str]]) -> tuple[Any
     )
 
 
+def _start_from(value: str) -> Literal["earliest", "latest"] | int:
+    if value == "earliest":
+        return "earliest"
+    if value == "latest":
+        return "latest"
+    return int(datetime.fromisoformat(value).timestamp() * 1000)  # validated by ChannelDoc: has a zone
+
+
 def compile_channel(
     channel_id: str, definition: Mapping[str, Any], topics: TopicNames | None = None
 ) -> CompiledChannel:
@@ -300,5 +309,6 @@ def compile_channel(
         avro_schema=cfg.avro_schema,
         value_format=value_format,
         registry=registry,
+        start_from=_start_from(doc.start_from),
         document=doc,
     )

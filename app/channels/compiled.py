@@ -209,6 +209,8 @@ class CompiledChannel:
     avro_schema: str | Mapping[str, Any] | None = None
     value_format: ValueFormat = "json"
     registry: RegistryPolicy | None = None  # set for the `*_registry` value formats
+    # Where the worker group starts on a partition without a committed offset: epoch ms for a timestamp.
+    start_from: Literal["earliest", "latest"] | int = "latest"
     document: ChannelDoc | None = None  # the validated document it was compiled from
 
     @property

@@ -16,12 +16,13 @@ cli = typer.Typer(
 
 def _register() -> None:
     # Each group registers itself here; keep alphabetical.
-    from app.cli import admin, config, dev, topics
+    from app.cli import admin, channel_ops, config, dev, topics
 
     cli.callback()(config.root_options)
     cli.info.help = f"Quasar: Kafka-native declarative services runtime. {admin.EXIT_HELP}"
     cli.command("backup")(admin.backup)
     cli.add_typer(config.config_app, name="config")
+    del channel_ops  # imported for its commands: pause/resume/replay/consumption join the channels group
     cli.add_typer(admin.channels_app, name="channels")
     cli.add_typer(admin.connectors_app, name="connectors")
     cli.add_typer(dev.app, name="dev")

@@ -149,6 +149,9 @@ async def _direct(settings: Settings, timeout_s: float) -> AsyncIterator[AdminCl
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(releases_router)
+    from app.gateway.admin_channels import router as channels_ops_router
+
+    app.include_router(channels_ops_router)
     # Direct mode writes the config topic itself (its access is the credential): audit it as the OS user.
     cli_principal = Principal(f"cli:{getpass.getuser()}@{socket.gethostname()}", "admin")
     app.state.admin_auth = lambda _request: cli_principal

@@ -28,7 +28,7 @@ __all__ = ["table_app", "test"]
 
 console = Console()
 err_console = Console(stderr=True)
-_META = ("version", "status", "rollout_percentage", "created_at", "updated_at", "test_suite")
+_META = ("version", "status", "rollout_percentage", "created_at", "updated_at", "activated_at", "test_suite")
 
 
 def _load(path: Path) -> Any:

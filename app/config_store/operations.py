@@ -140,7 +140,7 @@ def _activate(versions: Versions, n: int, p: int, now: str) -> None:
             _set(versions, m, now, rollout_percentage=100 - p)
         else:
             _archive(versions, m, now)
-    _set(versions, n, now, status="active", rollout_percentage=p)
+    _set(versions, n, now, status="active", rollout_percentage=p, activated_at=now)
 
 
 class Operation:

@@ -13,9 +13,11 @@ in one attribute assignment, so a request always sees one consistent config.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from app.channels import ChannelInvalid, CompiledChannel, compile_channel
@@ -54,6 +56,7 @@ class ChannelView:
     version: int
     channel: CompiledChannel  # every setting, compiled once (topics, envelope, guards, governance, ...)
     workflows: tuple[BoundWorkflow, ...]
+    active_since_ms: int = 0  # when this version was activated: `start_from: latest` starts there
 
     @property
     def name(self) -> str:
@@ -192,10 +195,14 @@ def build_snapshot(
         existing = channels.get(channel.name)
         if existing is not None:
             channels[channel.name] = ChannelView(
-                existing.id, existing.version, existing.channel, existing.workflows + tuple(bound_wfs)
+                existing.id,
+                existing.version,
+                existing.channel,
+                existing.workflows + tuple(bound_wfs),
+                existing.active_since_ms,
             )
         else:
-            channels[channel.name] = ChannelView(obj.id, n, channel, tuple(bound_wfs))
+            channels[channel.name] = ChannelView(obj.id, n, channel, tuple(bound_wfs), _activated_ms(obj.versions[n]))
 
     connectors = {}
     for obj in state.objects("connector"):
@@ -232,6 +239,16 @@ def build_snapshot(
         problems=tuple(problems),
         rulesets=catalog,
     )
+
+
+def _activated_ms(doc: Mapping[str, Any]) -> int:
+    """When a version was activated (`activated_at`; versions stored before it existed: `updated_at`)."""
+    for field_name in ("activated_at", "updated_at"):
+        raw = doc.get(field_name)
+        if isinstance(raw, str):
+            with contextlib.suppress(ValueError):
+                return int(datetime.fromisoformat(raw).timestamp() * 1000)
+    return 0
 
 
 def _newest_active(obj: ObjectState) -> tuple[int, Mapping[str, Any]]:

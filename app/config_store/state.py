@@ -82,9 +82,10 @@ _MAX_ARCHIVE_INDEXES = 100_000  # a chain longer than this is malformed (a loop 
 # the reader hands them to its runtime listeners. See docs/internals.md.
 RUNTIME_PREFIX = "__runtime__/"
 # Lifecycle fields the store owns; everything else in a version document is the user's definition.
+# `activated_at`: when the version last became active (a channel's `start_from: latest` starts there).
 # `test_suite`: the test-suite result recorded when the version was activated (with its content digest).
 META_FIELDS: frozenset[str] = frozenset(
-    {"version", "status", "rollout_percentage", "created_at", "updated_at", "test_suite"}
+    {"version", "status", "rollout_percentage", "created_at", "updated_at", "activated_at", "test_suite"}
 )
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _KEY = re.compile(r"^(" + "|".join(KINDS) + r")/([^#]+)#(\d+)\.([A-Za-z0-9_-]+)$")

@@ -17,7 +17,7 @@ __all__ = ["Change", "DefinitionDiff", "diff_definitions", "value_changes"]
 
 # List fields whose items are identified by a key, by the field's name.
 _KEYED: dict[str, str] = {"tasks": "id", "steps": "id", "mappings": "path", "branches": "id", "rules": "id"}
-_IGNORED = frozenset({"version", "status", "rollout_percentage", "created_at", "updated_at"})
+_IGNORED = frozenset({"version", "status", "rollout_percentage", "created_at", "updated_at", "activated_at"})
 
 
 @dataclass(frozen=True, slots=True)

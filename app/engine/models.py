@@ -66,6 +66,7 @@ class _Managed(_Doc):
     status: Status = "draft"
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    activated_at: datetime | None = None
 
 
 class FunctionDoc(_Doc):
@@ -342,6 +343,11 @@ class ChannelDoc(_Managed):
         pattern=GROUP_PATTERN,
         description="Kafka consumer group of this channel (default: the worker's group, <prefix>worker)",
     )
+    start_from: str = Field(
+        "latest",
+        description="Where the worker group starts on a partition it has no committed offset for: earliest, "
+        "latest (records produced since the channel version was activated) or an ISO 8601 timestamp",
+    )
     workflow_id: str | None = None
     workflow_ids: list[str] = Field(default_factory=list)
     config: ChannelConfig = Field(default_factory=lambda: ChannelConfig.model_validate({}))
@@ -355,6 +361,19 @@ class ChannelDoc(_Managed):
         if self.protocol == "rest" and not self.route_pattern:
             raise ValueError("a rest channel needs route_pattern")
         return self
+
+    @field_validator("start_from")
+    @classmethod
+    def _start_from(cls, value: str) -> str:
+        if value in ("earliest", "latest"):
+            return value
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be earliest, latest or an ISO 8601 timestamp such as 2026-12-01T00:00:00Z") from None
+        if when.tzinfo is None:
+            raise ValueError("the timestamp needs a time zone: add Z (UTC) or an offset such as +01:00")
+        return value
 
     @field_validator("methods")
     @classmethod

@@ -236,6 +236,9 @@ def create_app(
         from app.gateway.admin_releases import router as releases_router
 
         app.include_router(releases_router)
+        from app.gateway.admin_channels import router as channels_ops_router
+
+        app.include_router(channels_ops_router)
         from app.gateway.flows import admin_router as flows_admin_router
         from app.gateway.flows import router as flows_router
         from app.gateway.tasks import router as tasks_router

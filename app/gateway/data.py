@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.config_store.channel_ops import ChannelPaused, is_paused
 from app.config_store.snapshot import ChannelView, Snapshot
 from app.errors import (
     BadRequest,
@@ -323,6 +324,10 @@ class DataService:
             )
 
     async def _call_sync(self, ctx: DataContext, policy: ChannelPolicy) -> Response:
+        if is_paused(self.reader, policy.name):
+            # Nobody consumes the channel: the call would only wait out its timeout. Async calls are
+            # still accepted (they wait on the topic and run on resume).
+            raise ChannelPaused(f"Channel '{policy.name}' is paused: resume it with `quasar channels resume`")
         if policy.max_concurrent is not None and policy.in_flight.n >= policy.max_concurrent:
             raise ServiceUnavailable(f"Channel '{policy.name}' is at capacity")
         bridge = self.bridge

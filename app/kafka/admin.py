@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from app.errors import ServiceUnavailable
 from app.kafka.config import admin_config
@@ -16,6 +16,7 @@ from app.settings import Settings
 __all__ = [
     "BrokerUnavailable",
     "create_admin",
+    "group_positions",
     "topic_partitions",
     "wait_for_broker",
     "wait_for_cluster",
@@ -114,3 +115,39 @@ def wait_for_cluster(
         report(f"{problem}; retrying in {backoff:.1f}s")
         time.sleep(backoff)  # startup, before any event loop: nothing else to do but wait
         backoff = min(max_backoff, backoff * 2)
+
+
+def group_positions(
+    admin: AdminClient, targets: list[tuple[str, str]], timeout: float = 5.0
+) -> dict[tuple[str, str, int], tuple[int, int]]:
+    """(group, topic, partition) -> (committed offset or -1, high watermark) for every partition of each
+    (group, topic) target that exists. Committed offsets are the group's, whoever owns the partition."""
+    if not targets:
+        return {}
+    topics = sorted({t for _g, t in targets})
+    md = admin.list_topics(timeout=timeout)  # all topics: naming one would auto-create it on Tansu
+    partitions = {t: sorted(md.topics[t].partitions) for t in topics if t in md.topics and md.topics[t].error is None}
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    specs = {TopicPartition(t, p): latest for t, ps in partitions.items() for p in ps}
+    if not specs:
+        return {}
+    ends = {
+        (tp.topic, tp.partition): fut.result().offset
+        for tp, fut in admin.list_offsets(specs, request_timeout=timeout).items()
+    }
+    out: dict[tuple[str, str, int], tuple[int, int]] = {}
+    for group in sorted({g for g, _t in targets}):
+        wanted = [TopicPartition(t, p) for g, t in targets if g == group for p in partitions.get(t, [])]
+        if not wanted:
+            continue
+        request = [ConsumerGroupTopicPartitions(group, wanted)]
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for fut in admin.list_consumer_group_offsets(request, request_timeout=timeout).values()
+            for tp in fut.result().topic_partitions
+        }
+        for tp in wanted:
+            end = ends.get((tp.topic, tp.partition))
+            if end is not None and end >= 0:
+                out[(group, tp.topic, tp.partition)] = (committed.get((tp.topic, tp.partition), -1), end)
+    return out

@@ -17,11 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from app.kafka.admin import group_positions
 from app.kafka.config import admin_config
 from app.settings import Settings
 
@@ -30,7 +31,6 @@ __all__ = ["GROUP_LAG", "BrokerProbe", "GroupLagCollector"]
 # (group, topic) pairs whose lag to report, asked again before every lag round (channels change).
 LagTargets = Callable[[], Iterable[tuple[str, str]]]
 
-_LATEST = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 _LAG_NAME = "quasar_consumer_group_lag_records"
 _LAG_HELP = (
     "High watermark minus the group's committed offset, per partition of every channel topic "
@@ -130,39 +130,8 @@ class BrokerProbe:
             self._last_error = str(exc.args[0] if exc.args else exc)[:200]
 
     def _group_lag(self, targets: list[tuple[str, str]]) -> dict[tuple[str, str, int], int]:
-        if not targets:
-            return {}
-        topics = sorted({t for _g, t in targets})
-        md = self._admin.list_topics(timeout=5)  # all topics: naming one would auto-create it on Tansu
-        partitions = {
-            t: sorted(md.topics[t].partitions) for t in topics if t in md.topics and md.topics[t].error is None
-        }
-        specs = {TopicPartition(t, p): _LATEST for t, ps in partitions.items() for p in ps}
-        if not specs:
-            return {}
-        ends = {
-            (tp.topic, tp.partition): fut.result().offset
-            for tp, fut in self._admin.list_offsets(specs, request_timeout=5).items()
-        }
-        out: dict[tuple[str, str, int], int] = {}
-        for group in sorted({g for g, _t in targets}):
-            wanted = [TopicPartition(t, p) for g, t in targets if g == group for p in partitions.get(t, [])]
-            if not wanted:
-                continue
-            request = [ConsumerGroupTopicPartitions(group, wanted)]
-            committed = {
-                (tp.topic, tp.partition): tp.offset
-                for fut in self._admin.list_consumer_group_offsets(request, request_timeout=5).values()
-                for tp in fut.result().topic_partitions
-            }
-            for tp in wanted:
-                end = ends.get((tp.topic, tp.partition))
-                if end is None or end < 0:
-                    continue
-                done = committed.get((tp.topic, tp.partition), -1)
-                # Nothing committed yet: everything retained is behind (the low end is 0 on a fresh topic).
-                out[(group, tp.topic, tp.partition)] = max(0, end - max(done, 0))
-        return out
+        # Nothing committed yet: everything retained is behind (the low end is 0 on a fresh topic).
+        return {key: max(0, end - max(done, 0)) for key, (done, end) in group_positions(self._admin, targets).items()}
 
 
 class GroupLagCollector(Collector):

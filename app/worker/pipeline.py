@@ -197,6 +197,8 @@ class ChannelRoute:
     headers: HeaderFilter = DEFAULT_HEADERS  # input headers its produced records may carry
     per_task: bool = False  # `tracing.per_task`: traces carry the audit trail (read once here, not per record)
     registry: RegistryPolicy | None = None  # Confluent wire format through a Schema Registry (`*_registry`)
+    start_from: str | int = "latest"  # where a partition without a committed offset starts (int: epoch ms)
+    active_since_ms: int = 0  # when the channel version was activated (`start_from: latest`)
 
 
 def routes_of(snapshot: Snapshot, names: TopicNames | None = None) -> dict[str, ChannelRoute]:
@@ -220,6 +222,8 @@ def routes_of(snapshot: Snapshot, names: TopicNames | None = None) -> dict[str, 
             HeaderFilter.of(ch.headers),
             ch.tracing.per_task,
             ch.registry,
+            ch.start_from,
+            view.active_since_ms,
         )
     return out
 

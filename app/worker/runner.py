@@ -53,6 +53,7 @@ from app.observability.tracing import tracing_for
 from app.settings import Settings
 from app.topology import ChannelFilter
 from app.worker.codec import SchemaCache, decode_avro, decode_json, decode_raw, schemas_dir
+from app.worker.consumption import ConsumptionControl
 from app.worker.delivery import Acks, Batch, DeliveryTracker
 from app.worker.pipeline import ChannelRoute, Outcome, Pipeline, WorkerView, routes_of
 from app.worker.registry import SchemaRegistry
@@ -165,6 +166,14 @@ class ChannelWorker:
         # Rate limit (pause/resume) and dedup of records produced straight to channel topics.
         self.governance = KafkaIngestGovernance(settings)
         self._seal_key = seal_key(settings)
+        # Pause/resume, start positions and seek requests of channels (runtime records on the config topic).
+        self.control = ConsumptionControl(
+            self.reader,
+            settings.instance_id,
+            lambda: self._consumer,
+            self.tracker.forget,
+            throttled=lambda: self.governance.throttle.held,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def subscriptions(self) -> list[tuple[str, str]]:
@@ -210,6 +219,8 @@ class ChannelWorker:
             **fetch,
         )
         self._consumer = Consumer(conf)
+        self.control.cooperative = "cooperative" in str(conf.get("partition.assignment.strategy", ""))
+        self.control.start()
         self.services = ConnectorServices(
             self.reader.snapshot.connectors,
             producer=self._services_producer,
@@ -246,6 +257,7 @@ class ChannelWorker:
         self._stopping = True
         if self._unlisten is not None:
             self._unlisten()
+        self.control.stop()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
@@ -316,6 +328,7 @@ class ChannelWorker:
             if not self._reply_topics.get(replies):
                 self._reply_topics[replies] = await asyncio.to_thread(self._partitions_of, replies)
             self._routes = routes
+            self.control.set_routes(routes)
             self._worker_view = WorkerView(routes, snapshot.engine, dict(self._reply_topics))
             self._view = snapshot
             wanted = frozenset(routes)
@@ -418,6 +431,11 @@ class ChannelWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), 0.5)
                     continue
+                if self.control.pending:  # seek requests: between two polls, never mid-batch
+                    if self.transactions is not None and self.transactions.open:
+                        # The open transaction's input offsets would land after the seek's commit.
+                        await asyncio.to_thread(self.transactions.commit_now)
+                    await self.control.apply_pending(consumer)
                 if self._outstanding >= self.max_outstanding:
                     self._room.clear()
                     with contextlib.suppress(TimeoutError):
@@ -446,13 +464,14 @@ class ChannelWorker:
     def _subscribe(self, consumer: Consumer, topics: frozenset[str]) -> None:
         self._subscribed = topics
         if topics:
-            consumer.subscribe(sorted(topics), on_revoke=self._on_revoke)
+            consumer.subscribe(sorted(topics), on_assign=self.control.on_assign, on_revoke=self._on_revoke)
         else:
             consumer.unsubscribe()
         log.info("subscribed to %s", sorted(topics))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit what was processed for the revoked partitions before another member takes them."""
+        self.control.on_revoke(partitions)
         if self.transactions is not None:
             if partitions and self.failure is None:
                 self.transactions.on_revoke()
@@ -483,6 +502,7 @@ class ChannelWorker:
         oks: dict[str, int] = {}  # channel -> records that succeeded inline (the common case, counted apart)
         governed = self.governance.governed(self.reader.snapshot)  # channels with keys / size / rate / dedup
         held = self.governance.throttle.held  # partitions paused by a rate limit
+        control = self.control  # channels paused, partitions starting at a time (skip older records)
         stopped: set[tuple[str, int]] = set()  # held partitions already handled in this batch
         inline: dict[str, bool] = {}  # topic -> its channel runs synchronously (no IO to await)
         tails = self._tails
@@ -495,6 +515,17 @@ class ChannelWorker:
                     log.warning("consumer error: %s", err.str())
                 continue
             topic, partition, offset = _where(msg)
+            if control.gated:
+                if topic in control.paused_topics:
+                    # Paused channel: not run, not committed; its partition resumes at this record.
+                    assert self._consumer is not None
+                    control.hold(self._consumer, topic, partition, offset)
+                    skipped += 1
+                    continue
+                if control.below_floor(topic, partition, msg.timestamp()[1]):
+                    offsets[(topic, partition)] = offset  # before the start time: skipped and committed past
+                    skipped += 1
+                    continue
             if held and (topic, partition) in held:
                 # Throttled: neither run nor committed now; re-read from the held offset on resume.
                 if (topic, partition) not in stopped:

@@ -48,6 +48,11 @@ def admin_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
         ("DELETE", "/api/v1/admin/workflows/{object_id}", Permission.ADMIN),
         ("POST", "/api/v1/admin/connectors", Permission.ADMIN),  # connectors go live at once
         ("POST", "/api/v1/admin/restore", Permission.ADMIN),
+        # Channel operations move production consumption: admins only; their status is a read.
+        ("POST", "/api/v1/admin/channels/{object_id}/pause", Permission.ADMIN),
+        ("POST", "/api/v1/admin/channels/{object_id}/resume", Permission.ADMIN),
+        ("POST", "/api/v1/admin/channels/{object_id}/offsets", Permission.ADMIN),
+        ("GET", "/api/v1/admin/channels/{object_id}/consumption", Permission.READ),
         ("POST", "/api/v1/admin/keys", Permission.ADMIN),
         ("POST", "/api/v1/admin/releases", Permission.EDIT),
         ("POST", "/api/v1/admin/releases/{release_id}/approve", Permission.APPROVE),
