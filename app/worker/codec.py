@@ -8,8 +8,13 @@ non-retryable `QuasarError` whose code ends up in the DLQ headers.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import uuid
 from collections.abc import Mapping
+from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +32,12 @@ __all__ = [
     "InvalidEnvelope",
     "RecordTooLarge",
     "SchemaCache",
+    "avro_to_json",
     "check_record_size",
     "decode_avro",
     "decode_json",
     "decode_raw",
+    "json_to_avro",
     "schemas_dir",
 ]
 
@@ -165,7 +172,79 @@ def decode_avro(value: bytes | None, schema: Any) -> tuple[Any, dict[str, Any]]:
         raise AvroMismatch(
             f"record does not match Avro schema {_name(schema)}: {len(value) - buf.tell()} trailing bytes"
         )
-    return record, {}
+    return avro_to_json(record), {}
+
+
+def avro_to_json(value: Any) -> Any:
+    """A decoded Avro value with JSON types only, so workflows, replies and traces can carry it: `bytes` and
+    `fixed` as base64, `decimal` as its exact decimal string, timestamps / dates / times as ISO 8601, `uuid`
+    as text. `json_to_avro` turns them back for an output schema."""
+    if isinstance(value, dict):
+        return {k: avro_to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [avro_to_json(v) for v in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def json_to_avro(schema: Any, value: Any, named: Mapping[str, Any] | None = None) -> Any:
+    """`value` (JSON types, as `avro_to_json` writes them) made writable with a fastavro-parsed `schema`:
+    base64 text for `bytes` / `fixed`, numbers or text for `decimal`, ISO 8601 text for timestamps, dates
+    and times. Anything else is left for the writer to accept or refuse. A union takes the first branch the
+    value converts to."""
+    if named is None:
+        named = schema.get("__named_schemas", {}) if isinstance(schema, dict) else {}
+    if isinstance(schema, str):
+        schema = named.get(schema, {"type": schema})  # a named type, or a primitive
+    if isinstance(schema, list):
+        if value is None and "null" in schema:
+            return None
+        for branch in schema:
+            if branch == "null":
+                continue
+            try:
+                return json_to_avro(branch, value, named)
+            except (ValueError, TypeError, InvalidOperation):
+                continue
+        return value
+    if not isinstance(schema, dict):
+        return value
+    kind, logical = schema.get("type"), schema.get("logicalType")
+    if kind == "record" and isinstance(value, dict):
+        fields = {f["name"]: f["type"] for f in schema["fields"]}
+        return {k: json_to_avro(fields[k], v, named) if k in fields else v for k, v in value.items()}
+    if kind == "array" and isinstance(value, list):
+        return [json_to_avro(schema["items"], v, named) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: json_to_avro(schema["values"], v, named) for k, v in value.items()}
+    if logical == "decimal" and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return Decimal(str(value))
+    if kind in ("bytes", "fixed") and isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise ValueError(f"expected base64 text for Avro {kind}") from None
+    if isinstance(value, str) and logical in _ISO_PARSERS:
+        return _ISO_PARSERS[logical](value)
+    return value
+
+
+_ISO_PARSERS: dict[str, Any] = {
+    "timestamp-millis": datetime.fromisoformat,
+    "timestamp-micros": datetime.fromisoformat,
+    "local-timestamp-millis": datetime.fromisoformat,
+    "local-timestamp-micros": datetime.fromisoformat,
+    "date": date.fromisoformat,
+    "time-millis": time.fromisoformat,
+    "time-micros": time.fromisoformat,
+}
 
 
 def _name(schema: Any) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import fastavro
 import orjson
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema
 from confluent_kafka.schema_registry._async.avro import AsyncAvroDeserializer, AsyncAvroSerializer
@@ -44,6 +45,7 @@ from app.channels import RegistryPolicy
 from app.errors import BadRequest, QuasarError, ServiceUnavailable
 from app.secrets import resolve_secret
 from app.settings import Settings
+from app.worker.codec import avro_to_json, json_to_avro
 
 __all__ = [
     "SchemaMismatch",
@@ -130,6 +132,7 @@ class SchemaRegistry:
         self.schemas_dir = schemas_dir if schemas_dir is not None else Path("schemas")
         self._clients: _Lru = _Lru(_MAX_CLIENTS)
         self._serdes: _Lru = _Lru(_MAX_SERDES)
+        self._avro_schemas: _Lru = _Lru(_MAX_SERDES)  # output schema text -> fastavro-parsed
         self._building: dict[Any, asyncio.Future[Any]] = {}
         self._down_until: dict[_Target, float] = {}
 
@@ -156,7 +159,8 @@ class SchemaRegistry:
                 target, lambda: _protobuf_to_dict(deserializer, value), what=f"schema id {schema_id}"
             )
         ctx = SerializationContext(topic, MessageField.VALUE)
-        return await self._call(target, lambda: deserializer(value, ctx), what=f"schema id {schema_id}")
+        decoded = await self._call(target, lambda: deserializer(value, ctx), what=f"schema id {schema_id}")
+        return avro_to_json(decoded) if policy.format == "avro" else decoded
 
     async def encode(self, policy: RegistryPolicy, data: Any, topic: str) -> bytes:
         """`data` encoded for `topic` under its subject (the output schema, or the subject's latest version)."""
@@ -182,10 +186,33 @@ class SchemaRegistry:
             if policy.subject_name_strategy == "topic"
             else f"the {policy.subject_name_strategy} subject"
         )
-        out = await self._call(target, lambda: serializer(data, ctx), what=f"output subject {subject!r}")
+
+        async def serialize() -> Any:
+            value = data
+            if policy.format == "avro":  # JSON forms of bytes, decimals, timestamps back to Avro values
+                value = json_to_avro(await self._avro_output_schema(target, policy, topic), data)
+            return await serializer(value, ctx)
+
+        out = await self._call(target, serialize, what=f"output subject {subject!r}")
         if not isinstance(out, bytes):
             raise SchemaMismatch(f"the output for {subject!r} encoded to nothing (a null result)")
         return out
+
+    async def _avro_output_schema(self, target: _Target, policy: RegistryPolicy, topic: str) -> Any:
+        """The output schema, parsed by fastavro (None when it cannot be: the serializer then decides alone)."""
+        if policy.output_schema is not None:
+            text = self._schema_text(policy)
+        else:  # the topic strategy's subject (compile refuses the others without output_schema)
+            latest = await self._client(target).get_latest_version(f"{topic}-value")  # cached for _LATEST_TTL_S
+            text = latest.schema.schema_str or ""
+        parsed = self._avro_schemas.hit(text)
+        if parsed is None:
+            try:
+                parsed = fastavro.parse_schema(orjson.loads(text))
+            except Exception:  # references to other subjects, or not JSON: no conversion
+                parsed = False
+            self._avro_schemas.put(text, parsed)
+        return parsed or None
 
     # -- clients and serdes ------------------------------------------------------------------------
     def _target(self, policy: RegistryPolicy) -> _Target:

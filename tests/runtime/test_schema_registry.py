@@ -7,6 +7,8 @@ writes its outputs in the Confluent wire format; confluent_kafka's deserializers
 from __future__ import annotations
 
 import asyncio
+import datetime
+import decimal
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -372,3 +374,69 @@ async def test_basic_auth_reaches_a_secured_registry_and_wrong_credentials_are_r
     hm = dlq_headers(dead)
     assert hm[H.DLQ_ERROR_CODE] == "SCHEMA_REGISTRY_REFUSED" and "401" in hm[H.DLQ_ERROR_MESSAGE], hm
     assert hm[H.DLQ_ATTEMPTS] == "1" and "wrong" not in hm[H.DLQ_ERROR_MESSAGE]  # no secret in the reason
+
+
+LEDGER = {
+    "type": "record",
+    "name": "Ledger",
+    "namespace": "shop",
+    "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}},
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "digest", "type": "bytes"},
+        {"name": "ref", "type": ["null", {"type": "string", "logicalType": "uuid"}], "default": None},
+    ],
+}
+
+
+async def test_avro_logical_types_reach_the_workflow_as_json_and_round_trip(
+    rt: Runtime, schema_registry_url: str
+) -> None:
+    sr = SchemaRegistryClient({"url": schema_registry_url})
+    in_topic, out_topic = rt.names.channel("ledger"), rt.names.output("ledger")
+    sr.register_schema(f"{out_topic}-value", Schema(orjson.dumps(LEDGER).decode(), "AVRO"))
+    fields = [f["name"] for f in LEDGER["fields"]]
+    copy = {  # parse the payload, copy every field, and record what the workflow saw for `amount` and `at`
+        "name": "copy",
+        "condition": True,
+        "tasks": [
+            {
+                "id": "p",
+                "name": "p",
+                "function": {"name": "parse_json", "input": {"source": "payload", "target": "in"}},
+            },
+            {
+                "id": "m",
+                "name": "m",
+                "function": {
+                    "name": "map",
+                    "input": {"mappings": [{"path": f"data.{f}", "logic": {"var": f"data.in.{f}"}} for f in fields]},
+                },
+            },
+        ],
+    }
+    await rt.activate("ledger", copy, envelope=None, config={"value_format": "avro_registry", "tracing": "all"})
+    await rt.worker()
+    sent = {
+        "id": "l-1",
+        "amount": decimal.Decimal("1234.56"),
+        "at": datetime.datetime(2026, 12, 3, 10, 0, 1, 234000, tzinfo=datetime.UTC),
+        "day": datetime.date(2026, 12, 3),
+        "digest": b"\x00\xffbin",
+        "ref": None,
+    }
+    _send(rt, "ledger", AvroSerializer(sr, orjson.dumps(LEDGER).decode())(sent, _ctx(in_topic)), key="l-1")
+    (out,) = await asyncio.to_thread(rt.outputs, "ledger", 1)
+    assert AvroDeserializer(sr)(out.value(), _ctx(out_topic)) == sent  # exact decimal, bytes, timestamp, date
+    traces = await asyncio.to_thread(rt.traces, lambda r: len(r) >= 1)
+    seen = orjson.loads(traces[0].value())["result"]["data"]["in"]  # JSON forms the workflow worked with
+    assert seen == {
+        "id": "l-1",
+        "amount": "1234.56",
+        "at": "2026-12-03T10:00:01.234000+00:00",
+        "day": "2026-12-03",
+        "digest": "AP9iaW4=",
+        "ref": None,
+    }
