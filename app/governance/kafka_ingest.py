@@ -95,6 +95,8 @@ class PartitionThrottle:
         self.held: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset to re-read from
         self._timers: dict[tuple[str, int], asyncio.TimerHandle] = {}
         self.pauses = 0  # holds started (tests, bench)
+        # Partitions paused for another reason (a paused channel): a hold ending leaves them paused.
+        self.keep_paused: Callable[[tuple[str, int]], bool] = lambda _tp: False
 
     def hold(self, consumer: Consumer, topic: str, partition: int, offset: int, delay: float | None = None) -> None:
         """Pause `topic[partition]` and make `offset` (or an earlier held one) its next record.
@@ -121,6 +123,8 @@ class PartitionThrottle:
     def _resume(self, consumer: Consumer, tp: tuple[str, int]) -> None:
         self._timers.pop(tp, None)
         self.held.pop(tp, None)
+        if self.keep_paused(tp):
+            return
         with contextlib.suppress(Exception):  # closed consumer or partition revoked meanwhile
             consumer.resume([TopicPartition(tp[0], tp[1])])
 

@@ -70,7 +70,7 @@ class ConsumptionControl:
         self._throttled = throttled  # partitions the rate limit holds: its timer resumes them, not us
         self.cooperative = cooperative
         self.paused_topics: frozenset[str] = frozenset()
-        self.held: set[tuple[str, int]] = set()  # paused partitions sought back in the current pause
+        self.held: dict[tuple[str, int], int] = {}  # paused partition -> the offset it resumes at
         self.floors: dict[tuple[str, int], int] = {}  # skip records older than this (ms) until a newer one
         self.gated = False  # anything above to check per record
         self._routes: Mapping[str, ChannelRoute] = {}
@@ -119,7 +119,7 @@ class ConsumptionControl:
         stop = [TopicPartition(t, p) for t, p in assigned if t in paused and t not in before]
         throttled = self._throttled()
         go = [TopicPartition(t, p) for t, p in assigned if t in before and t not in paused and (t, p) not in throttled]
-        self.held = {tp for tp in self.held if tp[0] in paused}
+        self.held = {tp: o for tp, o in self.held.items() if tp[0] in paused}
         try:
             if stop:
                 consumer.pause(stop)
@@ -137,17 +137,17 @@ class ConsumptionControl:
 
     # -- per record (consume loop) -------------------------------------------------------------------
     def hold(self, consumer: Consumer, topic: str, partition: int, offset: int) -> None:
-        """A fetched record of a paused channel: pause its partition and make `offset` its next record."""
-        if (topic, partition) in self.held:
-            return
-        self.held.add((topic, partition))
-        target = TopicPartition(topic, partition, offset)
+        """A fetched record of a paused channel: pause its partition and make `offset` (or an earlier held
+        one) its next record. Called once per partition and batch; again if something resumed it."""
+        start = min(offset, self.held.get((topic, partition), offset))
+        self.held[(topic, partition)] = start
+        target = TopicPartition(topic, partition, start)
         try:
             consumer.pause([target])
             consumer.seek(target)
         except Exception as exc:
             # Revoked meanwhile: the new owner starts from the last commit, at or before `offset`.
-            log.warning("cannot hold paused %s[%d] at %d: %s", topic, partition, offset, exc)
+            log.warning("cannot hold paused %s[%d] at %d: %s", topic, partition, start, exc)
 
     def below_floor(self, topic: str, partition: int, timestamp_ms: int) -> bool:
         """Whether a record comes before its partition's start time (skip it); the first one at or after
@@ -178,9 +178,8 @@ class ConsumptionControl:
             consumer.pause(paused)
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        gone = {(tp.topic, tp.partition) for tp in partitions}
-        self.held -= gone
-        for tp in gone:
+        for tp in {(tp.topic, tp.partition) for tp in partitions}:
+            self.held.pop(tp, None)
             self.floors.pop(tp, None)
         self._regate()
 
@@ -262,7 +261,7 @@ class ConsumptionControl:
                 assert offset is not None
                 key = (tp.topic, tp.partition)
                 self._forget({key})  # batches before the seek must not commit over it
-                self.held.discard(key)
+                self.held.pop(key, None)
                 if ms is not None:
                     self.floors[key] = ms
                 else:

@@ -174,6 +174,8 @@ class ChannelWorker:
             self.tracker.forget,
             throttled=lambda: self.governance.throttle.held,
         )
+        # A rate-limit hold ending must not resume the partition of a paused channel.
+        self.governance.throttle.keep_paused = lambda tp: tp[0] in self.control.paused_topics
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def subscriptions(self) -> list[tuple[str, str]]:
@@ -504,6 +506,7 @@ class ChannelWorker:
         held = self.governance.throttle.held  # partitions paused by a rate limit
         control = self.control  # channels paused, partitions starting at a time (skip older records)
         stopped: set[tuple[str, int]] = set()  # held partitions already handled in this batch
+        paused_now: set[tuple[str, int]] = set()  # partitions of paused channels held in this batch
         inline: dict[str, bool] = {}  # topic -> its channel runs synchronously (no IO to await)
         tails = self._tails
         skipped = 0
@@ -518,8 +521,10 @@ class ChannelWorker:
             if control.gated:
                 if topic in control.paused_topics:
                     # Paused channel: not run, not committed; its partition resumes at this record.
-                    assert self._consumer is not None
-                    control.hold(self._consumer, topic, partition, offset)
+                    if (topic, partition) not in paused_now:
+                        paused_now.add((topic, partition))
+                        assert self._consumer is not None
+                        control.hold(self._consumer, topic, partition, offset)
                     skipped += 1
                     continue
                 if control.below_floor(topic, partition, msg.timestamp()[1]):
