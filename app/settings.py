@@ -208,6 +208,14 @@ class Settings(BaseSettings):
         default=3, description="Attempts for a retryable failure (with backoff) before the record goes to the DLQ."
     )
     worker_retry_backoff_ms: int = Field(default=200, description="First retry delay; doubles per attempt.")
+    flows_idle_fetch_interval_ms: int = Field(
+        default=0,
+        ge=0,
+        description="For brokers that answer a waiting fetch only when it expires (Tansu; `quasar dev` sets 500): "
+        "a flow runner idle for 2 s pauses its partitions and fetches once per this interval, so an idle runner "
+        "costs the broker almost nothing; a start, signal or worker result then waits up to this long. 0: always "
+        "fetch (Kafka answers a waiting fetch as soon as data arrives).",
+    )
     flow_view_max_finished: int = Field(
         default=10_000,
         ge=0,

@@ -212,6 +212,8 @@ def _run_dev(
             )
             # Tansu answers a fetch only when its max wait expires: keep the wait short (see settings).
             env.setdefault("QUASAR_FETCH_WAIT_MAX_MS", "10")
+            # ... and an idle flow runner fetches twice a second instead of a hundred times (docs/flows.md).
+            env.setdefault("QUASAR_FLOWS_IDLE_FETCH_INTERVAL_MS", "500")
             env.setdefault("QUASAR_SESSION_TIMEOUT_MS", "3000")
         env["QUASAR_KAFKA_BOOTSTRAP"] = bootstrap
         env["QUASAR_GATEWAY_PORT"] = str(port)

@@ -54,12 +54,10 @@ from app.flows.compiler import CompiledFlow
 from app.flows.effects import follow_ups
 from app.flows.gate import GateEvent, GateState, apply_gate
 from app.flows.instance import (
-    CancelTimer,
     Effect,
     InstanceState,
     PublishExternalTask,
     RunTask,
-    ScheduleTimer,
     SignalEvent,
     SignalRejected,
     SlotGranted,
@@ -69,7 +67,7 @@ from app.flows.instance import (
     TimerFiredEvent,
 )
 from app.flows.local import TimerQueue
-from app.flows.machine import apply, resume_effects
+from app.flows.machine import apply, flow_for, resume_effects
 from app.flows.schedule import CancelInstance, ScheduleEvent, ScheduleState, StartScheduled, apply_schedule, due_fires
 from app.flows.tasks import run_task
 from app.kafka import headers as H
@@ -149,6 +147,9 @@ class FlowRunner:
         self._unlisten: Callable[[], None] | None = None
         self._stopping = False
         self._resumed: list[Effect] = []  # effects of recovered instances, run by the loop
+        self._idle = _IdleFetch(
+            settings.flows_idle_fetch_interval_ms / 1000, max(0.05, 3 * settings.fetch_wait_max_ms / 1000)
+        )
         self._handlers: set[str] = set()  # handlers this runner published to (bounded metric labels)
         self.applied = 0  # events applied (for tests and health)
 
@@ -276,7 +277,12 @@ class FlowRunner:
         assert consumer is not None
         while not self._stopping:
             wait = self._poll_wait()
+            idle_wait = self._idle.before_poll(consumer, time.monotonic())
+            if idle_wait is not None:
+                wait = min(wait, idle_wait)
             batch = await loop.run_in_executor(self._executor, _poll_batch, consumer, 500, wait)
+            if batch:
+                self._idle.active()
             if self._starts_unknown_flow(batch):
                 await self.reader.sync(10.0)  # a flow activated just now: fold the config up to here first
             resumed, self._resumed = self._resumed, []
@@ -426,14 +432,9 @@ class FlowRunner:
             return
         current = store.get(event.instance_id)
         state = current if isinstance(current, InstanceState) else None
-        if isinstance(event, StartEvent):
-            flow = self.catalog.flow(event.flow_id, event.flow_version)
-            if flow is None and state is None:
-                log.warning(
-                    "flows: start of %s: flow %s v%s unknown", event.instance_id, event.flow_id, event.flow_version
-                )
-        else:
-            flow = self._flow_of(state) if state is not None else None
+        flow = flow_for(event, state, self.catalog.flow)
+        if isinstance(event, StartEvent) and flow is None and state is None:
+            log.warning("flows: start of %s: flow %s v%s unknown", event.instance_id, event.flow_id, event.flow_version)
         if isinstance(event, SignalEvent):
             M.FLOW_SIGNALS.labels(event.signal).inc()
         if isinstance(event, TimerFiredEvent):
@@ -497,16 +498,15 @@ class FlowRunner:
     def _emit(self, event: AnyEvent) -> None:
         """Produce an event to the partition that owns its key (maybe this runner's own)."""
         assert self._producer is not None
+        self._idle.active()  # an event for a partition (maybe this runner's): fetch it back at once
         key = event_key(event)
         self._producer.produce(
             self.names.flow_events, encode(event), key.encode(), partition=partition_for(key, self.partitions)
         )
 
     def _effect(self, effect: Effect) -> None:
-        if isinstance(effect, ScheduleTimer):
-            self.timers.schedule(effect.instance_id, effect.timer_id, effect.due)
-        elif isinstance(effect, CancelTimer):
-            self.timers.cancel(effect.instance_id, effect.timer_id)
+        if self.timers.carry_out(effect):
+            pass
         elif isinstance(effect, RunTask):
             task = asyncio.get_running_loop().create_task(self._run_task(effect))
             self._tasks.add(task)
@@ -678,6 +678,59 @@ class FlowRunner:
         for status in ("scheduled", "running", "waiting", "paused", "completed", "failed", "cancelled"):
             M.FLOW_INSTANCES.labels(status).set(counts.get(status, 0))
         M.FLOW_TIMERS_PENDING.set(len(self.timers))
+
+
+class _IdleFetch:
+    """Fetching less while nothing happens, for brokers that answer a waiting fetch only when its wait
+    expires (Tansu): there an idle consumer costs the broker one fetch per `fetch_wait_max_ms`.
+
+    After `IDLE_AFTER_S` without a record or an event of its own, the runner pauses its partitions and
+    fetches only for a `window` once per `interval`; a record or an event it produces resumes fetching
+    at once. An event from elsewhere (a start, a signal, a worker's result) then waits up to
+    `interval`. Off (`interval` 0) by default: Kafka answers a waiting fetch as soon as data arrives.
+    """
+
+    IDLE_AFTER_S = 2.0
+
+    def __init__(self, interval: float, window: float) -> None:
+        self.interval = interval
+        self.window = window
+        self.paused = False
+        self._last = time.monotonic()
+        self._woken = False
+        self._next_probe = 0.0
+
+    def active(self) -> None:
+        self._last = time.monotonic()
+        self._woken = True
+
+    def before_poll(self, consumer: Consumer, now: float) -> float | None:
+        """Pause or resume the partitions; returns the longest the poll may wait (None: no limit)."""
+        if self.interval <= 0:
+            return None
+        woken, self._woken = self._woken, False
+        if self.paused:
+            if not woken and now < self._next_probe:
+                return self._next_probe - now
+            self._set(consumer, paused=False)
+            if woken:
+                return None
+            self._last = now - self.IDLE_AFTER_S + self.window  # a probe: one window, then pause again
+            return self.window
+        if now - self._last > self.IDLE_AFTER_S:
+            self._set(consumer, paused=True)
+            self._next_probe = now + self.interval
+            return self.interval
+        return self._last + self.IDLE_AFTER_S - now  # wake up to pause when the runner turns idle
+
+    def _set(self, consumer: Consumer, *, paused: bool) -> None:
+        with contextlib.suppress(KafkaException):  # mid-rebalance: the next turn tries again
+            assignment = consumer.assignment()
+            if paused:
+                consumer.pause(assignment)
+            else:
+                consumer.resume(assignment)
+            self.paused = paused
 
 
 class _Refused(Exception):

@@ -34,7 +34,7 @@ from app.flows.instance import (
     StepResultEvent,
     TimerFiredEvent,
 )
-from app.flows.machine import apply
+from app.flows.machine import apply, flow_for
 from app.flows.schedule import ScheduleEvent
 from app.flows.tasks import run_task
 
@@ -67,6 +67,16 @@ class TimerQueue:
 
     def cancel(self, instance_id: str, timer_id: str) -> None:
         self._live.pop((instance_id, timer_id), None)
+
+    def carry_out(self, effect: Effect) -> bool:
+        """Schedule or cancel the timer of a timer effect; False (nothing done) for any other effect."""
+        if isinstance(effect, ScheduleTimer):
+            self.schedule(effect.instance_id, effect.timer_id, effect.due)
+        elif isinstance(effect, CancelTimer):
+            self.cancel(effect.instance_id, effect.timer_id)
+        else:
+            return False
+        return True
 
     def forget_instance(self, instance_id: str) -> None:
         for key in [k for k in self._live if k[0] == instance_id]:
@@ -171,10 +181,7 @@ class LocalRuntime:
                 self._gate(current)
                 continue
             state = self.states.get(current.instance_id)
-            if isinstance(current, StartEvent):
-                flow = self.flows.get((current.flow_id, current.flow_version))
-            else:
-                flow = self.flow_of(state) if state is not None else None
+            flow = flow_for(current, state, lambda flow_id, version: self.flows.get((flow_id, version)))
             result = apply(flow, state, current, self.clock.now())
             if result.state is not None:
                 self.states[result.state.id] = result.state  # the snapshot is stored before any effect
@@ -187,15 +194,13 @@ class LocalRuntime:
         self._queue.extend(SlotGranted(instance_id=i) for i in granted)
 
     async def _effect(self, effect: Effect) -> None:
-        if isinstance(effect, RunTask):
+        if self.timers.carry_out(effect):
+            pass
+        elif isinstance(effect, RunTask):
             state = self.states[effect.instance_id]
             flow = self.flow_of(state)
             assert flow is not None
             self._queue.append(await run_task(flow, effect, self.services))
-        elif isinstance(effect, ScheduleTimer):
-            self.timers.schedule(effect.instance_id, effect.timer_id, effect.due)
-        elif isinstance(effect, CancelTimer):
-            self.timers.cancel(effect.instance_id, effect.timer_id)
         elif isinstance(effect, PublishExternalTask):
             self.external.append(effect)
         elif isinstance(effect, Finished):

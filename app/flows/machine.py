@@ -17,6 +17,7 @@ Rules in one place:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -69,7 +70,7 @@ from app.flows.timing import (
     zone,
 )
 
-__all__ = ["MAX_INBOX", "MAX_TIMELINE", "Transition", "apply", "merge_patch", "resume_effects"]
+__all__ = ["MAX_INBOX", "MAX_TIMELINE", "Transition", "apply", "flow_for", "merge_patch", "resume_effects"]
 
 MAX_TIMELINE = 500
 MAX_INBOX = 100
@@ -88,6 +89,15 @@ class Transition:
     effects: list[Effect] = field(default_factory=list)
     duplicate: bool = False
     timeline: list[dict[str, Any]] = field(default_factory=list)
+
+
+def flow_for(
+    event: Event, state: InstanceState | None, lookup: Callable[[str, int], CompiledFlow | None]
+) -> CompiledFlow | None:
+    """The flow version `event` is applied with: the one a start names, else its instance's pinned one."""
+    if isinstance(event, StartEvent):
+        return lookup(event.flow_id, event.flow_version)
+    return lookup(state.flow_id, state.flow_version) if state is not None else None
 
 
 def apply(flow: CompiledFlow | None, state: InstanceState | None, event: Event, now: float) -> Transition:

@@ -11,7 +11,8 @@ import httpx
 
 from app.kafka.broker import free_port
 from app.settings import Settings
-from tests.flows.runtime_support import FlowEnv, RunnerProcess
+from tests.fixtures.kafka import make_test_settings
+from tests.flows.runtime_support import FlowEnv, RunnerProcess, until
 
 FLOW = {
     "flow_id": "in-worker",
@@ -78,3 +79,17 @@ async def test_the_worker_runs_flows_once_they_exist_and_stops_cleanly(settings:
             assert "Traceback" not in text, text[-3000:]
         finally:
             worker.stop()
+
+
+async def test_an_idle_runner_pauses_fetching_and_still_runs_what_comes(kafka_bootstrap: str) -> None:
+    """`flows_idle_fetch_interval_ms` (set by `quasar dev` for Tansu): idle, the runner pauses its partitions and
+    fetches once per interval; a start from outside is still applied, and its own timer resumes it at once."""
+    settings = make_test_settings(kafka_bootstrap, flows_idle_fetch_interval_ms=300)
+    async with FlowEnv(settings) as flows:
+        await flows.flow(FLOW)
+        runner = await flows.runner()
+        await until(lambda: runner._idle.paused, within=30, what="the idle runner paused its partitions")
+        await flows.start("in-worker", "after-idle", {"n": 2})
+        done = await flows.wait("after-idle", "completed")
+        assert done.output == {"n": 2} and [e["event"] for e in done.timeline].count("timer_fired") == 1
+        await until(lambda: runner._idle.paused, within=30, what="paused again once idle")
