@@ -280,3 +280,18 @@ def test_value_format_settings_that_do_not_go_together_are_field_errors(
 ) -> None:
     errors = _errors(config, protocol="kafka", channel_type="async")
     assert any(e["field"] == field and text in e["message"] for e in errors), errors
+
+
+def test_start_from_defaults_to_latest_and_accepts_earliest_or_a_zoned_time() -> None:
+    assert _compile().start_from == "latest"
+    assert _compile(start_from="earliest").start_from == "earliest"
+    assert _compile(start_from="2026-12-01T00:00:00Z").start_from == 1_796_083_200_000
+    assert _compile(start_from="2026-12-01T01:00:00+01:00").start_from == 1_796_083_200_000
+    for bad, words in [
+        ("yesterday", "ISO 8601"),
+        ("2026-12-01T00:00:00", "time zone"),
+        ("2026-12-32T00:00:00Z", "ISO 8601"),
+        ("Latest", "ISO 8601"),
+    ]:
+        (err,) = _errors(start_from=bad)
+        assert err["field"] == "start_from" and words in err["message"], err
