@@ -135,6 +135,8 @@ class SchemaRegistry:
         self._avro_schemas: _Lru = _Lru(_MAX_SERDES)  # output schema text -> fastavro-parsed
         self._building: dict[Any, asyncio.Future[Any]] = {}
         self._down_until: dict[_Target, float] = {}
+        # what decoded or encoded before (schema ids, output subjects): usable from caches while it is down
+        self._known: _Lru = _Lru(self.settings.schema_registry_cache_capacity)
 
     # -- the two operations ------------------------------------------------------------------------
     async def decode(self, policy: RegistryPolicy, value: bytes | None, topic: str) -> Any:
@@ -156,10 +158,15 @@ class SchemaRegistry:
         deserializer = await self._serde(target, ("de", policy.format), lambda: self._deserializer(target, policy))
         if policy.format == "protobuf":
             return await self._call(
-                target, lambda: _protobuf_to_dict(deserializer, value), what=f"schema id {schema_id}"
+                target,
+                lambda: _protobuf_to_dict(deserializer, value),
+                what=f"schema id {schema_id}",
+                seen=(policy.format, schema_id),
             )
         ctx = SerializationContext(topic, MessageField.VALUE)
-        decoded = await self._call(target, lambda: deserializer(value, ctx), what=f"schema id {schema_id}")
+        decoded = await self._call(
+            target, lambda: deserializer(value, ctx), what=f"schema id {schema_id}", seen=(policy.format, schema_id)
+        )
         return avro_to_json(decoded) if policy.format == "avro" else decoded
 
     async def encode(self, policy: RegistryPolicy, data: Any, topic: str) -> bytes:
@@ -171,6 +178,7 @@ class SchemaRegistry:
                 target,
                 lambda: _protobuf_encode(deserializer, self._client(target, serialized=True), data, f"{topic}-value"),
                 what=f"output subject '{topic}-value'",
+                seen=("protobuf", topic),
             )
         key = (
             "ser",
@@ -193,7 +201,7 @@ class SchemaRegistry:
                 value = json_to_avro(await self._avro_output_schema(target, policy, topic), data)
             return await serializer(value, ctx)
 
-        out = await self._call(target, serialize, what=f"output subject {subject!r}")
+        out = await self._call(target, serialize, what=f"output subject {subject!r}", seen=(topic, *key))
         if not isinstance(out, bytes):
             raise SchemaMismatch(f"the output for {subject!r} encoded to nothing (a null result)")
         return out
@@ -329,8 +337,11 @@ class SchemaRegistry:
             raise SchemaNotFound(f"output schema {name!r} not found ({path})") from None
 
     # -- calls and their failures ------------------------------------------------------------------
-    async def _call(self, target: _Target, call: Callable[[], Awaitable[T]], *, what: str) -> T:
-        if self._down_until.get(target, 0.0) > time.monotonic():
+    async def _call(self, target: _Target, call: Callable[[], Awaitable[T]], *, what: str, seen: Any) -> T:
+        """Run one de/serialization that may ask the registry. `seen` names what it needs (a schema id, an
+        output subject): while the registry counts as down, only what worked before (so is cached) runs."""
+        down = self._down_until.get(target, 0.0) > time.monotonic()
+        if down and self._known.hit((target, seen)) is None:
             raise SchemaRegistryUnavailable(f"schema registry {_host(target)} is down (failed moments ago); {what}")
         try:
             result = await call()
@@ -346,7 +357,9 @@ class SchemaRegistry:
                 ) from None
             # SerializationError, fastavro's and jsonschema's errors, EOFError...: the data does not fit.
             raise SchemaMismatch(f"{what}: {type(exc).__name__}: {exc}") from None
-        self._down_until.pop(target, None)
+        if not down:
+            self._down_until.pop(target, None)
+        self._known.put((target, seen), True)
         return result
 
     def _registry_error(self, target: _Target, exc: SchemaRegistryError, what: str) -> QuasarError:

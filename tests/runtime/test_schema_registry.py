@@ -27,6 +27,7 @@ from google.protobuf.message_factory import GetMessageClass
 from app.kafka import headers as H
 from app.kafka.broker import free_port
 from app.settings import Settings
+from tests.fixtures.schema_registry import KarapaceRegistry
 from tests.runtime.worker_support import Runtime, dlq_headers
 
 pytestmark = pytest.mark.timeout(240)
@@ -440,3 +441,30 @@ async def test_avro_logical_types_reach_the_workflow_as_json_and_round_trip(
         "digest": "AP9iaW4=",
         "ref": None,
     }
+
+
+async def test_schemas_already_used_keep_working_while_the_registry_is_down(rt: Runtime, kafka_bootstrap: str) -> None:
+    own = KarapaceRegistry(kafka_bootstrap).start()  # this test stops it
+    try:
+        sr = SchemaRegistryClient({"url": own.url})
+        in_topic, out_topic = rt.names.channel("outage"), rt.names.output("outage")
+        sr.register_schema(f"{out_topic}-value", Schema(orjson.dumps(ORDER_OUT).decode(), "AVRO"))
+        config = {"value_format": "avro_registry", "schema_registry": {"url": own.url}}
+        await rt.activate("outage", PRICE, envelope=None, config=config)
+        await rt.worker()
+        known = AvroSerializer(sr, orjson.dumps(ORDER_IN).decode())
+        newer_schema = {**ORDER_IN, "fields": [*ORDER_IN["fields"], {"name": "note", "type": "string", "default": ""}]}
+        newer = AvroSerializer(sr, orjson.dumps(newer_schema).decode())
+        unseen = newer({"id": "c", "amount": 3.0, "note": "n"}, _ctx(in_topic))  # registered, never read by the worker
+        _send(rt, "outage", known({"id": "a", "amount": 1.0}, _ctx(in_topic)), key="a")
+        await asyncio.to_thread(rt.outputs, "outage", 1)
+        later = known({"id": "b", "amount": 2.0}, _ctx(in_topic))
+    finally:
+        own.stop()
+    _send(rt, "outage", unseen, key="c", trace="c")
+    _send(rt, "outage", later, key="b")  # the same schema id as "a": decoded and encoded from the caches
+    outs = await asyncio.to_thread(rt.outputs, "outage", 2)
+    assert sorted(m.key() for m in outs) == [b"a", b"b"]
+    (dead,) = await asyncio.to_thread(rt.dlq, 1)
+    hm = dlq_headers(dead)
+    assert hm[H.TRACE_ID] == "c" and hm[H.DLQ_ERROR_CODE] == "SCHEMA_REGISTRY_UNAVAILABLE" and hm[H.DLQ_ATTEMPTS] == "3"
