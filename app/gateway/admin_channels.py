@@ -130,6 +130,16 @@ def _seek_body(body: Any, topic: str, partitions: int) -> dict[str, Any]:
     return out
 
 
+async def _offset_in_range(settings: Settings, topic: str, offset: int, partitions: tuple[int, ...] | None) -> None:
+    """400 when `offset` is past the end of every chosen partition (a typo, not a replay); an offset past the
+    end of some of them puts those at their end (the worker keeps positions within each partition)."""
+    group = f"{settings.topic_prefix}worker"
+    found = await asyncio.to_thread(lambda: group_positions(create_admin(settings), [(group, topic)]))
+    ends = {p: end for (_g, _t, p), (_c, end) in found.items() if partitions is None or p in partitions}
+    if ends and offset > max(ends.values()):
+        raise BadRequest(f"from_offset {offset} is past the end of {topic} (end offsets: {dict(sorted(ends.items()))})")
+
+
 @router.post("/channels/{object_id}/offsets", status_code=202, summary="Move a channel's position (replay or skip)")
 async def channel_seek(object_id: str, request: Request) -> Response:
     reader = _reader(request)
@@ -140,7 +150,10 @@ async def channel_seek(object_id: str, request: Request) -> Response:
     count = (await asyncio.to_thread(lambda: topic_partitions(create_admin(settings)))).get(topic)
     if not count:
         raise Conflict(f"topic {topic!r} of channel '{object_id}' does not exist yet")
-    seek = SeekRequest.new(name, topic, by=_actor(request), **_seek_body(body, topic, count))
+    wanted = _seek_body(body, topic, count)
+    if "from_offset" in wanted:
+        await _offset_in_range(settings, topic, wanted["from_offset"], wanted.get("partitions"))
+    seek = SeekRequest.new(name, topic, by=_actor(request), **wanted)
     await request_seek(reader, seek)
     return _data({**seek.to_json(), "applied": {}}, 202)
 

@@ -199,7 +199,7 @@ class ConsumptionControl:
             request = self._unapplied(route, tp.topic, tp.partition)
             if request is not None:
                 if request.from_offset is not None:
-                    tp.offset = request.from_offset
+                    tp.offset = _within(consumer, tp.topic, tp.partition, request.from_offset)
                 else:
                     assert request.from_ms is not None
                     by_time.append((tp, request.from_ms))
@@ -257,8 +257,11 @@ class ConsumptionControl:
             timed = [(tp.topic, tp.partition, ms) for _, tp, ms in moves if ms is not None]
             found = await asyncio.to_thread(_offsets_for_times, consumer, timed) if timed else {}
             for request, tp, ms in moves:
-                offset = found[(tp.topic, tp.partition)] if ms is not None else request.from_offset
-                assert offset is not None
+                if ms is not None:
+                    offset = found[(tp.topic, tp.partition)]
+                else:
+                    assert request.from_offset is not None
+                    offset = await asyncio.to_thread(_within, consumer, tp.topic, tp.partition, request.from_offset)
                 key = (tp.topic, tp.partition)
                 self._forget({key})  # batches before the seek must not commit over it
                 self.held.pop(key, None)
@@ -301,6 +304,14 @@ def _assignment(consumer: Consumer) -> set[tuple[str, int]]:
         return {(tp.topic, tp.partition) for tp in consumer.assignment()}
     except Exception:
         return set()
+
+
+def _within(consumer: Consumer, topic: str, partition: int, offset: int) -> int:
+    """`offset` kept within what the partition holds: an offset out of range would make the consumer fall
+    back to `auto.offset.reset` (earliest: the whole partition again). Tansu reports the base offset of its
+    last batch + 1 as the end, so an offset inside that batch may start a few records early (at-least-once)."""
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), BROKER_TIMEOUT_S)
+    return max(low, min(offset, high))
 
 
 def _offsets_for_times(consumer: Consumer, wanted: list[tuple[str, int, int]]) -> dict[tuple[str, int], int]:

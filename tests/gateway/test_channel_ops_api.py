@@ -95,6 +95,7 @@ async def test_bad_requests_get_clear_errors(gateway: Gateway, worker: Any, chan
         ({"from_offset": 0, "partitions": []}, "non-empty"),
         ({"from_offset": 0, "topic": "someone.elses"}, "not this channel's topic"),
         ({"from_offset": 0, "force": True}, "unknown field"),
+        ({"from_offset": 10**12}, "past the end"),
         ([1, 2], "JSON object"),
     ]:
         err = _error(await http.post(offsets, json=body), 400, "BAD_REQUEST")

@@ -237,3 +237,17 @@ async def test_replay_from_an_offset_of_one_partition(rt: Runtime) -> None:
     again = [k for _o, k in on_zero[1:]]
     got = await _sentinel(rt, "offs", None, 8 + len(again))
     assert sorted(got) == sorted([m.key().decode() for m in sent] + again)
+
+
+async def test_an_offset_past_the_end_puts_the_position_at_the_end_not_back_at_the_start(rt: Runtime) -> None:
+    # Out of range, the consumer would fall back to auto.offset.reset (earliest): everything again.
+    await rt.activate("far")
+    await rt.worker()
+    sent = _send(rt, "far", [f"f{i}" for i in range(6)])
+    await _sentinel(rt, "far", None, 6)
+    request = SeekRequest.new("far", rt.names.channel("far"), from_offset=10**9, by="test")
+    await request_seek(rt.reader, request)
+    await _until(lambda: len(seek_applied(rt.reader, "far")) == 2)
+    assert all(a["offset"] < 10**9 for a in seek_applied(rt.reader, "far").values())
+    got = await _sentinel(rt, "far", None, 6)
+    assert sorted(got) == sorted(m.key().decode() for m in sent)  # nothing replayed
