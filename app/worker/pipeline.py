@@ -29,12 +29,14 @@ The record contract (docs/concepts.md, "The record contract"):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,6 +88,11 @@ __all__ = [
 # The record budget (QUASAR_MAX_RECORD_BYTES; producers and topics take it plus framing): nothing the
 # pipeline returns may be larger. The worker passes its setting; this default is the setting's.
 MAX_PRODUCE_BYTES = DEFAULT_MAX_RECORD_BYTES
+# A synchronous record this slow marks its channel heavy: its records then run in a thread, so one costly
+# channel does not stall the other partitions of the worker (bench.noisy_neighbour: 0.5-0.8 s -> 13-35 ms);
+# an offloaded record this fast brings the channel back onto the loop (a hand-off costs ~0.2 ms).
+HEAVY_RECORD_S = 0.05
+LIGHT_RECORD_S = 0.005
 MAX_MESSAGE_CHARS = 4096  # error messages in replies, traces and DLQ headers
 MAX_HEADER_VALUE = 8192  # one propagated header value
 MAX_HEADERS_TOTAL = 32_768  # all propagated headers of one record
@@ -400,6 +407,8 @@ class Pipeline:
         self.tracing: Any = None  # app.observability.tracing.Tracing when QUASAR_TRACING_ENABLED
         self._observe = observe
         self._tasks: tuple[Any, dict[tuple[str, str], Any]] = (None, {})
+        self.heavy: set[str] = set()  # channels whose synchronous records run in a thread (_classify)
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def registry(self) -> SchemaRegistry:
@@ -407,6 +416,28 @@ class Pipeline:
         if self._registry is None:
             self._registry = SchemaRegistry()
         return self._registry
+
+    # -- heavy channels run off the loop -----------------------------------------------------------
+    def _classify(self, channel: str, elapsed: float) -> None:
+        """A synchronous run of HEAVY_RECORD_S or more marks its channel heavy (its next records run in a
+        thread, and the worker takes them off its in-order batch loop); a run under LIGHT_RECORD_S unmarks it.
+        Light records stay on the loop: a thread hand-off costs more than a whole light record."""
+        if elapsed >= HEAVY_RECORD_S:
+            self.heavy.add(channel)
+        elif elapsed < LIGHT_RECORD_S and channel in self.heavy:
+            self.heavy.discard(channel)
+
+    def _offload_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            # One thread: the GIL runs one record at a time anyway; the point is the loop's responsiveness.
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quasar-heavy-record")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the heavy-record thread (after the last record)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     # -- the contract ------------------------------------------------------------------------------
     def _span(self, channel: str, hm: Mapping[str, str], metadata: dict[str, Any]) -> Any:
@@ -516,11 +547,19 @@ class Pipeline:
                 message.audit_trail = TaskTrail(self._task_index(engine))
             started = time.perf_counter()
             if options.services is None:
-                engine.process_sync(route.name, message, options)
+                if route.name in self.heavy:  # off the loop: other partitions keep flowing meanwhile
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._offload_pool(), engine.process_sync, route.name, message, options
+                    )
+                else:
+                    engine.process_sync(route.name, message, options)
+                elapsed = time.perf_counter() - started
+                self._classify(route.name, elapsed)
             else:
                 await engine.process(route.name, message, options)
+                elapsed = time.perf_counter() - started
             if self._observe is not None:
-                self._observe(route.name, message.audit_trail, now, time.perf_counter() - started)
+                self._observe(route.name, message.audit_trail, now, elapsed)
             if span is not None:
                 self._end_span(span, message.audit_trail, now)
                 span = None

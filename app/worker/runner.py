@@ -282,6 +282,7 @@ class ChannelWorker:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await asyncio.to_thread(consumer.close)
+        await asyncio.to_thread(self.pipeline.close)  # a heavy record still in its thread ends within its budget
         if self._producer is not None:
             await self._producer.close()
         if self._services_producer is not None and self._services_producer is not self._producer:
@@ -508,6 +509,7 @@ class ChannelWorker:
         stopped: set[tuple[str, int]] = set()  # held partitions already handled in this batch
         paused_now: set[tuple[str, int]] = set()  # partitions of paused channels held in this batch
         inline: dict[str, bool] = {}  # topic -> its channel runs synchronously (no IO to await)
+        heavy = self.pipeline.heavy
         tails = self._tails
         skipped = 0
         emit = acks.emit
@@ -576,8 +578,9 @@ class ChannelWorker:
                         and engine.is_sync(route.name)  # type: ignore[union-attr]
                         and route.registry is None  # type: ignore[union-attr]  # registry lookups are IO
                     )
-                if runs_inline:
-                    # No IO to await: run now, in order (the coroutine never suspends).
+                if runs_inline and route.name not in heavy:  # type: ignore[union-attr]
+                    # No IO to await: run now, in order (the coroutine never suspends). A heavy channel's
+                    # records go the task way below (in a thread, in order per key): the batch goes on.
                     first = await self._handle(msg, view, headers=(raw_headers, hm))
                     if first.status == "ok":
                         emit(first)
