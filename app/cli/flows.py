@@ -63,6 +63,7 @@ async def _serve(settings: Any) -> None:
     ops = start_ops_server(
         settings.worker_metrics_port,
         settings.worker_metrics_host,
+        health=lambda: {"flows": runner.status()},  # /readyz: joined and recovered
         info=lambda: {"instance": settings.instance_id, "partitions": runner.owned(), "applied": runner.applied},
     )
     stop = asyncio.Event()

@@ -117,6 +117,9 @@ async def _finish(
     if task_id in bridge.completed:
         raise Conflict(f"task {task_id!r} was already {bridge.completed[task_id]}")
     leased = bridge.leases.get(task_id)
+    if leased is not None and leased.deadline is not None and time.time() > leased.deadline:
+        bridge.leases.pop(task_id, None)
+        raise Conflict(f"task {task_id!r} is past its deadline: the flow has timed the attempt out")
     if leased is not None:
         envelope = leased.envelope
         task = {k: envelope.get(k) for k in ("task_id", "instance_id", "step", "attempt", "handler")}

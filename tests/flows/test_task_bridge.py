@@ -113,6 +113,29 @@ async def test_poll_complete_fail_retry_and_the_bad_paths(kafka_bootstrap: str) 
             await gateway.stop()
 
 
+async def test_a_task_nobody_completes_times_out_and_is_retried_by_the_flow(kafka_bootstrap: str) -> None:
+    settings = make_test_settings(kafka_bootstrap)
+    step = {**FLOW["steps"][0], "timeout": "5s", "retry": {"max_attempts": 2, "backoff": "100ms"}}  # type: ignore[dict-item]
+    async with FlowEnv(settings) as env:
+        await env.flow({**FLOW, "flow_id": "short", "steps": [step, FLOW["steps"][1]]})  # type: ignore[list-item]
+        await env.runner()
+        gateway = await start_gateway(settings)
+        try:
+            await env.start("short", "slow", {"n": 5})
+            first = check(await poll(gateway.http), 200)["data"]  # leased for 60 s, never completed
+            assert first["task_id"] == "slow:work:1" and first["deadline"] is not None
+            second = check(await poll(gateway.http), 200)["data"]  # the flow's timer: TIMEOUT, attempt 2
+            assert second["task_id"] == "slow:work:2"
+            late = await gateway.http.post("/api/v1/tasks/slow:work:1/complete", json={"output": "late"})
+            check(late, 409, "CONFLICT")
+            check(await gateway.http.post("/api/v1/tasks/slow:work:2/complete", json={"output": "in time"}), 202)
+            done = await env.wait("slow", "completed")
+            assert done.output == "in time"
+            assert any(e["event"] == "step_retry" and e.get("code") == "TIMEOUT" for e in done.timeline)
+        finally:
+            await gateway.stop()
+
+
 async def test_a_task_handed_out_by_one_gateway_completes_through_another(kafka_bootstrap: str) -> None:
     settings = make_test_settings(kafka_bootstrap)
     async with FlowEnv(settings) as env:
