@@ -95,6 +95,14 @@ async def test_a_body_of_exactly_the_limit_is_accepted_and_processed_async(gatew
     assert trace["result"]["data"]["seen"] is True and len(trace["result"]["data"]["req"]["blob"]) == LIMIT - 20
 
 
+async def test_a_body_at_the_limit_with_the_largest_headers_still_round_trips(gateway: Gateway) -> None:
+    # The record carries the request headers in metadata: the budget keeps room for a full header block.
+    headers = {**_JSON, "x-pad": '"' * 60_000}  # quotes double when JSON-encoded
+    r = await gateway.http.post("/api/v1/data/echo", content=body_of(LIMIT), headers=headers)
+    assert r.status_code == 200, r.text[:300]
+    assert len(r.json()["data"]["req"]["blob"]) == LIMIT - 20
+
+
 @pytest.mark.parametrize("path", ["echo", "echo/async"])
 async def test_one_byte_over_the_limit_is_413(gateway: Gateway, path: str) -> None:
     r = await gateway.http.post(f"/api/v1/data/{path}", content=body_of(LIMIT + 1), headers=_JSON)
