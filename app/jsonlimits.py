@@ -16,15 +16,16 @@ __all__ = ["MAX_JSON_DEPTH", "json_too_deep"]
 MAX_JSON_DEPTH = 128
 
 
-def json_too_deep(raw: bytes, doc: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+def json_too_deep(raw: bytes | None, doc: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether `doc` (parsed from `raw`) nests containers deeper than `limit` levels.
 
     Fast path: a text with at most `limit` opening brackets cannot be deeper (one C-speed scan); only
-    bodies with many brackets are walked, iteratively (no recursion, whatever the depth).
+    bodies with many brackets are walked, iteratively (no recursion, whatever the depth). Without a JSON
+    text (`raw` None: decoded from Avro or Protobuf) the document is always walked.
     """
     if type(doc) is not dict and type(doc) is not list:
         return False
-    if raw.count(b"[") + raw.count(b"{") <= limit:
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= limit:
         return False
     stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:

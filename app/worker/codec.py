@@ -172,7 +172,10 @@ def decode_avro(value: bytes | None, schema: Any) -> tuple[Any, dict[str, Any]]:
         raise AvroMismatch(
             f"record does not match Avro schema {_name(schema)}: {len(value) - buf.tell()} trailing bytes"
         )
-    return avro_to_json(record), {}
+    data = avro_to_json(record)
+    if json_too_deep(None, data):  # a recursive type: replies and traces could not be written
+        raise AvroMismatch(f"record of Avro schema {_name(schema)} nests deeper than {MAX_JSON_DEPTH} levels")
+    return data, {}
 
 
 def avro_to_json(value: Any) -> Any:

@@ -43,6 +43,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from app.channels import RegistryPolicy
 from app.errors import BadRequest, QuasarError, ServiceUnavailable
+from app.jsonlimits import MAX_JSON_DEPTH, json_too_deep
 from app.secrets import resolve_secret
 from app.settings import Settings
 from app.worker.codec import avro_to_json, json_to_avro
@@ -157,17 +158,20 @@ class SchemaRegistry:
         schema_id = int.from_bytes(value[1:5], "big")
         deserializer = await self._serde(target, ("de", policy.format), lambda: self._deserializer(target, policy))
         if policy.format == "protobuf":
-            return await self._call(
+            decoded = await self._call(
                 target,
                 lambda: _protobuf_to_dict(deserializer, value),
                 what=f"schema id {schema_id}",
                 seen=(policy.format, schema_id),
             )
+            return _bounded_depth(decoded, None, schema_id)
         ctx = SerializationContext(topic, MessageField.VALUE)
         decoded = await self._call(
             target, lambda: deserializer(value, ctx), what=f"schema id {schema_id}", seen=(policy.format, schema_id)
         )
-        return avro_to_json(decoded) if policy.format == "avro" else decoded
+        if policy.format == "avro":
+            decoded = avro_to_json(decoded)
+        return _bounded_depth(decoded, value[5:] if policy.format == "json_schema" else None, schema_id)
 
     async def encode(self, policy: RegistryPolicy, data: Any, topic: str) -> bytes:
         """`data` encoded for `topic` under its subject (the output schema, or the subject's latest version)."""
@@ -410,6 +414,14 @@ async def _protobuf_encode(deserializer: Any, client: AsyncSchemaRegistryClient,
     message = json_format.ParseDict(data, GetMessageClass(desc)(), ignore_unknown_fields=True)
     body: bytes = message.SerializeToString()
     return bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big") + b"\x00" + body
+
+
+def _bounded_depth(decoded: Any, raw: bytes | None, schema_id: int) -> Any:
+    # Replies, outputs and traces are JSON with a bounded depth (app.jsonlimits): refuse deeper records here
+    # (a recursive Avro type or a deep JSON document), as the JSON codec does.
+    if json_too_deep(raw, decoded):
+        raise SchemaMismatch(f"schema id {schema_id}: the record nests deeper than {MAX_JSON_DEPTH} levels")
+    return decoded
 
 
 def _is_network(exc: BaseException) -> bool:

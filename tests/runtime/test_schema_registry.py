@@ -172,7 +172,13 @@ async def test_json_schema_records_round_trip_through_the_registry(rt: Runtime, 
     serialize = JSONSerializer(orjson.dumps(JSON_IN).decode(), sr)
     for i in range(2):
         _send(rt, "jprices", serialize({"id": f"j-{i}", "amount": 5 + i}, _ctx(in_topic)), key=f"j-{i}")
+    frame = serialize({"id": "f", "amount": 1}, _ctx(in_topic))[:5]  # magic byte + the input schema's id
+    deep = '{"id": "deep", "amount": 1, "deep": ' + '{"d": ' * 300 + "1" + "}" * 301  # extra properties are allowed
+    _send(rt, "jprices", frame + deep.encode(), key="deep", trace="deep")  # valid, but too deep for a JSON reply
     outs = await asyncio.to_thread(rt.outputs, "jprices", 2)
+    (dead,) = await asyncio.to_thread(rt.dlq, 1)
+    hm = dlq_headers(dead)
+    assert hm[H.DLQ_ERROR_CODE] == "SCHEMA_MISMATCH" and "nests deeper than" in hm[H.DLQ_ERROR_MESSAGE], hm
     deserialize = JSONDeserializer(orjson.dumps(JSON_OUT).decode(), schema_registry_client=sr)
     for m in outs:
         i = int(m.key().decode().split("-")[1])
