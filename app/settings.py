@@ -175,6 +175,13 @@ class Settings(BaseSettings):
         "it wrote). Longer: fewer commit requests, more records run again after a crash, and with "
         "exactly_once results reach read_committed readers only at each commit.",
     )
+    worker_max_uncommitted_records: int = Field(
+        default=0,
+        ge=0,
+        description="At-least-once: consumed records whose offsets are not committed yet beyond which the worker "
+        "stops consuming until commits catch up; bounds what a crash runs again (their outputs may already "
+        "be written) when the broker acknowledges slower than the worker processes. 0: no bound.",
+    )
     session_timeout_ms: int = Field(
         default=10000, description="Consumer group session timeout (Tansu joins take about half of it)."
     )

@@ -137,6 +137,7 @@ def quasar_env(settings: Any, **extra: str) -> dict[str, str]:
         "processing_timeout_ms",
         "redis_url",
         "worker_commit_interval_ms",
+        "worker_max_uncommitted_records",
         "processing_guarantee",
     ):
         value = getattr(settings, name)
@@ -421,11 +422,13 @@ def kill_worker(
     kill_at: float = 0.3,
     timeout: float = 300.0,
     commit_interval_ms: int | None = None,
+    max_uncommitted: int | None = None,
 ) -> dict[str, Any]:
     """Two `quasar worker` processes share the channel; kill -9 one when ~`kill_at` of the results are out.
 
-    `commit_interval_ms`: the workers' QUASAR_WORKER_COMMIT_INTERVAL_MS (None: the default); the
-    duplicates it causes are what the kill shows."""
+    `commit_interval_ms` / `max_uncommitted`: the workers' QUASAR_WORKER_COMMIT_INTERVAL_MS /
+    QUASAR_WORKER_MAX_UNCOMMITTED_RECORDS (None: the defaults); the duplicates they allow are what the kill
+    shows."""
     from confluent_kafka import Producer
 
     from app.kafka.config import producer_config
@@ -433,7 +436,11 @@ def kill_worker(
     from bench._worker_setup import activate_channel
 
     logs = _log_dir(log_dir, "kill-worker")
-    cadence = {} if commit_interval_ms is None else {"worker_commit_interval_ms": commit_interval_ms}
+    cadence: dict[str, int] = {}
+    if commit_interval_ms is not None:
+        cadence["worker_commit_interval_ms"] = commit_interval_ms
+    if max_uncommitted is not None:
+        cadence["worker_max_uncommitted_records"] = max_uncommitted
     settings = _settings(bootstrap, default_partitions=partitions, **cadence)
     channel = "orders"
     names = TopicNames(settings.topic_prefix)
@@ -520,6 +527,7 @@ def kill_worker(
         "partitions": partitions,
         "produce_rate_target": rate,
         "commit_interval_ms": round(settings.commit_interval_s() * 1000),
+        "max_uncommitted_records": settings.worker_max_uncommitted_records,
         "produce_seconds": round(produce_seconds, 2),
         "killed_worker_ok_before_kill": killed_ok,
         "produced_at_kill": produced_at_kill,
@@ -1114,6 +1122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--commit-interval-ms", type=int, default=None, help="workers' commit interval (default: the setting's)"
     )
+    parser.add_argument(
+        "--max-uncommitted", type=int, default=None, help="workers' uncommitted-records bound (default: the setting's)"
+    )
     parser.add_argument("--only", default="", help="comma list of scenario names (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "faults.json")
     args = parser.parse_args(argv)
@@ -1122,7 +1133,13 @@ def main(argv: list[str] | None = None) -> int:
     scenarios: dict[str, Callable[[str, Path], dict[str, Any]]] = {
         "broker_unreachable": lambda b, d: broker_unreachable(log_dir=d),
         "kill_worker": lambda b, d: kill_worker(
-            b, args.messages, log_dir=d, rate=args.rate, timeout=900, commit_interval_ms=args.commit_interval_ms
+            b,
+            args.messages,
+            log_dir=d,
+            rate=args.rate,
+            timeout=900,
+            commit_interval_ms=args.commit_interval_ms,
+            max_uncommitted=args.max_uncommitted,
         ),
         "gateway_restart": lambda b, d: gateway_restart(b, log_dir=d, concurrency=50, before=5, after=10),
         "admin_conflicts": lambda b, d: admin_conflicts(b, writers=100),

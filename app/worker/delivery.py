@@ -140,11 +140,12 @@ class Acks:
 class Batch:
     """Offsets of one consumed batch and everything that must be delivered before they are committed."""
 
-    __slots__ = ("acks", "offsets")
+    __slots__ = ("acks", "offsets", "records")
 
     def __init__(self, acks: Acks) -> None:
         self.offsets: dict[tuple[str, int], int] = {}
         self.acks = acks
+        self.records = 0  # consumed records it stands for (the uncommitted-records bound)
 
 
 class DeliveryTracker:
@@ -173,6 +174,8 @@ class DeliveryTracker:
         self._idle = asyncio.Event()
         self._idle.set()
         self.committed: dict[tuple[str, int], int] = {}
+        self.uncommitted = 0  # records of the pending batches: what a crash now would run again
+        self._progress = asyncio.Event()  # set whenever batches are committed
         self.undeliverable = 0  # records neither delivered nor dead-lettered (logged and counted)
 
     def acks(self) -> Acks:
@@ -184,6 +187,7 @@ class DeliveryTracker:
     def seal(self, batch: Batch) -> None:
         """The batch is consumed: commit it once everything it caused is settled."""
         self.pending.append(batch)
+        self.uncommitted += batch.records
         self._idle.clear()
         self._queue.put_nowait(batch)
 
@@ -243,7 +247,10 @@ class DeliveryTracker:
     def _commit_settled(self, count: int) -> None:
         latest: dict[tuple[str, int], int] = {}
         for _ in range(min(count, len(self.pending))):
-            latest.update(self.pending.popleft().offsets)
+            batch = self.pending.popleft()
+            latest.update(batch.offsets)
+            self.uncommitted -= batch.records
+        self._progress.set()
         consumer = self._consumer()
         if consumer is not None and latest:
             try:
@@ -259,6 +266,12 @@ class DeliveryTracker:
                 log.warning("commit failed: %s", exc)
         if not self.pending:
             self._idle.set()
+
+    async def wait_progress(self, seconds: float) -> None:
+        """Wait (bounded) until the next batches are committed."""
+        self._progress.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._progress.wait(), seconds)
 
     async def drain(self) -> None:
         """Wait until every pending batch is committed (without waiting for the commit interval)."""
@@ -305,6 +318,7 @@ class DeliveryTracker:
 
     def drop_pending(self) -> None:
         self.pending.clear()
+        self.uncommitted = 0
 
 
 def _same(sent: bytes | str | None, reported: bytes | None) -> bool:

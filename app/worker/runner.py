@@ -123,6 +123,7 @@ class ChannelWorker:
         # consumes nothing more until half of them finished, so a slow upstream cannot pull a whole backlog
         # into memory. Heartbeats go on (librdkafka's thread); a rebalance waits for the next poll.
         self.max_outstanding = max_outstanding or max(batch_size, 4 * max_in_flight)
+        self.max_uncommitted = settings.worker_max_uncommitted_records
         self._outstanding = 0
         self.outstanding_peak = 0
         self._room = asyncio.Event()
@@ -444,6 +445,11 @@ class ChannelWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._room.wait(), 0.5)  # bounded, to notice stop()
                     continue
+                if self.max_uncommitted and self.tracker.uncommitted >= self.max_uncommitted:
+                    # Processed records whose outputs may have landed but whose offsets are not committed
+                    # yet are what a crash runs again: bounded, the consumer waits for commits to catch up.
+                    await self.tracker.wait_progress(0.5)
+                    continue
                 # Busy stream: take what librdkafka already fetched, on the loop thread (no thread
                 # hand-off, no GIL ping-pong with a consumer thread). Idle: wait in a thread.
                 await asyncio.sleep(0)  # let the committer, listeners and other services run
@@ -458,6 +464,7 @@ class ChannelWorker:
                     batch = self.tracker.batch()
                     await self._process(msgs, batch)
                     self._producer_client().poll(0)  # serve delivery reports of earlier batches
+                    batch.records = len(msgs)
                     self.tracker.seal(batch)
         except Exception as exc:
             self.failure = self.failure or exc

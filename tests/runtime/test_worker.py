@@ -166,3 +166,28 @@ async def test_an_implausible_config_position_is_not_waited_for(rt: Runtime) -> 
     (out,) = await asyncio.to_thread(rt.outputs, "forged-offset", 1)
     assert out.key() == b"f-1"
     assert orjson.loads(out.value())["status"] == "ok"
+
+
+async def test_the_worker_stops_consuming_at_its_uncommitted_records_bound(settings: Settings) -> None:
+    """QUASAR_WORKER_MAX_UNCOMMITTED_RECORDS: the consume loop takes no batch while that many records wait for
+    their commit, so a crash never repeats more than the bound plus one batch; every record still gets its
+    result."""
+    rt = Runtime(settings.model_copy(update={"worker_max_uncommitted_records": 100}))
+    await rt.reader.ready(20)
+    try:
+        await rt.activate("bounded")
+        ids = [f"b{i}" for i in range(600)]
+        for rid in ids:
+            rt.send("bounded", {"data": {}}, key=rid, headers={H.TRACE_ID: rid})
+        worker = await rt.worker(batch_size=50)
+        peak = 0
+        deadline = time.monotonic() + 60
+        while sum(worker.committed.values()) < len(ids):
+            assert time.monotonic() < deadline, f"not all committed: {worker.committed}"
+            peak = max(peak, worker.tracker.uncommitted)
+            await asyncio.sleep(0.002)
+        assert 0 < peak < 100 + 50
+        outs = await asyncio.to_thread(rt.outputs, "bounded", len(ids))
+        assert {m.key().decode() for m in outs} == set(ids)
+    finally:
+        await rt.close()

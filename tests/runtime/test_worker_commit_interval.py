@@ -84,3 +84,29 @@ async def test_revoked_partitions_are_left_out_of_a_coalesced_commit() -> None:
     finally:
         loop.cancel()
     assert consumer.commits == [[("a", 1, 2)]]
+
+
+def _seal_records(tracker: DeliveryTracker, offsets: dict[tuple[str, int], int], records: int) -> None:
+    batch = tracker.batch()
+    batch.offsets.update(offsets)
+    batch.records = records
+    tracker.seal(batch)
+
+
+async def test_uncommitted_records_are_counted_until_their_batches_commit() -> None:
+    tracker, consumer = _tracker(3600.0)
+    loop = asyncio.create_task(tracker.commit_loop())
+    try:
+        _seal_records(tracker, {("a", 0): 4}, 5)
+        _seal_records(tracker, {("a", 0): 11}, 7)
+        await _settle_queue(tracker)
+        assert tracker.uncommitted == 12  # settled but not committed: a crash now runs them again
+        await tracker.wait_progress(0.01)  # no commit within the interval: returns when its wait ends
+        assert tracker.uncommitted == 12 and consumer.commits == []
+        waiter = asyncio.create_task(tracker.wait_progress(30))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(tracker.drain(), 5)
+        await asyncio.wait_for(waiter, 5)  # woken by the commit, not by its 30 s bound
+        assert tracker.uncommitted == 0 and consumer.commits == [[("a", 0, 12)]]
+    finally:
+        loop.cancel()
