@@ -219,9 +219,10 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         description="For brokers that answer a waiting fetch only when it expires (Tansu; `quasar dev` sets 500): "
-        "a flow runner idle for 2 s pauses its partitions and fetches once per this interval, so an idle runner "
-        "costs the broker almost nothing; a start, signal or worker result then waits up to this long. 0: always "
-        "fetch (Kafka answers a waiting fetch as soon as data arrives).",
+        "a flow runner (and a gateway's instance view) idle for 2 s pauses its partitions and fetches once per this "
+        "interval, so idle it costs the broker almost nothing; a start, signal or worker result (a state change "
+        "for the view) then waits up to this long. 0: always fetch (Kafka answers a waiting fetch as soon as data "
+        "arrives).",
     )
     flow_view_max_finished: int = Field(
         default=10_000,

@@ -37,6 +37,7 @@ from app.connectors.breaker import BreakerConfig, BreakerRegistry
 from app.connectors.services import ConnectorServices
 from app.errors import ValidationFailed
 from app.flow_runtime.catalog import FlowCatalog
+from app.flow_runtime.idle import IdleFetch
 from app.flow_runtime.records import (
     GATE_PREFIX,
     SCHEDULE_PREFIX,
@@ -147,9 +148,7 @@ class FlowRunner:
         self._unlisten: Callable[[], None] | None = None
         self._stopping = False
         self._resumed: list[Effect] = []  # effects of recovered instances, run by the loop
-        self._idle = _IdleFetch(
-            settings.flows_idle_fetch_interval_ms / 1000, max(0.05, 3 * settings.fetch_wait_max_ms / 1000)
-        )
+        self._idle = IdleFetch.from_settings(settings)
         self._handlers: set[str] = set()  # handlers this runner published to (bounded metric labels)
         self.applied = 0  # events applied (for tests and health)
 
@@ -678,59 +677,6 @@ class FlowRunner:
         for status in ("scheduled", "running", "waiting", "paused", "completed", "failed", "cancelled"):
             M.FLOW_INSTANCES.labels(status).set(counts.get(status, 0))
         M.FLOW_TIMERS_PENDING.set(len(self.timers))
-
-
-class _IdleFetch:
-    """Fetching less while nothing happens, for brokers that answer a waiting fetch only when its wait
-    expires (Tansu): there an idle consumer costs the broker one fetch per `fetch_wait_max_ms`.
-
-    After `IDLE_AFTER_S` without a record or an event of its own, the runner pauses its partitions and
-    fetches only for a `window` once per `interval`; a record or an event it produces resumes fetching
-    at once. An event from elsewhere (a start, a signal, a worker's result) then waits up to
-    `interval`. Off (`interval` 0) by default: Kafka answers a waiting fetch as soon as data arrives.
-    """
-
-    IDLE_AFTER_S = 2.0
-
-    def __init__(self, interval: float, window: float) -> None:
-        self.interval = interval
-        self.window = window
-        self.paused = False
-        self._last = time.monotonic()
-        self._woken = False
-        self._next_probe = 0.0
-
-    def active(self) -> None:
-        self._last = time.monotonic()
-        self._woken = True
-
-    def before_poll(self, consumer: Consumer, now: float) -> float | None:
-        """Pause or resume the partitions; returns the longest the poll may wait (None: no limit)."""
-        if self.interval <= 0:
-            return None
-        woken, self._woken = self._woken, False
-        if self.paused:
-            if not woken and now < self._next_probe:
-                return self._next_probe - now
-            self._set(consumer, paused=False)
-            if woken:
-                return None
-            self._last = now - self.IDLE_AFTER_S + self.window  # a probe: one window, then pause again
-            return self.window
-        if now - self._last > self.IDLE_AFTER_S:
-            self._set(consumer, paused=True)
-            self._next_probe = now + self.interval
-            return self.interval
-        return self._last + self.IDLE_AFTER_S - now  # wake up to pause when the runner turns idle
-
-    def _set(self, consumer: Consumer, *, paused: bool) -> None:
-        with contextlib.suppress(KafkaException):  # mid-rebalance: the next turn tries again
-            assignment = consumer.assignment()
-            if paused:
-                consumer.pause(assignment)
-            else:
-                consumer.resume(assignment)
-            self.paused = paused
 
 
 class _Refused(Exception):

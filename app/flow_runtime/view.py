@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
+from app.flow_runtime.idle import IdleFetch
 from app.flow_runtime.records import decode_state
 from app.flows.instance import InstanceState
 from app.kafka.admin import create_admin, topic_partitions
@@ -59,6 +60,7 @@ class InstanceView:
         self._ready = asyncio.Event()
         self._lock = threading.Lock()
         self.last_error: str | None = None
+        self.idle = IdleFetch.from_settings(settings)  # on Tansu (`quasar dev`): an idle view fetches rarely
 
     async def start(self, catch_up_seconds: float = 60.0) -> None:
         self._loop = asyncio.get_running_loop()
@@ -147,11 +149,14 @@ class InstanceView:
     def _tail(self, positions: list[int]) -> None:
         consumer = Consumer(reader_config(self.settings, client_id="quasar-flow-view"))
         consumer.assign([TopicPartition(self.topic, p, o) for p, o in enumerate(positions)])
+        idle = self.idle
         try:
             while not self._stopping.is_set():
-                msg = consumer.poll(0.2)
+                wait = idle.before_poll(consumer, time.monotonic())
+                msg = consumer.poll(0.2 if wait is None else max(0.0, min(0.2, wait)))
                 if msg is None or msg.error() is not None:
                     continue
+                idle.active()
                 self._record(msg)
         except Exception as exc:  # keep the gateway serving what it has; health shows the error
             self.last_error = f"{type(exc).__name__}: {exc}"

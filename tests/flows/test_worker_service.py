@@ -89,6 +89,7 @@ async def test_an_idle_runner_pauses_fetching_and_still_runs_what_comes(kafka_bo
         await flows.flow(FLOW)
         runner = await flows.runner()
         await until(lambda: runner._idle.paused, within=30, what="the idle runner paused its partitions")
+        await until(lambda: flows.view.idle.paused, within=30, what="the idle instance view paused too")
         await flows.start("in-worker", "after-idle", {"n": 2})
         done = await flows.wait("after-idle", "completed")
         assert done.output == {"n": 2} and [e["event"] for e in done.timeline].count("timer_fired") == 1
