@@ -73,6 +73,7 @@ class ConsumptionControl:
         self.held: dict[tuple[str, int], int] = {}  # paused partition -> the offset it resumes at
         self.floors: dict[tuple[str, int], int] = {}  # skip records older than this (ms) until a newer one
         self.gated = False  # anything above to check per record
+        self.holds = 0  # records of paused channels held (tests)
         self._routes: Mapping[str, ChannelRoute] = {}
         self._seeks: set[str] = set()  # channels whose seek request changed, applied between two polls
         self._confirm: list[tuple[SeekRequest, int, int]] = []  # (request, partition, offset) to commit
@@ -139,6 +140,7 @@ class ConsumptionControl:
     def hold(self, consumer: Consumer, topic: str, partition: int, offset: int) -> None:
         """A fetched record of a paused channel: pause its partition and make `offset` (or an earlier held
         one) its next record. Called once per partition and batch; again if something resumed it."""
+        self.holds += 1
         start = min(offset, self.held.get((topic, partition), offset))
         self.held[(topic, partition)] = start
         target = TopicPartition(topic, partition, start)

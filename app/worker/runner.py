@@ -527,8 +527,10 @@ class ChannelWorker:
                     log.warning("consumer error: %s", err.str())
                 continue
             topic, partition, offset = _where(msg)
-            if control.gated:
-                if topic in control.paused_topics:
+            if control.gated or paused_now:
+                # Once held in this batch, a partition's later records stay unrun even if a resume lands
+                # meanwhile (the partition was sought back to the held record: they come again).
+                if (topic, partition) in paused_now or topic in control.paused_topics:
                     # Paused channel: not run, not committed; its partition resumes at this record.
                     if (topic, partition) not in paused_now:
                         paused_now.add((topic, partition))
@@ -536,7 +538,7 @@ class ChannelWorker:
                         control.hold(self._consumer, topic, partition, offset)
                     skipped += 1
                     continue
-                if control.below_floor(topic, partition, msg.timestamp()[1]):
+                if control.floors and control.below_floor(topic, partition, msg.timestamp()[1]):
                     offsets[(topic, partition)] = offset  # before the start time: skipped and committed past
                     skipped += 1
                     continue
