@@ -380,7 +380,8 @@ def _with_headers_setting(headers: dict[str, Any] | None, *, failing: bool = Fal
     view = _view(
         [_task("boom", "map", {"mappings": [{"path": "data.x", "logic": {"throw": "boom"}}]})] if failing else [MAP]
     )
-    (route,) = routes_of(SimpleNamespace(channels={"orders": SimpleNamespace(channel=compiled)}), NAMES).values()  # type: ignore[arg-type]
+    snapshot = SimpleNamespace(channels={"orders": SimpleNamespace(channel=compiled, active_since_ms=0)})
+    (route,) = routes_of(snapshot, NAMES).values()  # type: ignore[arg-type]
     return WorkerView({TOPIC: route}, view.engine, view.reply_topics)
 
 
