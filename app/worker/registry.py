@@ -294,18 +294,18 @@ class SchemaRegistry:
         return self._serdes.put(full, serde)
 
     async def _deserializer(self, target: _Target, policy: RegistryPolicy) -> Callable[..., Awaitable[Any]]:
-        client = self._client(target)
         # TOPIC: the writer schema comes from the id; the strategy only keeps the library from asking the
         # registry for subject associations (not every registry has that API).
         conf = {"subject.name.strategy.type": "TOPIC"}
         if policy.format == "avro":
-            return await AsyncAvroDeserializer(client, conf=conf)  # type: ignore[no-any-return]
+            return await AsyncAvroDeserializer(self._client(target), conf=conf)  # type: ignore[no-any-return]
         if policy.format == "json_schema":
+            client = self._client(target)
             return await AsyncJSONDeserializer(None, schema_registry_client=client, conf=conf)  # type: ignore[no-any-return]
         # Protobuf without generated classes: the placeholder type is never parsed into; `_protobuf_to_dict`
         # builds the writer's message type from the registry's descriptors (cached per schema by the library).
-        client = self._client(target, serialized=True)
-        return await AsyncProtobufDeserializer(empty_pb2.Empty, conf=conf, schema_registry_client=client)  # type: ignore[no-any-return]
+        pb_client = self._client(target, serialized=True)
+        return await AsyncProtobufDeserializer(empty_pb2.Empty, conf=conf, schema_registry_client=pb_client)  # type: ignore[no-any-return]
 
     async def _serializer(self, target: _Target, policy: RegistryPolicy) -> Callable[..., Awaitable[Any]]:
         client = self._client(target)

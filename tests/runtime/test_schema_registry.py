@@ -11,6 +11,7 @@ import datetime
 import decimal
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -474,3 +475,22 @@ async def test_schemas_already_used_keep_working_while_the_registry_is_down(rt: 
     (dead,) = await asyncio.to_thread(rt.dlq, 1)
     hm = dlq_headers(dead)
     assert hm[H.TRACE_ID] == "c" and hm[H.DLQ_ERROR_CODE] == "SCHEMA_REGISTRY_UNAVAILABLE" and hm[H.DLQ_ATTEMPTS] == "3"
+
+
+def test_output_schemas_resolve_from_the_schemas_directory_by_format(tmp_path: Path) -> None:
+    from app.channels import RegistryPolicy
+    from app.worker.registry import SchemaNotFound, SchemaRegistry, SchemaRegistryRefused
+
+    (tmp_path / "priced.avsc").write_text('{"type": "string"}')
+    (tmp_path / "priced.json").write_text('{"type": "object"}')
+    registry = SchemaRegistry(Settings(), schemas_dir=tmp_path)
+    assert registry._schema_text(RegistryPolicy("avro", output_schema="priced")) == '{"type": "string"}'
+    assert registry._schema_text(RegistryPolicy("avro", output_schema="priced.avsc")) == '{"type": "string"}'
+    assert registry._schema_text(RegistryPolicy("json_schema", output_schema="priced")) == '{"type": "object"}'
+    inline = RegistryPolicy("avro", output_schema={"type": "record", "name": "R", "fields": []})
+    assert orjson.loads(registry._schema_text(inline))["name"] == "R"
+    with pytest.raises(SchemaNotFound, match="'missing' not found"):
+        registry._schema_text(RegistryPolicy("avro", output_schema="missing"))
+    for bad in ("../etc/passwd", ".hidden", "a/b", ""):
+        with pytest.raises(SchemaRegistryRefused, match="invalid output schema name"):
+            registry._schema_text(RegistryPolicy("avro", output_schema=bad))
