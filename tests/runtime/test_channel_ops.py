@@ -180,6 +180,21 @@ async def test_start_from_latest_skips_the_records_before_activation(rt: Runtime
     assert sorted(got) == produce
 
 
+async def test_start_from_latest_keeps_what_was_produced_after_activation_before_a_worker_joined(
+    rt: Runtime,
+) -> None:
+    # Kafka's auto.offset.reset=latest would start at the end seen when the worker first fetches: these
+    # records, produced after the channel went live but before any worker joined, would be lost.
+    topic, _old = await asyncio.to_thread(_existing_topic, rt, ["old0", "old1"])
+    await _channel_on(rt, "early", topic)
+    produce = [f"early{i}" for i in range(4)]
+    for k in produce:
+        _produce(rt, topic, k)
+    await rt.worker()
+    got = await _sentinel(rt, "early", topic, 4)
+    assert sorted(got) == produce
+
+
 async def test_start_from_earliest_reads_what_the_topic_holds(rt: Runtime) -> None:
     topic, _old = await asyncio.to_thread(_existing_topic, rt, ["old0", "old1", "old2"])
     await _channel_on(rt, "all", topic, start_from="earliest")
