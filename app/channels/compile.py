@@ -273,6 +273,9 @@ def compile_channel(
     # Every async channel writes its results to an output topic unless it opts out (`output: false`); a
     # sync channel answers its caller and has one only when it asks (`output: true` or a topic name).
     value_format, registry = _value_format(cfg, c.errors)
+    if registry is not None and doc.protocol != "kafka":
+        # The gateway writes HTTP requests to the channel topic as JSON: they could never be decoded.
+        c.errors.append({"field": "config.value_format", "message": f"{value_format} needs protocol kafka"})
     output = cfg.output if cfg.output is not None else doc.channel_type == "async"
     output_topic = output if isinstance(output, str) else names.output(doc.name) if output else None
     request_topic = names.channel(doc.name, doc.topic)

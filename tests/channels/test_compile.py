@@ -234,6 +234,11 @@ def test_value_formats_compile_to_a_registry_policy() -> None:
     )
 
 
+def test_registry_formats_are_for_kafka_channels() -> None:
+    errors = _errors({"value_format": "avro_registry"}, protocol="http", channel_type="sync")
+    assert {"field": "config.value_format", "message": "avro_registry needs protocol kafka"} in errors
+
+
 @pytest.mark.parametrize(
     ("config", "field", "text"),
     [
