@@ -210,9 +210,15 @@ def _run_dev(
                 f"broker: embedded Tansu at [bold]{bootstrap}[/] — [yellow]in-memory: all data is lost "
                 "when it stops[/] (keep the config with `quasar backup` / `quasar restore`)"
             )
-            # Tansu answers a fetch only when its max wait expires: keep the wait short (see settings).
-            env.setdefault("QUASAR_FETCH_WAIT_MAX_MS", "10")
-            # ... and an idle flow runner fetches twice a second instead of a hundred times (docs/flows.md).
+            # Tansu answers a fetch only after (part of) its max wait, data or not, and each answered fetch
+            # costs it CPU: idle cost ~ fetches per second, request latency ~ the wait. Measured on the idle
+            # stack with the examples (docs/performance.md): 10 ms burned ~21% of a core, 150 ms ~5% with
+            # the first request after idle ~1.3x as slow. The reply consumer keeps its own short wait
+            # (QUASAR_REPLY_FETCH_WAIT_MAX_MS: it fetches only while a reply is awaited); config readers
+            # wait longer still (config changes are rare; an admin write waits for its read-back).
+            env.setdefault("QUASAR_FETCH_WAIT_MAX_MS", "150")
+            env.setdefault("QUASAR_CONFIG_FETCH_WAIT_MAX_MS", "500")
+            # ... and an idle flow runner fetches twice a second instead of every wait (docs/flows.md).
             env.setdefault("QUASAR_FLOWS_IDLE_FETCH_INTERVAL_MS", "500")
             env.setdefault("QUASAR_SESSION_TIMEOUT_MS", "3000")
         env["QUASAR_KAFKA_BOOTSTRAP"] = bootstrap

@@ -163,7 +163,7 @@ class KafkaBridge:
             reader_config(
                 self.settings,
                 client_id=f"quasar-gateway-replies-{self.settings.instance_id}",
-                **{"fetch.wait.max.ms": self.settings.fetch_wait_max_ms, "fetch.error.backoff.ms": 10},
+                **{"fetch.wait.max.ms": self.settings.reply_fetch_wait_max_ms, "fetch.error.backoff.ms": 10},
             )
         )
         self._consumer.assign([TopicPartition(self.topics.replies, p, marker_offsets[p]) for p in self.partitions])
