@@ -85,8 +85,8 @@ class ChannelPolicy:
     in_flight: InFlight
 
     @classmethod
-    def build(cls, channel: CompiledChannel, settings: Settings, in_flight: InFlight) -> ChannelPolicy:
-        return cls(channel, channel.timeout_ms or settings.processing_timeout_ms, in_flight)
+    def build(cls, channel: CompiledChannel, settings: Settings, in_flight: InFlight | None = None) -> ChannelPolicy:
+        return cls(channel, channel.timeout_ms or settings.processing_timeout_ms, in_flight or InFlight())
 
     @property
     def name(self) -> str:
