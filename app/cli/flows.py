@@ -182,7 +182,7 @@ def schedules_preview(
 
     async def job(c: AdminClient) -> None:
         doc = (await c.admin("GET", f"/schedules/{schedule_id}"))["data"]
-        fields = set(ScheduleDoc.model_fields) - {"created_at", "updated_at", "version", "status"}
+        fields = set(ScheduleDoc.model_fields) - {"created_at", "updated_at", "activated_at", "version", "status"}
         schedule = compile_schedule({k: v for k, v in doc.items() if k in fields})
         table = Table(title=f"{schedule_id}: {schedule.doc.cron} ({schedule.doc.timezone})")
         table.add_column("local")

@@ -223,6 +223,7 @@ class _Managed(_Doc):
     status: Literal["draft", "active", "archived"] = "draft"
     created_at: str | None = None
     updated_at: str | None = None
+    activated_at: str | None = None
 
 
 class FlowDoc(_Managed):
