@@ -345,7 +345,13 @@ def test_worker_health_endpoints(ops_stack: OpsStack, traffic: dict[str, Any]) -
     assert health.status_code == 200, health.text
     body = health.json()
     assert body["status"] == "ok"
-    assert body["components"] == {"broker": "ok", "config": "ok", "engine": "ok", "redis": "not_configured"}
+    assert body["components"] == {
+        "broker": "ok",
+        "config": "ok",
+        "engine": "ok",
+        "redis": "not_configured",
+        "flows": "not_configured",
+    }
     assert body["config_offset"] >= 0
     assert httpx.get(f"{ops_stack.worker_url}/healthz", timeout=5).json() == {"status": "ok"}
     assert httpx.get(f"{ops_stack.worker_url}/nope", timeout=5).status_code == 404
