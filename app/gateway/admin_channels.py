@@ -17,8 +17,10 @@ nothing: these routes move the worker group's consumption.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.config_store.channel_ops import (
@@ -33,6 +35,7 @@ from app.config_store.channel_ops import (
 from app.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from app.gateway.admin import _actor, _authenticate, _body, _data
 from app.kafka.admin import create_admin, group_positions, topic_partitions
+from app.kafka.names import TopicNames
 from app.settings import Settings
 
 __all__ = ["router"]
@@ -69,6 +72,21 @@ def _active_topic(reader: Any, object_id: str, name: str) -> str:
     return str(view.channel.topic)
 
 
+async def _audit(reader: Any, request: Request, object_id: str, what: str, offset: int, **details: Any) -> None:
+    """An entry on the audit topic (`GET /audit-logs`), as the config writer makes for every admin change."""
+    settings = _settings(request)
+    record = {
+        "who": _actor(request),
+        "what": what,
+        "when": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "kind": "channel",
+        "id": object_id,
+        "config_offset": offset,
+        **details,
+    }
+    await reader.write(f"channel/{object_id}", orjson.dumps(record), topic=TopicNames(settings.topic_prefix).audit)
+
+
 def _state(reader: Any, settings: Settings, name: str, topic: str | None) -> dict[str, Any]:
     request = seek_request(reader, name)
     return {
@@ -86,7 +104,8 @@ def _state(reader: Any, settings: Settings, name: str, topic: str | None) -> dic
 async def _set_paused(object_id: str, request: Request, paused: bool) -> Response:
     reader = _reader(request)
     name = _channel_name(reader, object_id)
-    await set_paused(reader, name, paused, _actor(request))
+    offset = await set_paused(reader, name, paused, _actor(request))
+    await _audit(reader, request, object_id, "pause" if paused else "resume", offset, channel=name)
     return _data({"channel": name, "paused": paused})
 
 
@@ -154,7 +173,8 @@ async def channel_seek(object_id: str, request: Request) -> Response:
     if "from_offset" in wanted:
         await _offset_in_range(settings, topic, wanted["from_offset"], wanted.get("partitions"))
     seek = SeekRequest.new(name, topic, by=_actor(request), **wanted)
-    await request_seek(reader, seek)
+    offset = await request_seek(reader, seek)
+    await _audit(reader, request, object_id, "seek", offset, seek=seek.to_json())
     return _data({**seek.to_json(), "applied": {}}, 202)
 
 

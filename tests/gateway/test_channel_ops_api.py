@@ -70,6 +70,9 @@ async def test_a_paused_channel_refuses_sync_calls_and_runs_async_ones_on_resume
 
     await eventually(completed, within=30)
     assert (await http.post("/api/v1/data/ops-paused", json={"data": {"n": 4}})).status_code == 200
+    audit = await http.get("/api/v1/admin/audit-logs", params={"resource_id": "ops-paused", "limit": 100})
+    actions = [e["action"] for e in audit.json()["data"] if e["resource_type"] == "channel"]
+    assert "pause" in actions and "resume" in actions  # who paused production consumption, and when
 
 
 async def test_bad_requests_get_clear_errors(gateway: Gateway, worker: Any, channels: None) -> None:
