@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -145,3 +146,17 @@ async def test_cli_replay_shows_progress_until_caught_up(
     assert bad.exit_code == 2 and "BAD_REQUEST" in bad.output
     missing = await asyncio.to_thread(CliRunner().invoke, cli, ["channels", "pause", "nope"], env=env)
     assert missing.exit_code == 3
+    # Direct mode (no gateway: the config topic itself) serves the same routes.
+    direct = {
+        "QUASAR_URL": "",
+        "COLUMNS": "200",
+        "QUASAR_KAFKA_BOOTSTRAP": str(e2e_settings.kafka_bootstrap),
+        "QUASAR_TOPIC_PREFIX": e2e_settings.topic_prefix,
+        "QUASAR_FETCH_WAIT_MAX_MS": "10",
+    }
+    shown = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["channels", "consumption", "ops-live", "--json"], env=direct
+    )
+    assert shown.exit_code == 0, shown.output
+    state = orjson.loads(shown.output)
+    assert state["channel"] == "ops-live" and state["seek"]["partitions"] == [0] and len(state["partitions"]) == 2
