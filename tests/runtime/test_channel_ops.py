@@ -139,6 +139,33 @@ def _send_bulk(rt: Runtime, channel: str, keys: list[str]) -> None:
     rt.producer.flush(30)
 
 
+async def test_a_rebalance_keeps_a_paused_channel_paused_on_every_member(rt: Runtime) -> None:
+    await rt.activate("shared")
+    await rt.activate("beat")
+    first = await rt.worker()
+    topic = rt.names.channel("shared")
+    await set_paused(rt.reader, "shared", True, "test")
+    await _until(lambda: topic in first.control.paused_topics)
+    second = await rt.worker()  # joins the group: a partition moves to it (cooperative rebalance)
+
+    def owned(w: object) -> set[int]:
+        consumer = w._consumer  # type: ignore[attr-defined]
+        return {tp.partition for tp in consumer.assignment() if tp.topic == topic}
+
+    await _until(lambda: owned(first) and owned(second))
+    before = first.processed + second.processed
+    keys = [f"s{i}" for i in range(12)]
+    _send(rt, "shared", keys)
+    _send(rt, "beat", ["x0", "x1"])
+    await _outputs(rt, "beat", 2)  # the members are consuming
+    assert first.processed + second.processed - before == 2  # the other channel's two records only
+    positions = await asyncio.to_thread(group_positions, create_admin(rt.settings), [(first.group_id, topic)])
+    assert all(c <= 0 for c, _end in positions.values())  # nothing of the paused channel was committed
+    await set_paused(rt.reader, "shared", False, "test")
+    got = await _sentinel(rt, "shared", None, 12)
+    assert sorted(got) == sorted(keys)
+
+
 async def test_pauses_and_resumes_during_a_backlog_lose_and_repeat_nothing(settings: Settings, redis_url: str) -> None:
     # Deduplication in Redis makes the worker await its store per record: pause and resume land mid-batch.
     rt = Runtime(settings.model_copy(update={"redis_url": redis_url}))
