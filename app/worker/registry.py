@@ -22,6 +22,7 @@ QUASAR_SCHEMA_REGISTRY_CACHE_CAPACITY, so a stream of distinct schema ids cannot
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -134,6 +135,10 @@ class SchemaRegistry:
         self._clients: _Lru = _Lru(_MAX_CLIENTS)
         self._serdes: _Lru = _Lru(_MAX_SERDES)
         self._avro_schemas: _Lru = _Lru(_MAX_SERDES)  # output schema text -> fastavro-parsed
+        # (registry, schema id) -> parsed Avro writer schema: decoding a known id is pure (no registry, no lock)
+        self._writer_schemas: _Lru = _Lru(self.settings.schema_registry_cache_capacity)
+        # (registry, output topic, encoder) -> (schema id, parsed schema, until): encoding is pure until then
+        self._avro_outputs: _Lru = _Lru(_MAX_SERDES)
         self._building: dict[Any, asyncio.Future[Any]] = {}
         self._down_until: dict[_Target, float] = {}
         # what decoded or encoded before (schema ids, output subjects): usable from caches while it is down
@@ -165,13 +170,22 @@ class SchemaRegistry:
                 seen=(policy.format, schema_id),
             )
             return _bounded_depth(decoded, None, schema_id)
+        if policy.format == "avro":
+            writer = self._writer_schemas.hit((target, schema_id))
+            if writer is None:  # IO once per schema id: the writer schema, references resolved, parsed
+                writer = await self._call(
+                    target,
+                    lambda: _avro_writer_schema(deserializer, schema_id),
+                    what=f"schema id {schema_id}",
+                    seen=(policy.format, schema_id),
+                )
+                self._writer_schemas.put((target, schema_id), writer)
+            return _bounded_depth(avro_to_json(_read_avro(writer, value, schema_id)), None, schema_id)
         ctx = SerializationContext(topic, MessageField.VALUE)
         decoded = await self._call(
             target, lambda: deserializer(value, ctx), what=f"schema id {schema_id}", seen=(policy.format, schema_id)
         )
-        if policy.format == "avro":
-            decoded = avro_to_json(decoded)
-        return _bounded_depth(decoded, value[5:] if policy.format == "json_schema" else None, schema_id)
+        return _bounded_depth(decoded, value[5:], schema_id)
 
     async def encode(self, policy: RegistryPolicy, data: Any, topic: str) -> bytes:
         """`data` encoded for `topic` under its subject (the output schema, or the subject's latest version)."""
@@ -191,23 +205,33 @@ class SchemaRegistry:
             _schema_key(policy.output_schema),
             policy.auto_register,
         )
-        serializer = await self._serde(target, key, lambda: self._serializer(target, policy))
-        ctx = SerializationContext(topic, MessageField.VALUE)
         subject = (
             f"{topic}-value"
             if policy.subject_name_strategy == "topic"
             else f"the {policy.subject_name_strategy} subject"
         )
+        known = self._avro_outputs.hit((target, topic, *key)) if policy.format == "avro" else None
+        if known is not None and known[2] > time.monotonic():  # pure: the id and schema of a recent encode
+            return _write_avro(known[0], known[1], data, subject)
+        serializer = await self._serde(target, key, lambda: self._serializer(target, policy))
+        ctx = SerializationContext(topic, MessageField.VALUE)
+        writer: Any = None
 
         async def serialize() -> Any:
+            nonlocal writer
             value = data
             if policy.format == "avro":  # JSON forms of bytes, decimals, timestamps back to Avro values
-                value = json_to_avro(await self._avro_output_schema(target, policy, topic), data)
+                writer = await self._avro_output_schema(target, policy, topic)
+                value = json_to_avro(writer, data)
             return await serializer(value, ctx)
 
         out = await self._call(target, serialize, what=f"output subject {subject!r}", seen=(topic, *key))
         if not isinstance(out, bytes):
             raise SchemaMismatch(f"the output for {subject!r} encoded to nothing (a null result)")
+        if writer is not None and not _raw_bytes(writer):
+            # Later outputs skip the serializer for as long as "the latest version" is cached anyway.
+            entry = (int.from_bytes(out[1:5], "big"), writer, time.monotonic() + _LATEST_TTL_S)
+            self._avro_outputs.put((target, topic, *key), entry)
         return out
 
     async def _avro_output_schema(self, target: _Target, policy: RegistryPolicy, topic: str) -> Any:
@@ -414,6 +438,44 @@ async def _protobuf_encode(deserializer: Any, client: AsyncSchemaRegistryClient,
     message = json_format.ParseDict(data, GetMessageClass(desc)(), ignore_unknown_fields=True)
     body: bytes = message.SerializeToString()
     return bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big") + b"\x00" + body
+
+
+async def _avro_writer_schema(deserializer: Any, schema_id: int) -> Any:
+    """The parsed writer schema of an id, as confluent_kafka's deserializer gets it (named references resolved)."""
+    writer = await deserializer._get_writer_schema(SchemaId("AVRO", schema_id), None)
+    return await deserializer._get_parsed_schema(writer)
+
+
+def _read_avro(writer: Any, value: bytes, schema_id: int) -> Any:
+    """The Avro payload after the 5-byte header; a payload that is short, malformed or has trailing bytes is
+    a mismatch. A top-level `bytes` schema is the raw payload (as Confluent's serializers write it)."""
+    if _raw_bytes(writer):
+        return value[5:]
+    buf = io.BytesIO(value)
+    buf.seek(5)
+    try:
+        record = fastavro.schemaless_reader(buf, writer, None)
+    except Exception as exc:  # EOFError, ValueError, UnicodeDecodeError...: the payload does not match
+        raise SchemaMismatch(f"schema id {schema_id}: {type(exc).__name__}: {exc}") from None
+    if buf.tell() != len(value):
+        raise SchemaMismatch(f"schema id {schema_id}: {len(value) - buf.tell()} trailing bytes after the record")
+    return record
+
+
+def _raw_bytes(schema: Any) -> bool:
+    return schema == "bytes" or (
+        isinstance(schema, dict) and schema.get("type") == "bytes" and "logicalType" not in schema
+    )
+
+
+def _write_avro(schema_id: int, writer: Any, data: Any, subject: str) -> bytes:
+    buf = io.BytesIO()
+    buf.write(bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big"))
+    try:
+        fastavro.schemaless_writer(buf, writer, json_to_avro(writer, data))
+    except Exception as exc:  # ValueError, TypeError...: the result does not fit the output schema
+        raise SchemaMismatch(f"output subject {subject!r}: {type(exc).__name__}: {exc}") from None
+    return buf.getvalue()
 
 
 def _bounded_depth(decoded: Any, raw: bytes | None, schema_id: int) -> Any:
