@@ -210,6 +210,7 @@ async def test_bad_wire_format_unknown_ids_and_mismatches_are_dead_lettered(
         "short": (b"\x00\x00\x00", "WIRE_FORMAT_INVALID", "3 bytes"),
         "unknown": (b"\x00" + (in_id + 10_000).to_bytes(4, "big") + good[5:], "SCHEMA_NOT_FOUND", "schema id"),
         "garbage": (b"\x00" + in_id.to_bytes(4, "big") + b"\x02", "SCHEMA_MISMATCH", f"schema id {in_id}"),
+        "trailing": (good + b"\x00\x00", "SCHEMA_MISMATCH", "2 trailing bytes"),
     }
     for name, (value, _code, _text) in cases.items():
         _send(rt, "strict", value, key=name, trace=name)
