@@ -611,8 +611,15 @@ class Pipeline:
         first = hm.get(H.DLQ_FIRST_FAILED_AT)
         first_ms = parse_uint(first) or first_failed_ms or int(now * 1000)
         done = self._side_effects_done(route, message, view.engine)
-        if is_transient(exc) and attempt < self.max_attempts and not done:
-            delay = self.retry_backoff_s * (2 ** (attempt - 1))
+        policy = route.channel.retry if route.channel is not None else None  # the channel's `retry` setting
+        max_attempts = policy.max_attempts if policy is not None and policy.max_attempts else self.max_attempts
+        if is_transient(exc) and attempt < max_attempts and not done:
+            backoff = self.retry_backoff_s
+            if policy is not None and policy.backoff_ms is not None:
+                backoff = policy.backoff_ms / 1000.0
+            delay = backoff * (2 ** (attempt - 1))
+            if policy is not None and policy.max_backoff_ms is not None:
+                delay = min(delay, policy.max_backoff_ms / 1000.0)
             return Outcome("retry", route.name, [], retry_in=delay, error=exc, first_failed_ms=first_ms)
         cause = self._cause(exc, message, route, view.engine)
         text = exc.message

@@ -290,6 +290,13 @@ async def test_registry_down_is_retried_then_dead_lettered_without_stalling_othe
     await rt.activate(
         "down", PRICE, envelope=None, config={"value_format": "avro_registry", "schema_registry": {"url": dead_url}}
     )
+    patient = {"retry": {"max_attempts": 5, "backoff_ms": 5, "max_backoff_ms": 20}}
+    await rt.activate(
+        "patient",
+        PRICE,
+        envelope=None,
+        config={"value_format": "avro_registry", "schema_registry": {"url": dead_url}, "retry": patient["retry"]},
+    )
     await rt.activate("plain", PRICE, envelope=None)
     await rt.worker()
     value = AvroSerializer(sr, orjson.dumps(ORDER_IN).decode())(
@@ -297,15 +304,17 @@ async def test_registry_down_is_retried_then_dead_lettered_without_stalling_othe
     )
     for i in range(3):
         _send(rt, "down", value, key=f"d-{i}", trace=f"d-{i}")
+    _send(rt, "patient", value, key="p", trace="patient")  # the channel's own retry setting
     for i in range(5):
         rt.send("plain", {"id": f"p-{i}", "amount": i}, key=f"p-{i}")
     outs = await asyncio.to_thread(rt.outputs, "plain", 5)  # the other channel kept going
     assert sorted(m.key() for m in outs) == [f"p-{i}".encode() for i in range(5)]
-    dead = await asyncio.to_thread(rt.dlq, 3)
+    dead = await asyncio.to_thread(rt.dlq, 4)
     for d in dead:
         hm = dlq_headers(d)
         assert hm[H.DLQ_ERROR_CODE] == "SCHEMA_REGISTRY_UNAVAILABLE", hm
-        assert hm[H.DLQ_ATTEMPTS] == "3"  # transient: retried with backoff first
+        # transient: retried with backoff first, as often as the worker (3) or the channel (5) says
+        assert hm[H.DLQ_ATTEMPTS] == ("5" if hm[H.TRACE_ID] == "patient" else "3")
         assert "127.0.0.1" in hm[H.DLQ_ERROR_MESSAGE]
         assert d.value() == value
 
