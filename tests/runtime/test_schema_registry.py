@@ -29,7 +29,7 @@ from app.kafka import headers as H
 from app.kafka.broker import free_port
 from app.settings import Settings
 from tests.fixtures.schema_registry import KarapaceRegistry
-from tests.runtime.worker_support import Runtime, dlq_headers
+from tests.runtime.worker_support import Runtime, dlq_headers, read_records
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -504,3 +504,23 @@ def test_output_schemas_resolve_from_the_schemas_directory_by_format(tmp_path: P
     for bad in ("../etc/passwd", ".hidden", "a/b", ""):
         with pytest.raises(SchemaRegistryRefused, match="invalid output schema name"):
             registry._schema_text(RegistryPolicy("avro", output_schema=bad))
+
+
+async def test_sync_caller_over_kafka_gets_a_json_reply(rt: Runtime, schema_registry_url: str) -> None:
+    sr = SchemaRegistryClient({"url": schema_registry_url})
+    in_topic = rt.names.channel("quote")
+    await rt.activate(
+        "quote", PRICE, envelope=None, channel_type="sync", output=False, config={"value_format": "avro_registry"}
+    )
+    await rt.worker()
+    cid = uuid.uuid4().hex
+    value = AvroSerializer(sr, orjson.dumps(ORDER_IN).decode())({"id": "q", "amount": 10.0}, _ctx(in_topic))
+    rt.send("quote", value, key="q", headers={H.REPLY_TO: f"{rt.names.replies}:0", H.CORRELATION_ID: cid})
+    replies = await asyncio.to_thread(
+        read_records, rt.settings, rt.names.replies, until=lambda r: any(m.key() == cid.encode() for m in r)
+    )
+    (reply,) = [m for m in replies if m.key() == cid.encode()]
+    body = orjson.loads(reply.value())
+    assert (
+        body["status"] == "ok" and body["data"]["total"] == pytest.approx(12.0) and body["data"]["status"] == "priced"
+    )
