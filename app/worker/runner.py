@@ -520,6 +520,7 @@ class ChannelWorker:
         tails = self._tails
         skipped = 0
         emit = acks.emit
+        handle = self.pipeline.handle
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -570,8 +571,8 @@ class ChannelWorker:
                     continue
             offsets[(topic, partition)] = offset
             key = msg.key()
-            chain = (topic, partition, key) if key is not None else None
-            prev = tails.get(chain) if chain is not None else None
+            # The key's chain is looked up only while some record task is outstanding.
+            prev = tails.get((topic, partition, key)) if tails and key is not None else None
             if prev is not None and prev.done():
                 prev = None
             needed = hm.get(H.CONFIG_OFFSET)
@@ -590,7 +591,10 @@ class ChannelWorker:
                 if runs_inline and route.name not in heavy:  # type: ignore[union-attr]
                     # No IO to await: run now, in order (the coroutine never suspends). A heavy channel's
                     # records go the task way below (in a thread, in order per key): the batch goes on.
-                    first = await self._handle(msg, view, headers=(raw_headers, hm))
+                    try:  # `_handle` inlined: no second coroutine per record on the hot path
+                        first = await handle(msg, view, headers=(raw_headers, hm))
+                    except Exception as exc:
+                        first = self._handle_raised(msg, view, exc)
                     if first.status == "ok":
                         emit(first)
                         oks[first.channel] = oks.get(first.channel, 0) + 1
@@ -602,7 +606,8 @@ class ChannelWorker:
             self._outstanding += 1
             self.outstanding_peak = max(self.outstanding_peak, self._outstanding)
             task.add_done_callback(self._record_done)
-            if chain is not None:
+            if key is not None:
+                chain = (topic, partition, key)
                 tails[chain] = task
                 task.add_done_callback(functools.partial(self._untail, chain))
             acks.tasks.append(task)
@@ -668,9 +673,12 @@ class ChannelWorker:
                 msg, view, attempt=attempt, first_failed_ms=first_failed_ms, headers=headers
             )
         except Exception as exc:
-            log.exception("record %s[%s]@%s: processing raised; dead-lettering it", *_where(msg))
-            route = view.routes.get(msg.topic() or "")
-            return self.pipeline.last_resort(msg, exc, route.name if route is not None else "")
+            return self._handle_raised(msg, view, exc)
+
+    def _handle_raised(self, msg: Message, view: WorkerView, exc: Exception) -> Outcome:
+        log.exception("record %s[%s]@%s: processing raised; dead-lettering it", *_where(msg))
+        route = view.routes.get(msg.topic() or "")
+        return self.pipeline.last_resort(msg, exc, route.name if route is not None else "")
 
     def _finish(self, msg: Message, hm: dict[str, str], acks: Acks, outcome: Outcome) -> None:
         """Produce what one record caused and count it."""
