@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import fastavro
+import jsonschema.exceptions
 import orjson
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema
 from confluent_kafka.schema_registry._async.avro import AsyncAvroDeserializer, AsyncAvroSerializer
@@ -135,7 +136,7 @@ class SchemaRegistry:
         self._clients: _Lru = _Lru(_MAX_CLIENTS)
         self._serdes: _Lru = _Lru(_MAX_SERDES)
         self._avro_schemas: _Lru = _Lru(_MAX_SERDES)  # output schema text -> fastavro-parsed
-        # (registry, schema id) -> parsed Avro writer schema: decoding a known id is pure (no registry, no lock)
+        # (registry, format, schema id) -> parsed Avro writer schema or JSON Schema validator
         self._writer_schemas: _Lru = _Lru(self.settings.schema_registry_cache_capacity)
         # (registry, output topic, encoder) -> (schema id, parsed schema, until): encoding is pure until then
         self._avro_outputs: _Lru = _Lru(_MAX_SERDES)
@@ -170,22 +171,21 @@ class SchemaRegistry:
                 seen=(policy.format, schema_id),
             )
             return _bounded_depth(decoded, None, schema_id)
+        # IO once per schema id: the writer schema (references resolved) parsed, or its JSON Schema validator;
+        # after that decoding is pure.
+        writer = self._writer_schemas.hit((target, policy.format, schema_id))
+        if writer is None:
+            fetch = _avro_writer_schema if policy.format == "avro" else _json_validator
+            writer = await self._call(
+                target,
+                lambda: fetch(deserializer, schema_id),
+                what=f"schema id {schema_id}",
+                seen=(policy.format, schema_id),
+            )
+            self._writer_schemas.put((target, policy.format, schema_id), writer)
         if policy.format == "avro":
-            writer = self._writer_schemas.hit((target, schema_id))
-            if writer is None:  # IO once per schema id: the writer schema, references resolved, parsed
-                writer = await self._call(
-                    target,
-                    lambda: _avro_writer_schema(deserializer, schema_id),
-                    what=f"schema id {schema_id}",
-                    seen=(policy.format, schema_id),
-                )
-                self._writer_schemas.put((target, schema_id), writer)
             return _bounded_depth(avro_to_json(_read_avro(writer, value, schema_id)), None, schema_id)
-        ctx = SerializationContext(topic, MessageField.VALUE)
-        decoded = await self._call(
-            target, lambda: deserializer(value, ctx), what=f"schema id {schema_id}", seen=(policy.format, schema_id)
-        )
-        return _bounded_depth(decoded, value[5:], schema_id)
+        return _read_json(writer, value, schema_id)
 
     async def encode(self, policy: RegistryPolicy, data: Any, topic: str) -> bytes:
         """`data` encoded for `topic` under its subject (the output schema, or the subject's latest version)."""
@@ -444,6 +444,26 @@ async def _avro_writer_schema(deserializer: Any, schema_id: int) -> Any:
     """The parsed writer schema of an id, as confluent_kafka's deserializer gets it (named references resolved)."""
     writer = await deserializer._get_writer_schema(SchemaId("AVRO", schema_id), None)
     return await deserializer._get_parsed_schema(writer)
+
+
+async def _json_validator(deserializer: Any, schema_id: int) -> Any:
+    """The JSON Schema validator of an id, as confluent_kafka's deserializer builds it (references resolved)."""
+    writer = await deserializer._get_writer_schema(SchemaId("JSON", schema_id), None)
+    parsed, references = await deserializer._get_parsed_schema(writer)
+    return await deserializer._get_validator(writer, parsed, references)
+
+
+def _read_json(validator: Any, value: bytes, schema_id: int) -> Any:
+    """The JSON document after the 5-byte header, checked against its schema."""
+    try:
+        doc = orjson.loads(value[5:])
+    except orjson.JSONDecodeError as exc:
+        raise SchemaMismatch(f"schema id {schema_id}: not JSON: {exc}") from None
+    _bounded_depth(doc, value[5:], schema_id)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    if error is not None:
+        raise SchemaMismatch(f"schema id {schema_id}: {error.message}")
+    return doc
 
 
 def _read_avro(writer: Any, value: bytes, schema_id: int) -> Any:

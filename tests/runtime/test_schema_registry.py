@@ -176,10 +176,17 @@ async def test_json_schema_records_round_trip_through_the_registry(rt: Runtime, 
     frame = serialize({"id": "f", "amount": 1}, _ctx(in_topic))[:5]  # magic byte + the input schema's id
     deep = '{"id": "deep", "amount": 1, "deep": ' + '{"d": ' * 300 + "1" + "}" * 301  # extra properties are allowed
     _send(rt, "jprices", frame + deep.encode(), key="deep", trace="deep")  # valid, but too deep for a JSON reply
+    _send(rt, "jprices", frame + b'{"id": "no-amount"}', key="invalid", trace="invalid")
+    _send(rt, "jprices", frame + b'{"id": ', key="broken", trace="broken")
     outs = await asyncio.to_thread(rt.outputs, "jprices", 2)
-    (dead,) = await asyncio.to_thread(rt.dlq, 1)
-    hm = dlq_headers(dead)
-    assert hm[H.DLQ_ERROR_CODE] == "SCHEMA_MISMATCH" and "nests deeper than" in hm[H.DLQ_ERROR_MESSAGE], hm
+    dead = {dlq_headers(d)[H.TRACE_ID]: dlq_headers(d) for d in await asyncio.to_thread(rt.dlq, 3)}
+    for trace, text in (
+        ("deep", "nests deeper than"),
+        ("invalid", "'amount' is a required property"),
+        ("broken", "not JSON"),
+    ):
+        hm = dead[trace]
+        assert hm[H.DLQ_ERROR_CODE] == "SCHEMA_MISMATCH" and text in hm[H.DLQ_ERROR_MESSAGE], hm
     deserialize = JSONDeserializer(orjson.dumps(JSON_OUT).decode(), schema_registry_client=sr)
     for m in outs:
         i = int(m.key().decode().split("-")[1])
