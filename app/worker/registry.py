@@ -138,8 +138,9 @@ class SchemaRegistry:
         self._avro_schemas: _Lru = _Lru(_MAX_SERDES)  # output schema text -> fastavro-parsed
         # (registry, format, schema id) -> parsed Avro writer schema or JSON Schema validator
         self._writer_schemas: _Lru = _Lru(self.settings.schema_registry_cache_capacity)
-        # (registry, output topic, encoder) -> (schema id, parsed schema, until): encoding is pure until then
-        self._avro_outputs: _Lru = _Lru(_MAX_SERDES)
+        # (registry, output topic, encoder) -> (schema id, parsed Avro schema or JSON Schema validator, until):
+        # encoding is pure until then
+        self._outputs: _Lru = _Lru(_MAX_SERDES)
         self._building: dict[Any, asyncio.Future[Any]] = {}
         self._down_until: dict[_Target, float] = {}
         # what decoded or encoded before (schema ids, output subjects): usable from caches while it is down
@@ -210,9 +211,10 @@ class SchemaRegistry:
             if policy.subject_name_strategy == "topic"
             else f"the {policy.subject_name_strategy} subject"
         )
-        known = self._avro_outputs.hit((target, topic, *key)) if policy.format == "avro" else None
+        known = self._outputs.hit((target, topic, *key))
         if known is not None and known[2] > time.monotonic():  # pure: the id and schema of a recent encode
-            return _write_avro(known[0], known[1], data, subject)
+            write = _write_avro if policy.format == "avro" else _write_json
+            return write(known[0], known[1], data, subject)
         serializer = await self._serde(target, key, lambda: self._serializer(target, policy))
         ctx = SerializationContext(topic, MessageField.VALUE)
         writer: Any = None
@@ -223,7 +225,10 @@ class SchemaRegistry:
             if policy.format == "avro":  # JSON forms of bytes, decimals, timestamps back to Avro values
                 writer = await self._avro_output_schema(target, policy, topic)
                 value = json_to_avro(writer, data)
-            return await serializer(value, ctx)
+            out = await serializer(value, ctx)
+            if policy.format == "json_schema":
+                writer = await self._json_output_validator(serializer, target, policy, topic)
+            return out
 
         out = await self._call(target, serialize, what=f"output subject {subject!r}", seen=(topic, *key))
         if not isinstance(out, bytes):
@@ -231,8 +236,17 @@ class SchemaRegistry:
         if writer is not None and not _raw_bytes(writer):
             # Later outputs skip the serializer for as long as "the latest version" is cached anyway.
             entry = (int.from_bytes(out[1:5], "big"), writer, time.monotonic() + _LATEST_TTL_S)
-            self._avro_outputs.put((target, topic, *key), entry)
+            self._outputs.put((target, topic, *key), entry)
         return out
+
+    async def _json_output_validator(self, serializer: Any, target: _Target, policy: RegistryPolicy, topic: str) -> Any:
+        """The output schema's validator, as the serializer builds it (references resolved)."""
+        if policy.output_schema is not None:
+            schema = Schema(self._schema_text(policy), "JSON")
+        else:
+            schema = (await self._client(target).get_latest_version(f"{topic}-value")).schema
+        parsed, references = await serializer._get_parsed_schema(schema)
+        return await serializer._get_validator(schema, parsed, references)
 
     async def _avro_output_schema(self, target: _Target, policy: RegistryPolicy, topic: str) -> Any:
         """The output schema, parsed by fastavro (None when it cannot be: the serializer then decides alone)."""
@@ -496,6 +510,13 @@ def _write_avro(schema_id: int, writer: Any, data: Any, subject: str) -> bytes:
     except Exception as exc:  # ValueError, TypeError...: the result does not fit the output schema
         raise SchemaMismatch(f"output subject {subject!r}: {type(exc).__name__}: {exc}") from None
     return buf.getvalue()
+
+
+def _write_json(schema_id: int, validator: Any, data: Any, subject: str) -> bytes:
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        raise SchemaMismatch(f"output subject {subject!r}: {error.message}")
+    return bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big") + orjson.dumps(data)
 
 
 def _bounded_depth(decoded: Any, raw: bytes | None, schema_id: int) -> Any:
