@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, TypeVar
 import fastavro
 import jsonschema.exceptions
 import orjson
+from cachetools import LRUCache
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema
 from confluent_kafka.schema_registry._async.avro import AsyncAvroDeserializer, AsyncAvroSerializer
 from confluent_kafka.schema_registry._async.json_schema import AsyncJSONDeserializer, AsyncJSONSerializer
@@ -108,43 +108,24 @@ class _Target:
     bearer: str | None
 
 
-class _Lru(OrderedDict[Any, Any]):
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def put(self, key: Any, value: Any) -> Any:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.limit:
-            self.popitem(last=False)
-        return value
-
-    def hit(self, key: Any) -> Any:
-        value = self.get(key)
-        if value is not None:
-            self.move_to_end(key)
-        return value
-
-
 class SchemaRegistry:
     """Decodes and encodes channel values through the registry each channel names (one per worker)."""
 
     def __init__(self, settings: Settings | None = None, schemas_dir: Path | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
         self.schemas_dir = schemas_dir if schemas_dir is not None else Path("schemas")
-        self._clients: _Lru = _Lru(_MAX_CLIENTS)
-        self._serdes: _Lru = _Lru(_MAX_SERDES)
-        self._avro_schemas: _Lru = _Lru(_MAX_SERDES)  # output schema text -> fastavro-parsed
+        self._clients: LRUCache[Any, Any] = LRUCache(_MAX_CLIENTS)
+        self._serdes: LRUCache[Any, Any] = LRUCache(_MAX_SERDES)
+        self._avro_schemas: LRUCache[Any, Any] = LRUCache(_MAX_SERDES)  # output schema text -> fastavro-parsed
         # (registry, format, schema id) -> parsed Avro writer schema or JSON Schema validator
-        self._writer_schemas: _Lru = _Lru(self.settings.schema_registry_cache_capacity)
+        self._writer_schemas: LRUCache[Any, Any] = LRUCache(self.settings.schema_registry_cache_capacity)
         # (registry, output topic, encoder) -> (schema id, parsed Avro schema or JSON Schema validator, until):
         # encoding is pure until then
-        self._outputs: _Lru = _Lru(_MAX_SERDES)
+        self._outputs: LRUCache[Any, Any] = LRUCache(_MAX_SERDES)
         self._building: dict[Any, asyncio.Future[Any]] = {}
         self._down_until: dict[_Target, float] = {}
         # what decoded or encoded before (schema ids, output subjects): usable from caches while it is down
-        self._known: _Lru = _Lru(self.settings.schema_registry_cache_capacity)
+        self._known: LRUCache[Any, Any] = LRUCache(self.settings.schema_registry_cache_capacity)
 
     # -- the two operations ------------------------------------------------------------------------
     async def decode(self, policy: RegistryPolicy, value: bytes | None, topic: str) -> Any:
@@ -174,7 +155,7 @@ class SchemaRegistry:
             return _bounded_depth(decoded, None, schema_id)
         # IO once per schema id: the writer schema (references resolved) parsed, or its JSON Schema validator;
         # after that decoding is pure.
-        writer = self._writer_schemas.hit((target, policy.format, schema_id))
+        writer = self._writer_schemas.get((target, policy.format, schema_id))
         if writer is None:
             fetch = _avro_writer_schema if policy.format == "avro" else _json_validator
             writer = await self._call(
@@ -183,7 +164,7 @@ class SchemaRegistry:
                 what=f"schema id {schema_id}",
                 seen=(policy.format, schema_id),
             )
-            self._writer_schemas.put((target, policy.format, schema_id), writer)
+            self._writer_schemas[(target, policy.format, schema_id)] = writer
         if policy.format == "avro":
             return _bounded_depth(avro_to_json(_read_avro(writer, value, schema_id)), None, schema_id)
         return _read_json(writer, value, schema_id)
@@ -211,7 +192,7 @@ class SchemaRegistry:
             if policy.subject_name_strategy == "topic"
             else f"the {policy.subject_name_strategy} subject"
         )
-        known = self._outputs.hit((target, topic, *key))
+        known = self._outputs.get((target, topic, *key))
         if known is not None and known[2] > time.monotonic():  # pure: the id and schema of a recent encode
             write = _write_avro if policy.format == "avro" else _write_json
             return write(known[0], known[1], data, subject)
@@ -236,7 +217,7 @@ class SchemaRegistry:
         if writer is not None and not _raw_bytes(writer):
             # Later outputs skip the serializer for as long as "the latest version" is cached anyway.
             entry = (int.from_bytes(out[1:5], "big"), writer, time.monotonic() + _LATEST_TTL_S)
-            self._outputs.put((target, topic, *key), entry)
+            self._outputs[(target, topic, *key)] = entry
         return out
 
     async def _json_output_validator(self, serializer: Any, target: _Target, policy: RegistryPolicy, topic: str) -> Any:
@@ -255,13 +236,13 @@ class SchemaRegistry:
         else:  # the topic strategy's subject (compile refuses the others without output_schema)
             latest = await self._client(target).get_latest_version(f"{topic}-value")  # cached for _LATEST_TTL_S
             text = latest.schema.schema_str or ""
-        parsed = self._avro_schemas.hit(text)
+        parsed = self._avro_schemas.get(text)
         if parsed is None:
             try:
                 parsed = fastavro.parse_schema(orjson.loads(text))
             except Exception:  # references to other subjects, or not JSON: no conversion
                 parsed = False
-            self._avro_schemas.put(text, parsed)
+            self._avro_schemas[text] = parsed
         return parsed or None
 
     # -- clients and serdes ------------------------------------------------------------------------
@@ -281,7 +262,7 @@ class SchemaRegistry:
         # Protobuf schemas are fetched as serialized descriptors; the library's schema cache does not key by
         # format, so they get a client of their own.
         key = (target, serialized)
-        client: AsyncSchemaRegistryClient | None = self._clients.hit(key)
+        client: AsyncSchemaRegistryClient | None = self._clients.get(key)
         if client is None:
             s = self.settings
             conf: dict[str, Any] = {
@@ -309,12 +290,12 @@ class SchemaRegistry:
                 client = AsyncSchemaRegistryClient(conf)
             except (ValueError, TypeError) as exc:
                 raise SchemaRegistryRefused(f"schema registry client settings: {exc}") from None
-            self._clients.put(key, client)
+            self._clients[key] = client
         return client
 
     async def _serde(self, target: _Target, key: tuple[Any, ...], build: Callable[[], Awaitable[Any]]) -> Any:
         full = (target, *key)
-        serde = self._serdes.hit(full)
+        serde = self._serdes.get(full)
         if serde is not None:
             return serde
         pending = self._building.get(full)
@@ -329,7 +310,8 @@ class SchemaRegistry:
             raise SchemaRegistryRefused(
                 f"cannot set up the {key[1]} {'decoder' if key[0] == 'de' else 'encoder'}: {exc}"
             ) from None
-        return self._serdes.put(full, serde)
+        self._serdes[full] = serde
+        return serde
 
     async def _deserializer(self, target: _Target, policy: RegistryPolicy) -> Callable[..., Awaitable[Any]]:
         # TOPIC: the writer schema comes from the id; the strategy only keeps the library from asking the
@@ -383,7 +365,7 @@ class SchemaRegistry:
         """Run one de/serialization that may ask the registry. `seen` names what it needs (a schema id, an
         output subject): while the registry counts as down, only what worked before (so is cached) runs."""
         down = self._down_until.get(target, 0.0) > time.monotonic()
-        if down and self._known.hit((target, seen)) is None:
+        if down and self._known.get((target, seen)) is None:
             raise SchemaRegistryUnavailable(f"schema registry {_host(target)} is down (failed moments ago); {what}")
         try:
             result = await call()
@@ -401,7 +383,7 @@ class SchemaRegistry:
             raise SchemaMismatch(f"{what}: {type(exc).__name__}: {exc}") from None
         if not down:
             self._down_until.pop(target, None)
-        self._known.put((target, seen), True)
+        self._known[(target, seen)] = True
         return result
 
     def _registry_error(self, target: _Target, exc: SchemaRegistryError, what: str) -> QuasarError:
