@@ -1,7 +1,8 @@
 """Schema Registry codec benchmark: per-record decode / encode cost next to JSON and schemaless Avro.
 
-`python -m bench.schema_registry [--records N]`. Starts the embedded broker and a real registry (Karapace,
-tests/fixtures/schema_registry.py), registers an order schema, then times in this process, in the same run,
+`python -m bench.schema_registry [--records N]`. Starts the test registry
+(tests/fixtures/schema_registry.py: the REST subset confluent_kafka uses, over loopback HTTP), registers an
+order schema, then times in this process, in the same run,
 one record at a time, best of 3 rounds per row:
 
 - json raw: `decode_raw` of the record as JSON (the default channel format), the baseline;
@@ -29,11 +30,10 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from app.channels import RegistryPolicy
-from app.kafka.broker import EmbeddedBroker
 from app.settings import Settings
 from app.worker.codec import decode_avro, decode_raw
 from app.worker.registry import SchemaRegistry
-from tests.fixtures.schema_registry import KarapaceRegistry
+from tests.fixtures.schema_registry import LocalRegistry
 
 __all__ = ["main"]
 
@@ -88,12 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=20_000, help="records per round")
     args = parser.parse_args(argv)
-    with EmbeddedBroker() as broker:
-        registry = KarapaceRegistry(broker.bootstrap).start()
-        try:
-            rows = asyncio.run(_rows(registry.url, args.records))
-        finally:
-            registry.stop()
+    registry = LocalRegistry().start()
+    try:
+        rows = asyncio.run(_rows(registry.url, args.records))
+    finally:
+        registry.stop()
     base = rows["json raw"]
     for name, us in rows.items():
         print(f"{name:22s} {us:8.1f} us/record  {us / base:5.1f}x json raw")

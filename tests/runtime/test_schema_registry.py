@@ -1,4 +1,5 @@
-"""Schema Registry channels on the real broker and a real registry (Karapace, tests/fixtures/schema_registry.py).
+"""Schema Registry channels on the real broker and a registry over HTTP (tests/fixtures/schema_registry.py, or
+QUASAR_TEST_SCHEMA_REGISTRY_URL for a real one).
 
 Records are produced with confluent_kafka's own serializers, the worker decodes them, runs the workflow and
 writes its outputs in the Confluent wire format; confluent_kafka's deserializers read them back.
@@ -7,6 +8,7 @@ writes its outputs in the Confluent wire format; confluent_kafka's deserializers
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import decimal
 import uuid
@@ -28,7 +30,7 @@ from google.protobuf.message_factory import GetMessageClass
 from app.kafka import headers as H
 from app.kafka.broker import free_port
 from app.settings import Settings
-from tests.fixtures.schema_registry import KarapaceRegistry
+from tests.fixtures.schema_registry import LocalRegistry
 from tests.runtime.worker_support import Runtime, dlq_headers, read_records
 
 pytestmark = pytest.mark.timeout(240)
@@ -91,18 +93,6 @@ PRICE = {  # the decoded record is the payload: parse it into data.in, then id, 
         },
     ],
 }
-
-
-PRICED_PROTO = """syntax = "proto3";
-package shop;
-
-message PricedOrder {
-  string id = 1;
-  double amount = 2;
-  double total = 3;
-  string status = 4;
-}
-"""
 
 
 def _proto_class(file: str, name: str, fields: list[tuple[str, int]]) -> Any:
@@ -346,7 +336,17 @@ def test_credentials_resolve_from_env_and_a_channel_registry_never_gets_the_glob
 async def test_protobuf_records_round_trip_without_generated_classes(rt: Runtime, schema_registry_url: str) -> None:
     sr = SchemaRegistryClient({"url": schema_registry_url})
     in_topic, out_topic = rt.names.channel("pprices"), rt.names.output("pprices")
-    out_id = sr.register_schema(f"{out_topic}-value", Schema(PRICED_PROTO, "PROTOBUF"))
+    priced = _proto_class(
+        f"priced_{uuid.uuid4().hex[:6]}.proto",
+        "PricedOrder",
+        [("id", _STRING), ("amount", _DOUBLE), ("total", _DOUBLE), ("status", _STRING)],
+    )
+    # Registered the way confluent_kafka's ProtobufSerializer registers a schema: a base64 FileDescriptorProto.
+    fdp = descriptor_pb2.FileDescriptorProto()
+    priced.DESCRIPTOR.file.CopyToProto(fdp)
+    out_id = sr.register_schema(
+        f"{out_topic}-value", Schema(base64.b64encode(fdp.SerializeToString()).decode(), "PROTOBUF")
+    )
     await rt.activate("pprices", PRICE, envelope=None, config={"value_format": "protobuf_registry"})
     await rt.worker()
     order = _proto_class(f"order_{uuid.uuid4().hex[:6]}.proto", "Order", [("id", _STRING), ("amount", _DOUBLE)])
@@ -356,11 +356,6 @@ async def test_protobuf_records_round_trip_without_generated_classes(rt: Runtime
     garbage = serialize(order(id="x", amount=1.0), _ctx(in_topic))[:6] + b"\xff\xff\xff"  # truncated varint
     _send(rt, "pprices", garbage, key="bad", trace="bad")
     outs = await asyncio.to_thread(rt.outputs, "pprices", 2)
-    priced = _proto_class(
-        f"priced_{uuid.uuid4().hex[:6]}.proto",
-        "PricedOrder",
-        [("id", _STRING), ("amount", _DOUBLE), ("total", _DOUBLE), ("status", _STRING)],
-    )
     deserialize = ProtobufDeserializer(priced, {"use.deprecated.format": False})
     for m in outs:
         i = int(m.key().decode().split("-")[1])
@@ -468,7 +463,7 @@ async def test_avro_logical_types_reach_the_workflow_as_json_and_round_trip(
 
 
 async def test_schemas_already_used_keep_working_while_the_registry_is_down(rt: Runtime, kafka_bootstrap: str) -> None:
-    own = KarapaceRegistry(kafka_bootstrap).start()  # this test stops it
+    own = LocalRegistry().start()  # this test stops it
     try:
         sr = SchemaRegistryClient({"url": own.url})
         in_topic, out_topic = rt.names.channel("outage"), rt.names.output("outage")
