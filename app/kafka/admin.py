@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from app.errors import ServiceUnavailable
@@ -15,6 +15,7 @@ from app.settings import Settings
 
 __all__ = [
     "BrokerUnavailable",
+    "RefusalReason",
     "create_admin",
     "group_positions",
     "topic_partitions",
@@ -25,6 +26,32 @@ __all__ = [
 
 class BrokerUnavailable(ServiceUnavailable):
     code = "BROKER_UNAVAILABLE"
+
+
+class RefusalReason:
+    """An `error_cb` keeping the last authentication or TLS failure librdkafka reported.
+
+    A client refused by the broker (wrong SASL credentials, an untrusted certificate) only sees its
+    metadata request time out with "Broker transport failure"; the reason comes through the error
+    callback, served by `poll`. `why(client)` serves it and returns the reason (None once a request
+    succeeded: call `clear()`).
+    """
+
+    _KINDS = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL})
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        if error.code() in self._KINDS:
+            self.last = error.str()
+
+    def why(self, client: AdminClient) -> str | None:
+        client.poll(0)
+        return self.last
+
+    def clear(self) -> None:
+        self.last = None
 
 
 def create_admin(settings: Settings, **overrides: Any) -> AdminClient:
@@ -101,7 +128,10 @@ def wait_for_cluster(
     an exit (an orchestrator restarting a crashing process is a crash loop). librdkafka's own connection
     errors are silenced here (log_level 2): they would print several lines per second.
     """
-    admin = create_admin(settings, **{"log_level": 2, "reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000})
+    refused = RefusalReason()
+    admin = create_admin(
+        settings, **{"log_level": 2, "reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000, "error_cb": refused}
+    )
     backoff = first_backoff
     while True:
         try:
@@ -111,7 +141,8 @@ def wait_for_cluster(
                 return
             problem = f"topics missing on {settings.kafka_bootstrap}: {', '.join(missing)} (run `quasar topics apply`)"
         except BrokerUnavailable:
-            problem = f"Kafka broker {settings.kafka_bootstrap} is unreachable"
+            reason = refused.why(admin)
+            problem = f"Kafka broker {settings.kafka_bootstrap} is unreachable" + (f" ({reason})" if reason else "")
         report(f"{problem}; retrying in {backoff:.1f}s")
         time.sleep(backoff)  # startup, before any event loop: nothing else to do but wait
         backoff = min(max_backoff, backoff * 2)

@@ -98,7 +98,8 @@ class EmbeddedBroker:
         # host:port clients are told to connect to (metadata): a TLS terminator in front of the broker
         # advertises itself, so clients never reach the plaintext listener directly.
         self.advertised = advertised
-        # Tansu's --authentication: clients must authenticate with SASL SCRAM (users made with `tansu user`).
+        # Tansu's --authentication: clients must authenticate with SASL SCRAM. Tansu 0.6's memory storage
+        # keeps no user (`tansu user create` is accepted and dropped), so every login is refused.
         self.authentication = authentication
         self.binary = Path(binary) if binary else None
         self.startup_timeout = startup_timeout

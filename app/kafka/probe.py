@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
-from app.kafka.admin import group_positions
+from app.kafka.admin import RefusalReason, group_positions
 from app.kafka.config import admin_config
 from app.settings import Settings
 
@@ -57,12 +57,19 @@ class BrokerProbe:
         self.stale_after = stale_after
         self.lag_targets = lag_targets
         self.lag_interval = lag_interval
+        # Wrong credentials or an untrusted certificate: health says so, not just "transport failure".
+        self._refused = RefusalReason()
         self._admin = AdminClient(
             admin_config(
                 settings,
                 client_id=name,
                 # The probe should notice a returning broker fast; its own errors are the report.
-                **{"reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000, "log_level": 2},
+                **{
+                    "reconnect.backoff.ms": 100,
+                    "reconnect.backoff.max.ms": 1000,
+                    "log_level": 2,
+                    "error_cb": self._refused,
+                },
             )
         )
         self._name = name
@@ -122,12 +129,15 @@ class BrokerProbe:
             # All topics, not `self.topic` alone: a metadata request naming a topic makes Tansu create
             # it (4 partitions) when it is missing, e.g. on a broker that came back empty.
             md = self._admin.list_topics(timeout=max(0.5, self.stale_after / 2))
+            self._refused.clear()  # it answered: whatever refused us before is over
             if self.topic not in md.topics:
                 raise KafkaException(f"topic {self.topic} is missing (run `quasar topics apply`)")
             self._last_ok = time.monotonic()
             self._last_error = None
         except KafkaException as exc:
-            self._last_error = str(exc.args[0] if exc.args else exc)[:200]
+            self._last_error = (self._refused.why(self._admin) or str(exc.args[0] if exc.args else exc))[:300]
+        finally:
+            self._admin.poll(0)  # serves the error callbacks (they queue up otherwise)
 
     def _group_lag(self, targets: list[tuple[str, str]]) -> dict[tuple[str, str, int], int]:
         # Nothing committed yet: everything retained is behind (the low end is 0 on a fresh topic).

@@ -33,7 +33,7 @@ from bench.faults import (
     spawn,
     wait_ready,
 )
-from tests.fixtures.kafka import make_test_settings
+from tests.fixtures.kafka import make_test_settings, probe_unreachable_status
 from tests.fixtures.polling import poll
 from tests.fixtures.tls import Stunnel, make_pki
 
@@ -92,6 +92,13 @@ def test_the_tls_port_refuses_plaintext_kafka(tls_cluster: TlsCluster) -> None:
     admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{tls_cluster.tls_port}", "log_level": 0})
     with pytest.raises(KafkaException):
         admin.list_topics(timeout=3)
+
+
+def test_the_broker_probe_names_an_untrusted_certificate(tls_cluster: TlsCluster, tmp_path: Path) -> None:
+    """A client that trusts another CA: health reports the TLS failure, not a bare transport failure."""
+    settings = tls_cluster.settings.model_copy(update={"kafka_ssl_ca_location": str(make_pki(tmp_path).ca)})
+    status = probe_unreachable_status(settings, "quasar.config")
+    assert "SSL handshake failed" in status and "certificate verify failed" in status, status
 
 
 def test_worker_and_gateway_serve_sync_and_async_traffic_over_tls(tls_cluster: TlsCluster, tmp_path: Path) -> None:
