@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from app.flow_runtime.service import FlowService
 from app.kafka.broker import free_port
 from app.settings import Settings
 from tests.fixtures.kafka import make_test_settings
@@ -94,3 +95,22 @@ async def test_an_idle_runner_pauses_fetching_and_still_runs_what_comes(kafka_bo
         done = await flows.wait("after-idle", "completed")
         assert done.output == {"n": 2} and [e["event"] for e in done.timeline].count("timer_fired") == 1
         await until(lambda: runner._idle.paused, within=30, what="paused again once idle")
+
+
+async def test_worker_flows_on_starts_the_runner_at_once_and_off_never(settings: Settings) -> None:
+    async with FlowEnv(settings) as env:
+        await env.flow(FLOW)
+        off = FlowService(settings.model_copy(update={"worker_flows": "off"}), env.reader)
+        await off.start()
+        assert off.runner is None and off.status() == "not_configured" and off.info()["mode"] == "off"
+        await off.stop()
+
+        on = FlowService(settings.model_copy(update={"worker_flows": "on"}), env.reader)
+        await on.start()
+        try:
+            assert on.runner is not None
+            await until(lambda: on.status() == "ok", within=60, what="the runner joined and recovered")
+            await env.start("in-worker", "on-1", {"n": 3})
+            assert (await env.wait("on-1", "completed")).output == {"n": 3}
+        finally:
+            await on.stop()
