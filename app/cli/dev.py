@@ -218,8 +218,6 @@ def _run_dev(
             # wait longer still (config changes are rare; an admin write waits for its read-back).
             env.setdefault("QUASAR_FETCH_WAIT_MAX_MS", "150")
             env.setdefault("QUASAR_CONFIG_FETCH_WAIT_MAX_MS", "500")
-            # ... and an idle flow runner fetches twice a second instead of every wait (docs/flows.md).
-            env.setdefault("QUASAR_FLOWS_IDLE_FETCH_INTERVAL_MS", "500")
             env.setdefault("QUASAR_SESSION_TIMEOUT_MS", "3000")
         env["QUASAR_KAFKA_BOOTSTRAP"] = bootstrap
         env["QUASAR_GATEWAY_PORT"] = str(port)

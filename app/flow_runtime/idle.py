@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from app.settings import Settings
 
@@ -27,8 +28,9 @@ class IdleFetch:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IdleFetch:
-        """`flows_idle_fetch_interval_ms`, with a window of three fetch waits (at least 50 ms)."""
-        return cls(settings.flows_idle_fetch_interval_ms / 1000, max(0.05, 3 * settings.fetch_wait_max_ms / 1000))
+        """`flows_idle_fetch_interval_ms`, with a window of at least 300 ms: Tansu answers a fetch of many
+        partitions in more than one fetch wait, and an answer that comes after the pause is dropped."""
+        return cls(settings.flows_idle_fetch_interval_ms / 1000, max(0.3, 10 * settings.fetch_wait_max_ms / 1000))
 
     def __init__(self, interval: float, window: float) -> None:
         self.interval = interval
@@ -37,6 +39,17 @@ class IdleFetch:
         self._last = time.monotonic()
         self._woken = False
         self._next_probe = 0.0
+        # Next offset per partition, from records read and from known starts: a resume needs one to seek to.
+        self._next: dict[tuple[str, int], int] = {}
+
+    def seen(self, msgs: Iterable[Message]) -> None:
+        for msg in msgs:
+            self._next[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+
+    def known(self, starts: Iterable[TopicPartition]) -> None:
+        """Where reading starts on newly assigned partitions (an explicit offset or the committed one)."""
+        for tp in starts:
+            self._next[(tp.topic, tp.partition)] = max(tp.offset, 0)  # nothing committed: from the start
 
     def active(self) -> None:
         self._last = time.monotonic()
@@ -55,7 +68,7 @@ class IdleFetch:
                 return None
             self._last = now - self.IDLE_AFTER_S + self.window  # a probe: one window, then pause again
             return self.window
-        if now - self._last > self.IDLE_AFTER_S:
+        if now - self._last > self.IDLE_AFTER_S and self._next:
             self._set(consumer, paused=True)
             self._next_probe = now + self.interval
             return self.interval
@@ -68,4 +81,12 @@ class IdleFetch:
                 consumer.pause(assignment)
             else:
                 consumer.resume(assignment)
+                # librdkafka notices a resume only at its fetcher's next 1 s tick; a seek of one partition
+                # to where it stands (nothing skipped, nothing read twice) wakes the fetcher for all of
+                # them (one broker: this is for Tansu). Without a known position it never pauses.
+                for tp in consumer.position(assignment):
+                    offset = tp.offset if tp.offset >= 0 else self._next.get((tp.topic, tp.partition))
+                    if offset is not None:
+                        consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+                        break
             self.paused = paused

@@ -282,6 +282,7 @@ class FlowRunner:
             batch = await loop.run_in_executor(self._executor, _poll_batch, consumer, 500, wait)
             if batch:
                 self._idle.active()
+                self._idle.seen(batch)
             if self._starts_unknown_flow(batch):
                 await self.reader.sync(10.0)  # a flow activated just now: fold the config up to here first
             resumed, self._resumed = self._resumed, []
@@ -343,6 +344,9 @@ class FlowRunner:
         owned = [tp.partition for tp in partitions if tp.topic == self.names.flow_events]
         assert self._producer is not None
         self._recovering = True
+        if self._idle.interval > 0 and partitions:
+            with contextlib.suppress(KafkaException):  # where reading starts: a paused runner resumes by a seek
+                self._idle.known(consumer.committed(partitions, timeout=10))
         reader = Consumer(reader_config(self.settings, client_id=f"quasar-flows-recover-{self.settings.instance_id}"))
         try:
             for partition in owned:

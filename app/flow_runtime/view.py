@@ -148,7 +148,9 @@ class InstanceView:
 
     def _tail(self, positions: list[int]) -> None:
         consumer = Consumer(reader_config(self.settings, client_id="quasar-flow-view"))
-        consumer.assign([TopicPartition(self.topic, p, o) for p, o in enumerate(positions)])
+        starts = [TopicPartition(self.topic, p, o) for p, o in enumerate(positions)]
+        consumer.assign(starts)
+        self.idle.known(starts)
         idle = self.idle
         try:
             while not self._stopping.is_set():
@@ -157,6 +159,7 @@ class InstanceView:
                 if msg is None or msg.error() is not None:
                     continue
                 idle.active()
+                idle.seen((msg,))
                 self._record(msg)
         except Exception as exc:  # keep the gateway serving what it has; health shows the error
             self.last_error = f"{type(exc).__name__}: {exc}"
