@@ -42,9 +42,10 @@ async def activate_channel(
 
 
 def setup_complex_channel(
-    bootstrap: str, prefix: str, workflow: Mapping[str, Any], tracing: str = "all"
+    bootstrap: str, prefix: str, workflow: Mapping[str, Any], tracing: str | None = None
 ) -> tuple[str, str]:
-    """Apply the fixed topics under `prefix`, activate channel `orders`; returns (request, output) topics."""
+    """Apply the fixed topics under `prefix`, activate channel `orders`; returns (request, output) topics.
+    `tracing` None leaves the channel's default (Kafka-ingested records: failures only)."""
     from app.kafka.admin import create_admin
     from app.kafka.names import TopicNames
     from app.kafka.topics import (
@@ -64,7 +65,7 @@ def setup_complex_channel(
         output_topic_plan(specs, settings, "orders"),
     ]
     apply_topics(create_admin(settings), plans)
-    config = {"output": True, "envelope": "quasar", "tracing": tracing}
+    config = {"output": True, "envelope": "quasar", **({"tracing": tracing} if tracing else {})}
     asyncio.run(activate_channel(settings, "orders", workflow, channel_doc={"config": config}))
     names = TopicNames(prefix)
     return names.channel("orders"), names.output("orders")

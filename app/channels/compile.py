@@ -129,10 +129,11 @@ def _tracing(value: str | TracingConfig | None) -> TracingPolicy:
     cfg = TracingConfig.model_validate({"policy": value}) if isinstance(value, str) else value
     policy = cfg.policy if cfg is not None else "all"
     per_task = cfg.per_task if cfg is not None else False
+    explicit = cfg is not None  # without the setting, Kafka-ingested records get `TracingPolicy.ingested()`
     if policy.startswith("sample:"):
-        return TracingPolicy("sample", float(policy.split(":", 1)[1]), per_task)
+        return TracingPolicy("sample", float(policy.split(":", 1)[1]), per_task, explicit)
     mode: TracingMode = "all" if policy == "all" else "errors" if policy == "errors" else "off"
-    return TracingPolicy(mode, 1.0 if mode == "all" else 0.0, per_task)
+    return TracingPolicy(mode, 1.0 if mode == "all" else 0.0, per_task, explicit)
 
 
 def _headers(cfg: HeadersConfig | None, api_key_header: str | None) -> HeaderPolicy:

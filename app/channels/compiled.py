@@ -16,6 +16,7 @@ from app.engine.models import ChannelDoc
 
 __all__ = [
     "CREDENTIAL_HEADERS",
+    "INGESTED_DEFAULT",
     "CachePolicy",
     "CompiledChannel",
     "DedupPolicy",
@@ -120,11 +121,18 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class TracingPolicy:
-    """`tracing: all | errors | sample:<ratio> | off` (default `all`: every request is traced)."""
+    """`tracing: all | errors | sample:<ratio> | off`. A channel without the setting traces every record the
+    gateway produced (`all`: an async HTTP caller polls its trace, Orion traces HTTP results) but only the
+    failures of records produced straight to its topic (`ingested()`: Orion's Kafka ingest writes no trace)."""
 
     mode: TracingMode = "all"
     ratio: float = 1.0  # share of successful requests traced in `sample` mode
     per_task: bool = False  # each task's input and output on the trace (Orion's tracing.per_task)
+    explicit: bool = False  # the channel sets `tracing`: it applies to Kafka-ingested records as well
+
+    def ingested(self) -> TracingPolicy:
+        """The policy for records produced straight to the channel topic (no gateway `quasar-mode` header)."""
+        return self if self.explicit else INGESTED_DEFAULT
 
     def traces(self, *, failed: bool, draw: float) -> bool:
         """Whether a request is traced; `draw` is uniform in [0, 1). Failures are traced unless `off`."""
@@ -133,6 +141,10 @@ class TracingPolicy:
         if self.mode == "off":
             return False
         return failed or (self.mode == "sample" and draw < self.ratio)
+
+
+# Kafka-ingested records of a channel without a `tracing` setting: failures (dead letters) only.
+INGESTED_DEFAULT = TracingPolicy("errors", 0.0)
 
 
 @dataclass(frozen=True, slots=True)

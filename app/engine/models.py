@@ -297,7 +297,9 @@ class ChannelConfig(_Strict):
     )
     schema_registry: SchemaRegistryConfig | None = None
     tracing: str | TracingConfig | None = Field(
-        None, description="all (default) | errors | sample:<ratio> | off, or {policy, per_task}"
+        None,
+        description="all | errors | sample:<ratio> | off, or {policy, per_task}. Unset: all for records the "
+        "gateway produced, errors for records produced straight to the channel topic",
     )
     headers: HeadersConfig | None = None
     retry: RecordRetryConfig | None = None

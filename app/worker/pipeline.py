@@ -23,6 +23,8 @@ The record contract (docs/concepts.md, "The record contract"):
   (`REPLY_TO_REFUSED`) and nothing is written anywhere else;
 - bounds: every produced record fits the producer's limit (messages truncated, oversized values and
   headers dropped with a header saying so);
+- traces: by the channel's `tracing`; without it, every record the gateway produced (`quasar-mode`) and
+  the failures of records produced straight to the topic (Orion's Kafka ingest writes no trace);
 - per-task tracing (`tracing.per_task`): the trace record also carries the run's audit trail (each executed
   task's id, function, status, duration and changed fields old -> new), bounded per value and in total.
 """
@@ -42,7 +44,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from app.channels import CompiledChannel, HeaderPolicy, RegistryPolicy
+from app.channels import INGESTED_DEFAULT, CompiledChannel, HeaderPolicy, RegistryPolicy, TracingPolicy
 from app.config_store import Snapshot
 from app.digits import is_uint, parse_uint
 from app.engine.executor import RunOptions, rollout_bucket
@@ -183,6 +185,7 @@ class HeaderFilter:
 
 
 DEFAULT_HEADERS = HeaderFilter.of(HeaderPolicy())
+DEFAULT_TRACING = TracingPolicy()  # a channel without `tracing`, for the records the gateway produced
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +209,10 @@ class ChannelRoute:
     registry: RegistryPolicy | None = None  # Confluent wire format through a Schema Registry (`*_registry`)
     start_from: str | int = "latest"  # where a partition without a committed offset starts (int: epoch ms)
     active_since_ms: int = 0  # when the channel version was activated (`start_from: latest`)
+    # `tracing` for records the gateway produced (`quasar-mode` header) and for records produced straight to
+    # the topic: decided here once per channel version, so a record only picks one (`_traced`).
+    tracing: TracingPolicy = DEFAULT_TRACING
+    ingested_tracing: TracingPolicy = INGESTED_DEFAULT
 
 
 def routes_of(snapshot: Snapshot, names: TopicNames | None = None) -> dict[str, ChannelRoute]:
@@ -231,6 +238,8 @@ def routes_of(snapshot: Snapshot, names: TopicNames | None = None) -> dict[str, 
             ch.registry,
             ch.start_from,
             view.active_since_ms,
+            ch.tracing,
+            ch.tracing.ingested(),
         )
     return out
 
@@ -492,7 +501,7 @@ class Pipeline:
         deadline = hm.get(H.DEADLINE)
         deadline_ms = parse_uint(deadline)
         if deadline_ms is not None and deadline_ms <= now * 1000:
-            traced = _traced(route, failed=True)
+            traced = _traced(route, hm, failed=True)
             return Outcome(
                 "expired", route.name, [self._trace(record, route, hm, now, clock, failed=_EXPIRED)] if traced else []
             )
@@ -665,7 +674,7 @@ class Pipeline:
             trace_error["function"] = cause.function
         if cause.inner:
             trace_error["cause"] = _clip(cause.inner)
-        if _traced(route, failed=True):
+        if _traced(route, hm, failed=True):
             trail = b""
             if route.per_task and message is not None and isinstance(message.audit_trail, TaskTrail):
                 trail = message.audit_trail.encode(MAX_TRAIL_BYTES)
@@ -745,8 +754,7 @@ class Pipeline:
             headers = [_channel_header(route.name), (H.TRACE_ID, trace_id.encode()), *carried]
             key = record.key() if route.key_logic is None else self._output_key(route, record, message)
             out.append((route.output_topic, body if output is None else output, key, headers, -1))
-        channel = route.channel
-        if channel is None or channel.tracing.mode == "all" or _traced(route, failed=False):
+        if _traced(route, hm, failed=False):
             trail = b""
             if route.per_task and isinstance(message.audit_trail, TaskTrail):
                 # the room the (bounded) result leaves; 2048 covers the trace's own fields (id, channel, ...)
@@ -968,13 +976,13 @@ _COMPLETED_TRACE = b'{"id":%b%b"created_at":"%b","completed_at":"%b","duration_m
 _FAILED_TRACE = b'{"id":%b%b"created_at":"%b","completed_at":"%b","duration_ms":%d,"error":%b%b}'
 
 
-def _traced(route: ChannelRoute, *, failed: bool) -> bool:
+def _traced(route: ChannelRoute, hm: Mapping[str, str], *, failed: bool) -> bool:
     """The channel's `tracing` policy (all | errors | sample:<ratio> | off) for one record: with `off` (or a
-    success under `errors` / outside the sample) no trace record is built at all. Default `all`."""
-    policy = route.channel.tracing if route.channel is not None else None
-    if policy is None or policy.mode == "all":
-        return True
-    return policy.traces(failed=failed, draw=random.random())
+    success under `errors` / outside the sample) no trace record is built at all. Without the setting, a
+    record the gateway produced (it always sets `quasar-mode`) is traced, one produced straight to the topic
+    only when it fails (`TracingPolicy.ingested`). A forged `quasar-mode` only buys its producer a trace."""
+    policy = route.tracing if H.MODE in hm else route.ingested_tracing
+    return policy.mode == "all" or policy.traces(failed=failed, draw=random.random())
 
 
 def _trail_value(value: Any) -> Any:

@@ -156,6 +156,17 @@ def test_tracing_policy() -> None:
     assert _compile({"tracing": {"task_details": True}}).tracing.per_task  # Orion's later name
 
 
+def test_without_a_tracing_setting_kafka_ingested_records_are_traced_only_when_they_fail() -> None:
+    unset = _compile().tracing
+    assert not unset.explicit and unset.mode == "all"  # records the gateway produced: every one
+    ingested = unset.ingested()
+    assert ingested.mode == "errors" and not ingested.per_task
+    assert ingested.traces(failed=True, draw=0) and not ingested.traces(failed=False, draw=0)
+    for setting in ("all", "off", "sample:0.5", {"per_task": True}, {"policy": "errors"}):
+        explicit = _compile({"tracing": setting}).tracing
+        assert explicit.explicit and explicit.ingested() is explicit, setting  # applies to both kinds
+
+
 def test_credentials_are_not_persisted_unless_kept() -> None:
     headers = {
         "authorization": "Bearer t",

@@ -173,7 +173,9 @@ async def test_a_forged_mode_header_does_not_skip_governance_when_records_are_se
 
 
 async def test_duplicate_kafka_record_is_traced_as_duplicate_and_not_run_again(rt: Runtime) -> None:
-    await rt.activate("dedup", config={"deduplication": {"header": "Idempotency-Key", "window_secs": 60}})
+    # `tracing: all`: the completed traces of these Kafka-ingested records are compared with the duplicates'.
+    dedup = {"header": "Idempotency-Key", "window_secs": 60}
+    await rt.activate("dedup", config={"deduplication": dedup, "tracing": "all"})
     worker = await rt.worker()
     before = _metric("messages_total", channel="dedup", status="duplicate")
     # One Kafka key: one partition, so the records are seen in the order they were sent.

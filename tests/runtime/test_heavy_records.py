@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from app.channels import TracingPolicy
 from app.engine import Engine, compile_workflow
 from app.worker.pipeline import HEAVY_RECORD_S, LIGHT_RECORD_S, ChannelRoute, Pipeline, Record, WorkerView
 from tests.runtime.test_worker_pipeline import NAMES, Calls, _registry
@@ -32,7 +33,8 @@ TASKS = [
 def _view() -> WorkerView:
     registry = _registry(Calls())
     wf = compile_workflow({"id": "wf", "name": "wf", "tasks": TASKS}, registry)
-    route = ChannelRoute("heavy", TOPIC, True, None, None)
+    # `tracing: all`: the result is read from the trace (no output topic) of a record produced straight to Kafka.
+    route = ChannelRoute("heavy", TOPIC, True, None, None, ingested_tracing=TracingPolicy("all", explicit=True))
     return WorkerView({TOPIC: route}, Engine({"heavy": [wf]}, registry))
 
 

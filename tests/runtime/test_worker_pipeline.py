@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from app.channels import TracingPolicy
 from app.connectors.errors import ConnectorError, UpstreamStatus
 from app.engine import Engine, compile_workflow
 from app.engine.functions import default_registry
@@ -71,6 +72,7 @@ def _task(task_id: str, function: str, inp: Mapping[str, Any] | None = None) -> 
 
 
 MAP = _task("copy", "parse_json", {"source": "payload", "target": "got"})
+TRACE_ALL = TracingPolicy("all", explicit=True)  # `tracing: all` set on the channel
 
 
 def _view(
@@ -94,6 +96,7 @@ def _view(
         envelope,
         compile_logic(key_logic) if key_logic is not None else None,
         compile_logic(validation) if validation is not None else None,
+        ingested_tracing=TRACE_ALL,  # these tests read the trace of records produced straight to the topic
     )
     return WorkerView({TOPIC: route}, Engine({"orders": [wf]}, registry), {NAMES.replies: 4})
 
@@ -326,33 +329,39 @@ async def test_unknown_topic_is_dead_lettered() -> None:
 
 
 @pytest.mark.parametrize(
-    ("tracing", "traced_ok", "traced_failed"),
+    ("tracing", "gateway", "traced_ok", "traced_failed"),
     [
-        (None, True, True),
-        ("all", True, True),
-        ("errors", False, True),
-        ("off", False, False),
-        ("sample:0", False, True),
+        (None, False, False, True),  # no setting, produced straight to the topic: failures (dead letters) only
+        (None, True, True, True),  # no setting, produced by the gateway: the async HTTP caller polls its trace
+        ("all", False, True, True),  # an explicit setting applies to Kafka-ingested records as well
+        ("all", True, True, True),
+        ({"per_task": True}, False, True, True),  # any `tracing` object is explicit (its policy: all)
+        ("errors", False, False, True),
+        ("errors", True, False, True),
+        ("off", False, False, False),
+        ("off", True, False, False),
+        ("sample:0", False, False, True),
+        ("sample:1", False, True, True),
     ],
 )
 async def test_the_channel_tracing_policy_decides_which_records_get_a_trace(
-    tracing: str | None, traced_ok: bool, traced_failed: bool
+    tracing: Any, gateway: bool, traced_ok: bool, traced_failed: bool
 ) -> None:
-    import dataclasses
-
-    from app.channels.compile import compile_channel
-
-    doc: dict[str, Any] = {"name": "orders", "channel_type": "async", "protocol": "kafka", "workflow_id": "wf"}
-    if tracing is not None:
-        doc["config"] = {"tracing": tracing}
-    view = _view([MAP], envelope="quasar")
-    (route,) = view.routes.values()
-    view.routes[TOPIC] = dataclasses.replace(route, channel=compile_channel("orders", doc, NAMES))
-    ok = await _pipeline().handle(_record({"data": {"a": 1}}), view, clock)
-    failed = await _pipeline().handle(_record({"no": "data"}), view, clock)  # bad envelope: dead-lettered
+    config = {"tracing": tracing} if tracing is not None else {}
+    sent = {H.MODE: "async"} if gateway else {}
+    ok = await _pipeline().handle(_record({"a": 1}, headers=sent), _with_config(config), clock)
+    failed = await _pipeline().handle(_record({"a": 1}, headers=sent), _with_config(config, failing=True), clock)
     assert (ok.status, failed.status) == ("ok", "dlq")
-    assert OUTPUT in _by_topic(ok)  # the work itself is not affected
+    assert OUTPUT in _by_topic(ok) and NAMES.dlq in _by_topic(failed)  # the work itself is not affected
     assert (NAMES.traces in _by_topic(ok), NAMES.traces in _by_topic(failed)) == (traced_ok, traced_failed)
+
+
+async def test_by_default_an_expired_kafka_ingested_record_is_still_traced() -> None:
+    """A record whose deadline passed is a failure: traced under the default like a dead letter."""
+    expired = _record({"a": 1}, headers={H.DEADLINE: str(int(NOW * 1000) - 1)})
+    out = await _pipeline().handle(expired, _with_config({}), clock)
+    assert out.status == "expired"
+    assert orjson.loads(_by_topic(out)[NAMES.traces][1])["status"] == "failed"
 
 
 # -- the channel's `headers` setting decides what input headers travel (drop list / allow-list) --------
@@ -367,15 +376,15 @@ _SENT = {
 }
 
 
-def _with_headers_setting(headers: dict[str, Any] | None, *, failing: bool = False) -> WorkerView:
+def _with_config(config: dict[str, Any], *, failing: bool = False) -> WorkerView:
     """The test view whose route comes from a compiled channel, through the worker's own `routes_of`."""
     from types import SimpleNamespace
 
     from app.channels.compile import compile_channel
 
     doc: dict[str, Any] = {"name": "orders", "channel_type": "async", "protocol": "kafka", "workflow_id": "wf"}
-    if headers is not None:
-        doc["config"] = {"headers": headers}
+    if config:
+        doc["config"] = config
     compiled = compile_channel("orders", doc, NAMES)
     view = _view(
         [_task("boom", "map", {"mappings": [{"path": "data.x", "logic": {"throw": "boom"}}]})] if failing else [MAP]
@@ -387,10 +396,10 @@ def _with_headers_setting(headers: dict[str, Any] | None, *, failing: bool = Fal
 
 async def _every_kind(headers: dict[str, Any] | None) -> dict[str, dict[str, str]]:
     """Headers of the output, reply, trace (of a success) and DLQ, error reply and trace (of a failure)."""
-    ok = await _pipeline().handle(_record({"a": 1}, headers=_SENT), _with_headers_setting(headers), clock)
-    bad = await _pipeline().handle(
-        _record({"a": 1}, headers=_SENT), _with_headers_setting(headers, failing=True), clock
-    )
+    # `tracing: all`: the success trace of a Kafka-ingested record is one of the kinds checked here.
+    config: dict[str, Any] = {"tracing": "all"} if headers is None else {"tracing": "all", "headers": headers}
+    ok = await _pipeline().handle(_record({"a": 1}, headers=_SENT), _with_config(config), clock)
+    bad = await _pipeline().handle(_record({"a": 1}, headers=_SENT), _with_config(config, failing=True), clock)
     assert (ok.status, bad.status) == ("ok", "dlq")
     done, failed = _by_topic(ok), _by_topic(bad)
     return {
