@@ -24,7 +24,8 @@ The record contract (docs/concepts.md, "The record contract"):
 - bounds: every produced record fits the producer's limit (messages truncated, oversized values and
   headers dropped with a header saying so);
 - traces: by the channel's `tracing`; without it, every record the gateway produced (`quasar-mode`) and
-  the failures of records produced straight to the topic (Orion's Kafka ingest writes no trace);
+  replayed dead letter (`quasar-attempt`), but only the failures of records produced straight to the topic
+  (Orion's Kafka ingest writes no trace);
 - per-task tracing (`tracing.per_task`): the trace record also carries the run's audit trail (each executed
   task's id, function, status, duration and changed fields old -> new), bounded per value and in total.
 """
@@ -980,8 +981,9 @@ def _traced(route: ChannelRoute, hm: Mapping[str, str], *, failed: bool) -> bool
     """The channel's `tracing` policy (all | errors | sample:<ratio> | off) for one record: with `off` (or a
     success under `errors` / outside the sample) no trace record is built at all. Without the setting, a
     record the gateway produced (it always sets `quasar-mode`) is traced, one produced straight to the topic
-    only when it fails (`TracingPolicy.ingested`). A forged `quasar-mode` only buys its producer a trace."""
-    policy = route.tracing if H.MODE in hm else route.ingested_tracing
+    only when it fails (`TracingPolicy.ingested`) or is a replayed dead letter (`quasar-attempt`: its success
+    replaces the failed trace). A forged header only buys its producer a trace."""
+    policy = route.tracing if H.MODE in hm or H.ATTEMPT in hm else route.ingested_tracing
     return policy.mode == "all" or policy.traces(failed=failed, draw=random.random())
 
 

@@ -356,6 +356,15 @@ async def test_the_channel_tracing_policy_decides_which_records_get_a_trace(
     assert (NAMES.traces in _by_topic(ok), NAMES.traces in _by_topic(failed)) == (traced_ok, traced_failed)
 
 
+async def test_by_default_a_replayed_dead_letter_is_traced_when_it_succeeds() -> None:
+    """`quasar dlq replay` sets `quasar-attempt`: the success replaces the failed trace of the same id."""
+    replayed = _record({"a": 1}, headers={H.ATTEMPT: "2", H.REQUEST_ID: "r-1"})
+    out = await _pipeline().handle(replayed, _with_config({}), clock)
+    assert out.status == "ok"
+    trace = _by_topic(out)[NAMES.traces]
+    assert trace[2] == "r-1" and orjson.loads(trace[1])["status"] == "completed"
+
+
 async def test_by_default_an_expired_kafka_ingested_record_is_still_traced() -> None:
     """A record whose deadline passed is a failure: traced under the default like a dead letter."""
     expired = _record({"a": 1}, headers={H.DEADLINE: str(int(NOW * 1000) - 1)})
