@@ -14,7 +14,8 @@ from app.settings import Settings
 from tests.ops._promql import ROOT
 
 DOCS = ROOT / "docs"
-_NON_SETTINGS_ENV = {"QUASAR_HEALTH_URL", "QUASAR_URL"}  # Dockerfile healthcheck; CLI gateway URL
+# Dockerfile healthcheck; CLI gateway URL; the test suite's external Schema Registry (tests/fixtures/schema_registry.py)
+_NON_SETTINGS_ENV = {"QUASAR_HEALTH_URL", "QUASAR_URL", "QUASAR_TEST_SCHEMA_REGISTRY_URL"}
 
 
 def _generator() -> object:
