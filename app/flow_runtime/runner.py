@@ -90,6 +90,9 @@ IDLE_POLL_S = 1.0
 _GAUGES_EVERY_S = 5.0  # the instance-count gauges walk every owned state: not on every loop turn
 
 
+_MAX_DLQ_HEADER_BYTES = 64 * 1024  # the original headers a flow dead letter keeps, at most
+
+
 class ExternalResult(BaseModel):
     """What an external worker writes to `flows.results` (see docs/flows.md, "External workers")."""
 
@@ -390,7 +393,12 @@ class FlowRunner:
     def _handle(self, msg: Message) -> None:
         err = msg.error()
         if err is not None:
-            raise KafkaException(err)
+            if err.fatal():
+                raise KafkaException(err)
+            # e.g. a results or events topic not there (yet): the worker's channels must not stop for it.
+            log.warning("flows: consumer error on %s[%s]: %s", msg.topic(), msg.partition(), err.str())
+            M.ERRORS.labels("FLOW_CONSUMER_ERROR").inc()
+            return
         value = msg.value()
         if msg.topic() == self.names.flow_results:
             self._forward_result(msg, value)
@@ -573,16 +581,20 @@ class FlowRunner:
         error = result.error or (None if ok else StepError(code="WORKER_FAILED", message="the worker reported failure"))
         handler = result.handler if result.handler in self._handlers else "other"
         M.FLOW_EXTERNAL_TASKS.labels(handler, result.status).inc()
-        self._emit(
-            StepResultEvent(
-                instance_id=result.instance_id,
-                key=result.step,
-                attempt=result.attempt,
-                ok=ok,
-                output=result.output,
-                error=error,
-            )
+        event = StepResultEvent(
+            instance_id=result.instance_id,
+            key=result.step,
+            attempt=result.attempt,
+            ok=ok,
+            output=result.output,
+            error=error,
         )
+        try:
+            self._emit(event)
+        except (KafkaException, BufferError) as exc:
+            # A worker's result too large to become an event (or a full queue): park it with the reason; the
+            # task's timeout and retry policy decide what happens to the instance.
+            self._dead_letter(msg, "TASK_RESULT_UNDELIVERABLE", f"{type(exc).__name__}: {exc}"[:2000])
 
     # -- timers and cron -----------------------------------------------------------------------
 
@@ -668,8 +680,16 @@ class FlowRunner:
         if value is not None and len(value) > self.settings.max_record_bytes - REPLY_HEADERS_ROOM:
             extra.append((H.DLQ_VALUE_DROPPED, str(len(value)).encode()))
             value = None  # the original stays readable at its topic/partition/offset
+        if sum(len(k) + len(v or b"") for k, v in extra) > _MAX_DLQ_HEADER_BYTES:
+            # The original headers do not fit beside the value: keep only the dead-letter context.
+            extra = [*extra[-8:], (H.HEADERS_DROPPED, b"all")]
         assert self._producer is not None
-        self._producer.produce(self.names.dlq, value, key, headers=extra)
+        try:
+            self._producer.produce(self.names.dlq, value, key, headers=extra)
+        except (KafkaException, BufferError) as exc:  # never stop the runner (and the worker) for a dead letter
+            log.error("flows: dead letter %s not produced (%s): skipped", code, exc)
+            M.ERRORS.labels("UNDELIVERABLE").inc()
+            return
         M.DLQ_RECORDS.labels("flows", code).inc()
 
     def _update_gauges(self) -> None:

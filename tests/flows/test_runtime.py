@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
+
 from app.flows.clock import VirtualClock
 from app.flows.instance import SignalEvent
 from app.settings import Settings
-from tests.flows.runtime_support import FlowEnv
+from tests.flows.runtime_support import FlowEnv, until
 
 
 def reminder(flow_id: str, delay: str = "3d") -> dict[str, object]:
@@ -107,3 +109,47 @@ async def test_a_state_too_large_for_the_broker_parks_the_event_and_the_instance
         assert state is not None and "first" in state.context["data"] and "second" not in state.context["data"]
         parked = [e for e in list_dlq(settings) if e.code == "FLOW_EVENT_FAILED"]
         assert len(parked) == 1 and "MSG_SIZE_TOO_LARGE" in parked[0].message, parked
+
+
+async def test_a_worker_result_too_large_to_become_an_event_is_parked_and_the_runner_goes_on(
+    settings: Settings,
+) -> None:
+    # Review finding: the runner re-wraps an external worker's result as an event; one too large for the
+    # producer raised out of the runner, which (inside `quasar worker`) stopped every channel, on every restart.
+    from confluent_kafka import Producer
+
+    from app.kafka.config import producer_config
+    from app.kafka.producer import produce_sync
+    from app.worker.dlq import list_dlq
+
+    flow = {
+        "flow_id": "ext",
+        "name": "ext",
+        "steps": [
+            {"id": "work", "type": "external_task", "handler": "big-worker", "input": {"var": "data"}, "timeout": "1h"},
+        ],
+    }
+    async with FlowEnv(settings) as env:
+        await env.flow(flow)
+        runner = await env.runner()
+        await env.start("ext", "x-1")
+        await env.wait("x-1", "waiting")
+        big = Producer(producer_config(settings, **{"message.max.bytes": 3 * settings.max_record_bytes}))
+        result = {
+            "task_id": "t",
+            "instance_id": "x-1",
+            "step": "work",
+            "attempt": 1,
+            "status": "completed",
+            "output": "x" * (settings.max_record_bytes + 10_000),  # fits the raw record, not the event around it
+        }
+        produce_sync(big, env.names.flow_results, orjson.dumps(result), b"x-1")
+        parked = await until(
+            lambda: [e for e in list_dlq(settings) if e.code == "TASK_RESULT_UNDELIVERABLE"],
+            within=60,
+            what="the oversized result dead-lettered",
+        )
+        assert "MSG_SIZE_TOO_LARGE" in parked[0].message
+        assert runner.status() == "ok"  # still running: a later signal to the instance is applied
+        await env.client.send(SignalEvent(instance_id="x-1", signal_id="c", signal="cancel"))
+        await env.wait("x-1", "cancelled")
