@@ -71,7 +71,8 @@ def consumption(
         for col in ("partition", "committed", "end", "lag"):
             table.add_column(col, justify="right")
         for p in state["partitions"]:
-            table.add_row(str(p["partition"]), str(p["committed"]), str(p["end"]), str(p["lag"]))
+            committed = p["committed"] if p["committed"] >= 0 else "none"  # the group never committed here
+            table.add_row(str(p["partition"]), str(committed), str(p["end"]), str(p["lag"]))
         console.print(table)
         if state["seek"]:
             seek = state["seek"]
