@@ -374,10 +374,10 @@ def bench_worker(bootstrap: str, args: argparse.Namespace, rows: list[Row]) -> N
         return src, dst
 
     n = args.messages
-    raw = n / raw_loop(bootstrap, *filled(), n)
-    hand = n / hand_loop(bootstrap, *filled(), n)
-    worker = n / _worker_run(bootstrap, n, 600)
-    worker2 = n / _worker_run(bootstrap, n, 600, processes=2)
+    raw = n / raw_loop(bootstrap, *filled(), n).seconds
+    hand = n / hand_loop(bootstrap, *filled(), n).seconds
+    worker = n / _worker_run(bootstrap, n, 600).seconds
+    worker2 = n / _worker_run(bootstrap, n, 600, processes=2).seconds
     group = "async throughput (one process)"
     note = f"{n} msgs, outputs on, default tracing (failures only), steady-state rate"
     rows.append(Row(group, "hand-written loop (complex logic) msgs/s", hand, "msgs/s", raw, "raw loop msgs/s", note))

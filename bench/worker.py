@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 __all__ = ["COMPLEX_PAYLOAD", "COMPLEX_WORKFLOW", "main", "steady_seconds"]
@@ -184,32 +186,119 @@ def _fill(bootstrap: str, topic: str, n: int, headers: list[tuple[str, bytes]] |
 
 
 @dataclass
+class Steady:
+    """A run's steady state: the seconds its records take at the steady rate, and the CPU microseconds
+    per record its process(es) spent in that window (None where not sampled). CPU per record does not
+    move with a neighbour's burst or a hypervisor's steal the way a rate on a shared box does."""
+
+    seconds: float
+    cpu_us: float | None = None
+
+
+@dataclass
 class Result:
     name: str
     n: int
     seconds: float
+    cpu_us: float | None = None
 
     @property
     def rate(self) -> float:
         return self.n / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _measure_output(bootstrap: str, topic: str, n: int, timeout: float) -> float:
-    """Read `n` records of `topic`; return the seconds `n` records take at the steady-state rate.
+class CpuSampler(threading.Thread):
+    """CPU seconds (user + system) of a process and its descendants, sampled every 20 ms with a wall-clock
+    time, so a steady window given in CreateTime milliseconds can be charged its CPU. Sampling this very
+    process leaves the sampler's own thread out."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self._stop_event = threading.Event()
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._pids: list[int] = []
+        self._scans = 0
+
+    @staticmethod
+    def _ticks(path: str) -> tuple[int, int]:
+        """(ppid, utime + stime) from a /proc stat file."""
+        with open(path, "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[1]), int(fields[11]) + int(fields[12])
+
+    def _descendants(self) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    children.setdefault(self._ticks(f"/proc/{entry}/stat")[0], []).append(int(entry))
+        found, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+    def _cpu(self) -> float:
+        if self._scans % 25 == 0:  # the process tree changes rarely (a supervisor starting its children)
+            self._pids = self._descendants()
+        self._scans += 1
+        total = 0
+        for pid in self._pids:
+            with contextlib.suppress(OSError):
+                if pid == os.getpid():
+                    me = str(threading.get_native_id())
+                    for tid in os.listdir(f"/proc/{pid}/task"):
+                        if tid != me:
+                            total += self._ticks(f"/proc/{pid}/task/{tid}/stat")[1]
+                else:
+                    total += self._ticks(f"/proc/{pid}/stat")[1]
+        return total / self._tick
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.samples.append((time.time(), self._cpu()))
+            self._stop_event.wait(0.02)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+
+    def cpu_between(self, start: float, end: float) -> float | None:
+        """CPU seconds spent between two wall-clock times (linear between samples)."""
+        if len(self.samples) < 2 or start < self.samples[0][0] or end > self.samples[-1][0]:
+            return None
+
+        def at(t: float) -> float:
+            for (t0, c0), (t1, c1) in itertools.pairwise(self.samples):
+                if t0 <= t <= t1:
+                    return c0 if t1 == t0 else c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+            return self.samples[-1][1]
+
+        return at(end) - at(start)
+
+
+def _measure_output(bootstrap: str, topic: str, n: int, timeout: float, cpu: CpuSampler | None = None) -> Steady:
+    """Read `n` records of `topic`; return the seconds `n` records take at the steady-state rate and, with
+    a sampler, the CPU per record of the sampled process in that window.
 
     That rate is measured between the 10th and the 90th percentile CreateTime (see the module doc).
     """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": f"bench-measure-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
+            "group.id": f"bench-measure-{uuid.uuid4().hex}",  # required by the client; no group is joined
             "enable.auto.commit": False,
-            "fetch.wait.max.ms": 50,
-            "session.timeout.ms": 2000,
+            # Few, large fetches: this reader shares the box with the process it measures.
+            "fetch.wait.max.ms": 500,
         }
     )
-    consumer.subscribe([topic])
+    # Assigned, not subscribed: a group member's session can time out on a busy broker (Tansu answers the
+    # coordinator late under load) and a rejoin without commits would read the topic again, double-counting.
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)])
     stamps: list[int] = []
     deadline = time.monotonic() + timeout
     try:
@@ -219,14 +308,26 @@ def _measure_output(bootstrap: str, topic: str, n: int, timeout: float) -> float
             stamps.extend(m.timestamp()[1] for m in consumer.consume(10000, 0.5) if not m.error())
     finally:
         consumer.close()
-    return steady_seconds(stamps)
+    if cpu is not None:
+        cpu.stop()
+    seconds = steady_seconds(stamps)
+    if cpu is None:
+        return Steady(seconds)
+    lo, hi, middle = steady_window(stamps)
+    spent = cpu.cpu_between(lo / 1000.0, hi / 1000.0)
+    return Steady(seconds, None if spent is None or middle <= 0 else spent / middle * 1e6)
+
+
+def steady_window(stamps: list[int]) -> tuple[int, int, int]:
+    """(10th percentile, 90th percentile, records between them) of CreateTime stamps in ms."""
+    ordered = sorted(stamps)
+    return ordered[len(ordered) // 10], ordered[len(ordered) * 9 // 10], len(ordered) * 9 // 10 - len(ordered) // 10
 
 
 def steady_seconds(stamps: list[int]) -> float:
     """Seconds for all `stamps` (ms) at the rate between their 10th and 90th percentile."""
     ordered = sorted(stamps)
-    lo, hi = ordered[len(ordered) // 10], ordered[len(ordered) * 9 // 10]
-    middle = len(ordered) * 9 // 10 - len(ordered) // 10
+    lo, hi, middle = steady_window(ordered)
     if middle <= 0:
         return 0.001
     return max(hi - lo, 1) / 1000.0 * len(ordered) / middle
@@ -284,7 +385,7 @@ def complex_by_hand(value: bytes) -> bytes:
     return orjson.dumps({"id": str(uuid.uuid4()), "status": "ok", "data": data, "errors": []})
 
 
-def _kafka_loop(bootstrap: str, src: str, dst: str, n: int, transform: Callable[[bytes], bytes]) -> float:
+def _kafka_loop(bootstrap: str, src: str, dst: str, n: int, transform: Callable[[bytes], bytes]) -> Steady:
     """confluent-kafka consume -> `transform` -> produce, committing after delivery (at-least-once)."""
     consumer = Consumer(
         {
@@ -299,6 +400,8 @@ def _kafka_loop(bootstrap: str, src: str, dst: str, n: int, transform: Callable[
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10000})
     consumer.subscribe([src])
     done = 0
+    cpu = CpuSampler(os.getpid())
+    cpu.start()
     try:
         while done < n:
             msgs = consumer.consume(5000, 0.5)
@@ -320,15 +423,15 @@ def _kafka_loop(bootstrap: str, src: str, dst: str, n: int, transform: Callable[
     finally:
         producer.flush(30)
         consumer.close()
-    return _measure_output(bootstrap, dst, n, 60)
+    return _measure_output(bootstrap, dst, n, 60, cpu)
 
 
-def raw_loop(bootstrap: str, src: str, dst: str, n: int) -> float:
+def raw_loop(bootstrap: str, src: str, dst: str, n: int) -> Steady:
     """consume -> orjson loads/dumps -> produce: the Kafka client's own ceiling."""
     return _kafka_loop(bootstrap, src, dst, n, _passthrough)
 
 
-def hand_loop(bootstrap: str, src: str, dst: str, n: int) -> float:
+def hand_loop(bootstrap: str, src: str, dst: str, n: int) -> Steady:
     """consume -> the complex workflow written by hand -> produce: what a team would otherwise write."""
     return _kafka_loop(bootstrap, src, dst, n, complex_by_hand)
 
@@ -389,22 +492,24 @@ def _faust_variant(variant: str, bootstrap: str, src: str, dst: str) -> None:
     worker.execute_from_commandline()
 
 
-def _run_sub(args: list[str], bootstrap: str, dst: str, n: int, timeout: float) -> float:
+def _run_sub(args: list[str], bootstrap: str, dst: str, n: int, timeout: float) -> Steady:
     return _measure_process([sys.executable, "-m", "bench.worker", *args], None, bootstrap, dst, n, timeout)
 
 
 def _measure_process(
     cmd: list[str], env: dict[str, str] | None, bootstrap: str, dst: str, n: int, timeout: float
-) -> float:
-    """Run `cmd` while measuring `n` outputs on `dst` (see `_measure_output`); always stop it."""
+) -> Steady:
+    """Run `cmd` while measuring `n` outputs on `dst` and its CPU (see `_measure_output`); always stop it."""
     proc = subprocess.Popen(
         cmd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=None if os.environ.get("BENCH_VERBOSE") else subprocess.DEVNULL,
     )
+    cpu = CpuSampler(proc.pid)
+    cpu.start()
     try:
-        return _measure_output(bootstrap, dst, n, timeout)
+        return _measure_output(bootstrap, dst, n, timeout, cpu)
     finally:
         proc.terminate()
         try:
@@ -417,7 +522,7 @@ def _measure_process(
 # ---------------------------------------------------------------- the Quasar worker
 
 
-def _worker_run(bootstrap: str, n: int, timeout: float, processes: int = 1, tracing: str | None = None) -> float:
+def _worker_run(bootstrap: str, n: int, timeout: float, processes: int = 1, tracing: str | None = None) -> Steady:
     """Start `quasar worker --processes N` on a fresh prefix with the complex workflow on an async channel;
     time its outputs. `tracing` None: the channel's default."""
     from bench._worker_setup import setup_complex_channel
@@ -479,10 +584,11 @@ def in_process_pair(n: int, rounds: int = 3) -> tuple[float, float]:
 
 
 def _table(rows: list[Result], raw: Result | None) -> str:
-    lines = [f"{'run':<44} {'msgs':>8} {'seconds':>8} {'msgs/s':>10} {'vs raw':>7}"]
+    lines = [f"{'run':<44} {'msgs':>8} {'seconds':>8} {'msgs/s':>10} {'vs raw':>7} {'CPU us/rec':>10}"]
     for r in rows:
         ratio = f"{r.rate / raw.rate:.2f}" if raw else "-"
-        lines.append(f"{r.name:<44} {r.n:>8} {r.seconds:>8.2f} {r.rate:>10.0f} {ratio:>7}")
+        cpu = f"{r.cpu_us:.1f}" if r.cpu_us is not None else "-"
+        lines.append(f"{r.name:<44} {r.n:>8} {r.seconds:>8.2f} {r.rate:>10.0f} {ratio:>7} {cpu:>10}")
     return "\n".join(lines)
 
 
@@ -506,6 +612,16 @@ def acceptance_ratios(rates: dict[str, float]) -> list[str]:
         f"{label} = {rates[num] / rates[den]:.2f} (goal >= {goal:.2f})"
         for num, den, label, goal in pairs
         if num in rates and den in rates
+    ]
+
+
+def cpu_ratios(cpu_us: dict[str, float]) -> list[str]:
+    """The worker rows' CPU per record against the hand-written loop's, in the same run (hand / worker: the
+    throughput ratio one core would give when neither shares it)."""
+    return [
+        f"CPU per record: hand-written loop / {label} = {cpu_us[HAND_LOOP_ROW] / cpu_us[row]:.2f}"
+        for row, label in ((WORKER_ROW, "worker (default tracing)"), (WORKER_ALL_ROW, "worker, tracing all"))
+        if row in cpu_us and HAND_LOOP_ROW in cpu_us
     ]
 
 
@@ -537,11 +653,12 @@ def main(argv: list[str] | None = None) -> int:
             _create_topics(bootstrap, [src, dst], args.partitions)
             return src, dst
 
-        def run(name: str, n: int, fn: Callable[[str, str], float]) -> None:
+        def run(name: str, n: int, fn: Callable[[str, str], Steady]) -> None:
             src, dst = topics()
             _fill(bootstrap, src, n)
             try:
-                rows.append(Result(name, n, fn(src, dst)))
+                steady = fn(src, dst)
+                rows.append(Result(name, n, steady.seconds, steady.cpu_us))
             except Exception as exc:  # a variant that cannot run on this broker is reported, not fatal
                 print(f"{name}: failed: {exc}", file=sys.stderr)
             print(_table(rows[-1:], None) if rows and rows[-1].name == name else "", file=sys.stderr)
@@ -553,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
             for variant in FAUST_VARIANTS:
                 n = args.slow_n if variant == "default" else args.n
 
-                def fn(s: str, d: str, v: str = variant, n: int = n) -> float:
+                def fn(s: str, d: str, v: str = variant, n: int = n) -> Steady:
                     sub = ["--faust-variant", v, "--bootstrap", bootstrap, "--src", s, "--dst", d]
                     # A driver that cannot consume on this broker shows up as a timeout, not a hang.
                     return _run_sub(sub, bootstrap, d, n, 45 if v == "confluent-driver" else 180)
@@ -571,11 +688,14 @@ def main(argv: list[str] | None = None) -> int:
                 (WORKER_ALL_ROW, 1, "all"),
             ):
                 try:
-                    rows.append(Result(name, args.n, _worker_run(bootstrap, args.n, 300, processes, tracing)))
+                    steady = _worker_run(bootstrap, args.n, 300, processes, tracing)
+                    rows.append(Result(name, args.n, steady.seconds, steady.cpu_us))
                 except Exception as exc:
                     print(f"{name}: failed: {exc}", file=sys.stderr)
     print(_table(rows, raw))
     for line in acceptance_ratios({r.name: r.rate for r in rows}):
+        print(line)
+    for line in cpu_ratios({r.name: r.cpu_us for r in rows if r.cpu_us}):
         print(line)
     return 0
 

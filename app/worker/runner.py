@@ -519,7 +519,19 @@ class ChannelWorker:
         heavy = self.pipeline.heavy
         tails = self._tails
         skipped = 0
+        # Inline successes are produced in bursts of EMIT_BURST, not one by one between records: a
+        # produce() that finds the partition queue drained wakes librdkafka's broker thread (a syscall
+        # and lock traffic) and measured 2-3x the cost of one in a burst. Order is unchanged (the burst
+        # keeps record order; a key with a task outstanding never runs inline) and the whole buffer
+        # is produced before this batch can be sealed.
+        ready: list[Outcome] = []
         emit = acks.emit
+
+        def flush() -> None:  # also before anything that can suspend or produce out of band
+            for outcome in ready:
+                emit(outcome)
+            ready.clear()
+
         handle = self.pipeline.handle
         for msg in msgs:
             err = msg.error()
@@ -559,6 +571,7 @@ class ChannelWorker:
             hm = H.header_map(raw_headers) if raw_headers else {}
             if governed and route is not None and route.name in governed and not self._sealed(msg, hm):
                 # Produced straight to the topic (the gateway seals the records it governed itself).
+                flush()
                 verdict = await self._govern(msg, route, hm, governed[route.name], acks)
                 if verdict == "hold":
                     stopped.add((topic, partition))
@@ -596,12 +609,16 @@ class ChannelWorker:
                     except Exception as exc:
                         first = self._handle_raised(msg, view, exc)
                     if first.status == "ok":
-                        emit(first)
+                        ready.append(first)
+                        if len(ready) >= EMIT_BURST or H.REPLY_TO in hm:  # a caller waits for a reply
+                            flush()
                         oks[first.channel] = oks.get(first.channel, 0) + 1
                         continue
                     if first.status != "retry":
+                        flush()
                         self._finish(msg, hm, acks, first)
                         continue
+            flush()
             task = asyncio.ensure_future(self._run(msg, hm, acks, prev, first, slow))
             self._outstanding += 1
             self.outstanding_peak = max(self.outstanding_peak, self._outstanding)
@@ -611,6 +628,7 @@ class ChannelWorker:
                 tails[chain] = task
                 task.add_done_callback(functools.partial(self._untail, chain))
             acks.tasks.append(task)
+        flush()
         for channel, n in oks.items():
             counts[(channel, "ok")] = counts.get((channel, "ok"), 0) + n
         for (channel, status), n in counts.items():
@@ -793,6 +811,7 @@ class ChannelWorker:
 
 # How far ahead of this worker's config view a record's `quasar-config-offset` may be and still be waited for.
 MAX_CONFIG_AHEAD = 1000
+EMIT_BURST = 64  # inline successes produced together (see `_process`)
 
 
 def _runtime_state(settings: Settings) -> ConfigState:
