@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Message, Producer
 
-from app.digits import is_uint
+from app.digits import is_uint, parse_uint
 from app.errors import QuasarError
 from app.kafka import headers as H
 from app.kafka.admin import create_admin, topic_partitions
@@ -97,10 +97,9 @@ _CALLER = frozenset({H.DEADLINE, H.REPLY_TO, H.CORRELATION_ID})
 
 
 def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
+    """A context header's number (written by a worker, but a dead letter can be produced by anyone)."""
+    parsed = parse_uint(value)
+    return default if parsed is None else parsed
 
 
 @dataclass(frozen=True)

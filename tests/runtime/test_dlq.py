@@ -318,3 +318,36 @@ def test_a_replayed_sync_request_carries_no_deadline_and_no_reply_address() -> N
     headers = dict(entry.replay_headers())
     assert not {H.DEADLINE, H.REPLY_TO, H.CORRELATION_ID, H.DLQ_ERROR_CODE} & set(headers)
     assert headers["x-app"] == b"kept" and headers[H.ATTEMPT] == b"2"
+
+
+@pytest.mark.parametrize("bad", ["²", "-3", "1_000", " 7 ", "9" * 5000, ""])
+def test_a_dead_letter_with_hostile_context_numbers_is_listed_with_the_defaults(bad: str) -> None:
+    # Anyone can produce to the DLQ topic: its numbers are parsed as ASCII digits only (app/digits.py);
+    # `int()` took '1_000' and ' 7 ', and raised on 5,000 digits.
+    class _Msg:
+        def headers(self) -> list[tuple[str, bytes]]:
+            value = bad.encode()
+            return [
+                (H.DLQ_ATTEMPTS, value),
+                (H.DLQ_FIRST_FAILED_AT, value),
+                (H.DLQ_ORIGINAL_PARTITION, value),
+                (H.DLQ_ORIGINAL_OFFSET, value),
+            ]
+
+        def partition(self) -> int:
+            return 0
+
+        def offset(self) -> int:
+            return 9
+
+        def key(self) -> None:
+            return None
+
+        def value(self) -> bytes:
+            return b"{}"
+
+        def timestamp(self) -> tuple[int, int]:
+            return (1, 5)
+
+    entry = DlqEntry.from_message(_Msg())  # type: ignore[arg-type]
+    assert (entry.attempts, entry.first_failed_at, entry.original_partition, entry.original_offset) == (1, 0, -1, -1)
