@@ -72,7 +72,10 @@ class IdleFetch:
             self._set(consumer, paused=True)
             self._next_probe = now + self.interval
             return self.interval
-        return self._last + self.IDLE_AFTER_S - now  # wake up to pause when the runner turns idle
+        remaining = self._last + self.IDLE_AFTER_S - now  # wake up to pause when the runner turns idle
+        # Idle with no position known (nothing read or assigned yet): nothing to pause by, no limit. Never
+        # negative: confluent-kafka reads a negative poll timeout as "wait forever".
+        return remaining if remaining > 0 else None
 
     def _set(self, consumer: Consumer, *, paused: bool) -> None:
         with contextlib.suppress(KafkaException):  # mid-rebalance: the next turn tries again

@@ -719,5 +719,5 @@ def _runtime_state() -> ConfigState:
 
 
 def _poll_batch(consumer: Consumer, limit: int, wait: float) -> list[Message]:
-    first = consumer.poll(wait)
+    first = consumer.poll(max(0.0, wait))  # a negative timeout is "forever" to confluent-kafka
     return [] if first is None else [first, *consumer.consume(limit - 1, 0)]
