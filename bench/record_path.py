@@ -34,14 +34,24 @@ BATCH = 2000
 OUTPUT = "bench.out"
 
 
-class _Record:
-    """A consumed record as the worker reads it (confluent's `Message` accessors)."""
+class MemoryRecord:
+    """A consumed record as the worker reads it (confluent's `Message` accessors), built in memory."""
 
-    __slots__ = ("_key", "_offset", "_partition", "_topic", "_ts", "_value")
+    __slots__ = ("_headers", "_key", "_offset", "_partition", "_topic", "_ts", "_value")
 
-    def __init__(self, topic: str, value: bytes, key: bytes, partition: int, offset: int, ts: int) -> None:
+    def __init__(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes,
+        partition: int,
+        offset: int,
+        ts: int,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         self._topic, self._value, self._key = topic, value, key
         self._partition, self._offset, self._ts = partition, offset, ts
+        self._headers = headers
 
     def error(self) -> None:
         return None
@@ -61,8 +71,8 @@ class _Record:
     def value(self) -> bytes:
         return self._value
 
-    def headers(self) -> None:
-        return None
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
 
     def timestamp(self) -> tuple[int, int]:
         return (1, self._ts)
@@ -79,7 +89,7 @@ def _producer(bootstrap: str, worker: bool) -> Producer:
     return Producer(producer_config(settings, **{"linger.ms": settings.worker_linger_ms}))
 
 
-def _worker(tracing: str, producer: Producer, bootstrap: str) -> tuple[Any, list[_Record]]:
+def _worker(tracing: str, producer: Producer, bootstrap: str) -> tuple[Any, list[MemoryRecord]]:
     from app.channels import compile_channel
     from app.engine import Engine, compile_workflow
     from app.kafka.names import TopicNames
@@ -109,7 +119,7 @@ def _worker(tracing: str, producer: Producer, bootstrap: str) -> tuple[Any, list
     worker.pipeline._classify = lambda *_: None  # type: ignore[method-assign]
     value = orjson.dumps(COMPLEX_PAYLOAD)
     now = int(time.time() * 1000)
-    records = [_Record(channel.topic, value, str(i).encode(), i % 4, i, now) for i in range(BATCH)]
+    records = [MemoryRecord(channel.topic, value, str(i).encode(), i % 4, i, now) for i in range(BATCH)]
     return worker, records
 
 

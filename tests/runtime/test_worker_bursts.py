@@ -20,6 +20,7 @@ from app.settings import Settings
 from app.worker import runner as R
 from app.worker.pipeline import WorkerView, routes_of
 from app.worker.runner import ChannelWorker
+from bench.record_path import MemoryRecord
 
 NAMES = TopicNames("t.")
 WORKFLOW = {
@@ -35,35 +36,10 @@ WORKFLOW = {
 }
 
 
-class _Record:
-    def __init__(self, offset: int, *, key: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
-        self._offset, self._key, self._headers = offset, key, headers
-        # a key starting with "fail" carries a value that is not JSON: dead-lettered (DECODE_ERROR)
-        self._value = b"{not json" if key.startswith(b"fail") else orjson.dumps({"data": {"n": offset}})
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return NAMES.channel("orders")
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._headers
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1)
+def _record(offset: int, *, key: bytes, headers: list[tuple[str, bytes]] | None = None) -> MemoryRecord:
+    # a key starting with "fail" carries a value that is not JSON: dead-lettered (DECODE_ERROR)
+    value = b"{not json" if key.startswith(b"fail") else orjson.dumps({"data": {"n": offset}})
+    return MemoryRecord(NAMES.channel("orders"), value, key, 0, offset, 1, headers)
 
 
 class _Producer:
@@ -114,7 +90,7 @@ def _worker() -> tuple[ChannelWorker, _Producer]:
     return worker, producer
 
 
-def _process(worker: ChannelWorker, records: list[_Record]) -> None:
+def _process(worker: ChannelWorker, records: list[MemoryRecord]) -> None:
     async def run() -> None:
         await worker._process(records, worker.tracker.batch())  # type: ignore[arg-type]
 
@@ -124,7 +100,7 @@ def _process(worker: ChannelWorker, records: list[_Record]) -> None:
 def test_a_batch_larger_than_a_burst_is_produced_whole_in_order_with_its_keys() -> None:
     worker, producer = _worker()
     n = R.EMIT_BURST * 3 + 5
-    _process(worker, [_Record(i, key=b"k%d" % (i % 7)) for i in range(n)])
+    _process(worker, [_record(i, key=b"k%d" % (i % 7)) for i in range(n)])
     outputs = [s for s in producer.sent if s[0] == NAMES.output("orders")]
     assert [orjson.loads(v)["data"]["seen"] for _, v, _, _ in outputs] == [True] * n
     assert [k for _, _, k, _ in outputs] == [b"k%d" % (i % 7) for i in range(n)]
@@ -135,7 +111,7 @@ def test_a_batch_larger_than_a_burst_is_produced_whole_in_order_with_its_keys() 
 def test_a_record_awaiting_a_reply_is_produced_before_the_next_record_runs() -> None:
     worker, producer = _worker()
     sync = [(H.REPLY_TO, f"{NAMES.replies}:0".encode()), (H.CORRELATION_ID, b"c-1")]
-    records = [_Record(0, key=b"a"), _Record(1, key=b"b", headers=sync), _Record(2, key=b"c")]
+    records = [_record(0, key=b"a"), _record(1, key=b"b", headers=sync), _record(2, key=b"c")]
     _process(worker, records)
     replies = [s for s in producer.sent if s[0] == NAMES.replies]
     assert len(replies) == 1 and replies[0][2] == "c-1"  # the correlation id keys the reply
@@ -148,7 +124,7 @@ def test_a_record_awaiting_a_reply_is_produced_before_the_next_record_runs() -> 
 @pytest.mark.parametrize("failing", [0, 5])
 def test_a_dead_letter_follows_the_successes_before_it(failing: int) -> None:
     worker, producer = _worker()
-    records = [_Record(i, key=b"fail" if i == failing else b"k%d" % i) for i in range(8)]
+    records = [_record(i, key=b"fail" if i == failing else b"k%d" % i) for i in range(8)]
     _process(worker, records)
     topics = [s[0] for s in producer.sent]
     dlq = topics.index(NAMES.dlq)
