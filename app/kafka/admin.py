@@ -18,6 +18,7 @@ __all__ = [
     "RefusalReason",
     "create_admin",
     "group_positions",
+    "probing_admin",
     "topic_partitions",
     "wait_for_broker",
     "wait_for_cluster",
@@ -57,6 +58,16 @@ class RefusalReason:
 def create_admin(settings: Settings, **overrides: Any) -> AdminClient:
     """An AdminClient for the configured broker (no network I/O until first use)."""
     return AdminClient(admin_config(settings, **overrides))
+
+
+def probing_admin(settings: Settings, refused: RefusalReason, **overrides: Any) -> AdminClient:
+    """An AdminClient that checks on the broker: it notices a returning broker fast, its own connection
+    errors are silenced (the caller reports them) and authentication/TLS refusals are kept in `refused`."""
+    return create_admin(
+        settings,
+        **{"reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000, "log_level": 2, "error_cb": refused},
+        **overrides,
+    )
 
 
 def wait_for_broker(
@@ -129,9 +140,7 @@ def wait_for_cluster(
     errors are silenced here (log_level 2): they would print several lines per second.
     """
     refused = RefusalReason()
-    admin = create_admin(
-        settings, **{"log_level": 2, "reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000, "error_cb": refused}
-    )
+    admin = probing_admin(settings, refused)
     backoff = first_backoff
     while True:
         try:

@@ -18,12 +18,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
-from app.kafka.admin import RefusalReason, group_positions
-from app.kafka.config import admin_config
+from app.kafka.admin import RefusalReason, group_positions, probing_admin
 from app.settings import Settings
 
 __all__ = ["GROUP_LAG", "BrokerProbe", "GroupLagCollector"]
@@ -59,19 +57,7 @@ class BrokerProbe:
         self.lag_interval = lag_interval
         # Wrong credentials or an untrusted certificate: health says so, not just "transport failure".
         self._refused = RefusalReason()
-        self._admin = AdminClient(
-            admin_config(
-                settings,
-                client_id=name,
-                # The probe should notice a returning broker fast; its own errors are the report.
-                **{
-                    "reconnect.backoff.ms": 100,
-                    "reconnect.backoff.max.ms": 1000,
-                    "log_level": 2,
-                    "error_cb": self._refused,
-                },
-            )
-        )
+        self._admin = probing_admin(settings, self._refused, client_id=name)
         self._name = name
         self._started = time.monotonic()
         self._last_ok: float | None = None

@@ -451,15 +451,21 @@ async def _json_validator(deserializer: Any, schema_id: int) -> Any:
 
 def _read_json(validator: Any, value: bytes, schema_id: int) -> Any:
     """The JSON document after the 5-byte header, checked against its schema."""
+    payload = value[5:]
     try:
-        doc = orjson.loads(value[5:])
+        doc = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise SchemaMismatch(f"schema id {schema_id}: not JSON: {exc}") from None
-    _bounded_depth(doc, value[5:], schema_id)
+    _bounded_depth(doc, payload, schema_id)
+    _check_json(validator, doc, f"schema id {schema_id}")
+    return doc
+
+
+def _check_json(validator: Any, doc: Any, what: str) -> None:
+    """A document the JSON Schema refuses is a mismatch, with the most relevant reason."""
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:
-        raise SchemaMismatch(f"schema id {schema_id}: {error.message}")
-    return doc
+        raise SchemaMismatch(f"{what}: {error.message}")
 
 
 def _read_avro(writer: Any, value: bytes, schema_id: int) -> Any:
@@ -495,9 +501,7 @@ def _write_avro(schema_id: int, writer: Any, data: Any, subject: str) -> bytes:
 
 
 def _write_json(schema_id: int, validator: Any, data: Any, subject: str) -> bytes:
-    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    if error is not None:
-        raise SchemaMismatch(f"output subject {subject!r}: {error.message}")
+    _check_json(validator, data, f"output subject {subject!r}")
     return bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big") + orjson.dumps(data)
 
 
