@@ -25,3 +25,31 @@ def test_a_slow_start_and_a_late_straggler_are_outside_the_window() -> None:
 
 def test_identical_stamps_do_not_divide_by_zero() -> None:
     assert steady_seconds([7] * 100) > 0
+
+
+def test_cpu_is_charged_to_the_steady_window_by_interpolation() -> None:
+    from bench.worker import CpuSampler
+
+    sampler = CpuSampler(0)
+    sampler.samples = [(10.0, 1.0), (11.0, 1.5), (12.0, 3.5)]  # (wall time, CPU seconds)
+    assert sampler.cpu_between(10.5, 11.5) == pytest.approx(2.5 - 1.25)  # 1.25 at 10.5, 2.5 at 11.5
+    assert sampler.cpu_between(9.0, 11.0) is None  # before the first sample: not measured, not guessed
+
+
+def test_the_sampler_sees_this_process_spend_cpu() -> None:
+    import os
+    import time
+
+    from bench.worker import CpuSampler
+
+    sampler = CpuSampler(os.getpid())
+    sampler.start()
+    start = time.time()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # busy: the sampler must charge it
+        pass
+    end = time.time()
+    time.sleep(0.05)  # one more sample after the window
+    sampler.stop()
+    spent = sampler.cpu_between(start + 0.01, end - 0.01)
+    assert spent is not None and spent > 0.1
