@@ -7,6 +7,7 @@ gateway (routes, guards, topics), governance (rate limit, dedup, cache, failure 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -134,13 +135,17 @@ class TracingPolicy:
         """The policy for records produced straight to the channel topic (no gateway `quasar-mode` header)."""
         return self if self.explicit else INGESTED_DEFAULT
 
-    def traces(self, *, failed: bool, draw: float) -> bool:
-        """Whether a request is traced; `draw` is uniform in [0, 1). Failures are traced unless `off`."""
+    def traces(self, *, failed: bool, draw: float | None = None) -> bool:
+        """Whether a request is traced; `draw` is uniform in [0, 1), drawn here when not given and only in
+        `sample` mode for a success (the common `errors` success draws nothing). Failures are traced unless
+        `off`."""
         if self.mode == "all":
             return True
         if self.mode == "off":
             return False
-        return failed or (self.mode == "sample" and draw < self.ratio)
+        if failed or self.mode != "sample":
+            return failed
+        return (random.random() if draw is None else draw) < self.ratio
 
 
 # Kafka-ingested records of a channel without a `tracing` setting: failures (dead letters) only.

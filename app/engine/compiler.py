@@ -68,6 +68,7 @@ class CompiledWorkflow:
 
     __slots__ = (
         "_interpreted",
+        "_lean_runner",
         "_runner",
         "always",
         "condition",
@@ -106,20 +107,27 @@ class CompiledWorkflow:
         self.recording = recording
         self.needs_context = needs_task_context(self)
         self._runner: TaskRunner | None = None
+        self._lean_runner: TaskRunner | None = None  # without the inlined tasks' changes (`task_runner`)
         self._interpreted = False  # code generation failed once: the interpreter runs this workflow
 
-    def task_runner(self) -> TaskRunner | None:
+    def task_runner(self, changes: bool = True) -> TaskRunner | None:
         """The tasks as generated Python (`codegen.py`), built on first use; None: interpret them.
 
         Built lazily so that folding thousands of workflows at startup costs no code generation for
-        workflows that never see a record.
+        workflows that never see a record. `changes=False`: the variant whose audit entries carry no
+        changes (`RunOptions.changes`).
         """
-        runner = self._runner
+        runner = self._runner if changes else self._lean_runner
         if runner is None and not self._interpreted:
             try:
-                runner = self._runner = task_runner(self)
+                runner = task_runner(self, changes)
             except (SyntaxError, RecursionError, MemoryError, ValueError):
                 self._interpreted = True  # a rule too large for Python's compiler
+                return None
+            if changes:
+                self._runner = runner
+            else:
+                self._lean_runner = runner
         return runner
 
     def __repr__(self) -> str:

@@ -76,6 +76,10 @@ class RunOptions:
     calls: list[dict[str, Any]] | None = field(default=None)
     # The request's work budget, shared by its channel_calls (None: a fresh one with the defaults).
     budget: WorkBudget | None = None
+    # Whether the audit entries of generated (inlined) tasks carry their changes. False where nothing
+    # reads them (the worker's channels without per-task traces: the trail only feeds metrics); the
+    # interpreter and dry-runs always record them.
+    changes: bool = True
 
 
 _DEFAULT_OPTIONS = RunOptions()
@@ -220,10 +224,16 @@ class Engine:
 
     def process_sync(self, channel: str, message: Message, options: RunOptions | None = None) -> Message:
         """Run a channel whose tasks are all synchronous; raises `RuntimeError` otherwise."""
-        ch = self._get(channel)
+        ch = self._channels.get(channel)
+        if ch is None:
+            raise NotFound(f"Channel '{channel}' not found")
         if ch.is_async:
             raise RuntimeError(f"channel '{channel}' has asynchronous tasks; use `await Engine.process`")
-        self._run_sync(ch, message, options or _DEFAULT_OPTIONS)
+        opts = options or _DEFAULT_OPTIONS
+        if opts.steps is None and self.generated:
+            self._run_generated(ch, message, opts)  # the worker's path for every record: one call less
+        else:
+            self._run_sync(ch, message, opts)
         return message
 
     def _run_sync(self, ch: _Channel, message: Message, opts: RunOptions) -> None:
@@ -261,23 +271,32 @@ class Engine:
     def _run_generated(self, ch: _Channel, message: Message, opts: RunOptions) -> None:
         """`_run_sync` with each workflow's tasks as generated code (codegen.py); no step trace.
 
-        The `TaskContext` is only built when a task calls a function through `run`.
+        The `TaskContext` is only built when a task calls a function through `run`. `_stamp`, `_bucket` and
+        `_workflow_selected` are inlined: this runs for every record a worker processes.
         """
-        _stamp(ch, message)
+        context = message.context
+        meta = context["metadata"]
+        meta["processed_at"] = rfc3339()
+        meta["engine_version"] = ENGINE_VERSION
+        meta["channel"] = ch.name
         ctx: TaskContext | None = None
         if ch.needs_context:
             ctx = self._context(ch, opts)
             budget = ctx.budget
         else:
             budget = opts.budget if opts.budget is not None else WorkBudget()
-        bucket = _bucket(ch, opts)
-        context = message.context
+        bucket = opts.rollout_bucket
+        if bucket is None and ch.partial:
+            bucket = random.randrange(100)  # no sticky key given: Orion's per-request random split
         deadline = opts.deadline
+        changes = opts.changes
         for entry in ch.entries:
-            wf = entry.workflow
-            if not self._workflow_selected(entry, bucket, context, None):
+            if entry.partial and not (entry.lo <= bucket < entry.hi):  # type: ignore[operator]
                 continue
-            runner = wf.task_runner()
+            wf = entry.workflow
+            if not (wf.always or wf.condition.is_true(context)):
+                continue
+            runner = wf.task_runner(changes)
             if runner is None and ctx is None:  # interpreted: it needs a context after all
                 ctx = self._context(ch, opts)
                 ctx.budget = budget
@@ -317,7 +336,7 @@ class Engine:
             try:
                 if wf.is_async:
                     await self._tasks_async(wf, message, ctx, steps)
-                elif steps is None and self.generated and (runner := wf.task_runner()) is not None:
+                elif steps is None and self.generated and (runner := wf.task_runner(opts.changes)) is not None:
                     runner(message, ctx, ctx.deadline, ctx.budget)
                 else:
                     self._tasks_sync(wf, message, ctx, steps)
@@ -404,7 +423,7 @@ def _bucket(ch: _Channel, opts: RunOptions) -> int | None:
 
 
 def _record(message: Message, workflow_id: str, task_id: str, changes: list[tuple[str, Any, Any]], status: int) -> None:
-    message.audit_trail.append(AuditEntry(workflow_id, task_id, time.time(), changes, status))
+    message.audit_trail.append(AuditEntry(workflow_id, task_id, status, time.time(), changes))
     message.context["metadata"]["progress"] = {
         "workflow_id": workflow_id,
         "task_id": task_id,

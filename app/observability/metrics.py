@@ -421,12 +421,12 @@ class WorkflowObserver:
         wf_id: str | None = None
         wf_last = started
         for entry in audit_trail:
-            wid, ts = entry.workflow_id, entry.ts
+            key = entry[:3]  # (workflow_id, task_id, status): an `AuditEntry` is a named tuple
+            wid, ts = key[0], entry[3]
             if wid != wf_id:
                 if wf_id is not None:
                     stats.workflow(channel, wf_id, wf_last - started)
                 wf_id = wid
-            key = (wid, entry.task_id, entry.status)
             row = rows.get(key)
             if row is None:
                 row = rows[key] = [0.0] * _ROW

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -214,6 +213,10 @@ class ChannelRoute:
     # the topic: decided here once per channel version, so a record only picks one (`_traced`).
     tracing: TracingPolicy = DEFAULT_TRACING
     ingested_tracing: TracingPolicy = INGESTED_DEFAULT
+    channel_header: tuple[str, bytes] = field(init=False)  # `quasar-channel: <name>` of its output records
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channel_header", (H.CHANNEL, self.name.encode()))
 
 
 def routes_of(snapshot: Snapshot, names: TopicNames | None = None) -> dict[str, ChannelRoute]:
@@ -311,8 +314,11 @@ _CONTROL = frozenset(
 _NOT_PROPAGATED = _CONTROL | {H.STATUS, H.TRACE_ID, H.HEADERS_DROPPED} | H.DLQ_CONTEXT
 _DLQ_LEAVE_OUT = H.DLQ_CONTEXT | {H.ATTEMPT, H.HEADERS_DROPPED}
 _STATUS_200 = (H.STATUS, b"200")
+_TRACE_ID, _DEADLINE = H.TRACE_ID, H.DEADLINE  # read per record: one global load instead of two
 _EXPIRED = {"code": "DEADLINE_EXCEEDED", "message": "the caller's deadline passed before processing"}
 _NO_OPTIONS = RunOptions()
+# The trail of a channel without per-task traces only feeds metrics: its entries need no changes.
+_NO_OPTIONS_LEAN = RunOptions(changes=False)
 log = logging.getLogger("quasar.worker")
 _READ_ONLY = frozenset({"db_read", "cache_read", "mongo_read"})  # tasks whose re-run changes nothing
 
@@ -499,8 +505,8 @@ class Pipeline:
             route = ChannelRoute(hm.get(H.CHANNEL, "")[:255], topic, True, None, None)
             return self.failed(record, route, hm, NotFound(f"no active channel reads topic '{topic}'"), view, clock)
         now = clock()
-        deadline = hm.get(H.DEADLINE)
-        deadline_ms = parse_uint(deadline)
+        deadline = hm.get(_DEADLINE)
+        deadline_ms = parse_uint(deadline) if deadline is not None else None
         if deadline_ms is not None and deadline_ms <= now * 1000:
             traced = _traced(route, hm, failed=True)
             return Outcome(
@@ -550,7 +556,8 @@ class Pipeline:
                 and H.ROLLOUT_KEY not in hm
                 and engine.is_sync(route.name)
             ):
-                options = _NO_OPTIONS  # the common case, decided without building anything
+                # the common case, decided without building anything
+                options = _NO_OPTIONS if route.per_task else _NO_OPTIONS_LEAN
             else:
                 options = self._options(record, route, hm, data, metadata, deadline, engine)
             if route.per_task:  # each task's changes, encoded as the task finishes (docs/concepts.md)
@@ -564,7 +571,8 @@ class Pipeline:
                 else:
                     engine.process_sync(route.name, message, options)
                 elapsed = time.perf_counter() - started
-                self._classify(route.name, elapsed)
+                if elapsed >= HEAVY_RECORD_S or self.heavy:
+                    self._classify(route.name, elapsed)
             else:
                 await engine.process(route.name, message, options)
                 elapsed = time.perf_counter() - started
@@ -720,17 +728,20 @@ class Pipeline:
         rkey = hm.get(H.ROLLOUT_KEY)
         if not rkey and route.rollout_channel is not None:  # governance: Kafka-ingested sticky key
             rkey = record_rollout_key(route.rollout_channel, record.key(), hm, data, metadata)
+        changes = route.per_task  # what TaskTrail encodes; otherwise the trail only feeds metrics
         if engine.is_sync(route.name):
             if not rkey and not deadline:
-                return _NO_OPTIONS
+                return _NO_OPTIONS if changes else _NO_OPTIONS_LEAN
             return RunOptions(
                 rollout_bucket=rollout_bucket(rkey) if rkey else None,
                 deadline=int(deadline) / 1000.0 if deadline else None,
+                changes=changes,
             )
         return RunOptions(
             rollout_bucket(rkey) if rkey else None,
             int(deadline) / 1000.0 if deadline else None,
             self.services if self.services is not None else _NoServices(),
+            changes=changes,
         )
 
     def _ok(
@@ -752,7 +763,7 @@ class Pipeline:
         if reply_to is not None:
             out.append((reply_to[0], body, hm[H.CORRELATION_ID], [_STATUS_200, *carried], reply_to[1]))
         if route.output_topic is not None and route.is_async:
-            headers = [_channel_header(route.name), (H.TRACE_ID, trace_id.encode()), *carried]
+            headers = [route.channel_header, (_TRACE_ID, trace_id.encode()), *carried]
             key = record.key() if route.key_logic is None else self._output_key(route, record, message)
             out.append((route.output_topic, body if output is None else output, key, headers, -1))
         if _traced(route, hm, failed=False):
@@ -959,19 +970,6 @@ def bounded_dlq(
     return None, [*headers, (H.DLQ_VALUE_DROPPED, str(len(value)).encode())]
 
 
-_CHANNEL_HEADERS: dict[str, tuple[str, bytes]] = {}
-
-
-def _channel_header(channel: str) -> tuple[str, bytes]:
-    """`quasar-channel: <channel>` of an output record, encoded once per channel."""
-    header = _CHANNEL_HEADERS.get(channel)
-    if header is None:
-        if len(_CHANNEL_HEADERS) > 4096:
-            _CHANNEL_HEADERS.clear()
-        header = _CHANNEL_HEADERS[channel] = (H.CHANNEL, channel.encode())
-    return header
-
-
 _MIDDLES: dict[tuple[str, bool, str], bytes] = {}
 _COMPLETED_TRACE = b'{"id":%b%b"created_at":"%b","completed_at":"%b","duration_ms":%d,"result":%b%b}'
 _FAILED_TRACE = b'{"id":%b%b"created_at":"%b","completed_at":"%b","duration_ms":%d,"error":%b%b}'
@@ -984,7 +982,7 @@ def _traced(route: ChannelRoute, hm: Mapping[str, str], *, failed: bool) -> bool
     only when it fails (`TracingPolicy.ingested`) or is a replayed dead letter (`quasar-attempt`: its success
     replaces the failed trace). A forged header only buys its producer a trace."""
     policy = route.tracing if H.MODE in hm or H.ATTEMPT in hm else route.ingested_tracing
-    return policy.mode == "all" or policy.traces(failed=failed, draw=random.random())
+    return policy.mode == "all" or policy.traces(failed=failed)
 
 
 def _trail_value(value: Any) -> Any:

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -509,7 +510,6 @@ class ChannelWorker:
         offsets = batch.offsets
         acks = batch.acks
         counts: dict[tuple[str, str], int] = {}
-        oks: dict[str, int] = {}  # channel -> records that succeeded inline (the common case, counted apart)
         governed = self.governance.governed(self.reader.snapshot)  # channels with keys / size / rate / dedup
         held = self.governance.throttle.held  # partitions paused by a rate limit
         control = self.control  # channels paused, partitions starting at a time (skip older records)
@@ -526,6 +526,8 @@ class ChannelWorker:
         # is produced before this batch can be sealed.
         ready: list[Outcome] = []
         emit = acks.emit
+        burst, reply_header, config_header = EMIT_BURST, H.REPLY_TO, H.CONFIG_OFFSET  # locals: read per record
+        ok_channels: list[str] = []  # the channel of each inline success, counted once per batch
 
         def flush() -> None:  # also before anything that can suspend or produce out of band
             for outcome in ready:
@@ -539,7 +541,10 @@ class ChannelWorker:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err.str())
                 continue
-            topic, partition, offset = _where(msg)
+            # `_where` inlined: a record without an error has all three
+            topic: str = msg.topic()  # type: ignore[assignment]
+            partition: int = msg.partition()  # type: ignore[assignment]
+            offset: int = msg.offset()  # type: ignore[assignment]
             if control.gated or paused_now:
                 # Once held in this batch, a partition's later records stay unrun even if a resume lands
                 # meanwhile (the partition was sought back to the held record: they come again).
@@ -588,7 +593,7 @@ class ChannelWorker:
             prev = tails.get((topic, partition, key)) if tails and key is not None else None
             if prev is not None and prev.done():
                 prev = None
-            needed = hm.get(H.CONFIG_OFFSET)
+            needed = hm.get(config_header) if hm else None
             slow = route is None or (needed is not None and self._behind(needed))
             first: Outcome | None = None
             if prev is None and not slow:
@@ -610,9 +615,9 @@ class ChannelWorker:
                         first = self._handle_raised(msg, view, exc)
                     if first.status == "ok":
                         ready.append(first)
-                        if len(ready) >= EMIT_BURST or H.REPLY_TO in hm:  # a caller waits for a reply
+                        if len(ready) >= burst or reply_header in hm:  # a caller waits for a reply
                             flush()
-                        oks[first.channel] = oks.get(first.channel, 0) + 1
+                        ok_channels.append(first.channel)
                         continue
                     if first.status != "retry":
                         flush()
@@ -629,7 +634,7 @@ class ChannelWorker:
                 task.add_done_callback(functools.partial(self._untail, chain))
             acks.tasks.append(task)
         flush()
-        for channel, n in oks.items():
+        for channel, n in Counter(ok_channels).items():
             counts[(channel, "ok")] = counts.get((channel, "ok"), 0) + n
         for (channel, status), n in counts.items():
             M.MESSAGES.labels(channel, status).inc(n)

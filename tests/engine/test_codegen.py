@@ -188,13 +188,17 @@ MESSAGES = st.tuples(
 # -- comparison ---------------------------------------------------------------------------------------------
 
 
-def _outcome(engine: Engine, payload: Any, data: dict[str, Any], deadline: float | None) -> dict[str, Any]:
+def _outcome(
+    engine: Engine, payload: Any, data: dict[str, Any], deadline: float | None, *, changes: bool = True
+) -> dict[str, Any]:
+    """What a run answers; `changes=False`: a lean run (`RunOptions.changes`), compared without the entries'
+    changes (the one thing a lean run leaves out)."""
     message = Message(copy.deepcopy(payload), data=copy.deepcopy(data), id="m-1")
     raised: Any = None
     try:
         # one `processed_at` for both runs: old values in the audit trail may hold the metadata object
         with mock.patch("app.engine.executor.rfc3339", return_value="2026-01-01T00:00:00Z"):
-            engine.process_sync("ch", message, RunOptions(rollout_bucket=50, deadline=deadline))
+            engine.process_sync("ch", message, RunOptions(rollout_bucket=50, deadline=deadline, changes=changes))
     except QuasarError as exc:
         raised = (type(exc).__name__, exc.status, str(exc), type(exc.__cause__).__name__, str(exc.__cause__))
     except Exception as exc:  # an error the interpreter lets through must come through identically
@@ -202,6 +206,8 @@ def _outcome(engine: Engine, payload: Any, data: dict[str, Any], deadline: float
     doc = message.to_dict()
     for entry in doc["audit_trail"]:
         entry.pop("timestamp")
+        if not changes:
+            entry.pop("changes")
     for error in doc["errors"]:
         error.pop("timestamp")
     # through JSON, so 1 and 1.0 and True stay three different answers and key order counts
@@ -229,6 +235,23 @@ def test_generated_code_matches_the_interpreter(
     payload, data = message
     deadline = 1.0 if late else None  # an expired deadline: Timeout before the first task that runs
     assert _outcome(generated, payload, data, deadline) == _outcome(interpreted, payload, data, deadline)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(docs=CHANNELS, message=MESSAGES, late=st.booleans())
+def test_lean_generated_code_matches_the_interpreter_but_for_changes(
+    docs: list[dict[str, Any]], message: tuple[Any, dict[str, Any]], late: bool
+) -> None:
+    """Without changes (the worker's channels that do not trace per task) everything else is identical:
+    data, metadata and its progress, errors, statuses, exceptions, the entries themselves."""
+    engines = _engines(docs)
+    if engines is None:
+        return
+    generated, interpreted = engines
+    payload, data = message
+    deadline = 1.0 if late else None
+    lean = _outcome(generated, payload, data, deadline, changes=False)
+    assert lean == _outcome(interpreted, payload, data, deadline, changes=False)
 
 
 @settings(max_examples=200, deadline=None)
@@ -285,6 +308,28 @@ def test_a_parent_replaced_between_mappings_is_walked_again() -> None:
     for generated in (True, False):
         message = _run(Engine({"ch": [compile_workflow(doc)]}, generated=generated), {})
         assert message.context["data"] == {"order": {"again": 1, "tier": "gold"}}
+
+
+def test_a_lean_run_writes_the_same_data_and_records_entries_without_changes() -> None:
+    doc = workflow(
+        "w",
+        mapping("m", ("data.order.tier", "vip"), ("data.order.label", {"cat": ["x-", {"var": "data.k"}]})),
+        mapping("root", ("data", {"var": "data.order"})),
+    )
+    engine = Engine({"ch": [compile_workflow(doc)]})
+    full, lean = Message(None, data={"k": "y"}, id="m"), Message(None, data={"k": "y"}, id="m")
+    engine.process_sync("ch", full)
+    engine.process_sync("ch", lean, RunOptions(changes=False))
+    assert lean.context["data"] == full.context["data"] == {
+        "k": "y",
+        "order": {"tier": "vip", "label": "x-y"},
+        "tier": "vip",
+        "label": "x-y",
+    }
+    assert lean.context["metadata"]["progress"] == full.context["metadata"]["progress"]
+    assert [(e.task_id, e.status) for e in lean.audit_trail] == [(e.task_id, e.status) for e in full.audit_trail]
+    assert [len(e.changes) for e in full.audit_trail] == [2, 1]
+    assert [len(e.changes) for e in lean.audit_trail] == [0, 0]
 
 
 def test_a_blocked_parent_writes_nothing_and_records_the_change() -> None:
