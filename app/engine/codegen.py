@@ -136,9 +136,11 @@ class _Logic:
         if op in ("if", "?:"):
             out = src.tmp()
             self._branch(raw_args, 0, out, ctx)
-            clone_ = src.const(clone, "clone")
-            # a branch may be a `var` of an object: results never alias the context
-            src.emit(f"if type({out}) is dict or type({out}) is list: {out} = {clone_}({out})")
+            results = [a for i, a in enumerate(raw_args) if i % 2 or i == len(raw_args) - 1]
+            if not all(_literal_ok(a) for a in results):
+                # a branch may be a `var` of an object: results never alias the context
+                clone_ = src.const(clone, "clone")
+                src.emit(f"if type({out}) is dict or type({out}) is list: {out} = {clone_}({out})")
             return out
         return self._closure(node, ctx)  # in (text), now: called as fastlogic's closure
 
@@ -421,6 +423,7 @@ class _Workflow:
         ):
             src.names[name] = obj
         src.emit("context = message.context")
+        src.emit("record = message.audit_trail.append")  # the trail is set before a run and never replaced
         # when the time budget looks spent (`check_time` decides exactly); a budget's fields never change
         src.emit("spent_at = None if budget.time_s is None else budget.started + budget.time_s")
         for task in self.wf.tasks:
@@ -472,14 +475,14 @@ class _Workflow:
         """`Engine._task_finished` without steps, `_record` inlined; `reason` "" means status 200 for sure."""
         src = self.src
         if reason == "":
-            src.emit(f"message.audit_trail.append(new_entry(({self.wf_id}, {tid}, 200, time(), {changes})))")
+            src.emit(f"record(new_entry(({self.wf_id}, {tid}, 200, time(), {changes})))")
             src.emit(
                 f"message.context['metadata']['progress'] = "
                 f"{{'workflow_id': {self.wf_id}, 'task_id': {tid}, 'status_code': 200}}"
             )
             return
         with src.block("if status != 298:"):
-            src.emit(f"message.audit_trail.append(new_entry(({self.wf_id}, {tid}, status, time(), {changes})))")
+            src.emit(f"record(new_entry(({self.wf_id}, {tid}, status, time(), {changes})))")
             src.emit(
                 f"message.context['metadata']['progress'] = "
                 f"{{'workflow_id': {self.wf_id}, 'task_id': {tid}, 'status_code': status}}"

@@ -544,7 +544,7 @@ class Pipeline:
             if self.tracing is not None or H.TRACEPARENT in hm:
                 span = self._span(route.name, hm, metadata)  # OpenTelemetry; also continues the caller's trace
             # `metadata` is this record's own (just decoded): no copy, unlike `Message.from_request`.
-            message = EngineMessage(data, metadata=metadata, id=hm.get(H.REQUEST_ID) or trace_id)
+            message = EngineMessage(data, metadata=metadata, id=(hm.get(H.REQUEST_ID) if hm else None) or trace_id)
             if self.explain_requests and (
                 (H.EXPLAIN in hm and is_yes(hm[H.EXPLAIN]))
                 or (("headers" in metadata or "query" in metadata) and explain_requested(metadata))
@@ -1082,9 +1082,10 @@ def _where(record: RecordLike) -> tuple[str, int, int]:
 
 def _trace_id(record: RecordLike, hm: Mapping[str, str]) -> str:
     # Deterministic fallback: a redelivered record overwrites its own trace instead of adding one.
-    found = hm.get(H.TRACE_ID) or hm.get(H.CORRELATION_ID) or hm.get(H.REQUEST_ID)
-    if found:
-        return found[:256]
+    if hm:  # most records produced straight to a topic carry no headers at all
+        found = hm.get(H.TRACE_ID) or hm.get(H.CORRELATION_ID) or hm.get(H.REQUEST_ID)
+        if found:
+            return found[:256]
     return f"{record.topic()}-{record.partition()}-{record.offset()}"
 
 

@@ -320,12 +320,16 @@ def test_a_lean_run_writes_the_same_data_and_records_entries_without_changes() -
     full, lean = Message(None, data={"k": "y"}, id="m"), Message(None, data={"k": "y"}, id="m")
     engine.process_sync("ch", full)
     engine.process_sync("ch", lean, RunOptions(changes=False))
-    assert lean.context["data"] == full.context["data"] == {
-        "k": "y",
-        "order": {"tier": "vip", "label": "x-y"},
-        "tier": "vip",
-        "label": "x-y",
-    }
+    assert (
+        lean.context["data"]
+        == full.context["data"]
+        == {
+            "k": "y",
+            "order": {"tier": "vip", "label": "x-y"},
+            "tier": "vip",
+            "label": "x-y",
+        }
+    )
     assert lean.context["metadata"]["progress"] == full.context["metadata"]["progress"]
     assert [(e.task_id, e.status) for e in lean.audit_trail] == [(e.task_id, e.status) for e in full.audit_trail]
     assert [len(e.changes) for e in full.audit_trail] == [2, 1]
