@@ -419,30 +419,37 @@ class WorkflowObserver:
         rows = stats.task_rows
         prev = started
         wf_id: str | None = None
-        wf_last = started
         for entry in audit_trail:
             key = entry[:3]  # (workflow_id, task_id, status): an `AuditEntry` is a named tuple
-            wid, ts = key[0], entry[3]
-            if wid != wf_id:
+            if key[0] != wf_id:  # each workflow's duration runs from `started` to its last entry
                 if wf_id is not None:
-                    stats.workflow(channel, wf_id, wf_last - started)
-                wf_id = wid
+                    stats.workflow(channel, wf_id, prev - started)
+                wf_id = key[0]
             row = rows.get(key)
             if row is None:
                 row = rows[key] = [0.0] * _ROW
-            if ts > prev:
-                seconds = ts - prev
-                row[0 if seconds <= first_bound else bisect_left(_FAST_BUCKETS, seconds)] += 1
-                row[-1] += seconds
-            else:
+            ts = entry[3]
+            seconds = ts - prev
+            if seconds <= first_bound:
                 row[0] += 1
-            prev = wf_last = ts
-        if wf_id is not None:
-            row = workflow_rows.get(wf_id)
-            if row is None:
-                row = workflow_rows[wf_id] = stats.row(stats.workflow_hist, (channel, wf_id))
-            seconds = wf_last - started if wf_last > started else 0.0
-            row[0 if seconds <= first_bound else bisect_left(_FAST_BUCKETS, seconds)] += 1
+                if seconds > 0.0:
+                    row[-1] += seconds
+            else:
+                row[bisect_left(_FAST_BUCKETS, seconds)] += 1
+                row[-1] += seconds
+            prev = ts
+        if wf_id is None:
+            return
+        row = workflow_rows.get(wf_id)
+        if row is None:
+            row = workflow_rows[wf_id] = stats.row(stats.workflow_hist, (channel, wf_id))
+        seconds = prev - started
+        if seconds <= first_bound:
+            row[0] += 1
+            if seconds > 0.0:
+                row[-1] += seconds
+        else:
+            row[bisect_left(_FAST_BUCKETS, seconds)] += 1
             row[-1] += seconds
 
 
