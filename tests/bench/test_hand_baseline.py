@@ -7,7 +7,16 @@ import re
 import orjson
 
 from app.engine import Engine, Message, compile_workflow
-from bench.worker import COMPLEX_PAYLOAD, COMPLEX_WORKFLOW, acceptance_ratios, complex_by_hand
+from bench.worker import (
+    COMPLEX_PAYLOAD,
+    COMPLEX_WORKFLOW,
+    HAND_LOOP_ROW,
+    WORKER_ROW,
+    Result,
+    acceptance_ratios,
+    complex_by_hand,
+    median_ratios,
+)
 
 _RFC3339_SECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -41,3 +50,19 @@ def test_ratios_print_only_for_pairs_measured_in_the_run() -> None:
         "quasar worker, complex 4-task workflow, default tracing": 60_000.0,
     }
     assert acceptance_ratios(rates) == ["worker (default tracing) / hand-written loop = 0.60 (goal >= 0.50)"]
+
+
+def test_rounds_report_each_ratio_by_its_median_with_every_round() -> None:
+    def round_of(hand_s: float, worker_s: float, hand_cpu: float, worker_cpu: float) -> list[Result]:
+        return [
+            Result(HAND_LOOP_ROW, 1000, hand_s, hand_cpu),
+            Result(WORKER_ROW, 1000, worker_s, worker_cpu),
+        ]
+
+    rounds = [round_of(1.0, 2.0, 10.0, 20.0), round_of(1.0, 4.0, 10.0, 25.0), round_of(1.0, 1.25, 10.0, 40.0)]
+    lines = median_ratios(rounds)
+    assert lines == [
+        "worker (default tracing) / hand-written loop: median 0.50 over 3 rounds (0.50, 0.25, 0.80; goal >= 0.50)",
+        "CPU per record: hand-written loop / worker (default tracing): median 0.40 over 3 rounds "
+        "(0.50, 0.40, 0.25; goal >= 0.50)",
+    ]
