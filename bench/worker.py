@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import itertools
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -36,7 +37,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +171,11 @@ def _create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
     futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names])
     for fut in futures.values():
         fut.result(30)
+
+
+def _partition_count(bootstrap: str, topic: str) -> int:
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    return len(metadata.topics[topic].partitions)
 
 
 def _fill(bootstrap: str, topic: str, n: int, headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -498,18 +504,28 @@ def _run_sub(args: list[str], bootstrap: str, dst: str, n: int, timeout: float) 
 
 
 def _measure_process(
-    cmd: list[str], env: dict[str, str] | None, bootstrap: str, dst: str, n: int, timeout: float
+    cmd: list[str],
+    env: dict[str, str] | None,
+    bootstrap: str,
+    dst: str,
+    n: int,
+    timeout: float,
+    ready: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> Steady:
-    """Run `cmd` while measuring `n` outputs on `dst` and its CPU (see `_measure_output`); always stop it."""
+    """Run `cmd` while measuring `n` outputs on `dst` and its CPU (see `_measure_output`); always stop it.
+    `ready`: called with the running process (its stderr piped, as text) before the measuring starts."""
     proc = subprocess.Popen(
         cmd,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=None if os.environ.get("BENCH_VERBOSE") else subprocess.DEVNULL,
+        stderr=subprocess.PIPE if ready else None if os.environ.get("BENCH_VERBOSE") else subprocess.DEVNULL,
+        text=True,
     )
     cpu = CpuSampler(proc.pid)
     cpu.start()
     try:
+        if ready is not None:
+            ready(proc)
         return _measure_output(bootstrap, dst, n, timeout, cpu)
     finally:
         proc.terminate()
@@ -518,6 +534,54 @@ def _measure_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+_ASSIGNED = re.compile(r"partitions assigned \(pid (\d+)\): ([^\"]*)")  # plain or JSON log lines
+
+
+def spread_over(lines: Iterable[str], topic: str, partitions: int, processes: int) -> bool:
+    """Whether worker log `lines` show `topic`'s partitions spread over `processes` processes: each process's
+    latest assignment (`partitions assigned (pid P): topic[0,1] ...`) is disjoint from the others' and
+    together they cover every partition."""
+    latest: dict[str, set[int]] = {}
+    for line in lines:
+        found = _ASSIGNED.search(line)
+        if found is None:
+            continue
+        pid, text = found.groups()
+        mine: set[int] = set()
+        for part in text.split():
+            name, _, numbers = part.partition("[")
+            if name == topic and numbers.endswith("]"):
+                mine.update(int(x) for x in numbers[:-1].split(",") if x)
+        latest[pid] = mine
+    owned = [ps for ps in latest.values() if ps]
+    covered = set().union(*owned) if owned else set()
+    return len(owned) == processes and len(covered) == partitions == sum(len(ps) for ps in owned)
+
+
+def _when_spread(
+    topic: str, partitions: int, processes: int, then: Callable[[], None], timeout: float = 60.0
+) -> Callable[[subprocess.Popen[str]], None]:
+    """A `ready` hook: read the workers' log until `topic` is spread over `processes` of them, then `then()`.
+
+    Filling the topic before every member has joined measured a rebalance instead: Tansu answers a join after
+    half the session timeout, and the first member had consumed most records alone by then."""
+
+    def ready(proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        while not spread_over(lines, topic, partitions, processes):
+            line = proc.stderr.readline()
+            if not line or time.monotonic() > deadline:
+                raise TimeoutError(f"{processes} workers did not share {topic} within {timeout:.0f}s")
+            lines.append(line)
+        # Keep draining the pipe so that a chatty worker never blocks on a full one.
+        threading.Thread(target=lambda: proc.stderr.read() if proc.stderr else None, daemon=True).start()
+        then()
+
+    return ready
 
 
 # ---------------------------------------------------------------- the Quasar worker
@@ -534,9 +598,14 @@ def _worker_run(bootstrap: str, n: int, timeout: float, processes: int = 1, trac
     env.setdefault("QUASAR_SESSION_TIMEOUT_MS", "3000")
     env.setdefault("QUASAR_WORKER_METRICS_PORT", "0")
     src, dst = setup_complex_channel(bootstrap, prefix, COMPLEX_WORKFLOW, tracing)
-    _fill(bootstrap, src, n)
     cmd = [sys.executable, "-m", "app.cli", "worker", "--processes", str(processes)]
-    return _measure_process(cmd, env, bootstrap, dst, n, timeout)
+    if processes == 1:
+        _fill(bootstrap, src, n)
+        return _measure_process(cmd, env, bootstrap, dst, n, timeout)
+    # Several processes: the records are produced once every process owns its share of the partitions.
+    partitions = _partition_count(bootstrap, src)
+    ready = _when_spread(src, partitions, processes, lambda: _fill(bootstrap, src, n))
+    return _measure_process(cmd, env, bootstrap, dst, n, timeout, ready)
 
 
 # ---------------------------------------------------------------- the engine alone (no Kafka)

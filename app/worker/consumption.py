@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,7 +43,7 @@ from app.config_store.channel_ops import (
 )
 from app.worker.pipeline import ChannelRoute
 
-__all__ = ["ConsumptionControl"]
+__all__ = ["ConsumptionControl", "describe_partitions"]
 
 log = logging.getLogger("quasar.worker")
 
@@ -178,6 +179,7 @@ class ConsumptionControl:
         paused = [TopicPartition(tp.topic, tp.partition) for tp in partitions if tp.topic in self.paused_topics]
         if paused:
             consumer.pause(paused)
+        log.info("partitions assigned (pid %d): %s", os.getpid(), describe_partitions(partitions))
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         for tp in {(tp.topic, tp.partition) for tp in partitions}:
@@ -330,3 +332,11 @@ def _offsets_for_times(consumer: Consumer, wanted: list[tuple[str, int, int]]) -
             _, offset = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), BROKER_TIMEOUT_S)
         out[(tp.topic, tp.partition)] = offset
     return out
+
+
+def describe_partitions(partitions: list[TopicPartition]) -> str:
+    """`topic[0,1] other[3]`: an assignment in one log line (the pid beside it tells processes apart)."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return " ".join(f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items())) or "none"

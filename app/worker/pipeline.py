@@ -981,8 +981,8 @@ def _traced(route: ChannelRoute, hm: Mapping[str, str], *, failed: bool) -> bool
     record the gateway produced (it always sets `quasar-mode`) is traced, one produced straight to the topic
     only when it fails (`TracingPolicy.ingested`) or is a replayed dead letter (`quasar-attempt`: its success
     replaces the failed trace). A forged header only buys its producer a trace."""
-    policy = route.tracing if H.MODE in hm or H.ATTEMPT in hm else route.ingested_tracing
-    return policy.mode == "all" or policy.traces(failed=failed)
+    policy = route.tracing if hm and (H.MODE in hm or H.ATTEMPT in hm) else route.ingested_tracing
+    return policy.traces(failed=failed)
 
 
 def _trail_value(value: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.worker import steady_seconds
+from bench.worker import spread_over, steady_seconds
 
 
 def test_even_stream_rate_is_its_own_rate() -> None:
@@ -57,3 +57,32 @@ def test_the_sampler_sees_this_process_spend_cpu() -> None:
     sampler.stop()
     spent = sampler.cpu_between(start, end)
     assert spent is not None and spent > 0.1
+
+
+def test_partitions_are_spread_once_each_process_owns_a_disjoint_share() -> None:
+    def line(pid: int, text: str) -> str:  # as the worker logs it, JSON-formatted
+        return f'{{"event": "partitions assigned (pid {pid}): {text}", "logger": "quasar.worker"}}\n'
+
+    first = line(7, "b.orders[0,1,2,3]")  # the first member alone: everything
+    assert not spread_over([first], "b.orders", 4, 2)
+    rebalanced = [first, line(7, "b.orders[0,2]"), line(8, "b.orders[1,3] b.other[0]")]
+    assert spread_over(rebalanced, "b.orders", 4, 2)
+    assert not spread_over(rebalanced[:2], "b.orders", 4, 2)  # the second member has nothing yet
+    overlapping = [line(7, "b.orders[0,1,2]"), line(8, "b.orders[2,3]")]
+    assert not spread_over(overlapping, "b.orders", 4, 2)
+    assert spread_over(["partitions assigned (pid 3): b.orders[0,1,2,3]\n"], "b.orders", 4, 1)
+    assert not spread_over([line(7, "none"), line(8, "b.orders[0,1,2,3]")], "b.orders", 4, 2)
+
+
+def test_the_bench_reads_the_assignment_lines_the_worker_writes() -> None:
+    from confluent_kafka import TopicPartition
+
+    from app.worker.consumption import describe_partitions
+
+    mine = describe_partitions(
+        [TopicPartition("b.orders", 2), TopicPartition("b.other", 1), TopicPartition("b.orders", 0)]
+    )
+    assert mine == "b.orders[0,2] b.other[1]"
+    theirs = describe_partitions([TopicPartition("b.orders", 3), TopicPartition("b.orders", 1)])
+    lines = [f"partitions assigned (pid 1): {mine}", f"partitions assigned (pid 2): {theirs}"]
+    assert spread_over(lines, "b.orders", 4, 2)
