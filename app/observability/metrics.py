@@ -227,9 +227,7 @@ class _RunStats(Collector):
         if row is None:
             # [bucket counts (non-cumulative; last = +Inf)..., sum]
             row = hist[key] = [0.0] * _ROW
-        seconds = max(0.0, seconds)
-        row[bisect_left(_FAST_BUCKETS, seconds)] += 1
-        row[-1] += seconds
+        _add_to_row(row, seconds)
 
     def workflow(self, channel: str, workflow: str, seconds: float) -> None:
         self._observe(self.workflow_hist, (channel, workflow), seconds)
@@ -386,6 +384,18 @@ RULE_STATS = _RuleStatsCollector()
 REGISTRY.register(RULE_STATS)
 
 
+def _add_to_row(row: list[float], seconds: float) -> None:
+    """Count one duration in a histogram row ([bucket counts (non-cumulative; last = +Inf)..., sum]); a
+    duration at or below zero counts in the first bucket and adds nothing to the sum."""
+    if seconds <= _FAST_BUCKETS[0]:
+        row[0] += 1
+        if seconds > 0.0:
+            row[-1] += seconds
+    else:
+        row[bisect_left(_FAST_BUCKETS, seconds)] += 1
+        row[-1] += seconds
+
+
 class WorkflowObserver:
     """Per-workflow and per-task metrics from a processed message's audit trail.
 
@@ -404,8 +414,8 @@ class WorkflowObserver:
     def observe(self, channel: str, audit_trail: Iterable[Any], started: float, duration: float | None = None) -> None:
         """Record one run; `started` is `time.time()` taken just before the engine ran, `duration` the
         engine time of the whole record (`message_duration_seconds`) when measured."""
-        # Inlined (no helper calls): this runs for every record on the worker's hot path. Most tasks of a
-        # compiled workflow take microseconds: such a duration lands in the first bucket with no search.
+        # This runs for every record on the worker's hot path: the per-task loop calls no helper. Most tasks of
+        # a compiled workflow take microseconds: such a duration lands in the first bucket with no search.
         stats = self._stats
         rows_of_channel = self._channels.get(channel)
         if rows_of_channel is None:
@@ -413,9 +423,7 @@ class WorkflowObserver:
         message_row, workflow_rows = rows_of_channel
         first_bound = _FAST_BUCKETS[0]
         if duration is not None:
-            seconds = duration if duration > 0.0 else 0.0
-            message_row[0 if seconds <= first_bound else bisect_left(_FAST_BUCKETS, seconds)] += 1
-            message_row[-1] += seconds
+            _add_to_row(message_row, duration)
         rows = stats.task_rows
         prev = started
         wf_id: str | None = None
@@ -430,7 +438,7 @@ class WorkflowObserver:
                 row = rows[key] = [0.0] * _ROW
             ts = entry[3]
             seconds = ts - prev
-            if seconds <= first_bound:
+            if seconds <= first_bound:  # `_add_to_row`, inlined: this runs for every task of every record
                 row[0] += 1
                 if seconds > 0.0:
                     row[-1] += seconds
@@ -443,14 +451,7 @@ class WorkflowObserver:
         row = workflow_rows.get(wf_id)
         if row is None:
             row = workflow_rows[wf_id] = stats.row(stats.workflow_hist, (channel, wf_id))
-        seconds = prev - started
-        if seconds <= first_bound:
-            row[0] += 1
-            if seconds > 0.0:
-                row[-1] += seconds
-        else:
-            row[bisect_left(_FAST_BUCKETS, seconds)] += 1
-            row[-1] += seconds
+        _add_to_row(row, prev - started)
 
 
 def observe_config_record(kind: str | None, outcome: str, record_ts_ms: int, *, caught_up: bool) -> None:
