@@ -11,8 +11,10 @@ is called through its own `run`, with the interpreter's bookkeeping around it.
 
 The generated function has the interpreter's exact semantics (`Engine._tasks_sync`): same audit entries,
 `metadata.progress`, errors, statuses, exceptions, deadline checks and halts; `tests/engine/test_codegen.py`
-runs random workflows and messages through both and demands identical results. It serves the synchronous
-tasks of runs without a step trace (dry-runs keep the interpreter, which records every step).
+runs random workflows and messages through both and demands identical results. A lean variant
+(`task_runner(workflow, changes=False)`) leaves the inlined tasks' `changes` out of their audit entries and
+is identical otherwise (tested the same way). It serves the synchronous tasks of runs without a step trace
+(dry-runs keep the interpreter, which records every step).
 """
 
 from __future__ import annotations
