@@ -154,7 +154,10 @@ async def test_a_rebalance_keeps_a_paused_channel_paused_on_every_member(rt: Run
     # With one topic subscribed a balanced assignment gives each member a partition of it (with a second topic
     # subscribed, sticky assignment could leave both of this one's partitions with the first member).
     await _until(lambda: owned(first) and owned(second), 120)
-    await rt.activate("beat")  # another rebalance: sticky, so each member keeps its partition of `shared`
+    beat = await rt.activate("beat")  # another rebalance: sticky, so each member keeps its partition of `shared`
+    # Produce once the members have created `beat`'s topic: a record sent before races the broker's own
+    # creation of it (Tansu answered such a produce with an unknown broker error).
+    await _until(lambda: first.view_offset >= beat and second.view_offset >= beat)
     before = first.processed + second.processed
     keys = [f"s{i}" for i in range(12)]
     _send(rt, "shared", keys)

@@ -100,6 +100,8 @@ async def test_new_channel_is_picked_up_without_restart(rt: Runtime) -> None:
     await rt.activate("first")
     worker = await rt.worker()
     offset = await rt.activate("second")
+    # The worker creates the new channel's topic: a record sent before races the broker's own creation of it.
+    await _until(lambda: worker.view_offset >= offset)
     rt.send("second", {"data": {"n": 1}}, key="s-1", headers={H.CONFIG_OFFSET: str(offset), H.TRACE_ID: "s-1"})
     outs = await asyncio.to_thread(rt.outputs, "second", 1)
     assert outs[0].key() == b"s-1"
