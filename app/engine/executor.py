@@ -48,7 +48,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 FILTER_HALT = 299
 FILTER_SKIP = 298
-_NO_CHANGES: list[tuple[str, Any, Any]] = []
+_NO_CHANGES: tuple[tuple[str, Any, Any], ...] = ()  # immutable: shared by every entry without changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +422,9 @@ def _bucket(ch: _Channel, opts: RunOptions) -> int | None:
     return bucket
 
 
-def _record(message: Message, workflow_id: str, task_id: str, changes: list[tuple[str, Any, Any]], status: int) -> None:
+def _record(
+    message: Message, workflow_id: str, task_id: str, changes: Sequence[tuple[str, Any, Any]], status: int
+) -> None:
     message.audit_trail.append(AuditEntry(workflow_id, task_id, status, time.time(), changes))
     message.context["metadata"]["progress"] = {
         "workflow_id": workflow_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -81,7 +81,7 @@ class AuditEntry(NamedTuple):
     task_id: str
     status: int
     ts: float
-    changes: list[tuple[str, Any, Any]]
+    changes: Sequence[tuple[str, Any, Any]]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -95,7 +95,7 @@ class TaskContext:
         self.task_id = ""
         self.reason: str | None = None
         # (path, old_value, new_value) written by the current task, for the audit trail
-        self.changes: list[tuple[str, Any, Any]] = []
+        self.changes: Sequence[tuple[str, Any, Any]] = []
 
 
 @runtime_checkable

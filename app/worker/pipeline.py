@@ -540,7 +540,7 @@ class Pipeline:
             engine = view.engine
             if engine is None or not engine.has_channel(route.name):
                 raise NotFound(f"Channel '{route.name}' not found")
-            trace_id = _trace_id(record, hm)
+            trace_id = trace_id_of(record, hm)
             if self.tracing is not None or H.TRACEPARENT in hm:
                 span = self._span(route.name, hm, metadata)  # OpenTelemetry; also continues the caller's trace
             # `metadata` is this record's own (just decoded): no copy, unlike `Message.from_request`.
@@ -807,7 +807,7 @@ class Pipeline:
         carried: HeaderList | None = None,
         trail: bytes = b"",
     ) -> Produce:
-        trace_id = trace_id or _trace_id(record, hm)
+        trace_id = trace_id or trace_id_of(record, hm)
         created = record.timestamp()[1]
         done_ms = int(clock() * 1000)
         if created <= 0:
@@ -1080,7 +1080,7 @@ def _where(record: RecordLike) -> tuple[str, int, int]:
     return topic or "", -1 if partition is None else partition, -1 if offset is None else offset
 
 
-def _trace_id(record: RecordLike, hm: Mapping[str, str]) -> str:
+def trace_id_of(record: RecordLike, hm: Mapping[str, str]) -> str:
     # Deterministic fallback: a redelivered record overwrites its own trace instead of adding one.
     if hm:  # most records produced straight to a topic carry no headers at all
         found = hm.get(H.TRACE_ID) or hm.get(H.CORRELATION_ID) or hm.get(H.REQUEST_ID)

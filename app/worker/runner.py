@@ -56,7 +56,7 @@ from app.topology import ChannelFilter
 from app.worker.codec import SchemaCache, decode_avro, decode_json, decode_raw, schemas_dir
 from app.worker.consumption import ConsumptionControl
 from app.worker.delivery import Acks, Batch, DeliveryTracker
-from app.worker.pipeline import ChannelRoute, Outcome, Pipeline, WorkerView, routes_of
+from app.worker.pipeline import ChannelRoute, Outcome, Pipeline, WorkerView, routes_of, trace_id_of
 from app.worker.registry import SchemaRegistry
 from app.worker.transactions import TransactionalLoop, open_transactions, transactional_id
 
@@ -760,7 +760,7 @@ class ChannelWorker:
             return decode_json(msg.value())
 
         where = _where(msg)
-        trace_id = _trace_id(msg, hm)
+        trace_id = trace_id_of(msg, hm)
         value = msg.value()
         decision = await self.governance.admit(
             channel,
@@ -836,8 +836,3 @@ def _poll_batch(consumer: Consumer, limit: int) -> list[Message]:
 def _where(msg: Message) -> tuple[str, int, int]:
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     return topic or "", -1 if partition is None else partition, -1 if offset is None else offset
-
-
-def _trace_id(msg: Message, hm: Mapping[str, str]) -> str:
-    found = hm.get(H.TRACE_ID) or hm.get(H.CORRELATION_ID) or hm.get(H.REQUEST_ID)
-    return found[:256] if found else f"{msg.topic()}-{msg.partition()}-{msg.offset()}"
