@@ -396,6 +396,10 @@ def _add_to_row(row: list[float], seconds: float) -> None:
         row[-1] += seconds
 
 
+# One workflow run for `WorkflowObserver.observe_runs`: (channel, audit trail, started, engine seconds or None).
+Run = tuple[str, Iterable[Any], float, float | None]
+
+
 class WorkflowObserver:
     """Per-workflow and per-task metrics from a processed message's audit trail.
 
@@ -414,44 +418,58 @@ class WorkflowObserver:
     def observe(self, channel: str, audit_trail: Iterable[Any], started: float, duration: float | None = None) -> None:
         """Record one run; `started` is `time.time()` taken just before the engine ran, `duration` the
         engine time of the whole record (`message_duration_seconds`) when measured."""
-        # This runs for every record on the worker's hot path: the per-task loop calls no helper. Most tasks of
-        # a compiled workflow take microseconds: such a duration lands in the first bucket with no search.
+        self.observe_runs(((channel, audit_trail, started, duration),))
+
+    def observe_runs(self, runs: Iterable[Run]) -> None:
+        """Record several runs, each `(channel, audit trail, started, duration)` as `observe` takes them.
+
+        The worker observes a batch's inline records together after the batch: one tight loop over warm rows
+        measured ~2 µs less per record than the same updates made between records (docs/performance.md).
+        """
         stats = self._stats
-        rows_of_channel = self._channels.get(channel)
-        if rows_of_channel is None:
-            rows_of_channel = self._channels[channel] = (stats.row(stats.message_hist, (channel,)), {})
-        message_row, workflow_rows = rows_of_channel
-        first_bound = _FAST_BUCKETS[0]
-        if duration is not None:
-            _add_to_row(message_row, duration)
+        channels = self._channels
         rows = stats.task_rows
-        prev = started
-        wf_id: str | None = None
-        for entry in audit_trail:
-            key = entry[:3]  # (workflow_id, task_id, status): an `AuditEntry` is a named tuple
-            if key[0] != wf_id:  # each workflow's duration runs from `started` to its last entry
-                if wf_id is not None:
-                    stats.workflow(channel, wf_id, prev - started)
-                wf_id = key[0]
-            row = rows.get(key)
-            if row is None:
-                row = rows[key] = [0.0] * _ROW
-            ts = entry[3]
-            seconds = ts - prev
-            if seconds <= first_bound:  # `_add_to_row`, inlined: this runs for every task of every record
-                row[0] += 1
-                if seconds > 0.0:
+        first_bound = _FAST_BUCKETS[0]
+        last: str | None = None
+        message_row: list[float] = []
+        workflow_rows: dict[str, list[float]] = {}
+        for channel, audit_trail, started, duration in runs:
+            if channel != last:
+                rows_of_channel = channels.get(channel)
+                if rows_of_channel is None:
+                    rows_of_channel = channels[channel] = (stats.row(stats.message_hist, (channel,)), {})
+                message_row, workflow_rows = rows_of_channel
+                last = channel
+            if duration is not None:
+                _add_to_row(message_row, duration)
+            prev = started
+            wf_id: str | None = None
+            # Most tasks of a compiled workflow take microseconds: such a duration lands in the first bucket with
+            # no search. `_add_to_row` is inlined: this runs for every task of every record.
+            for workflow_id, task_id, status, ts, _changes in audit_trail:  # `AuditEntry`, a named tuple
+                if workflow_id != wf_id:  # each workflow's duration runs from `started` to its last entry
+                    if wf_id is not None:
+                        stats.workflow(channel, wf_id, prev - started)
+                    wf_id = workflow_id
+                key = (workflow_id, task_id, status)
+                row = rows.get(key)
+                if row is None:
+                    row = rows[key] = [0.0] * _ROW
+                seconds = ts - prev
+                if seconds <= first_bound:
+                    row[0] += 1
+                    if seconds > 0.0:
+                        row[-1] += seconds
+                else:
+                    row[bisect_left(_FAST_BUCKETS, seconds)] += 1
                     row[-1] += seconds
-            else:
-                row[bisect_left(_FAST_BUCKETS, seconds)] += 1
-                row[-1] += seconds
-            prev = ts
-        if wf_id is None:
-            return
-        row = workflow_rows.get(wf_id)
-        if row is None:
-            row = workflow_rows[wf_id] = stats.row(stats.workflow_hist, (channel, wf_id))
-        _add_to_row(row, prev - started)
+                prev = ts
+            if wf_id is None:
+                continue
+            row = workflow_rows.get(wf_id)
+            if row is None:
+                row = workflow_rows[wf_id] = stats.row(stats.workflow_hist, (channel, wf_id))
+            _add_to_row(row, prev - started)
 
 
 def observe_config_record(kind: str | None, outcome: str, record_ts_ms: int, *, caught_up: bool) -> None:

@@ -64,6 +64,7 @@ from app.errors import (
 from app.governance.rollout import record_rollout_key
 from app.kafka import headers as H
 from app.kafka.names import TopicNames
+from app.observability.metrics import Run
 from app.settings import DEFAULT_MAX_RECORD_BYTES
 from app.worker.codec import InvalidEnvelope, SchemaCache, check_record_size, decode_avro, decode_json, decode_raw
 from app.worker.registry import SchemaRegistry
@@ -489,11 +490,13 @@ class Pipeline:
         attempt: int = 1,
         first_failed_ms: int = 0,
         headers: tuple[Any, dict[str, str]] | None = None,
+        runs: list[Run] | None = None,
     ) -> Outcome:
         """Process one record. Never raises for anything a record can contain.
 
         `headers`: the record's raw headers and their `header_map`, when the caller already read them
-        (confluent-kafka builds a new list on every `headers()` call)."""
+        (confluent-kafka builds a new list on every `headers()` call). `runs`: where the run goes to be
+        observed later (`WorkflowObserver.observe_runs`, the batch loop's); without it, observed now."""
         topic = record.topic() or ""
         route = view.routes.get(topic)
         if headers is None:
@@ -576,7 +579,9 @@ class Pipeline:
             else:
                 await engine.process(route.name, message, options)
                 elapsed = time.perf_counter() - started
-            if self._observe is not None:
+            if runs is not None:
+                runs.append((route.name, message.audit_trail, now, elapsed))
+            elif self._observe is not None:
                 self._observe(route.name, message.audit_trail, now, elapsed)
             if span is not None:
                 self._end_span(span, message.audit_trail, now)

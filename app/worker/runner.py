@@ -528,6 +528,7 @@ class ChannelWorker:
         emit = acks.emit
         burst, reply_header, config_header = EMIT_BURST, H.REPLY_TO, H.CONFIG_OFFSET  # locals: read per record
         ok_channels: list[str] = []  # the channel of each inline success, counted once per batch
+        runs: list[M.Run] = []  # the inline records' workflow runs, observed together after the batch
 
         def flush() -> None:  # also before anything that can suspend or produce out of band
             for outcome in ready:
@@ -610,7 +611,7 @@ class ChannelWorker:
                     # No IO to await: run now, in order (the coroutine never suspends). A heavy channel's
                     # records go the task way below (in a thread, in order per key): the batch goes on.
                     try:  # `_handle` inlined: no second coroutine per record on the hot path
-                        first = await handle(msg, view, headers=(raw_headers, hm))
+                        first = await handle(msg, view, headers=(raw_headers, hm), runs=runs)
                     except Exception as exc:
                         first = self._handle_raised(msg, view, exc)
                     if first.status == "ok":
@@ -634,6 +635,8 @@ class ChannelWorker:
                 task.add_done_callback(functools.partial(self._untail, chain))
             acks.tasks.append(task)
         flush()
+        if runs:
+            self._workflows.observe_runs(runs)
         for channel, n in Counter(ok_channels).items():
             counts[(channel, "ok")] = counts.get((channel, "ok"), 0) + n
         for (channel, status), n in counts.items():

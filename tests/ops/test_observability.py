@@ -19,13 +19,14 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from app.engine import ChannelWorkflow, Engine, Message, compile_workflow
+from app.engine.message import AuditEntry
 from app.kafka import headers as H
 from app.kafka.broker import free_port
 from app.kafka.producer import produce_sync
 from app.observability import context
 from app.observability.http import HttpMetricsMiddleware
 from app.observability.logs import configure_logging
-from app.observability.metrics import LAG, WorkflowObserver, consumer_lag
+from app.observability.metrics import LAG, WorkflowObserver, _RunStats, consumer_lag
 from app.observability.server import start_ops_server
 from tests.fixtures.kafka import TopicFactory
 from tests.fixtures.polling import poll
@@ -157,6 +158,35 @@ async def test_workflow_observer_counts_each_workflow_and_task_of_a_real_run() -
     assert _sample("quasar_task_duration_seconds_sum", workflow=wid, task="mark") >= 0
     observer.observe("ch", [], time.time())  # nothing ran: nothing counted
     assert _sample("quasar_workflow_runs_total", channel="ch", workflow=wid) == 4
+
+
+def test_a_batch_of_runs_observed_together_counts_exactly_as_one_by_one() -> None:
+    """The worker observes a batch's runs after the batch (`observe_runs`): channels, workflows and slow tasks
+    interleaved the same rows as observing each run as it finished."""
+    t = 1_000.0
+
+    def entry(wf: str, task: str, status: int, at: float) -> AuditEntry:
+        return AuditEntry(wf, task, status, t + at, [])
+
+    runs = [
+        ("a", [entry("w1", "x", 200, 0.00001), entry("w1", "y", 500, 0.0004)], t, 0.0005),
+        ("b", [entry("w2", "x", 200, 0.3), entry("w3", "z", 200, 0.30002)], t, None),  # two workflows, one slow
+        ("a", [], t, 0.00002),  # nothing ran: only the message duration
+        ("a", [entry("w1", "x", 200, -0.001)], t, 0.001),  # the wall clock stepped back: first bucket, no sum
+        ("b", [entry("w2", "x", 200, 2.5)], t, 2.6),
+    ]
+    together, one_by_one = _RunStats(), _RunStats()
+    WorkflowObserver(together).observe_runs(runs)
+    single = WorkflowObserver(one_by_one)
+    for channel, trail, started, duration in runs:
+        single.observe(channel, trail, started, duration)
+    for name in ("task_rows", "workflow_hist", "message_hist"):
+        assert getattr(together, name) == getattr(one_by_one, name), name
+    assert together.task_rows[("w1", "x", 200)][0] == 2 and together.task_rows[("w2", "x", 200)][-1] == pytest.approx(
+        2.8
+    )
+    assert set(together.workflow_hist) == {("a", "w1"), ("b", "w2"), ("b", "w3")}
+    assert sum(together.message_hist[("a",)][:-1]) == 3 and ("b",) in together.message_hist
 
 
 def test_message_duration_is_exported_per_channel_from_the_observer() -> None:
