@@ -149,6 +149,8 @@ class Engine:
         # False: every run interprets its tasks (the reference the generated code is tested against)
         self.generated = generated
         self._channels = {name: _Channel(name, entries) for name, entries in channels.items()}
+        # the channels `process_sync` can run: one set test where `is_sync` is two calls (a worker asks per record)
+        self.sync_channels = frozenset(name for name, ch in self._channels.items() if not ch.is_async)
 
     @property
     def channels(self) -> list[str]:

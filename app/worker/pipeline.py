@@ -557,7 +557,7 @@ class Pipeline:
                 deadline is None
                 and route.rollout_channel is None
                 and H.ROLLOUT_KEY not in hm
-                and engine.is_sync(route.name)
+                and route.name in engine.sync_channels
             ):
                 # the common case, decided without building anything
                 options = _NO_OPTIONS if route.per_task else _NO_OPTIONS_LEAN
@@ -771,7 +771,9 @@ class Pipeline:
             headers = [route.channel_header, (_TRACE_ID, trace_id.encode()), *carried]
             key = record.key() if route.key_logic is None else self._output_key(route, record, message)
             out.append((route.output_topic, body if output is None else output, key, headers, -1))
-        if _traced(route, hm, failed=False):
+        # `_traced(route, hm, failed=False)`, inlined: once per successful record
+        policy = route.tracing if hm and (H.MODE in hm or H.ATTEMPT in hm) else route.ingested_tracing
+        if policy.traces(failed=False):
             trail = b""
             if route.per_task and isinstance(message.audit_trail, TaskTrail):
                 # the room the (bounded) result leaves; 2048 covers the trace's own fields (id, channel, ...)
