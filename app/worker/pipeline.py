@@ -655,7 +655,7 @@ class Pipeline:
         prior = hm.get(H.ATTEMPT)
         prior_n = parse_uint(prior)
         attempts = (prior_n - 1 if prior_n else 0) + attempt
-        topic, partition, offset = _where(record)
+        topic, partition, offset = where_of(record)
         headers = _dlq_headers(
             record.headers(),
             route.headers,
@@ -699,7 +699,7 @@ class Pipeline:
         """The dead letter of a record whose processing raised (a bug, never the record's content by design):
         built from nothing that could have failed (no original headers, no reply, no trace), so the record is
         kept and its partition moves on."""
-        topic, partition, offset = _where(record)
+        topic, partition, offset = where_of(record)
         key = record.key()
         if isinstance(key, bytes) and len(key) > MAX_HEADER_VALUE:
             key = None
@@ -771,9 +771,7 @@ class Pipeline:
             headers = [route.channel_header, (_TRACE_ID, trace_id.encode()), *carried]
             key = record.key() if route.key_logic is None else self._output_key(route, record, message)
             out.append((route.output_topic, body if output is None else output, key, headers, -1))
-        # `_traced(route, hm, failed=False)`, inlined: once per successful record
-        policy = route.tracing if hm and (H.MODE in hm or H.ATTEMPT in hm) else route.ingested_tracing
-        if policy.traces(failed=False):
+        if _traced(route, hm, failed=False):
             trail = b""
             if route.per_task and isinstance(message.audit_trail, TaskTrail):
                 # the room the (bounded) result leaves; 2048 covers the trace's own fields (id, channel, ...)
@@ -1080,7 +1078,7 @@ def _trace_middle(channel: str, completed: bool, mode: str) -> bytes:
     return middle
 
 
-def _where(record: RecordLike) -> tuple[str, int, int]:
+def where_of(record: RecordLike) -> tuple[str, int, int]:
     """(topic, partition, offset) of a consumed record; confluent types them optional, but a record
     without an error always has all three (the fallbacks only satisfy the types)."""
     topic, partition, offset = record.topic(), record.partition(), record.offset()

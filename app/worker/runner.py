@@ -56,7 +56,7 @@ from app.topology import ChannelFilter
 from app.worker.codec import SchemaCache, decode_avro, decode_json, decode_raw, schemas_dir
 from app.worker.consumption import ConsumptionControl
 from app.worker.delivery import Acks, Batch, DeliveryTracker
-from app.worker.pipeline import ChannelRoute, Outcome, Pipeline, WorkerView, routes_of, trace_id_of
+from app.worker.pipeline import ChannelRoute, Outcome, Pipeline, WorkerView, routes_of, trace_id_of, where_of
 from app.worker.registry import SchemaRegistry
 from app.worker.transactions import TransactionalLoop, open_transactions, transactional_id
 
@@ -542,7 +542,7 @@ class ChannelWorker:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err.str())
                 continue
-            # `_where` inlined: a record without an error has all three
+            # `where_of` inlined: a record without an error has all three
             topic: str = msg.topic()  # type: ignore[assignment]
             partition: int = msg.partition()  # type: ignore[assignment]
             offset: int = msg.offset()  # type: ignore[assignment]
@@ -702,7 +702,7 @@ class ChannelWorker:
             return self._handle_raised(msg, view, exc)
 
     def _handle_raised(self, msg: Message, view: WorkerView, exc: Exception) -> Outcome:
-        log.exception("record %s[%s]@%s: processing raised; dead-lettering it", *_where(msg))
+        log.exception("record %s[%s]@%s: processing raised; dead-lettering it", *where_of(msg))
         route = view.routes.get(msg.topic() or "")
         return self.pipeline.last_resort(msg, exc, route.name if route is not None else "")
 
@@ -762,7 +762,7 @@ class ChannelWorker:
                 return decode_raw(msg.value())
             return decode_json(msg.value())
 
-        where = _where(msg)
+        where = where_of(msg)
         trace_id = trace_id_of(msg, hm)
         value = msg.value()
         decision = await self.governance.admit(
@@ -834,8 +834,3 @@ def _poll_batch(consumer: Consumer, limit: int) -> list[Message]:
     # consume(n, timeout) alone waits for a *full* batch: +100 ms per cycle under light load.
     first = consumer.poll(0.1)
     return [] if first is None else [first, *consumer.consume(limit - 1, 0)]
-
-
-def _where(msg: Message) -> tuple[str, int, int]:
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    return topic or "", -1 if partition is None else partition, -1 if offset is None else offset
