@@ -163,6 +163,9 @@ def _values() -> st.SearchStrategy[bytes | None]:
     )
 
 
+# The records are megabyte-sized on purpose: hypothesis warns that their repr is large (an error under the
+# suite's filterwarnings), which says nothing about the worker.
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
 @settings(
     max_examples=25,
     deadline=None,
