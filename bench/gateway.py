@@ -5,7 +5,7 @@ is set), one `quasar worker`-equivalent process (`ChannelWorker`), one gateway (
 + uvloop + httptools), loads Orion's benchmark workloads (bench/workloads) through the admin API,
 checks one response per workload, then runs a real load generator (`hey`, else an async httpx client)
 at concurrency 50 against `POST /api/v1/data/<channel>` and against a bare uvicorn JSON echo in the same
-run. Prints req/s, mean, p99 and error count per scenario.
+run. Prints req/s, mean, p50, p99 and error count per scenario.
 
 Everything shares this box's cores: broker, worker, gateway and the load generator.
 """
@@ -15,9 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +31,9 @@ from typing import Any
 import httpx
 import orjson
 
+from bench import loadgen
+from bench.loadgen import load
+
 __all__ = ["ScenarioResult", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +44,7 @@ class ScenarioResult:
     name: str
     rps: float
     mean_ms: float
+    p50_ms: float
     p99_ms: float
     errors: int
     total: int
@@ -188,78 +191,8 @@ def _check_response(http: httpx.Client, channel: str, workload: Any) -> None:
         raise RuntimeError(f"{workload.name}: wrong response: {problem}")
 
 
-_HEY_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
-_HEY_AVG = re.compile(r"Average:\s+([\d.]+) secs")
-_HEY_P99 = re.compile(r"99%% in ([\d.]+) secs".replace("%%", "%"))
-_HEY_STATUS = re.compile(r"\[(\d{3})\]\s+(\d+) responses")
-_HEY_ERRORS = re.compile(r"^\s+\[(\d+)\]\s+(.+)$", re.M)
-
-
-def _hey(url: str, body_file: Path, seconds: float, concurrency: int) -> ScenarioResult:
-    out = subprocess.run(
-        [
-            "hey",
-            "-z",
-            f"{seconds}s",
-            "-c",
-            str(concurrency),
-            "-m",
-            "POST",
-            "-T",
-            "application/json",
-            "-D",
-            str(body_file),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    ).stdout
-    statuses = {int(code): int(n) for code, n in _HEY_STATUS.findall(out)}
-    total = sum(statuses.values())
-    errors = sum(n for code, n in statuses.items() if code != 200)
-    if "Error distribution" in out:
-        errors += sum(int(n) for n, _ in _HEY_ERRORS.findall(out.split("Error distribution", 1)[1]))
-    rps = float(_HEY_RPS.search(out).group(1)) if _HEY_RPS.search(out) else 0.0
-    avg = float(_HEY_AVG.search(out).group(1)) * 1000 if _HEY_AVG.search(out) else float("nan")
-    p99 = float(_HEY_P99.search(out).group(1)) * 1000 if _HEY_P99.search(out) else float("nan")
-    return ScenarioResult(url, rps, avg, p99, errors, total)
-
-
-async def _httpx_load(url: str, body: bytes, seconds: float, concurrency: int) -> ScenarioResult:
-    """Fallback load generator when `hey` is not installed: N connections looping for `seconds`."""
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def loop() -> None:
-            nonlocal errors
-            while time.monotonic() < stop_at:
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post(url, content=body, headers={"content-type": "application/json"})
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append(time.perf_counter() - t0)
-                errors += not ok
-
-        started = time.monotonic()
-        await asyncio.gather(*[loop() for _ in range(concurrency)])
-        elapsed = time.monotonic() - started
-    latencies.sort()
-    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
-    mean = sum(latencies) / len(latencies) if latencies else float("nan")
-    return ScenarioResult(url, len(latencies) / elapsed, mean * 1000, p99 * 1000, errors, len(latencies))
-
-
 def _load(url: str, body_file: Path, seconds: float, concurrency: int) -> ScenarioResult:
-    if shutil.which("hey"):
-        return _hey(url, body_file, seconds, concurrency)
-    return asyncio.run(_httpx_load(url, body_file.read_bytes(), seconds, concurrency))
+    return ScenarioResult(url, **dataclasses.asdict(load(url, seconds, concurrency, body_file)))
 
 
 def _cpu_seconds(pid: int | None) -> float:
@@ -276,12 +209,12 @@ def _cpu_seconds(pid: int | None) -> float:
 def _table(rows: list[ScenarioResult], concurrency: int | str, tool: str) -> str:
     lines = [
         f"load generator: {tool}, concurrency {concurrency}",
-        f"{'scenario':<40} {'req/s':>9} {'mean ms':>9} {'p99 ms':>9} {'errors':>8} {'requests':>9}",
+        f"{'scenario':<40} {'req/s':>9} {'mean ms':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>8} {'requests':>9}",
     ]
     for r in rows:
         lines.append(
-            f"{r.name:<40} {r.rps:>9,.0f} {r.mean_ms:>9.1f} {r.p99_ms:>9.1f} {r.errors:>8} {r.total:>9}"
-            + (f"  {r.note}" if r.note else "")
+            f"{r.name:<40} {r.rps:>9,.0f} {r.mean_ms:>9.1f} {r.p50_ms:>9.1f} {r.p99_ms:>9.1f}"
+            f" {r.errors:>8} {r.total:>9}" + (f"  {r.note}" if r.note else "")
         )
     return "\n".join(lines)
 
@@ -408,7 +341,7 @@ def run(args: argparse.Namespace) -> list[ScenarioResult]:
     from bench.workloads import load_workloads
 
     workloads = [w for w in load_workloads() if w.name in args.scenarios]
-    tool = "hey" if shutil.which("hey") else "httpx"
+    tool = loadgen.tool()
     rows: list[ScenarioResult] = []
     with stack(args, workloads) as st:
         print(idle_cpu(st.pids), flush=True)
@@ -456,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(args)
     print()
     if rows:
-        tool = "hey" if shutil.which("hey") else "httpx (hey not installed)"
+        tool = loadgen.tool() if loadgen.tool() == "hey" else "httpx (hey not installed)"
         print(_table(rows, ",".join(map(str, args.concurrency)), tool))
     return 0
 

@@ -22,12 +22,10 @@ Writes bench/results/latest.json (and prints the table).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,6 +38,8 @@ from typing import Any
 
 import httpx
 import orjson
+
+from bench.loadgen import load
 
 __all__ = ["Row", "main"]
 
@@ -80,77 +80,6 @@ def _table(rows: list[Row]) -> str:
 
 
 # -- load generation ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Load:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    total: int
-
-
-def _hey(url: str, seconds: float, concurrency: int, body: Path | None) -> Load:
-    from bench.gateway import _HEY_RPS, _HEY_STATUS
-
-    args = ["hey", "-z", f"{seconds}s", "-c", str(concurrency)]
-    if body is not None:
-        args += ["-m", "POST", "-T", "application/json", "-D", str(body)]
-    out = subprocess.run([*args, url], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
-    statuses = {int(c): int(n) for c, n in _HEY_STATUS.findall(out)}
-    total = sum(statuses.values())
-    errors = sum(n for c, n in statuses.items() if c != 200)
-    if "Error distribution" in out:
-        errors += sum(
-            int(x.split("]")[0].strip("[ "))
-            for x in out.split("Error distribution", 1)[1].splitlines()
-            if x.strip().startswith("[")
-        )
-    rps_m = _HEY_RPS.search(out)
-
-    def pct(p: str) -> float:
-        for line in out.splitlines():
-            if line.strip().startswith(f"{p}% in"):
-                return float(line.split()[2]) * 1000
-        return float("nan")
-
-    return Load(float(rps_m.group(1)) if rps_m else 0.0, pct("50"), pct("99"), errors, total)
-
-
-async def _httpx(url: str, seconds: float, concurrency: int, body: bytes | None) -> Load:
-    lat: list[float] = []
-    errors = 0
-    stop_at = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def loop() -> None:
-            nonlocal errors
-            while time.monotonic() < stop_at:
-                t0 = time.perf_counter()
-                try:
-                    if body is None:
-                        r = await client.get(url)
-                    else:
-                        r = await client.post(url, content=body, headers={"content-type": "application/json"})
-                    errors += r.status_code != 200
-                except httpx.HTTPError:
-                    errors += 1
-                lat.append(time.perf_counter() - t0)
-
-        t = time.monotonic()
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
-        elapsed = time.monotonic() - t
-    lat.sort()
-    q = (lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] * 1000) if lat else (lambda p: float("nan"))
-    return Load(len(lat) / elapsed, q(0.5), q(0.99), errors, len(lat))
-
-
-def load(url: str, seconds: float, concurrency: int, body: Path | None) -> Load:
-    if shutil.which("hey"):
-        return _hey(url, seconds, concurrency, body)
-    return asyncio.run(_httpx(url, seconds, concurrency, body.read_bytes() if body else None))
 
 
 # -- processes ---------------------------------------------------------------------------------------
