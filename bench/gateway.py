@@ -32,7 +32,7 @@ import httpx
 import orjson
 
 from bench import loadgen
-from bench.loadgen import load
+from bench.loadgen import Load, load
 
 __all__ = ["ScenarioResult", "main"]
 
@@ -40,14 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
-class ScenarioResult:
-    name: str
-    rps: float
-    mean_ms: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    total: int
+class ScenarioResult(Load):
+    """One load run, named, with a note (each process's CPU per request)."""
+
+    name: str = ""
     note: str = ""
 
 
@@ -192,7 +188,7 @@ def _check_response(http: httpx.Client, channel: str, workload: Any) -> None:
 
 
 def _load(url: str, body_file: Path, seconds: float, concurrency: int) -> ScenarioResult:
-    return ScenarioResult(url, **dataclasses.asdict(load(url, seconds, concurrency, body_file)))
+    return ScenarioResult(**dataclasses.asdict(load(url, seconds, concurrency, body_file)), name=url)
 
 
 def _cpu_seconds(pid: int | None) -> float:
