@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(args)
     print()
     if rows:
-        tool = loadgen.tool() if loadgen.tool() == "hey" else "httpx (hey not installed)"
+        tool = "hey" if loadgen.tool() == "hey" else "httpx (hey not installed)"
         print(_table(rows, ",".join(map(str, args.concurrency)), tool))
     return 0
 

@@ -32,6 +32,8 @@ _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _AVERAGE = re.compile(r"Average:\s+([\d.]+) secs")
 _STATUS = re.compile(r"\[(\d{3})\]\s+(\d+) responses")
 _ERRORS = re.compile(r"^\s+\[(\d+)\]\s+(.+)$", re.M)
+_P50 = re.compile(r"^\s*50% in ([\d.]+) secs", re.M)
+_P99 = re.compile(r"^\s*99% in ([\d.]+) secs", re.M)
 
 
 def tool() -> str:
@@ -65,12 +67,9 @@ def parse_hey(out: str) -> Load:
         found = pattern.search(out)
         return float(found.group(1)) * 1000 if found else float("nan")
 
-    def percentile(p: str) -> float:
-        return seconds_of(re.compile(rf"^\s*{p}% in ([\d.]+) secs", re.M))
-
     rps = _RPS.search(out)
     return Load(
-        float(rps.group(1)) if rps else 0.0, seconds_of(_AVERAGE), percentile("50"), percentile("99"), errors, total
+        float(rps.group(1)) if rps else 0.0, seconds_of(_AVERAGE), seconds_of(_P50), seconds_of(_P99), errors, total
     )
 
 
